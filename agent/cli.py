@@ -1,0 +1,77 @@
+"""``pushagent``: parse, build config, run the command, map errors to one line and an exit code.
+
+Each command lives in ``agent.commands.<name>`` and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` to a handler ``(args) -> int``. Handlers build the
+configuration with ``agent.commands.load_config(args, ...)`` and call into the library.
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.errors import EdgepushError
+
+# Order here is the order in --help.
+COMMANDS = (
+    "run",
+    "send",
+    "history",
+    "status",
+    "read",
+    "pause",
+    "login",
+    "config",
+    "tray",
+    "autostart",
+)
+
+log = logging.getLogger("pushagent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushagent",
+        description="edgepush agent: receive push messages over MQTT or WebSocket, keep them "
+        "in an offline cache, show them as notifications and send receipts back.",
+    )
+    parser.add_argument("--version", action="version", version=f"pushagent {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="config file (TOML)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"agent.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"agent.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pushagent`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except EdgepushError as exc:
+        print(f"pushagent: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0  # `pushagent history | head`: the reader left, nothing went wrong

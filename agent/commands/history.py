@@ -1,0 +1,77 @@
+"""``pushagent history``: what the agent has stored, offline, newest last."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+
+from agent.commands import common, load_config, open_store
+from agent.envelope import dumps, encode
+from agent.errors import UsageError
+from agent.store import Stored
+from agent.timeparse import parse_since
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "history",
+        help="list stored messages",
+        description="List stored messages, newest last. Works offline.",
+    )
+    common(p)
+    p.add_argument(
+        "--topic",
+        action="append",
+        help="only this topic (repeatable; 'home/#' matches a whole subtree)",
+    )
+    p.add_argument(
+        "--since",
+        help="after a message ID, from a UNIX_TIME, within a DURATION (10m, 2h, 7d), or 'all'",
+    )
+    p.add_argument("--limit", type=int, default=50, help="at most N messages (default 50)")
+    p.add_argument("--search", metavar="TEXT", help="full-text search in title, body and tags")
+    p.add_argument("--json", action="store_true", help="print one JSON array of envelopes")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {args.limit}")
+    try:
+        since = parse_since(args.since, now=int(time.time())) if args.since else None
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    cfg = load_config(args)
+    store = open_store(cfg)
+    try:
+        rows = store.query(topics=args.topic, since=since, search=args.search, limit=args.limit)
+    finally:
+        store.close()
+    out = sys.stdout
+    if args.json:
+        out.write(dumps([{**encode(r.message), "state": r.state} for r in rows]) + "\n")
+    else:
+        out.write(table(rows, width=shutil.get_terminal_size((100, 20)).columns))
+    return 0
+
+
+def table(rows: Sequence[Stored], *, width: int) -> str:
+    """A readable table; control characters in stored text are shown escaped, never raw."""
+    if not rows:
+        return "no messages stored\n"
+    lines = [f"{'TIME':19}  {'TOPIC':16}  P  {'STATE':9}  MESSAGE"]
+    for r in rows:
+        m = r.message
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.time))
+        text = f"{m.title}: {m.message}" if m.title else m.message
+        line = f"{when}  {_safe(m.topic, 16):16}  {m.priority}  {r.state:9}  {_safe(text, 500)}"
+        lines.append(line[: max(width, 60)])
+    return "\n".join(lines) + "\n"
+
+
+def _safe(text: str, limit: int) -> str:
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit * 2])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"

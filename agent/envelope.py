@@ -1,0 +1,280 @@
+"""The message envelope: ntfy's field names, decoded from any payload, never a crash.
+
+Theory of operation
+-------------------
+A payload is bytes from a broker, a relay or a request body. ``decode`` turns it into a
+``Message`` or raises ``MessageError`` naming the field that was wrong — nothing else ever
+escapes (a hypothesis test feeds it arbitrary bytes). The rules, in order:
+
+1. Larger than ``max_size``: rejected (``field="payload"``).
+2. Not UTF-8: rejected (``field="payload"``); the text of a notification must be text.
+3. A JSON object carrying at least one envelope field: an envelope. Known fields are checked
+   and normalised (priority words → numbers, out-of-range priorities clamped to 1..5, a tags
+   string split on commas); unknown fields are kept in ``extra`` and written back out by
+   ``encode``, so a newer publisher's fields survive a trip through an older agent.
+4. Anything else (plain text, malformed JSON, a JSON array or number, an object with none of
+   our fields such as a sensor's ``{"temp": 21}``): the whole text is the message.
+
+A message without an id gets one; without a time, now. ``decode(encode(m)) == m``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import string
+import time as _time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agent.errors import MessageError
+
+FIELDS = (
+    "id",
+    "time",
+    "expires",
+    "topic",
+    "title",
+    "message",
+    "priority",
+    "tags",
+    "click",
+    "actions",
+    "attachment",
+    "content_type",
+)
+DEFAULT_PRIORITY = 3
+DEFAULT_MAX_SIZE = 256 * 1024
+MAX_ID_LENGTH = 64
+MAX_TOPIC_LENGTH = 256
+PRIORITY_WORDS = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5, "max": 5}
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_CHARS = frozenset(_ID_ALPHABET + "-_.:")
+
+
+def new_id() -> str:
+    """A fresh 12-character id in ntfy's style (62^12 values: collisions are not a concern)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One push message. Field names and meanings follow ntfy's JSON message format."""
+
+    id: str
+    time: int
+    topic: str
+    message: str = ""
+    title: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    tags: tuple[str, ...] = ()
+    click: str | None = None
+    actions: tuple[dict[str, Any], ...] = ()
+    attachment: dict[str, Any] | None = None
+    content_type: str | None = None
+    expires: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_topic(self, topic: str) -> Message:
+        """The same message on another topic (used when a transport knows the real one)."""
+        return replace(self, topic=check_topic(topic))
+
+
+def encode(msg: Message) -> dict[str, Any]:
+    """The envelope as a JSON-ready dict: ntfy's fields, empty ones left out, extras kept."""
+    out: dict[str, Any] = dict(msg.extra)
+    out["id"] = msg.id
+    out["time"] = msg.time
+    if msg.expires is not None:
+        out["expires"] = msg.expires
+    out["topic"] = msg.topic
+    if msg.title is not None:
+        out["title"] = msg.title
+    out["message"] = msg.message
+    out["priority"] = msg.priority
+    if msg.tags:
+        out["tags"] = list(msg.tags)
+    if msg.click is not None:
+        out["click"] = msg.click
+    if msg.actions:
+        out["actions"] = [dict(a) for a in msg.actions]
+    if msg.attachment is not None:
+        out["attachment"] = dict(msg.attachment)
+    if msg.content_type is not None:
+        out["content_type"] = msg.content_type
+    return out
+
+
+def encode_bytes(msg: Message) -> bytes:
+    """The envelope as compact UTF-8 JSON, as published on the wire."""
+    return dumps(encode(msg)).encode()
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON that refuses NaN/Infinity (they are not JSON and break equality)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def decode(
+    payload: bytes | str,
+    *,
+    topic: str | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+    now: int | None = None,
+) -> Message:
+    """Decode a payload into a Message (see the module docstring for the rules).
+
+    ``topic`` is where the payload arrived; when given it wins over the envelope's own.
+    Raises MessageError, and only MessageError, for anything it cannot accept.
+    """
+    raw = payload.encode() if isinstance(payload, str) else payload
+    if len(raw) > max_size:
+        raise MessageError(
+            f"payload is {len(raw)} bytes, above the limit of {max_size}", field="payload"
+        )
+    try:
+        text = raw.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError as exc:
+        raise MessageError(
+            f"payload is not valid UTF-8 (byte {exc.start})", field="payload"
+        ) from None
+    obj = _json_object(text)
+    if obj is None or not any(k in obj for k in FIELDS):
+        return from_fields({"message": text}, topic=topic, now=now)
+    return from_fields(obj, topic=topic, now=now)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    stripped = text.lstrip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        obj = json.loads(stripped, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def from_fields(
+    obj: Mapping[str, Any], *, topic: str | None = None, now: int | None = None
+) -> Message:
+    """Build a Message from a mapping of envelope fields, checking each one."""
+    known = {k: v for k, v in obj.items() if k in FIELDS and v is not None}
+    extra = {k: v for k, v in obj.items() if k not in FIELDS}
+    msg_topic = topic if topic is not None else _str(known, "topic", "")
+    return Message(
+        id=check_id(known["id"]) if "id" in known else new_id(),
+        time=_int(known, "time") if "time" in known else int(now or _time.time()),
+        expires=_int(known, "expires") if "expires" in known else None,
+        topic=check_topic(msg_topic),
+        title=_str(known, "title", None),
+        message=_message_text(known),
+        priority=parse_priority(known.get("priority", DEFAULT_PRIORITY)),
+        tags=_tags(known.get("tags", ())),
+        click=_str(known, "click", None),
+        actions=_actions(known.get("actions", ())),
+        attachment=_attachment(known.get("attachment")),
+        content_type=_str(known, "content_type", None),
+        extra=extra,
+    )
+
+
+def parse_priority(value: Any) -> int:
+    """1..5 from a number, a numeric string or one of ntfy's words; out of range is clamped."""
+    if isinstance(value, bool):
+        raise MessageError(f"priority must be 1-5 or a word, not {value!r}", field="priority")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in PRIORITY_WORDS:
+            return PRIORITY_WORDS[word]
+        if word.lstrip("-").isdigit() and len(word) < 10:
+            value = int(word)
+    if isinstance(value, int):
+        return min(5, max(1, value))
+    shown = repr(value)[:40]
+    raise MessageError(
+        f"priority must be 1-5 or one of {', '.join(PRIORITY_WORDS)}, not {shown}",
+        field="priority",
+    )
+
+
+def check_id(value: Any) -> str:
+    """An id is 1-64 characters of letters, digits and ``-_.:`` (safe in URLs and logs)."""
+    if not isinstance(value, str) or not value:
+        raise MessageError("id must be a non-empty string", field="id")
+    if len(value) > MAX_ID_LENGTH or not _ID_CHARS.issuperset(value):
+        raise MessageError(
+            f"id must be at most {MAX_ID_LENGTH} letters, digits or -_.: characters", field="id"
+        )
+    return value
+
+
+def check_topic(value: Any) -> str:
+    """A topic is text up to 256 characters without control characters.
+
+    Topics are stored as values, never spliced into SQL or paths, so ``../x`` is harmless
+    here; the relay applies its own stricter rule to the topics in its URLs.
+    """
+    if not isinstance(value, str):
+        raise MessageError("topic must be a string", field="topic")
+    if len(value) > MAX_TOPIC_LENGTH:
+        raise MessageError(f"topic is longer than {MAX_TOPIC_LENGTH} characters", field="topic")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise MessageError("topic contains control characters", field="topic")
+    return value
+
+
+def _message_text(known: Mapping[str, Any]) -> str:
+    value = known.get("message", "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dumps(value)  # a bare number is a fine message ("21.5")
+    if not isinstance(value, str):
+        raise MessageError("message must be a string", field="message")
+    return value
+
+
+def _str(known: Mapping[str, Any], name: str, default: str | None) -> Any:
+    value = known.get(name, default)
+    if value is not None and not isinstance(value, str):
+        raise MessageError(f"{name} must be a string, not {type(value).__name__}", field=name)
+    return value
+
+
+def _int(known: Mapping[str, Any], name: str) -> int:
+    value = known[name]
+    if isinstance(value, float) and math.isfinite(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise MessageError(f"{name} must be a unix time in seconds", field=name)
+    return value
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value):
+        return tuple(value)
+    raise MessageError("tags must be a list of strings or a comma-separated string", "tags")
+
+
+def _actions(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, dict) for a in value):
+        raise MessageError("actions must be a list of objects", field="actions")
+    for action in value:
+        if not isinstance(action.get("action"), str) or not isinstance(action.get("label"), str):
+            raise MessageError("each action needs string 'action' and 'label'", "actions")
+    return tuple(value)
+
+
+def _attachment(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise MessageError("attachment must be an object", field="attachment")

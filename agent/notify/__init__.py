@@ -1,0 +1,104 @@
+"""Notifier backends: where a new message goes after it is stored.
+
+A backend is an async context manager with ``show(items)``: it takes a batch of newly stored
+messages (oldest first) and returns once it has accepted them. The service advances the
+store's ``notified_seq`` mark right after ``show`` returns. A backend that learns what the
+user did (shown, clicked, dismissed) reports it through the ``on_event(message_id, state)``
+callback it was built with; the service records it and queues the receipt.
+
+``make_notifier`` picks the backend by name and imports only what that backend needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+from agent.envelope import dumps, encode
+from agent.store import Stored
+
+EventSink = Callable[[str, str], None]
+"""``on_event(message_id, state)`` with state displayed, clicked or dismissed."""
+
+
+class Notifier(Protocol):
+    name: str
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def show(self, items: Sequence[Stored]) -> None: ...
+
+
+class _Base:
+    name = "base"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class NullNotifier(_Base):
+    """``--notifier none``: store only (benchmarks, pure relays of messages)."""
+
+    name = "none"
+
+    async def show(self, items: Sequence[Stored]) -> None:
+        return None
+
+
+class LogNotifier(_Base):
+    """``--notifier log``: one JSON line per message on stdout, as in ``history --json``.
+
+    The batch is written with one ``os.write`` per 32 KiB so a crash either printed a line
+    whole or not at all, and the time between printing and the service's mark is minimal.
+    """
+
+    name = "log"
+
+    def __init__(self, fd: int | None = None) -> None:
+        self._fd = sys.stdout.fileno() if fd is None else fd
+
+    async def show(self, items: Sequence[Stored]) -> None:
+        chunk: list[str] = []
+        size = 0
+        for item in items:
+            line = dumps({**encode(item.message), "state": item.state}) + "\n"
+            chunk.append(line)
+            size += len(line)
+            if size >= 32768:
+                self._write("".join(chunk))
+                chunk, size = [], 0
+        if chunk:
+            self._write("".join(chunk))
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+
+
+def make_notifier(name: str, on_event: EventSink | None = None, **options: object) -> Notifier:
+    """The backend called ``name`` (desktop, command, log, none)."""
+    if name == "log":
+        return LogNotifier()
+    if name == "none":
+        return NullNotifier()
+    raise NotImplementedError(f"notifier {name!r} is not built yet")

@@ -1,0 +1,122 @@
+"""Turning TOML tables into frozen dataclasses, with errors that name file, key and value.
+
+Pure: no environment, no file system. ``agent.config`` (and the relay's config module) use it
+to build their dataclasses; a dataclass checks its own values in ``__post_init__`` by raising
+ValueError, which ``build`` turns into a ConfigError that points at the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def build(
+    cls: type[T],
+    table: Mapping[str, Any],
+    *,
+    where: str,
+    prefix: str = "",
+    fixed: Mapping[str, Any] | None = None,
+) -> T:
+    """Build dataclass ``cls`` from ``table``; ``where`` names the source (a file, 'flags').
+
+    ``fixed`` supplies fields that are not configurable (a key for them is unknown).
+    """
+    fixed = fixed or {}
+    hints = typing.get_type_hints(cls)
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and f.name not in fixed
+    }
+    kwargs: dict[str, Any] = dict(fixed)
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            near = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
+        kwargs[name] = convert(hints[name], value, where=where, key=f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
+    """Check and convert one TOML value to the field type ``hint``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(inner[0], value, where=where, key=key)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, Mapping):
+            _wrong(where, key, value, "a table")
+        return build(hint, value, where=where, prefix=f"{key}.")
+    if origin is tuple:
+        if isinstance(value, str) and args[0] is str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            _wrong(where, key, value, "a list")
+        return tuple(
+            convert(args[0], v, where=where, key=f"{key}[{i}]") for i, v in enumerate(value)
+        )
+    if hint is bool:
+        if not isinstance(value, bool):
+            _wrong(where, key, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _wrong(where, key, value, "a whole number")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _wrong(where, key, value, "a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _wrong(where, key, value, "a string")
+        return value
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            _wrong(where, key, value, "a file path")
+        return Path(value).expanduser()
+    raise TypeError(f"settings: no conversion for {hint!r}")  # a bug in a dataclass
+
+
+def _wrong(where: str, key: str, value: Any, expected: str) -> typing.NoReturn:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise ConfigError(f"{where}: '{key}' must be {expected}, not {shown}")
+
+
+def merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``top`` over ``base`` (tables merge, other values replace)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_dotted(table: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating tables on the way."""
+    *parents, last = dotted.split(".")
+    for part in parents:
+        table = table.setdefault(part, {})
+    table[last] = value

@@ -1,0 +1,3 @@
+from edge_relay.cli import main
+
+raise SystemExit(main())

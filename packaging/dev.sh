@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The README's two commands:  packaging/dev.sh demo  |  packaging/dev.sh test
+# Works on a fresh Debian / Ubuntu / Raspberry Pi OS machine with Python 3.11+.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=${EDGEPUSH_VENV:-$root/.venv}
+
+# Debian packages the test suite talks to: a real broker, a real notification daemon on a
+# virtual screen, a D-Bus session bus, and Tk for the history window.
+APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils
+          libnotify-bin python3-tk iproute2 systemd dpkg-dev lintian binutils)
+
+need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing Debian packages: ${missing[*]}"
+  need_root apt-get update -qq
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+make_venv() {
+  local extras=$1
+  if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "edgepush needs Python 3.11 or newer (found $(python3 --version))" >&2; exit 1
+  fi
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+  fi
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  echo "==> installing edgepush[$extras] into $venv"
+  "$venv/bin/python" -m pip install -q -e ".[$extras]"
+}
+
+case "${1:-}" in
+  demo)
+    make_venv relay
+    exec "$venv/bin/python" -m edge_relay.demo "${@:2}"
+    ;;
+  test)
+    apt_install "${APT_TEST[@]}"
+    make_venv dev
+    exec "$venv/bin/python" -m pytest "${@:2}"
+    ;;
+  *)
+    echo "usage: $0 demo|test [args...]" >&2; exit 2 ;;
+esac
