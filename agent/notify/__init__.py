@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from agent.config import AgentConfig
 from agent.envelope import dumps, encode
-from agent.store import Stored
+from agent.store import Store, Stored
 
 EventSink = Callable[[str, str], None]
 """``on_event(message_id, state)`` with state displayed, clicked or dismissed."""
@@ -95,8 +96,9 @@ class LogNotifier(_Base):
             data = data[written:]
 
 
-def make_notifier(name: str, on_event: EventSink | None = None, **options: object) -> Notifier:
-    """The backend called ``name`` (desktop, command, log, none)."""
+def make_notifier(cfg: AgentConfig, on_event: EventSink, store: Store | None = None) -> Notifier:
+    """The backend named by ``cfg.notifier`` (desktop, command, log, none)."""
+    name = cfg.notifier
     if name == "log":
         return LogNotifier()
     if name == "none":

@@ -1,0 +1,61 @@
+"""Transports: one live connection to a server, delivering batches of messages.
+
+The contract every transport keeps (it is what makes "nothing lost, nothing twice" hold):
+
+1. ``run(sink)`` connects, receives, and for each group of messages that arrived together
+   awaits ``sink(batch)``. Only after ``sink`` returned does it acknowledge them (MQTT:
+   PUBACKs in receive order; ntfy streams: nothing to send, the cursor went into the same
+   transaction as the messages). If ``sink`` raises StoreBusy, the transport keeps the batch,
+   waits, and calls ``sink`` again with it; it never acks an uncommitted message.
+2. A payload that cannot be decoded is logged with the reason and counted in
+   ``batch.rejected`` — it is acknowledged with its batch, so it never stalls the ones behind.
+3. On a dropped or dead link, ``run`` reconnects by itself with ``agent.backoff`` and keeps
+   ``state`` current. It returns only when cancelled; an AuthError or ConfigError that a
+   person must fix is raised out of ``run`` only when ``fatal_auth`` is set (``pushagent
+   send``); the resident agent keeps retrying at the backoff cap, saying why each time.
+4. ``publish(item)`` sends one outbox item (a receipt, or a message published while
+   offline) and returns once the server acknowledged it; it raises ConnectionLost when
+   there is no connection, and the item stays in the outbox.
+
+Only ``agent.transports.mqtt`` imports paho; only ``agent.transports.ws`` imports websockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from agent.envelope import Message
+from agent.store import OutboxItem
+
+ConnState = Literal["connected", "connecting", "offline"]
+
+
+@dataclass
+class Batch:
+    """Messages that arrived together from one source, to be committed in one transaction."""
+
+    source: str
+    messages: list[Message] = field(default_factory=list)
+    cursor: tuple[str, str] | None = None
+    """``(source, subscription)`` whose position is the last message id of this batch."""
+    rejected: int = 0
+
+
+BatchSink = Callable[[Batch], Awaitable[None]]
+
+
+class Transport(Protocol):
+    url: str
+    """The server, as the user wrote it, without credentials."""
+    state: ConnState
+
+    async def run(self, sink: BatchSink) -> None: ...
+
+    async def publish(self, item: OutboxItem) -> None: ...
+
+
+def destinations(items: Sequence[OutboxItem]) -> set[str]:
+    """The distinct destinations of outbox items (for logging and batching)."""
+    return {i.destination for i in items}
