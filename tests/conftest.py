@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.mosquitto import Mosquitto
 
 
 @pytest.fixture
@@ -14,3 +17,13 @@ def home(tmp_path: Path) -> Path:
     d = tmp_path / "home"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free port, persistence in the test's temp dir."""
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
