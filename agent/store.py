@@ -500,6 +500,19 @@ class Store:
         )
         return [(str(s), str(d), float(t)) for s, d, t in rows]
 
+    def topic_stats(self) -> dict[str, dict[str, int]]:
+        """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""
+        table: dict[str, dict[str, int]] = {}
+        for topic, n in self._read("SELECT topic, count(*) FROM messages GROUP BY topic"):
+            table[str(topic)] = {"published": int(n), "delivered": 0, "displayed": 0, "clicked": 0}
+        rows = self._read(
+            "SELECT m.topic, r.state, count(*) FROM receipts r JOIN messages m "
+            "ON m.id = r.message_id GROUP BY m.topic, r.state"
+        )
+        for topic, state, n in rows:
+            table.setdefault(str(topic), {"published": 0})[str(state)] = int(n)
+        return table
+
     def outbox_add(self, kind: str, destination: str, payload: str) -> int:
         with self._write() as conn:
             cur = conn.execute(

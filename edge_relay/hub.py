@@ -1,0 +1,182 @@
+"""The hub: stores every message (group commit), then fans it out to live subscribers.
+
+Theory of operation
+-------------------
+Publishes go through one writer task. It takes every publish waiting at that moment, stores
+them in ONE ``insert_batch`` transaction, and only then offers the stored messages to the
+subscribers, in ``seq`` order. So a subscriber never sees a message that a restarted relay
+would not have, and fan-out order is store order.
+
+The seam between replay and live (``since=``): a subscriber is registered for live messages
+FIRST, then replays from the store. A message committed before the registration is found by
+the replay; one committed after it is in the live queue; one committed in between may be in
+both, and the subscriber drops any live message whose ``seq`` is not above the last one it
+sent. No gap, no duplicate.
+
+Each subscriber has a bounded queue. ``offer`` never waits: when the queue is full the
+subscriber is marked dead and its connection aborted (it resumes with ``since=``), so one slow
+reader never slows the writer, the other subscribers, or grows memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from agent.envelope import Message
+from agent.errors import EdgepushError
+from agent.store import Store, Stored
+from edge_relay.core import Filters
+
+log = logging.getLogger(__name__)
+_MAX_GROUP = 1000
+
+
+class Subscriber:
+    """One live subscription: its topics, filters and bounded send queue."""
+
+    def __init__(
+        self,
+        topics: Iterable[str],
+        filters: Filters,
+        *,
+        queue_size: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self.topics = frozenset(topics)
+        self.filters = filters
+        self.queue: asyncio.Queue[Stored] = asyncio.Queue(queue_size)
+        self.on_overflow = on_overflow
+        self.dead = False
+        self.last_seq = 0
+
+    def offer(self, item: Stored) -> None:
+        """Queue a live message (never waits); overflow kills this subscriber only."""
+        if self.dead or not self.filters.match(item.message):
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dead = True
+            log.warning("subscriber to %s too slow: disconnected", ",".join(sorted(self.topics)))
+            self.on_overflow()
+
+    def fresh(self, item: Stored) -> bool:
+        """True if ``item`` was not sent yet (seq 0 = uncached, always fresh)."""
+        if item.seq == 0:
+            return True
+        if item.seq <= self.last_seq:
+            return False
+        self.last_seq = item.seq
+        return True
+
+    async def next(self, timeout: float) -> Stored | None:
+        """The next live message not yet sent, or None after ``timeout`` s (keepalive time)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                item = await asyncio.wait_for(self.queue.get(), remaining)
+            except TimeoutError:
+                return None
+            if self.fresh(item):
+                return item
+
+
+@dataclass
+class _Publish:
+    messages: list[Message]
+    cache: bool
+    source: str
+    done: asyncio.Future[list[Stored]]
+
+
+@dataclass
+class Hub:
+    """Owns the writer task and the subscriber index. Use ``async with``."""
+
+    store: Store
+    on_stored: list[Callable[[list[Stored], str], None]] = field(default_factory=list)
+    _subs: dict[str, set[Subscriber]] = field(default_factory=lambda: defaultdict(set))
+    _queue: asyncio.Queue[_Publish] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+    delivered: int = 0
+
+    async def __aenter__(self) -> Hub:
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="hub-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len({s for subs in self._subs.values() for s in subs})
+
+    def subscribe(self, sub: Subscriber) -> None:
+        for topic in sub.topics:
+            self._subs[topic].add(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        for topic in sub.topics:
+            subs = self._subs.get(topic)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[topic]
+
+    async def publish(
+        self, messages: list[Message], *, cache: bool = True, source: str = "local"
+    ) -> list[Stored]:
+        """Store (unless ``cache`` is off) then fan out; returns the messages that were new."""
+        done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Publish(messages, cache, source, done))
+        return await done
+
+    async def _writer(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while not self._queue.empty() and len(group) < _MAX_GROUP:
+                group.append(self._queue.get_nowait())
+            await self._commit(group)
+
+    async def _commit(self, group: list[_Publish]) -> None:
+        cached = [p for p in group if p.cache]
+        by_source: dict[str, list[_Publish]] = defaultdict(list)
+        for p in cached:
+            by_source[p.source].append(p)
+        results: dict[int, list[Stored]] = {}
+        for source, pubs in by_source.items():
+            msgs = [m for p in pubs for m in p.messages]
+            try:
+                stored = await asyncio.to_thread(self.store.insert_batch, msgs, source=source)
+            except EdgepushError as exc:
+                for p in pubs:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+                continue
+            new = {s.message.id: s for s in stored}
+            for p in pubs:
+                results[id(p)] = [new[m.id] for m in p.messages if m.id in new]
+            self._fan_out(stored)
+            for callback in self.on_stored:
+                callback(stored, source)
+        for p in group:
+            if not p.cache:
+                results[id(p)] = [Stored(0, m) for m in p.messages]
+                self._fan_out(results[id(p)])
+            if not p.done.done():
+                p.done.set_result(results.get(id(p), []))
+
+    def _fan_out(self, stored: list[Stored]) -> None:
+        for item in stored:
+            for sub in tuple(self._subs.get(item.message.topic, ())):
+                sub.offer(item)
