@@ -173,6 +173,8 @@ class WsConfig:
     """Seconds a preferred server may stay unreachable before the next one is used."""
     recheck: float = 30.0
     """Seconds between checks whether a more preferred server (or relay) is back."""
+    relay_name: str = "*"
+    """Only relays whose mDNS instance name matches this glob are used by ``auto``."""
 
     def __post_init__(self) -> None:
         if self.keepalive <= 0 or self.connect_timeout <= 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import ipaddress
 import logging
 import time
@@ -67,9 +68,15 @@ class Discovery:
     """Browse for relays while open. Use as an async context manager."""
 
     def __init__(
-        self, *, interval: float = 60.0, min_gap: float = 2.0, service: str = SERVICE
+        self,
+        *,
+        interval: float = 60.0,
+        min_gap: float = 2.0,
+        service: str = SERVICE,
+        name_filter: str = "*",
     ) -> None:
         self.interval = interval
+        self.name_filter = name_filter
         self.min_gap = min_gap
         self.service = service
         self.changed = asyncio.Event()
@@ -146,7 +153,8 @@ class Discovery:
 
     async def _resolve(self, name: str) -> None:
         azc = self._azc
-        if azc is None:
+        short = name.removesuffix("." + self.service)
+        if azc is None or not fnmatch.fnmatchcase(short, self.name_filter):
             return
         info = AsyncServiceInfo(self.service, name)
         if not await info.async_request(azc.zeroconf, _RESOLVE_MS):
@@ -157,7 +165,7 @@ class Discovery:
             log.warning("relay %s advertises no usable address", name)
             return
         if self._found.get(name) != url:
-            log.info("found relay %s at %s", name.removesuffix("." + self.service), url)
+            log.info("found relay %s at %s", short, url)
             self._found[name] = url
             self.changed.set()
 

@@ -82,8 +82,6 @@ class FailoverTransport:
     ) -> None:
         if not servers:
             raise ConfigError("no server given: use --server URL (or 'auto')")
-        if has_auto(servers) and discovery is None:
-            raise ConfigError("'auto' needs relay discovery (internal: no Discovery given)")
         self.servers = tuple(servers)
         self.cfg = cfg
         self._make = make
@@ -102,7 +100,22 @@ class FailoverTransport:
         return self._child.state if self._child is not None else "connecting"
 
     async def run(self, sink: BatchSink) -> None:
-        """Run the chosen child until cancelled; switch as the module docstring says."""
+        """Run the chosen child until cancelled; switch as the module docstring says.
+
+        With ``auto`` in the list and no Discovery given, one is opened for the run's lifetime.
+        """
+        if self._discovery is not None or not has_auto(self.servers):
+            await self._run(sink)
+            return
+        ws = self.cfg.ws
+        async with Discovery(interval=2 * ws.recheck, name_filter=ws.relay_name) as found:
+            self._discovery = found
+            try:
+                await self._run(sink)
+            finally:
+                self._discovery = None
+
+    async def _run(self, sink: BatchSink) -> None:
         current: str | None = None
         try:
             while True:

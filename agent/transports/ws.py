@@ -76,6 +76,11 @@ _REJECTED = _Rejected()
 _Item = Message | _Rejected | TransportError
 
 
+def make_transport(url: str, cfg: AgentConfig, client_id: str) -> WsTransport:
+    """The service's factory for ``http(s)://`` and ``ws(s)://`` servers."""
+    return WsTransport(url, cfg, topics=cfg.topics, token=cfg.auth.token, open_store=True)
+
+
 class WsTransport:
     """A resident ntfy WebSocket subscription delivering batches to a sink."""
 
@@ -88,6 +93,7 @@ class WsTransport:
         store: Store | None = None,
         token: str | None = None,
         fatal_auth: bool = False,
+        open_store: bool = False,
     ) -> None:
         self.server = parse_server(url)
         self.url = self.server.url
@@ -101,6 +107,7 @@ class WsTransport:
         self.connected_since: float | None = None
         self.last_error: str | None = None
         self._store = store
+        self._open_store = open_store
         self._token = token
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -116,6 +123,19 @@ class WsTransport:
 
     async def run(self, sink: BatchSink) -> None:
         """Subscribe, deliver batches to ``sink``, reconnect with backoff, until cancelled."""
+        own_store = self._store is None and self._open_store
+        if own_store:
+            # The cursor is only read here (and written by the service with the messages):
+            # a second connection to the WAL database never blocks the service's writes.
+            self._store = await asyncio.to_thread(Store(self.cfg.paths.db).open)
+        try:
+            await self._run(sink)
+        finally:
+            if own_store and self._store is not None:
+                self._store.close()
+                self._store = None
+
+    async def _run(self, sink: BatchSink) -> None:
         delays = backoff(cap=BACKOFF_CAP)
         try:
             while True:
