@@ -174,7 +174,8 @@ class WsConfig:
     recheck: float = 30.0
     """Seconds between checks whether a more preferred server (or relay) is back."""
     relay_name: str = "*"
-    """Only relays whose mDNS instance name matches this glob are used by ``auto``."""
+    """``auto`` uses only relays whose mDNS instance name matches one of these
+    comma-separated globs."""
 
     def __post_init__(self) -> None:
         if self.keepalive <= 0 or self.connect_timeout <= 0:

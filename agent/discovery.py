@@ -33,6 +33,8 @@ from typing import Any, Self
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from agent.tasks import reap
+
 log = logging.getLogger("pushagent.discovery")
 
 SERVICE = "_edgepush._tcp.local."
@@ -107,12 +109,10 @@ class Discovery:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self._close_zc()
+        try:
+            await reap(*self._tasks)
+        finally:
+            await self._close_zc()
 
     def nudge(self) -> None:
         """A connection dropped: re-check soon (rate-limited)."""
@@ -154,7 +154,7 @@ class Discovery:
     async def _resolve(self, name: str) -> None:
         azc = self._azc
         short = name.removesuffix("." + self.service)
-        if azc is None or not fnmatch.fnmatchcase(short, self.name_filter):
+        if azc is None or not self._wanted(short):
             return
         info = AsyncServiceInfo(self.service, name)
         if not await info.async_request(azc.zeroconf, _RESOLVE_MS):
@@ -168,6 +168,10 @@ class Discovery:
             log.info("found relay %s at %s", short, url)
             self._found[name] = url
             self.changed.set()
+
+    def _wanted(self, short: str) -> bool:
+        patterns = [p.strip() for p in self.name_filter.split(",") if p.strip()]
+        return any(fnmatch.fnmatchcase(short, p) for p in patterns)
 
     def _drop(self, name: str) -> None:
         url = self._found.pop(name, None)

@@ -35,12 +35,14 @@ from agent.errors import AuthError, ConfigError, ConnectionLost
 from agent.ntfy import parse_server, server_kind
 from agent.servers import Candidate, better_than, choose, expand, has_auto
 from agent.store import OutboxItem
+from agent.tasks import reap
 from agent.transports import BatchSink, ConnState, Transport
 
 log = logging.getLogger("pushagent.failover")
 
 _TICK = 0.25
 _PROBE_TIMEOUT = 2.0
+_FIRST_LOOK = 3.0
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -117,6 +119,10 @@ class FailoverTransport:
 
     async def _run(self, sink: BatchSink) -> None:
         current: str | None = None
+        if self._discovery is not None and not self._discovery.relays():
+            # At start, give mDNS a moment: connecting to the cloud only to move to the relay
+            # a second later would cost a second connection (and a replay) on every start.
+            await self._wait_change(_FIRST_LOOK)
         try:
             while True:
                 cands = await self._candidates()
@@ -148,9 +154,7 @@ class FailoverTransport:
         try:
             verdict = await self._watch(pick, child, task)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await reap(task)
         if verdict == "failed":
             self._cooldown[pick.url] = _now() + self.cfg.ws.recheck
             if self._discovery is not None:
@@ -226,12 +230,10 @@ class FailoverTransport:
         if not waits:
             await asyncio.sleep(timeout)
             return
-        done, pending = await asyncio.wait(waits, timeout=timeout)
-        for w in pending:
-            w.cancel()
-        for w in (*done, *pending):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await w
+        try:
+            await asyncio.wait(waits, timeout=timeout)
+        finally:
+            await reap(*waits)
 
 
 def _now() -> float:

@@ -31,7 +31,6 @@ that a thread per request costs nothing measurable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -57,6 +56,7 @@ from agent.errors import (
 )
 from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
 from agent.store import OutboxItem, Store
+from agent.tasks import reap
 from agent.transports import Batch, BatchSink, ConnState
 
 log = logging.getLogger("pushagent.ws")
@@ -220,9 +220,7 @@ class WsTransport:
         try:
             await self._commit(queue, sink)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await reap(reader)
 
     async def _read(self, ws: ClientConnection, queue: asyncio.Queue[_Item]) -> None:
         """Frames → queue; the last item queued is always the reason the stream ended."""

@@ -1,0 +1,125 @@
+"""Failover across servers with ``auto``: real relay processes, real mDNS, real WebSockets.
+
+The relays advertise themselves with zeroconf on this machine; ``ws.relay_name`` limits the
+agent to the relays of this test (other tests may run relays at the same time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.config import AgentConfig, WsConfig
+from agent.store import Store
+from agent.transports import Batch, Transport
+from agent.transports.failover import FailoverTransport
+from agent.transports.ws import WsTransport
+from tests.relay_proc import Publisher, RelayProc
+
+pytestmark = pytest.mark.slow
+TOPIC = "fo"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "agent.db") as st:
+        yield st
+
+
+def _cfg(tmp_path: Path, relay_name: str) -> AgentConfig:
+    cfg = config.load({}, env={"PUSHAGENT_HOME": str(tmp_path / "home")})
+    ws = WsConfig(keepalive=5, connect_timeout=3, failover_after=2, recheck=1,
+                  relay_name=relay_name)  # fmt: skip
+    return replace(cfg, ws=ws, topics=(TOPIC,))
+
+
+async def _until(cond: object, what: str, timeout: float = 40) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+def _publish(relay: RelayProc, n: int, tag: str) -> list[str]:
+    pub = Publisher(relay.port)
+    try:
+        return [pub.publish(TOPIC, f"{tag} {i}") for i in range(n)]
+    finally:
+        pub.close()
+
+
+async def test_auto_relay_fails_over_to_the_next_server_and_returns(
+    tmp_path: Path, store: Store
+) -> None:
+    lan = RelayProc(tmp_path / "lan", advertise=True, keepalive=2).start()
+    backup = RelayProc(tmp_path / "backup", keepalive=2).start()
+    cfg = _cfg(tmp_path, f"*-{lan.port}")
+    switches: list[str] = []
+
+    def make(url: str) -> Transport:
+        return WsTransport(url, cfg, topics=cfg.topics, store=store)
+
+    async def sink(batch: Batch) -> None:
+        await asyncio.to_thread(
+            store.insert_batch, batch.messages, source=batch.source, cursor=batch.cursor
+        )
+
+    ft = FailoverTransport(["auto", backup.url], make, cfg)
+    ft.on_switch = switches.append
+    task = asyncio.create_task(ft.run(sink))
+    try:
+        await _until(lambda: ft.url == lan.url and ft.state == "connected", "on the LAN relay")
+        want = await asyncio.to_thread(_publish, lan, 20, "lan")
+        await _until(lambda: store.count() == 20, "first 20")
+
+        lan.kill()
+        await _until(lambda: ft.url == backup.url and ft.state == "connected", "on the backup")
+        want += await asyncio.to_thread(_publish, backup, 20, "backup")
+        await _until(lambda: store.count() == 40, "backup's 20")
+
+        lan.start()  # same port, same store: it comes back and announces itself
+        want += await asyncio.to_thread(_publish, lan, 20, "lan again")
+        await _until(lambda: ft.url == lan.url and ft.state == "connected", "back on the LAN")
+        await _until(lambda: store.count() == 60, "all 60")
+        ids = [s.message.id for s in store.query(newest=False)]
+        assert Counter(ids) == Counter(want)
+        assert switches == [lan.url, backup.url, lan.url]  # found at once, no detour
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        lan.stop()
+        backup.stop()
+
+
+async def test_two_relays_one_is_picked_and_kept(tmp_path: Path, store: Store) -> None:
+    a = RelayProc(tmp_path / "a", advertise=True, keepalive=2).start()
+    b = RelayProc(tmp_path / "b", advertise=True, keepalive=2).start()
+    cfg = _cfg(tmp_path, f"*-{a.port},*-{b.port}")
+    names = {a.url, b.url}
+    switches: list[str] = []
+
+    async def sink(batch: Batch) -> None:
+        return None
+
+    def make(url: str) -> Transport:
+        return WsTransport(url, cfg, topics=cfg.topics, store=store)
+
+    ft = FailoverTransport(["auto"], make, cfg)
+    ft.on_switch = switches.append
+    task = asyncio.create_task(ft.run(sink))
+    try:
+        await _until(lambda: ft.state == "connected" and ft.url in names, "on one relay")
+        await asyncio.sleep(5)  # five re-checks with fresh connect-time measurements
+        assert len(switches) == 1, f"flapped: {switches}"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        a.stop()
+        b.stop()
