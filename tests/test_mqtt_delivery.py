@@ -49,6 +49,7 @@ def test_offline_backlog_of_5000_is_stored_and_notified_once(home: Path, mosquit
 @pytest.mark.slow
 def test_agent_sigkilled_five_times_during_a_burst(home: Path, mosquitto: Mosquitto):
     agent = Agent(home, mosquitto.url).start()
+    at_kill: list[int] = []
     with Publisher(mosquitto.port) as pub:
         for round_ in range(5):
             pub.publish(
@@ -58,7 +59,10 @@ def test_agent_sigkilled_five_times_during_a_burst(home: Path, mosquitto: Mosqui
             wait_for(lambda r=round_: len(stored_ids(home)) > r * 1000 + 100, timeout=30,
                      what="agent busy with the burst")  # fmt: skip
             agent.kill()
+            at_kill.append(len(stored_ids(home)) - round_ * 1000)
             agent.start()
+    print("stored in the round when killed:", at_kill)
+    assert any(n < 1000 for n in at_kill), f"no kill landed mid-burst: {at_kill}"
     assert_exactly(wait_stored(home, 5000), ids(5000))
     wait_notified(agent, 5000)
     assert agent.stop() == 0

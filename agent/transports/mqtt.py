@@ -303,6 +303,11 @@ class MqttTransport:
                 )
             else:
                 client.connect(host, port, keepalive)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthError(
+                f"TLS failure with {host}:{port}: certificate verify failed: "
+                f"{exc.verify_message} (is tls.ca_file the CA that signed the broker's?)"
+            ) from None
         except ssl.SSLError as exc:
             raise AuthError(f"TLS failure with {host}:{port}: {exc.reason or exc}") from None
         except socket.gaierror:
