@@ -146,6 +146,7 @@ class MqttTransport:
         *,
         topics: tuple[str, ...] = (),
         client_id: str | None = None,
+        username: str | None = None,
         password: str | None = None,
         persistent: bool = True,
         fatal_auth: bool = False,
@@ -156,7 +157,7 @@ class MqttTransport:
         self.topics = topics
         self.client_id = client_id or f"pushagent-{uuid.uuid4().hex[:12]}"
         self._password = self.parsed.password or password
-        self._username = self.parsed.username or cfg.auth.username
+        self._username = self.parsed.username or username or cfg.auth.username
         self.persistent = persistent
         self.fatal_auth = fatal_auth
         self.state: ConnState = "offline"
@@ -265,6 +266,9 @@ class MqttTransport:
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else not self.persistent,
             manual_ack=True,
+            # We reconnect ourselves (backoff, a fresh Client): paho's own reconnect inside
+            # its thread would resume the session behind our back.
+            reconnect_on_failure=False,
         )
         if self._username:
             client.username_pw_set(self._username, self._password)
@@ -299,6 +303,11 @@ class MqttTransport:
                 )
             else:
                 client.connect(host, port, keepalive)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthError(
+                f"TLS failure with {host}:{port}: certificate verify failed: "
+                f"{exc.verify_message} (is tls.ca_file the CA that signed the broker's?)"
+            ) from None
         except ssl.SSLError as exc:
             raise AuthError(f"TLS failure with {host}:{port}: {exc.reason or exc}") from None
         except socket.gaierror:
