@@ -40,7 +40,12 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
     try:
         async with Hub(store) as hub, asyncio.TaskGroup() as tg:
             state = RelayState(cfg, store, hub)
-            runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None)
+            # A long request line (10,000 comma-joined topics) must reach our handler, which
+            # answers with a JSON error naming the limit, instead of aiohttp's plain-text 400.
+            runner = web.AppRunner(
+                make_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0,
+                max_line_size=128 * 1024, max_field_size=16 * 1024,
+            )  # fmt: skip
             await runner.setup()
             site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=_ssl(cfg))
             try:
