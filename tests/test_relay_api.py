@@ -27,6 +27,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
         yield r
     finally:
         assert r.stop() == 0, r.log.read_text()
+        assert "Traceback" not in r.log.read_text(), r.log.read_text()
 
 
 def topic() -> str:
