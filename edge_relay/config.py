@@ -133,3 +133,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a process the relay starts (the demo's agent), plus ``extra``."""
+    return {**os.environ, **extra}

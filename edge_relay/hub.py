@@ -102,6 +102,8 @@ class Hub:
     """Owns the writer task and the subscriber index. Use ``async with``."""
 
     store: Store
+    forward: Callable[[Message], str | None] | None = None
+    """For local publishes: the upstream destination of a message, or None (not forwarded)."""
     on_stored: list[Callable[[list[Stored], str], None]] = field(default_factory=list)
     _subs: dict[str, set[Subscriber]] = field(default_factory=lambda: defaultdict(set))
     _queue: asyncio.Queue[_Publish] = field(default_factory=asyncio.Queue)
@@ -157,7 +159,10 @@ class Hub:
         for source, pubs in by_source.items():
             msgs = [m for p in pubs for m in p.messages]
             try:
-                stored = await asyncio.to_thread(self.store.insert_batch, msgs, source=source)
+                forward = self.forward if source == "local" else None
+                stored = await asyncio.to_thread(
+                    self.store.insert_batch, msgs, source=source, forward=forward
+                )
             except EdgepushError as exc:
                 for p in pubs:
                     if not p.done.done():

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agent.errors import ConfigError, EdgepushError
 from agent.store import Store
+from edge_relay.bridge import Bridge, forward_rule
 from edge_relay.config import RelayConfig
 from edge_relay.hub import Hub
 from edge_relay.mdns import Advertiser
@@ -38,9 +39,17 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
     """Start everything; yield the shared state; shut down in reverse order."""
     store = Store(cfg.db).open()
     try:
-        async with Hub(store) as hub, asyncio.TaskGroup() as tg:
+        forward = forward_rule(cfg.forward) if cfg.upstream and cfg.forward else None
+        async with Hub(store, forward=forward) as hub, asyncio.TaskGroup() as tg:
             state = RelayState(cfg, store, hub)
-            runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None)
+            if cfg.upstream is not None:
+                bridge = tg.create_task(Bridge(state).run(), name="bridge")
+            # A long request line (10,000 comma-joined topics) must reach our handler, which
+            # answers with a JSON error naming the limit, instead of aiohttp's plain-text 400.
+            runner = web.AppRunner(
+                make_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0,
+                max_line_size=128 * 1024, max_field_size=16 * 1024,
+            )  # fmt: skip
             await runner.setup()
             site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=_ssl(cfg))
             try:
@@ -59,6 +68,8 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
                     yield state
             finally:
                 prune.cancel()
+                if cfg.upstream is not None:
+                    bridge.cancel()
                 await runner.cleanup()
     finally:
         store.close()
