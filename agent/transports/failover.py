@@ -92,14 +92,10 @@ class FailoverTransport:
         self._cooldown: dict[str, float] = {}
         self._times: dict[str, float] = {}
         self.on_switch: Callable[[str], None] | None = None
-
-    @property
-    def url(self) -> str:
-        return self._child.url if self._child is not None else ",".join(self.servers)
-
-    @property
-    def state(self) -> ConnState:
-        return self._child.state if self._child is not None else "connecting"
+        self.on_state: Callable[[ConnState], None] | None = None
+        self.url = ",".join(self.servers)
+        """The server in use (the list until one is picked)."""
+        self.state: ConnState = "offline"
 
     async def run(self, sink: BatchSink) -> None:
         """Run the chosen child until cancelled; switch as the module docstring says.
@@ -135,6 +131,7 @@ class FailoverTransport:
                 await self._run_child(pick, sink)
         finally:
             self._child = None
+            self._forward_state("offline")
 
     async def publish(self, item: OutboxItem) -> None:
         child = self._child
@@ -144,12 +141,22 @@ class FailoverTransport:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _forward_state(self, state: ConnState) -> None:
+        if state != self.state:
+            self.state = state
+            if self.on_state is not None:
+                self.on_state(state)
+
     async def _run_child(self, pick: Candidate, sink: BatchSink) -> None:
         child = self._make(pick.url)
         self._child = child
+        self.url = child.url
         log.info("using %s", child.url)
+        if hasattr(child, "on_state"):
+            child.on_state = self._forward_state
         if self.on_switch is not None:
             self.on_switch(child.url)
+        self._forward_state("connecting")
         task = asyncio.create_task(child.run(sink))
         try:
             verdict = await self._watch(pick, child, task)
@@ -167,6 +174,7 @@ class FailoverTransport:
         next_check = _now() + ws.recheck
         while True:
             await self._wait_change(_TICK, task)
+            self._forward_state(child.state)  # for children that do not report changes
             if task.done():
                 exc = task.exception()
                 if isinstance(exc, AuthError | ConfigError):

@@ -78,7 +78,10 @@ _Item = Message | _Rejected | TransportError
 
 def make_transport(url: str, cfg: AgentConfig, client_id: str) -> WsTransport:
     """The service's factory for ``http(s)://`` and ``ws(s)://`` servers."""
-    return WsTransport(url, cfg, topics=cfg.topics, token=cfg.auth.token, open_store=True)
+    from agent import secrets
+
+    token = secrets.token_for(cfg, url)
+    return WsTransport(url, cfg, topics=cfg.topics, token=token, open_store=True)
 
 
 class WsTransport:
