@@ -7,6 +7,8 @@ agent to the relays of this test (other tests may run relays at the same time).
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +22,11 @@ from agent.store import Store
 from agent.transports import Batch, Transport
 from agent.transports.failover import FailoverTransport
 from agent.transports.ws import WsTransport
-from tests.relay_proc import Publisher, RelayProc
+from tests.helpers import wait_for
+from tests.mosquitto import Mosquitto
+from tests.mqtt_helpers import Publisher, envelope
+from tests.relay_proc import AgentProc, RelayProc
+from tests.relay_proc import Publisher as RelayPublisher
 
 pytestmark = pytest.mark.slow
 TOPIC = "fo"
@@ -46,7 +52,7 @@ async def _until(cond: object, what: str, timeout: float = 40) -> None:
 
 
 def _publish(relay: RelayProc, n: int, tag: str) -> list[str]:
-    pub = Publisher(relay.port)
+    pub = RelayPublisher(relay.port)
     try:
         return [pub.publish(TOPIC, f"{tag} {i}") for i in range(n)]
     finally:
@@ -123,3 +129,70 @@ async def test_two_relays_one_is_picked_and_kept(tmp_path: Path, store: Store) -
             await task
         a.stop()
         b.stop()
+
+
+def _status(home: Path) -> dict[str, object]:
+    try:
+        data = json.loads((home / "data" / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def test_relay_to_broker_and_back_with_a_stream_running_throughout(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """``[auto, mqtt://broker]``: relay up → killed → agent on the broker → relay back → agent
+    returns; a stream published to the broker the whole time arrives complete, once."""
+    relay = RelayProc(tmp_path / "relay", advertise=True, keepalive=2,
+                      upstream=mosquitto.url, upstream_topics=[TOPIC]).start()  # fmt: skip
+    home = tmp_path / "agent"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f"[ws]\nkeepalive = 2\nconnect_timeout = 3\nfailover_after = 2\nrecheck = 1\n"
+        f'relay_name = "*-{relay.port}"\n'
+    )
+    agent = AgentProc(home, ["--server", "auto", "--server", mosquitto.url, "--topic", TOPIC])
+    n = 1500
+    want = [f"s{i:05d}" for i in range(n)]
+    published = 0
+    try:
+        agent.start()
+        wait_for(lambda: _status(home).get("server") == relay.url
+                 and _status(home).get("state") == "connected", timeout=30,
+                 what=f"agent on the relay\n{agent.stderr()}")  # fmt: skip
+        with Publisher(mosquitto.port) as pub:
+
+            def publish_until(count: int) -> None:
+                nonlocal published
+                while published < count:
+                    pub.publish(TOPIC, [envelope(published, "s")])
+                    published += 1
+                    time.sleep(0.004)
+
+            publish_until(300)
+            relay.kill()
+            deadline = time.monotonic() + 30
+            while _status(home).get("server") != mosquitto.url and time.monotonic() < deadline:
+                publish_until(published + 5)
+            assert _status(home).get("server") == mosquitto.url, agent.stderr()
+            publish_until(published + 300)
+            relay.start()
+            deadline = time.monotonic() + 30
+            while _status(home).get("server") != relay.url and time.monotonic() < deadline:
+                publish_until(published + 5)
+            assert _status(home).get("server") == relay.url, agent.stderr()
+            publish_until(max(n, published + 200))
+        want = [f"s{i:05d}" for i in range(published)]
+        wait_for(lambda: set(agent.notified()) >= set(want), timeout=60, interval=0.2,
+                 what=f"all {published} notified\n{agent.stderr()}")  # fmt: skip
+        seen = agent.notified()
+        dupes = [i for i, c in Counter(seen).items() if c > 1]
+        assert not dupes, f"notified twice: {dupes[:5]}"
+        assert sorted(seen) == want
+        with Store(home / "data" / "pushagent.db") as st:
+            sources = Counter(s.source for s in st.query(newest=False))
+        assert sources[relay.url] > 0 and sources[mosquitto.url] > 0, sources
+    finally:
+        agent.stop()
+        relay.stop()
