@@ -33,8 +33,10 @@ class RelayProc:
         upstream: str | None = None,
         upstream_topics: Sequence[str] = (),
         keepalive: float | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.root = root
+        self.extra_args = tuple(extra_args)
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.advertise = advertise
@@ -61,6 +63,7 @@ class RelayProc:
                 str(self.root / "data"), "--config", str(self.config)]  # fmt: skip
         if not self.advertise:
             args.append("--no-advertise")
+        args += self.extra_args
         if self.upstream:
             args += ["--upstream", self.upstream]
             for t in self.upstream_topics:
@@ -104,11 +107,12 @@ class RelayProc:
 class Publisher:
     """Publishes to a relay over one keep-alive HTTP connection; returns the stored ids."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def publish(self, topic: str, text: str) -> str:
-        self.conn.request("POST", f"/{topic}", body=text.encode())
+        self.conn.request("POST", f"/{topic}", body=text.encode(), headers=self.headers)
         resp = self.conn.getresponse()
         body = resp.read()
         assert resp.status == 200, body
@@ -121,9 +125,10 @@ class Publisher:
 class AgentProc:
     """``pushagent run ... --notifier log``; each start writes its own stdout file."""
 
-    def __init__(self, home: Path, args: Sequence[str]) -> None:
+    def __init__(self, home: Path, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.home = home
         self.args = list(args)
+        self.env = env or {}
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._files: list[IO[bytes]] = []
@@ -138,7 +143,7 @@ class AgentProc:
         self._files += [out, err]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", *self.args, "--notifier", "log"],
-            env=child_env(self.home),
+            env={**child_env(self.home), **self.env},
             stdout=out,
             stderr=err,
         )

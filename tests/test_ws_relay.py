@@ -6,13 +6,17 @@ subprocesses whose stdout lines are the notifications, SIGKILL at arbitrary mome
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import child_env, pushagent, wait_for
 from tests.relay_proc import AgentProc, Publisher, RelayProc
 
 N = 5000
@@ -87,5 +91,53 @@ def test_relay_sigkilled_twice_during_a_backlog(tmp_path: Path) -> None:
         _assert_exactly_once(agent, ids)
     finally:
         pub.close()
+        agent.stop()
+        relay.stop()
+
+
+def test_token_login_bearer_and_receipts_to_a_relay_with_auth(tmp_path: Path) -> None:
+    auth = tmp_path / "auth.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "edge_relay", "token", "--auth-file", str(auth), "add", "laptop",
+         "--read", "tok*", "--write", "tok*"],
+        env=child_env(), capture_output=True, check=True,
+    )  # fmt: skip
+    token = made.stdout.decode().strip()
+    relay = RelayProc(tmp_path / "relay", keepalive=2,
+                      extra_args=["--auth-file", str(auth)]).start()  # fmt: skip
+    home = tmp_path / "agent"
+    home.mkdir()
+    kr = {"PYTHON_KEYRING_BACKEND": "tests.file_keyring.FileKeyring",
+          "EDGEPUSH_TEST_KEYRING": str(tmp_path / "keyring.json")}  # fmt: skip
+    agent = AgentProc(home, ["--server", relay.url, "--topic", "tok1"], env=kr)
+    try:
+        agent.start()  # no token yet: refused, with the way out in the log
+        hint = f"pushagent login {relay.url} --token-stdin"
+        wait_for(
+            lambda: hint in agent.stderr(), timeout=30, what=f"the login hint\n{agent.stderr()}"
+        )
+        agent.stop()
+
+        r = pushagent("login", relay.url.replace("http", "ws"), "--token-stdin",
+                      home=home, input=token.encode() + b"\n", env=kr)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert token in json.loads((tmp_path / "keyring.json").read_text()).values()
+
+        agent.start()
+        wait_for(lambda: b"subscribed" in (home / "agent-2.err").read_bytes(), timeout=30)
+        pub = Publisher(relay.port, token)
+        mid = pub.publish("tok1", "for the laptop")
+        pub.close()
+        wait_for(lambda: mid in agent.notified(), timeout=30, what=agent.stderr())
+
+        def receipts() -> list[str]:
+            req = urllib.request.Request(f"{relay.url}/v1/messages/{mid}/receipts",
+                                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return [r["state"] for r in json.loads(resp.read())["receipts"]]
+
+        wait_for(lambda: "delivered" in receipts(), timeout=30, what="the delivered receipt")
+        assert token not in agent.stderr()
+    finally:
         agent.stop()
         relay.stop()
