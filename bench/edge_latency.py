@@ -1,8 +1,9 @@
 """Does an edge relay make devices faster? Agents straight to the cloud vs through a LAN relay.
 
-"The cloud" is a mosquitto broker behind a TCP proxy that adds a WAN delay to every chunk in
-each direction (default 40 ms, pipelined: a chunk leaves ``delay`` after it arrived, later
-chunks are not held up behind it) and counts the bytes that cross it. In the same run:
+"The cloud" is a mosquitto broker behind a TCP proxy (in its own process) that adds a WAN
+delay to every chunk in each direction (default 40 ms, pipelined: a chunk leaves ``delay``
+after it arrived, later chunks are not held up behind it) and counts the bytes that cross it.
+In the same run:
 
 * **direct** (the baseline): N agents, each with its own MQTT session across the WAN link;
 * **relay**: one ``edge-relay`` process holding the one upstream session across the WAN link,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing as mp
 import os
 import queue
 import socket
@@ -61,15 +63,14 @@ TOPIC = "bench"
 class WanProxy(NetProxy):
     """NetProxy with a pipelined one-way delay and a byte count per direction."""
 
-    def __init__(self, host: str, target_port: int, delay: float) -> None:
-        super().__init__(host, target_port)
+    def __init__(self, target_port: int, port: int, delay: float, down: Any, up: Any) -> None:
+        super().__init__("127.0.0.1", target_port, port=port)
         self.wan_delay = delay
-        self.down = 0  # cloud → LAN bytes
-        self.up = 0
-        self._count = threading.Lock()
+        self.down = down  # cloud → LAN bytes (a shared multiprocessing Value)
+        self.up = up
 
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
-        downstream = src is link.upstream
+        counter = self.down if src is link.upstream else self.up
         pending: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
         sender = threading.Thread(target=self._send, args=(link, dst, pending), daemon=True)
         sender.start()
@@ -83,11 +84,8 @@ class WanProxy(NetProxy):
                 sender.join(timeout=5)
                 link.close()
                 return
-            with self._count:
-                if downstream:
-                    self.down += len(data)
-                else:
-                    self.up += len(data)
+            with counter.get_lock():
+                counter.value += len(data)
             pending.put((time.monotonic() + self.wan_delay, data))
 
     @staticmethod
@@ -106,9 +104,47 @@ class WanProxy(NetProxy):
                 link.close()
                 return
 
+
+def _proxy_main(target: int, port: int, delay: float, down: Any, up: Any, ready: Any) -> None:
+    WanProxy(target, port, delay, down, up).start()
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+class WanLink:
+    """The WAN link in its own process, so forwarding never competes with the agents' GIL."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        ctx = mp.get_context("spawn")
+        self.port = free_port()
+        self._down = ctx.Value("q", 0)
+        self._up = ctx.Value("q", 0)
+        ready = ctx.Event()
+        self._proc = ctx.Process(
+            target=_proxy_main,
+            args=(target_port, self.port, delay, self._down, self._up, ready),
+            daemon=True,
+        )
+        self._proc.start()
+        if not ready.wait(30):
+            raise RuntimeError("the WAN proxy did not start")
+
+    @property
+    def down(self) -> int:
+        return int(self._down.value)
+
     def reset(self) -> None:
-        with self._count:
-            self.down = self.up = 0
+        for v in (self._down, self._up):
+            with v.get_lock():
+                v.value = 0
+
+    def __enter__(self) -> WanLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.join(timeout=10)
 
 
 class Agents:
@@ -174,7 +210,7 @@ async def direct(
     root: Path, broker: Mosquitto, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
     cfg = _cfg(root)
-    with WanProxy("127.0.0.1", broker.port, args.delay) as wan:
+    with WanLink(broker.port, args.delay) as wan:
         url = f"mqtt://127.0.0.1:{wan.port}"
 
         def make(i: int, store: Store) -> Transport:
@@ -233,7 +269,7 @@ async def via_relay(
     root: Path, broker: Mosquitto, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
     cfg = _cfg(root)
-    with WanProxy("127.0.0.1", broker.port, args.delay) as wan:
+    with WanLink(broker.port, args.delay) as wan:
         port = free_port()
         relay_dir = root / "relay"
         relay_dir.mkdir(parents=True)
