@@ -241,7 +241,7 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 text = str(exc)
-                if "locked" in text or "busy" in text or "disk" in text or "full" in text:
+                if _passing(text):
                     raise StoreBusy(f"{self.path}: {text}") from None
                 raise StoreError(f"{self.path}: {_explain(exc)}") from None
             except sqlite3.Error as exc:
@@ -363,7 +363,11 @@ class Store:
         if topics is not None:
             parts = []
             for t in topics:
-                if t.endswith("#") or t.endswith("*"):
+                if t.endswith("/#"):
+                    # MQTT: "home/#" matches "home" itself as well as everything below it.
+                    parts.append("(substr(topic, 1, ?) = ? OR topic = ?)")
+                    params += [len(t) - 1, t[:-1], t[:-2]]
+                elif t.endswith("#") or t.endswith("*"):
                     parts.append("substr(topic, 1, ?) = ?")
                     params += [len(t) - 1, t[:-1]]
                 else:
@@ -435,7 +439,7 @@ class Store:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO meta VALUES ('notified_seq', ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = max(CAST(value AS INTEGER), excluded.value)",
+                "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
                 (str(seq),),
             )
 
@@ -599,10 +603,26 @@ def _fts_query(text: str) -> str:
     return " ".join(f'"{t}"' for t in terms) or '""'
 
 
+def _corrupt(text: str) -> bool:
+    return "not a database" in text or "malformed" in text
+
+
+def _passing(text: str) -> bool:
+    """A failure that goes away by itself (another writer, a full disk): retry, don't stop.
+
+    "database disk image is malformed" mentions the disk too, but it is corruption.
+    """
+    if _corrupt(text):
+        return False
+    return "locked" in text or "busy" in text or "disk is full" in text or "disk I/O" in text
+
+
 def _explain(exc: sqlite3.Error) -> str:
     text = str(exc)
-    if "not a database" in text or "malformed" in text:
+    if _corrupt(text):
         return f"the database is corrupt ({text}); move it aside to start a fresh one"
     if "readonly" in text or "read-only" in text:
         return f"the database is read-only ({text}); check the file's permissions"
+    if "unable to open" in text:
+        return f"{text}; check that the file and its folder exist and are writable"
     return text
