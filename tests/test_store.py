@@ -363,3 +363,13 @@ def test_closed_store_is_a_clear_bug(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(Exception, match="closed"):
         s.count()
+
+
+def test_hostile_topics_are_plain_values_in_filters(store: Store) -> None:
+    hostile = ["x'); DELETE FROM messages;--", "a/%/b", "a/_/b", "../../etc/passwd", "a/b"]
+    store.insert_batch([msg(f"h{i}", topic=t) for i, t in enumerate(hostile)])
+    assert ids(store.query(topics=["a/%/#"])) == ["h1"]
+    assert ids(store.query(topics=["a/_/b"])) == ["h2"]
+    assert ids(store.query(topics=[hostile[0]])) == ["h0"]
+    assert ids(store.query(topics=["../#"])) == ["h3"]
+    assert store.count() == 5

@@ -47,6 +47,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     store = open_store(cfg)
     try:
+        if since is not None and since.kind == "id" and store.seq_of(since.id or "") is None:
+            # On the wire an unknown id means "everything" (ntfy); typed by a person it is
+            # far more likely a typo ("--since yesterday"), so say so instead of guessing.
+            raise UsageError(
+                f"--since: no stored message has the id {since.id!r} "
+                "(use a message id, a unix time, a duration such as 2h, or 'all')"
+            )
         rows = store.query(topics=args.topic, since=since, search=args.search, limit=args.limit)
     finally:
         store.close()
