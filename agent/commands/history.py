@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -61,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out.write(dumps([{**encode(r.message), "state": r.state} for r in rows]) + "\n")
     else:
+        import shutil  # only the table needs it; --json callers (scripts) skip the import
+
         out.write(table(rows, width=shutil.get_terminal_size((100, 20)).columns))
     return 0
 
