@@ -373,3 +373,24 @@ def test_hostile_topics_are_plain_values_in_filters(store: Store) -> None:
     assert ids(store.query(topics=[hostile[0]])) == ["h0"]
     assert ids(store.query(topics=["../#"])) == ["h3"]
     assert store.count() == 5
+
+
+def test_failing_migration_rolls_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.db"
+    with Store(path) as s:
+        s.insert_batch([msg("a")])
+
+    def broken(db: object) -> None:
+        db.execute("CREATE TABLE half (x INTEGER)")  # type: ignore[attr-defined]
+        db.execute("THIS IS NOT SQL")  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", (*MIGRATIONS, ("998_broken", broken)))
+    with pytest.raises(StoreError, match=r"a\.db: .*syntax error"):
+        Store(path).open()
+    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
+    with Store(path) as s:
+        assert "998_broken" not in s._applied()
+        assert s.conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchall() == []
+        assert s.count() == 1
