@@ -261,7 +261,8 @@ class Store:
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {_explain(exc)}") from None
+                kind = StoreBusy if _passing(str(exc)) else StoreError
+                raise kind(f"{self.path}: {_explain(exc)}") from None
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -552,15 +553,18 @@ class Store:
     def prune(self, *, max_age: float, max_messages: int, now: float | None = None) -> int:
         """Delete messages older than ``max_age`` seconds or beyond the newest ``max_messages``.
 
-        Messages not yet handed to the notifier are kept whatever their age. Returns how many
-        were deleted.
+        A message's age counts from the later of its publish ``time`` and when it was stored:
+        a publisher without a real-time clock (a Pi without NTP stamps 1970) must not make
+        today's message vanish at the next prune. Messages not yet handed to the notifier are
+        kept whatever their age. Returns how many were deleted.
         """
         cutoff = (now if now is not None else time.time()) - max_age
         with self._write() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'notified_seq'").fetchone()
             keep_after = int(row[0]) if row else 0
             deleted = conn.execute(
-                "DELETE FROM messages WHERE time < ? AND seq <= ?", (int(cutoff), keep_after)
+                "DELETE FROM messages WHERE max(time, received) < ? AND seq <= ?",
+                (cutoff, keep_after),
             ).rowcount
             deleted += conn.execute(
                 "DELETE FROM messages WHERE seq <= ? AND seq <= "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,15 +197,33 @@ def test_notified_seq_hand_off_only_moves_forward(store: Store) -> None:
 # --- retention ---------------------------------------------------------------------------------
 
 
+def backdate(store: Store, mid: str, received: float) -> None:
+    """Make a message look stored at ``received`` (tests cannot wait a year)."""
+    store.conn.execute("UPDATE messages SET received = ? WHERE id = ?", (received, mid))
+
+
 def test_prune_by_age_keeps_unnotified(store: Store) -> None:
     store.insert_batch([msg("old1", t=100), msg("old2", t=200), msg("new", t=10_000)])
     store.insert_batch([msg("old-unshown", t=100)])
+    for mid in ("old1", "old2", "new", "old-unshown"):
+        backdate(store, mid, 150)
     store.mark_notified(3)
     store.record_states([("old1", "displayed", 1.0), ("new", "displayed", 1.0)])
     assert store.prune(max_age=1000, max_messages=100, now=10_500) == 2
     assert ids(store.query()) == ["new", "old-unshown"]
     assert store.receipts_for("old1") == []
     assert len(store.receipts_for("new")) == 1
+
+
+def test_prune_by_age_counts_from_when_a_message_was_stored(store: Store) -> None:
+    # A publisher without a clock stamps 1970; stored today, it stays until max_age passes.
+    store.insert_batch([msg("no-rtc", t=0), msg("old", t=0)])
+    backdate(store, "old", 1000)
+    store.mark_notified(2)
+    now = time.time()
+    assert store.prune(max_age=86400, max_messages=100, now=now) == 1
+    assert ids(store.query()) == ["no-rtc"]
+    assert store.prune(max_age=86400, max_messages=100, now=now + 2 * 86400) == 1
 
 
 def test_prune_by_count_keeps_newest_and_unnotified(store: Store) -> None:
@@ -220,6 +239,8 @@ def test_prune_by_count_keeps_newest_and_unnotified(store: Store) -> None:
 
 def test_pruned_messages_leave_the_search_index(store: Store) -> None:
     store.insert_batch([msg("a", "zebra", t=1), msg("b", "zebra", t=10_000)])
+    backdate(store, "a", 1)
+    backdate(store, "b", 1)
     store.mark_notified(2)
     store.prune(max_age=100, max_messages=10, now=10_000)
     assert ids(store.query(search="zebra")) == ["b"]
