@@ -89,6 +89,20 @@ def test_relay_sigkilled_twice_during_a_backlog(tmp_path: Path) -> None:
             relay.kill()
             relay.start()
         _assert_exactly_once(agent, ids)
+
+        # pushagent status answers from the running daemon ...
+        def status() -> tuple[int, dict[str, object]]:
+            r = pushagent("status", "--json", home=agent.home)
+            return r.returncode, json.loads(r.stdout)
+
+        wait_for(lambda: status()[1].get("state") == "connected", timeout=30)
+        code, st = status()
+        assert code == 0 and st["server"] == relay.url and st["messages"] == N
+        assert st["last_message_id"] == ids[-1] and isinstance(st["since"], float)
+        # ... and a SIGKILLed daemon's leftover file reads as "not running"
+        agent.kill()
+        code, st = status()
+        assert code == 3 and st["state"] == "offline" and st["running"] is False
     finally:
         pub.close()
         agent.stop()
