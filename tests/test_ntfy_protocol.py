@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.discovery import relay_url
 from agent.errors import ConfigError, ConnectionLost
 from agent.ntfy import (
     dead_after,
@@ -194,3 +195,18 @@ def test_hysteresis_keeps_the_current_relay_unless_clearly_slower() -> None:
     for t1, t2 in [(0.010, 0.009), (0.009, 0.010), (0.011, 0.009), (0.009, 0.011)]:
         current = pick(t1, t2, current)
         assert current == "http://r1"
+
+
+# --- discovery: a resolved relay's URL ------------------------------------------------------
+
+
+def test_relay_url_from_mdns_records() -> None:
+    assert relay_url(["192.168.1.5"], 8080, {b"tls": b"0", b"path": b"/"}) == (
+        "http://192.168.1.5:8080"
+    )
+    assert relay_url(["10.0.0.2", "127.0.0.1"], 80, {}) == "http://127.0.0.1:80"
+    assert relay_url(["fe80::1", "10.0.0.2"], 443, {b"tls": b"1"}) == "https://10.0.0.2:443"
+    assert relay_url(["fd00::2"], 8080, {b"path": b"/push/"}) == "http://[fd00::2]:8080/push"
+    assert relay_url([], 8080, {}) is None
+    assert relay_url(["nonsense"], 8080, {}) is None
+    assert relay_url(["10.0.0.2"], 0, {}) is None

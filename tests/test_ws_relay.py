@@ -7,6 +7,7 @@ subprocesses whose stdout lines are the notifications, SIGKILL at arbitrary mome
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import child_env, pushagent, wait_for
+from tests.helpers import child_env, free_port, pushagent, spawn, wait_for
 from tests.relay_proc import AgentProc, Publisher, RelayProc
 
 N = 5000
@@ -155,3 +156,27 @@ def test_token_login_bearer_and_receipts_to_a_relay_with_auth(tmp_path: Path) ->
     finally:
         agent.stop()
         relay.stop()
+
+
+def test_demo_agent_shows_the_first_message(tmp_path: Path) -> None:
+    """The README's demo: the relay and a pushagent subscribed to it; curl → a notification."""
+    out = tmp_path / "demo.out"
+    port = free_port()
+    with out.open("wb") as f:
+        proc = spawn("edge_relay.demo", ["--port", str(port), "--data-dir", str(tmp_path / "d")],
+                     env=child_env(), stdout=f, stderr=f)  # fmt: skip
+    try:
+        wait_for(lambda: "Ctrl-C" in out.read_text(), timeout=30, what="demo instructions")
+        assert "A pushagent is subscribed" in out.read_text()
+        wait_for(lambda: "subscribed to demo" in out.read_text(), timeout=30,
+                 what=f"the demo's agent subscribed\n{out.read_text()}")  # fmt: skip
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/demo", data=b"first light")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            mid = json.loads(r.read())["id"]
+        wait_for(lambda: f'"id":"{mid}"' in out.read_text(), timeout=30,
+                 what=f"the agent's notification line\n{out.read_text()}")  # fmt: skip
+        line = next(x for x in out.read_text().splitlines() if f'"id":"{mid}"' in x)
+        assert json.loads(line)["message"] == "first light"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, out.read_text()
