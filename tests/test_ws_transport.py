@@ -342,3 +342,25 @@ async def test_receipts_published_together_go_in_one_post(store: Store, tmp_path
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+async def test_changed_topic_list_resumes_from_the_sources_last_position(
+    stub: NtfyStub, store: Store, tmp_path: Path
+) -> None:
+    async def one(ws: ServerConnection) -> None:
+        await ws.send(OPEN)
+        await ws.send(msg(1))
+        await ws.wait_closed()
+
+    stub.scripts = [one]
+    sink = Sink(store)
+    t = transport(stub, make_cfg(tmp_path), store)
+    task = await running(t, sink)
+    await until(lambda: sink.ids() == ["m00001"])
+    await stop(task)
+    wider = WsTransport(f"http://127.0.0.1:{stub.port}", make_cfg(tmp_path),
+                        topics=("alerts", "b", "c"), store=store)  # fmt: skip
+    task = await running(wider, sink)
+    await until(lambda: len(stub.paths) == 2)
+    await stop(task)
+    assert stub.paths[1] == "/alerts,b,c/ws?since=m00001"

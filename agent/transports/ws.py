@@ -201,6 +201,8 @@ class WsTransport:
         if store is None:
             return None
         cursor = await asyncio.to_thread(store.get_cursor, self.source, self.subscription)
+        if cursor is None:  # the topic list changed: resume from the source's last position
+            cursor = await asyncio.to_thread(store.latest_cursor, self.source)
         if cursor is not None:
             return cursor
         key = f"ws.first_subscribed:{self.source}|{self.subscription}"
