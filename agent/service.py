@@ -31,6 +31,7 @@ import logging
 import os
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -140,6 +141,8 @@ class AgentService:
         self._receipts: str | None = None
         self.last_message_id: str | None = None
         self.handed_over = 0
+        self._queued: deque[list[Stored]] = deque()
+        self._shown_seq = 0
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -167,7 +170,6 @@ class AgentService:
             if hasattr(transport, "on_state"):  # optional: state changes wake the status file
                 transport.on_state = self._on_state
             self._spawn(transport.run(self._sink))
-        self._new.set()  # hand over what an earlier run stored but never showed
         log.info("agent %s started: %s", self.client_id, ", ".join(t.url for t in self.transports))
         return self
 
@@ -206,21 +208,32 @@ class AgentService:
                 cursor=batch.cursor,
                 receipt_destination=self._receipts,
             )
+            if fresh:  # queued under the lock: the queue's order is the commit order
+                self._queued.append(fresh)
         self.last_message_id = batch.messages[-1].id
         if fresh:
             self._new.set()
             self._outbox_wake.set()
 
     async def _hand_off(self) -> None:
-        assert self._notifier is not None
+        """Hand stored messages to the notifier, oldest first, each once.
+
+        First whatever the store holds above the mark (an earlier run's leftovers and anything
+        committed meanwhile), then the batches the sink queued in memory in commit order —
+        skipping seqs already shown, so the two sources never show a message twice.
+        """
+        while True:
+            items = await asyncio.to_thread(self.store.pending_notifications, 1000)
+            if not items:
+                break
+            await self._show(items)
         while True:
             await self._new.wait()
             self._new.clear()
-            while True:
-                items = await asyncio.to_thread(self.store.pending_notifications, 1000)
-                if not items:
-                    break
-                await self._show(items)
+            while self._queued:
+                batch = [s for s in self._queued.popleft() if s.seq > self._shown_seq]
+                if batch:
+                    await self._show(batch)
 
     async def _show(self, items: Sequence[Stored]) -> None:
         assert self._notifier is not None
@@ -228,6 +241,7 @@ class AgentService:
             await self._notifier.show(items)
             # No await between show() and the mark: the repeat-on-crash window stays minimal.
             self.store.mark_notified(items[-1].seq)
+        self._shown_seq = items[-1].seq
         self.handed_over += len(items)
 
     # --- receipts -------------------------------------------------------------------------

@@ -279,3 +279,17 @@ def test_password_file_must_be_private(home: Path, auth_broker: Mosquitto):
     wrong = pushagent("send", "--server", auth_broker.url, "t/x", "m", home=home,
                       env={"PUSHAGENT_PASSWORD": "wrong"})  # fmt: skip
     assert wrong.returncode == 1 and b"refused the connection" in wrong.stderr
+
+
+def test_mqtt_311_keeps_its_session_across_restarts(home: Path, mosquitto: Mosquitto):
+    (home / "config.toml").write_text('[mqtt]\nprotocol = "3.1.1"\n')
+    agent = Agent(home, mosquitto.url).start()
+    assert agent.stop() == 0
+    with Publisher(mosquitto.port) as pub:  # while the agent is offline
+        pub.publish("t/v3", [json.dumps({"id": f"v{i}", "message": "m"}).encode()
+                             for i in range(10)])  # fmt: skip
+    agent.start()
+    assert_exactly(wait_for(lambda: len(s := stored_ids(home)) >= 10 and s, timeout=30),
+                   [f"v{i}" for i in range(10)])  # fmt: skip
+    assert agent.stop() == 0
+    assert "(session resumed)" in agent.log()
