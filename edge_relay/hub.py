@@ -26,13 +26,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.envelope import Message
+from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError
 from agent.store import Store, Stored
 from edge_relay.core import Filters
 
 log = logging.getLogger(__name__)
 _MAX_GROUP = 1000
+Live = tuple[Stored, str]
+"""A stored message and its ``message`` event as JSON text."""
+
+
+def wire(item: Stored) -> str:
+    """The ntfy ``message`` event of a stored message, as compact JSON."""
+    return dumps({**encode(item.message), "event": "message"})
 
 
 class Subscriber:
@@ -48,14 +55,14 @@ class Subscriber:
     ) -> None:
         self.topics = frozenset(topics)
         self.filters = filters
-        self.queue: asyncio.Queue[Stored] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[Live] = asyncio.Queue(queue_size)
         self.on_overflow = on_overflow
         self.dead = False
         self.last_seq = 0
 
-    def offer(self, item: Stored) -> None:
+    def offer(self, item: Live) -> None:
         """Queue a live message (never waits); overflow kills this subscriber only."""
-        if self.dead or not self.filters.match(item.message):
+        if self.dead or not self.filters.match(item[0].message):
             return
         try:
             self.queue.put_nowait(item)
@@ -73,19 +80,22 @@ class Subscriber:
         self.last_seq = item.seq
         return True
 
-    async def next(self, timeout: float) -> Stored | None:
+    async def next(self, timeout: float) -> Live | None:
         """The next live message not yet sent, or None after ``timeout`` s (keepalive time)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                item = await asyncio.wait_for(self.queue.get(), remaining)
-            except TimeoutError:
-                return None
-            if self.fresh(item):
+            if not self.queue.empty():
+                item = self.queue.get_nowait()  # the busy path: no timer, no extra task
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    return None
+            if self.fresh(item[0]):
                 return item
 
 
@@ -183,5 +193,9 @@ class Hub:
 
     def _fan_out(self, stored: list[Stored]) -> None:
         for item in stored:
-            for sub in tuple(self._subs.get(item.message.topic, ())):
-                sub.offer(item)
+            subs = self._subs.get(item.message.topic)
+            if not subs:
+                continue
+            live = (item, wire(item))  # encoded once, however many subscribers
+            for sub in tuple(subs):
+                sub.offer(live)

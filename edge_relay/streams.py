@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 
-from agent.envelope import dumps, encode, new_id
+from agent.envelope import dumps, new_id
 from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.core import Filters, parse_topic_list
-from edge_relay.hub import Subscriber
+from edge_relay.hub import Subscriber, wire
 from edge_relay.state import RelayState
 
 _PAGE = 500
+log = logging.getLogger(__name__)
 
 
 def event(kind: str, topics: str, **extra: Any) -> dict[str, Any]:
     """An ntfy control event (``open``, ``keepalive``)."""
     return {"id": new_id(), "time": int(time.time()), "event": kind, "topic": topics, **extra}
-
-
-def message_event(item: Stored) -> dict[str, Any]:
-    return {**encode(item.message), "event": "message"}
 
 
 class Sink:
@@ -49,13 +47,17 @@ class Sink:
         await self.response.prepare(self.request)
 
     async def send(self, ev: dict[str, Any]) -> None:
-        data = dumps(ev)
+        """A control event (``open``, ``keepalive``)."""
+        await self.send_text(ev["event"], ev["id"], dumps(ev))
+
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        """An event already encoded as JSON text."""
         if self.fmt == "json":
             await self.response.write(data.encode() + b"\n")
-        elif ev["event"] == "message":
-            await self.response.write(f"id: {ev['id']}\ndata: {data}\n\n".encode())
+        elif kind == "message":
+            await self.response.write(f"id: {event_id}\ndata: {data}\n\n".encode())
         else:
-            await self.response.write(f"event: {ev['event']}\ndata: {data}\n\n".encode())
+            await self.response.write(f"event: {kind}\ndata: {data}\n\n".encode())
 
     def abort(self) -> None:
         transport = self.request.transport
@@ -74,20 +76,22 @@ class WsSink(Sink):
         self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
         self.response = self.ws
 
-    async def send(self, ev: dict[str, Any]) -> None:
-        await self.ws.send_str(dumps(ev))
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        await self.ws.send_str(data)
 
     async def run(self, body: asyncio.Task[None]) -> None:
         reader = asyncio.ensure_future(self._drain())
-        await asyncio.wait([body, reader], return_when=asyncio.FIRST_COMPLETED)
-        if not body.done():
+        try:
+            await asyncio.wait([body, reader], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Whoever ends first (client gone, overflow, handler cancelled) ends both.
             body.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await body
-        await self.ws.close()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+            reader.cancel()
+            for result in await asyncio.gather(body, reader, return_exceptions=True):
+                if isinstance(result, Exception) and not isinstance(result, ConnectionError):
+                    log.error("WebSocket stream failed", exc_info=result)
+            with contextlib.suppress(ConnectionError):
+                await self.ws.close()
 
     async def _drain(self) -> None:
         async for _ in self.ws:
@@ -180,7 +184,7 @@ async def _stream(
         if item is None:
             await sink.send(event("keepalive", topics))
         else:
-            await sink.send(message_event(item))
+            await sink.send_text("message", item[0].message.id, item[1])
             state.metrics.delivered.inc()
 
 
@@ -196,7 +200,7 @@ async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) 
         )  # fmt: skip
         for item in rows:
             if sub.fresh(item) and sub.filters.match(item.message):
-                await sink.send(message_event(item))
+                await sink.send_text("message", item.message.id, wire(item))
                 state.metrics.delivered.inc()
         if len(rows) < _PAGE or since.kind == "latest":
             return

@@ -267,7 +267,7 @@ def test_receipts_stats_health_metrics(relay: Relay) -> None:
 
 
 async def test_slow_subscriber_is_cut_and_does_not_delay_others(tmp_path: Path) -> None:
-    cfg = FAST.replace("keepalive = 0.5", "keepalive = 30") + "send_queue = 50\n"
+    cfg = FAST.replace("keepalive = 0.5", "keepalive = 30") + "send_queue = 200\n"
     relay = Relay(tmp_path, config=cfg).start()
     t = topic()
     try:
@@ -284,10 +284,11 @@ async def test_slow_subscriber_is_cut_and_does_not_delay_others(tmp_path: Path) 
             big = "x" * 3900
             N = 1200  # 4.6 MB: more than the kernel buffers of the silent socket hold
             started = time.monotonic()
+            reading = asyncio.create_task(read_events(fast, N, timeout=60))  # reads as it goes
             for i in range(N):
                 async with s.put(f"{relay.url}/{t}", data=f"{i}{big}".encode()) as r:
                     assert r.status == 200
-            events = await read_events(fast, N, timeout=60)
+            events = await reading
             elapsed = time.monotonic() - started
             msgs = [e for e in events if e["event"] == "message"]
             assert [m["message"].rstrip("x") for m in msgs] == [str(i) for i in range(N)]
