@@ -92,7 +92,10 @@ class Subscriber:
                 if remaining <= 0:
                     return None
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                    # asyncio.timeout, not wait_for: no extra task per wait (one per message
+                    # per idle subscriber at fan-out time)
+                    async with asyncio.timeout(remaining):
+                        item = await self.queue.get()
                 except TimeoutError:
                     return None
             if self.fresh(item[0]):
