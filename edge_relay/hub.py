@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agent.envelope import Message, dumps, encode
-from agent.errors import EdgepushError
+from agent.errors import EdgepushError, InvalidState
 from agent.store import Store, Stored
 from edge_relay.core import Filters
 
@@ -161,7 +161,13 @@ class Hub:
             group = [await self._queue.get()]
             while not self._queue.empty() and len(group) < _MAX_GROUP:
                 group.append(self._queue.get_nowait())
-            await self._commit(group)
+            try:
+                await self._commit(group)
+            except Exception as exc:  # a bug must fail these publishes, not hang all later ones
+                log.exception("hub writer: commit failed")
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_exception(InvalidState(f"hub writer failed: {exc}"))
 
     async def _commit(self, group: list[_Publish]) -> None:
         cached = [p for p in group if p.cache]
