@@ -33,13 +33,37 @@ from edge_relay.core import Filters
 
 log = logging.getLogger(__name__)
 _MAX_GROUP = 1000
-Live = tuple[Stored, str]
-"""A stored message and its ``message`` event as JSON text."""
 
 
 def wire(item: Stored) -> str:
     """The ntfy ``message`` event of a stored message, as compact JSON."""
     return dumps({**encode(item.message), "event": "message"})
+
+
+class Live:
+    """A stored message on its way to live subscribers, encoded once for all of them."""
+
+    __slots__ = ("_frame", "stored", "text")
+
+    def __init__(self, stored: Stored) -> None:
+        self.stored = stored
+        self.text = wire(stored)
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The event as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
+        if self._frame is None:
+            data = self.text.encode()
+            n = len(data)
+            if n < 126:
+                head = bytes((0x81, n))
+            elif n < 65536:
+                head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+            else:
+                head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+            self._frame = head + data
+        return self._frame
 
 
 class Subscriber:
@@ -59,17 +83,29 @@ class Subscriber:
         self.on_overflow = on_overflow
         self.dead = False
         self.last_seq = 0
+        self.direct: Callable[[Live], bool] | None = None
+        """Set by a caught-up subscriber whose sink can take a message without waiting (a
+        WebSocket): fan-out then writes to it directly, with no task wake-up; it returns
+        False when the connection's buffer is over its limit (a slow reader)."""
 
     def offer(self, item: Live) -> None:
         """Queue a live message (never waits); overflow kills this subscriber only."""
-        if self.dead or not self.filters.match(item[0].message):
+        if self.dead or not self.filters.match(item.stored.message):
+            return
+        if self.direct is not None and self.queue.empty():
+            if not self.fresh(item.stored) or self.direct(item):
+                return
+            self._overflow()
             return
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            self.dead = True
-            log.warning("subscriber to %s too slow: disconnected", ",".join(sorted(self.topics)))
-            self.on_overflow()
+            self._overflow()
+
+    def _overflow(self) -> None:
+        self.dead = True
+        log.warning("subscriber to %s too slow: disconnected", ",".join(sorted(self.topics)))
+        self.on_overflow()
 
     def fresh(self, item: Stored) -> bool:
         """True if ``item`` was not sent yet (seq 0 = uncached, always fresh)."""
@@ -98,7 +134,7 @@ class Subscriber:
                         item = await self.queue.get()
                 except TimeoutError:
                     return None
-            if self.fresh(item[0]):
+            if self.fresh(item.stored):
                 return item
 
 
@@ -205,6 +241,6 @@ class Hub:
             subs = self._subs.get(item.message.topic)
             if not subs:
                 continue
-            live = (item, wire(item))  # encoded once, however many subscribers
+            live = Live(item)  # encoded once, however many subscribers
             for sub in tuple(subs):
                 sub.offer(live)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,10 +21,11 @@ from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.core import Filters, parse_topic_list
-from edge_relay.hub import Subscriber, wire
+from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.state import RelayState
 
 _PAGE = 500
+_DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
 log = logging.getLogger(__name__)
 
 
@@ -67,17 +69,39 @@ class Sink:
     async def run(self, body: asyncio.Task[None]) -> None:
         await body
 
+    def direct(self) -> Callable[[Live], bool] | None:
+        """A synchronous writer for live messages, if this sink has one."""
+        return None
+
 
 class WsSink(Sink):
     """Writes events as WebSocket text frames; reads (and ignores) what the client sends."""
 
     def __init__(self, request: web.Request) -> None:
         super().__init__(request, "ws")
-        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
+        # compress=False: frames are pre-built once per message and written as they are
+        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=False)
         self.response = self.ws
+        self.delivered: Callable[[], None] = lambda: None
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         await self.ws.send_str(data)
+
+    def direct(self) -> Callable[[Live], bool] | None:
+        transport = self.request.transport
+        if transport is None:
+            return None
+
+        def push(item: Live) -> bool:
+            if transport.is_closing():
+                return True  # the reader side ends this subscription
+            if transport.get_write_buffer_size() > _DIRECT_BUFFER:
+                return False
+            transport.write(item.frame)
+            self.delivered()
+            return True
+
+        return push
 
     async def run(self, body: asyncio.Task[None]) -> None:
         reader = asyncio.ensure_future(self._drain())
@@ -143,6 +167,8 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
         )  # fmt: skip
     sink: Sink = WsSink(request) if fmt == "ws" else Sink(request, fmt)
+    if isinstance(sink, WsSink):
+        sink.delivered = state.metrics.delivered.inc
 
     def overflow() -> None:
         state.metrics.dropped.inc()
@@ -177,14 +203,17 @@ async def _stream(
     if poll:
         return
     keepalive = state.cfg.keepalive
+    direct = sink.direct()
     while not sub.dead:
+        if direct is not None and sub.queue.empty():
+            sub.direct = direct  # caught up: fan-out writes to this socket itself from now on
         item = await sub.next(keepalive)
         if sub.dead:
             break
         if item is None:
             await sink.send(event("keepalive", topics))
         else:
-            await sink.send_text("message", item[0].message.id, item[1])
+            await sink.send_text("message", item.stored.message.id, item.text)
             state.metrics.delivered.inc()
 
 
