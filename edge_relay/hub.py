@@ -16,6 +16,10 @@ sent. No gap, no duplicate.
 Each subscriber has a bounded queue. ``offer`` never waits: when the queue is full the
 subscriber is marked dead and its connection aborted (it resumes with ``since=``), so one slow
 reader never slows the writer, the other subscribers, or grows memory.
+
+Fast path: once a WebSocket subscriber has caught up (replay done, queue empty) it sets
+``Subscriber.direct``, and fan-out writes each message's pre-built frame to its socket itself,
+in seq order, with no task wake-up; more than 1 MiB waiting in that socket counts as slow.
 """
 
 from __future__ import annotations
