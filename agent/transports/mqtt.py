@@ -32,6 +32,7 @@ import ssl
 import time
 import urllib.parse
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,12 +112,24 @@ class _Conn:
         self.client = client
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        """``("msgs", [MQTTMessage, ...])`` in receive order, or ``("lost", why)``."""
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
         # Written by paho's thread, read by the watchdog: a float store is atomic in CPython.
         self.last_in = time.monotonic()
         self.lost = False
+        self.mailbox: deque[paho.MQTTMessage] = deque()
+        self.woken = False
+
+    def collect(self) -> None:
+        """On the loop: move what paho's thread received onto the event queue, in order."""
+        self.woken = False
+        msgs = []
+        while self.mailbox:
+            msgs.append(self.mailbox.popleft())
+        if msgs:
+            self.events.put_nowait(("msgs", msgs))
 
     def fail_waiters(self, why: str) -> None:
         for fut in self.waiters.values():
@@ -146,6 +159,7 @@ class MqttTransport:
         *,
         topics: tuple[str, ...] = (),
         client_id: str | None = None,
+        username: str | None = None,
         password: str | None = None,
         persistent: bool = True,
         fatal_auth: bool = False,
@@ -156,7 +170,7 @@ class MqttTransport:
         self.topics = topics
         self.client_id = client_id or f"pushagent-{uuid.uuid4().hex[:12]}"
         self._password = self.parsed.password or password
-        self._username = self.parsed.username or cfg.auth.username
+        self._username = self.parsed.username or username or cfg.auth.username
         self.persistent = persistent
         self.fatal_auth = fatal_auth
         self.state: ConnState = "offline"
@@ -265,6 +279,9 @@ class MqttTransport:
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else not self.persistent,
             manual_ack=True,
+            # We reconnect ourselves (backoff, a fresh Client): paho's own reconnect inside
+            # its thread would resume the session behind our back.
+            reconnect_on_failure=False,
         )
         if self._username:
             client.username_pw_set(self._username, self._password)
@@ -299,6 +316,11 @@ class MqttTransport:
                 )
             else:
                 client.connect(host, port, keepalive)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthError(
+                f"TLS failure with {host}:{port}: certificate verify failed: "
+                f"{exc.verify_message} (is tls.ca_file the CA that signed the broker's?)"
+            ) from None
         except ssl.SSLError as exc:
             raise AuthError(f"TLS failure with {host}:{port}: {exc.reason or exc}") from None
         except socket.gaierror:
@@ -329,7 +351,12 @@ class MqttTransport:
 
         def on_message(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
             conn.last_in = time.monotonic()
-            call(conn.events.put_nowait, ("msg", msg))
+            # One wake-up per burst, not per message: the mailbox is a deque (appends are
+            # atomic); the loop clears ``woken`` before it empties the mailbox.
+            conn.mailbox.append(msg)
+            if not conn.woken:
+                conn.woken = True
+                call(conn.collect)
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
             conn.last_in = time.monotonic()
@@ -364,21 +391,26 @@ class MqttTransport:
     async def _serve(self, conn: _Conn, sink: BatchSink) -> str:
         """Deliver batches until the connection is lost; return why it was lost."""
         watchdog = asyncio.create_task(self._watchdog(conn))
+        limit = self.cfg.mqtt.max_batch
+        pending: list[paho.MQTTMessage] = []  # received, not yet in a batch (receive order)
+        lost: str | None = None
         try:
             while True:
-                kind, first = await conn.events.get()
-                if kind == "lost":
-                    return str(first)
-                msgs: list[paho.MQTTMessage] = [first]
-                lost: str | None = None
-                while len(msgs) < self.cfg.mqtt.max_batch and not conn.events.empty():
+                if not pending:
+                    kind, item = await conn.events.get()
+                    if kind == "lost":
+                        return str(item)
+                    pending.extend(item)
+                # Group commit: everything that has arrived by now, up to the bound.
+                while len(pending) < limit and lost is None and not conn.events.empty():
                     kind, item = conn.events.get_nowait()
                     if kind == "lost":
                         lost = str(item)
-                        break
-                    msgs.append(item)
-                await self._deliver(conn, msgs, sink)
-                if lost is not None:
+                    else:
+                        pending.extend(item)
+                batch, pending = pending[:limit], pending[limit:]
+                await self._deliver(conn, batch, sink)
+                if lost is not None and not pending:
                     return lost
         finally:
             watchdog.cancel()
