@@ -48,7 +48,7 @@ def _serve_parser(sub: Any) -> None:
 
 def _token_parser(sub: Any) -> None:
     p = sub.add_parser("token", help="manage access tokens in an auth file")
-    p.add_argument("--auth-file", type=Path, metavar="FILE", default=Path("auth.json"))
+    p.add_argument("--auth-file", type=Path, metavar="FILE", help="default ./auth.json")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION")
     tsub.required = True
     add = tsub.add_parser("add", help="create a token (printed once; only its hash is stored)")
@@ -64,6 +64,13 @@ def _token_parser(sub: Any) -> None:
     anon.add_argument("--read", nargs="*", default=[], metavar="PATTERN")
     anon.add_argument("--write", nargs="*", default=[], metavar="PATTERN")
     anon.set_defaults(func=_token_anonymous)
+    for action in (add, rev, anon, tsub.choices["list"]):
+        # accepted after the action too: `edge-relay token add NAME --auth-file F`
+        action.add_argument("--auth-file", type=Path, metavar="FILE", dest="auth_file_here")
+
+
+def _auth_file(args: argparse.Namespace) -> Path:
+    return Path(args.auth_file_here or args.auth_file or "auth.json")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -85,14 +92,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_add(args: argparse.Namespace) -> int:
-    token = auth.add_token(args.auth_file, args.name, args.read, args.write)
+    token = auth.add_token(_auth_file(args), args.name, args.read, args.write)
     print(token)
-    print(f"token {args.name!r} added to {args.auth_file}; it is shown only once", file=sys.stderr)
+    print(
+        f"token {args.name!r} added to {_auth_file(args)}; it is shown only once", file=sys.stderr
+    )
     return 0
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    db = auth.load(args.auth_file)
+    db = auth.load(_auth_file(args))
     print(f"anonymous  read={','.join(db.anonymous.read) or '-'} "
           f"write={','.join(db.anonymous.write) or '-'}")  # fmt: skip
     for name, entry in sorted(db.tokens.items()):
@@ -103,13 +112,13 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    auth.revoke_token(args.auth_file, args.name)
+    auth.revoke_token(_auth_file(args), args.name)
     print(f"token {args.name!r} revoked", file=sys.stderr)
     return 0
 
 
 def _token_anonymous(args: argparse.Namespace) -> int:
-    auth.set_anonymous(args.auth_file, args.read, args.write)
+    auth.set_anonymous(_auth_file(args), args.read, args.write)
     return 0
 
 

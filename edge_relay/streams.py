@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from agent.envelope import dumps, encode, new_id
+from agent.envelope import dumps, new_id
 from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.core import Filters, parse_topic_list
-from edge_relay.hub import Subscriber
+from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.state import RelayState
 
 _PAGE = 500
+_DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
+log = logging.getLogger(__name__)
 
 
 def event(kind: str, topics: str, **extra: Any) -> dict[str, Any]:
     """An ntfy control event (``open``, ``keepalive``)."""
     return {"id": new_id(), "time": int(time.time()), "event": kind, "topic": topics, **extra}
-
-
-def message_event(item: Stored) -> dict[str, Any]:
-    return {**encode(item.message), "event": "message"}
 
 
 class Sink:
@@ -49,13 +49,17 @@ class Sink:
         await self.response.prepare(self.request)
 
     async def send(self, ev: dict[str, Any]) -> None:
-        data = dumps(ev)
+        """A control event (``open``, ``keepalive``)."""
+        await self.send_text(ev["event"], ev["id"], dumps(ev))
+
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        """An event already encoded as JSON text."""
         if self.fmt == "json":
             await self.response.write(data.encode() + b"\n")
-        elif ev["event"] == "message":
-            await self.response.write(f"id: {ev['id']}\ndata: {data}\n\n".encode())
+        elif kind == "message":
+            await self.response.write(f"id: {event_id}\ndata: {data}\n\n".encode())
         else:
-            await self.response.write(f"event: {ev['event']}\ndata: {data}\n\n".encode())
+            await self.response.write(f"event: {kind}\ndata: {data}\n\n".encode())
 
     def abort(self) -> None:
         transport = self.request.transport
@@ -65,29 +69,53 @@ class Sink:
     async def run(self, body: asyncio.Task[None]) -> None:
         await body
 
+    def direct(self) -> Callable[[Live], bool] | None:
+        """A synchronous writer for live messages, if this sink has one."""
+        return None
+
 
 class WsSink(Sink):
     """Writes events as WebSocket text frames; reads (and ignores) what the client sends."""
 
     def __init__(self, request: web.Request) -> None:
         super().__init__(request, "ws")
-        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
+        # compress=False: frames are pre-built once per message and written as they are
+        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=False)
         self.response = self.ws
+        self.delivered: Callable[[], None] = lambda: None
 
-    async def send(self, ev: dict[str, Any]) -> None:
-        await self.ws.send_str(dumps(ev))
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        await self.ws.send_str(data)
+
+    def direct(self) -> Callable[[Live], bool] | None:
+        transport = self.request.transport
+        if transport is None:
+            return None
+
+        def push(item: Live) -> bool:
+            if transport.is_closing():
+                return True  # the reader side ends this subscription
+            if transport.get_write_buffer_size() > _DIRECT_BUFFER:
+                return False
+            transport.write(item.frame)
+            self.delivered()
+            return True
+
+        return push
 
     async def run(self, body: asyncio.Task[None]) -> None:
         reader = asyncio.ensure_future(self._drain())
-        await asyncio.wait([body, reader], return_when=asyncio.FIRST_COMPLETED)
-        if not body.done():
+        try:
+            await asyncio.wait([body, reader], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Whoever ends first (client gone, overflow, handler cancelled) ends both.
             body.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await body
-        await self.ws.close()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+            reader.cancel()
+            for result in await asyncio.gather(body, reader, return_exceptions=True):
+                if isinstance(result, Exception) and not isinstance(result, ConnectionError):
+                    log.error("WebSocket stream failed", exc_info=result)
+            with contextlib.suppress(ConnectionError):
+                await self.ws.close()
 
     async def _drain(self) -> None:
         async for _ in self.ws:
@@ -139,6 +167,8 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
         )  # fmt: skip
     sink: Sink = WsSink(request) if fmt == "ws" else Sink(request, fmt)
+    if isinstance(sink, WsSink):
+        sink.delivered = state.metrics.delivered.inc
 
     def overflow() -> None:
         state.metrics.dropped.inc()
@@ -173,14 +203,17 @@ async def _stream(
     if poll:
         return
     keepalive = state.cfg.keepalive
+    direct = sink.direct()
     while not sub.dead:
+        if direct is not None and sub.queue.empty():
+            sub.direct = direct  # caught up: fan-out writes to this socket itself from now on
         item = await sub.next(keepalive)
         if sub.dead:
             break
         if item is None:
             await sink.send(event("keepalive", topics))
         else:
-            await sink.send(message_event(item))
+            await sink.send_text("message", item.stored.message.id, item.text)
             state.metrics.delivered.inc()
 
 
@@ -196,7 +229,7 @@ async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) 
         )  # fmt: skip
         for item in rows:
             if sub.fresh(item) and sub.filters.match(item.message):
-                await sink.send(message_event(item))
+                await sink.send_text("message", item.message.id, wire(item))
                 state.metrics.delivered.inc()
         if len(rows) < _PAGE or since.kind == "latest":
             return

@@ -175,7 +175,8 @@ async def test_keepalive_events(relay: Relay) -> None:
     assert kinds[0] == "open" and kinds[1:] == ["keepalive", "keepalive"]
 
 
-async def test_since_replay_then_live_no_gap_no_duplicate(relay: Relay) -> None:
+@pytest.mark.parametrize("fmt", ["json", "ws"])
+async def test_since_replay_then_live_no_gap_no_duplicate(relay: Relay, fmt: str) -> None:
     """Publish continuously while subscribers join with since=all: each sees every id once."""
     t = topic()
     stop = asyncio.Event()
@@ -187,19 +188,39 @@ async def test_since_replay_then_live_no_gap_no_duplicate(relay: Relay) -> None:
                 ids.append((await r.json())["id"])
         return ids
 
+    async def collect(s: aiohttp.ClientSession, got: list[str]) -> None:
+        url = f"{relay.url}/{t}/{fmt}?since=all"
+        if fmt == "ws":
+            async with s.ws_connect(url) as ws:
+                async for frame in ws:
+                    ev = json.loads(frame.data)
+                    if ev["event"] == "message":
+                        got.append(ev["id"])
+        else:
+            async with s.get(url) as resp:
+                async for line in resp.content:
+                    ev = json.loads(line)
+                    if ev["event"] == "message":
+                        got.append(ev["id"])
+
     async with aiohttp.ClientSession() as s:
         pub = asyncio.create_task(publisher(s))
-        streams = []
+        results: list[list[str]] = []
+        readers = []
         for _ in range(5):
             await asyncio.sleep(0.05)  # joins spread over the burst (timing is not asserted)
-            streams.append(await s.get(f"{relay.url}/{t}/json?since=all"))
+            results.append([])
+            readers.append(asyncio.create_task(collect(s, results[-1])))
         stop.set()
         ids = await pub
-        for resp in streams:
-            events = await read_events(resp, len(ids))
-            got = [e["id"] for e in events if e["event"] == "message"]
-            assert got == ids
-            resp.close()
+        async with asyncio.timeout(30):
+            while any(len(r) < len(ids) for r in results):
+                await asyncio.sleep(0.02)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    for got in results:
+        assert got == ids
 
 
 # --- malformed requests ------------------------------------------------------------------------
@@ -266,8 +287,9 @@ def test_receipts_stats_health_metrics(relay: Relay) -> None:
     assert status == 200 and "edge_relay_published_total" in text
 
 
-async def test_slow_subscriber_is_cut_and_does_not_delay_others(tmp_path: Path) -> None:
-    cfg = FAST.replace("keepalive = 0.5", "keepalive = 30") + "send_queue = 50\n"
+@pytest.mark.parametrize("fmt", ["json", "ws"])
+async def test_slow_subscriber_is_cut_and_does_not_delay_others(tmp_path: Path, fmt: str) -> None:
+    cfg = FAST.replace("keepalive = 0.5", "keepalive = 30") + "send_queue = 200\n"
     relay = Relay(tmp_path, config=cfg).start()
     t = topic()
     try:
@@ -277,17 +299,21 @@ async def test_slow_subscriber_is_cut_and_does_not_delay_others(tmp_path: Path) 
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", relay.port))
             _reader, writer = await asyncio.open_connection(sock=sock)
-            writer.write(f"GET /{t}/json HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            upgrade = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")  # fmt: skip
+            extra = upgrade if fmt == "ws" else ""
+            writer.write(f"GET /{t}/{fmt} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
             await writer.drain()
             fast = await s.get(f"{relay.url}/{t}/json")
             await fast.content.readline()  # open
             big = "x" * 3900
             N = 1200  # 4.6 MB: more than the kernel buffers of the silent socket hold
             started = time.monotonic()
+            reading = asyncio.create_task(read_events(fast, N, timeout=60))  # reads as it goes
             for i in range(N):
                 async with s.put(f"{relay.url}/{t}", data=f"{i}{big}".encode()) as r:
                     assert r.status == 200
-            events = await read_events(fast, N, timeout=60)
+            events = await reading
             elapsed = time.monotonic() - started
             msgs = [e for e in events if e["event"] == "message"]
             assert [m["message"].rstrip("x") for m in msgs] == [str(i) for i in range(N)]

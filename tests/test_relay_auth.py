@@ -21,8 +21,8 @@ def test_token_cli_and_permissions(tmp_path: Path) -> None:
     add = edge_relay("token", "--auth-file", af, "add", "sensor", "--write", "home*", "--read")
     assert add.returncode == 0, add.stderr
     writer = add.stdout.strip()
-    reader = edge_relay("token", "--auth-file", af, "add", "phone", "--read", "home*",
-                        "alerts").stdout.strip()  # fmt: skip
+    reader = edge_relay("token", "add", "phone", "--read", "home*", "alerts",
+                        "--auth-file", af).stdout.strip()  # fmt: skip
     assert writer.startswith("tk_") and writer not in Path(af).read_text()
     listing = edge_relay("token", "--auth-file", af, "list").stdout
     assert "sensor  read=- write=home*" in listing and "phone  read=home*,alerts" in listing
