@@ -27,6 +27,7 @@ from agent.errors import AuthError, ConnectionLost
 from agent.store import Store
 from agent.transports import Batch
 from agent.transports.ws import WsTransport
+from tests.netproxy import NetProxy
 
 Script = Callable[[ServerConnection], Awaitable[None]]
 
@@ -236,11 +237,53 @@ async def test_close_mid_frame_resumes(stub: NtfyStub, store: Store, tmp_path: P
     assert t.last_error is not None and "without a close frame" in t.last_error
 
 
-async def test_silent_link_is_dead_after_one_and_a_half_keepalives(
+async def test_stalled_link_is_dead_after_one_and_a_half_keepalives_and_a_ping(
     stub: NtfyStub, store: Store, tmp_path: Path
 ) -> None:
-    t = await _recovers_after(hold, stub, store, tmp_path, keepalive=0.4)
-    assert t.last_error is not None and "dead link" in t.last_error
+    """A link that stops forwarding (sockets open, nothing moves) is found and replaced."""
+
+    async def first(ws: ServerConnection) -> None:
+        await ws.send(OPEN)
+        await ws.send(msg(1))
+        await ws.wait_closed()
+
+    async def good(ws: ServerConnection) -> None:
+        await ws.send(OPEN)
+        await ws.send(msg(2))
+        await ws.wait_closed()
+
+    stub.scripts = [first, good]
+    sink = Sink(store)
+    with NetProxy("127.0.0.1", stub.port) as proxy:
+        t = WsTransport(f"http://127.0.0.1:{proxy.port}", make_cfg(tmp_path, keepalive=0.4),
+                        topics=("alerts", "b"), store=store)  # fmt: skip
+        task = await running(t, sink)
+        await until(lambda: sink.ids() == ["m00001"])
+        proxy.stall()  # this link only: the reconnect gets through
+        await until(lambda: sink.ids() == ["m00001", "m00002"])
+        await stop(task)
+    assert t.last_error is not None and "no answer to a ping: dead link" in t.last_error
+    assert stub.since(1) == "m00001"
+
+
+async def test_quiet_server_that_answers_pings_is_not_cut(
+    stub: NtfyStub, store: Store, tmp_path: Path
+) -> None:
+    """A server whose keepalive interval is longer than ours stays connected."""
+
+    async def quiet(ws: ServerConnection) -> None:
+        await ws.send(OPEN)
+        await asyncio.sleep(2.5)  # > 3 deadlines of 0.6 s, no frame at all
+        await ws.send(msg(9))
+        await ws.wait_closed()
+
+    stub.scripts = [quiet]
+    sink = Sink(store)
+    t = transport(stub, make_cfg(tmp_path, keepalive=0.4), store)
+    task = await running(t, sink)
+    await until(lambda: sink.ids() == ["m00009"])
+    await stop(task)
+    assert len(stub.paths) == 1 and t.last_error is None
 
 
 async def test_server_that_never_sends_open(stub: NtfyStub, store: Store, tmp_path: Path) -> None:
@@ -255,10 +298,13 @@ async def test_server_that_never_sends_open(stub: NtfyStub, store: Store, tmp_pa
     stub.scripts = [mute, good]
     sink = Sink(store)
     t = transport(stub, make_cfg(tmp_path, connect_timeout=0.5), store)
+    errors: list[str | None] = []
+    t.on_state = lambda state: errors.append(t.last_error)
     task = await running(t, sink)
     await until(lambda: sink.ids() == ["m00007"])
     await stop(task)
     assert len(stub.paths) == 2
+    assert any(e and "no 'open' event within" in e for e in errors), errors
 
 
 async def test_401_stops_with_an_instruction_to_log_in(

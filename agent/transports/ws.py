@@ -20,7 +20,10 @@ reader hits the end of the connection (closed, dead, garbage) it queues the reas
 messages it already read; the committer commits those first and then ends the connection.
 
 Dead links: the server sends ``keepalive`` when idle; no frame at all for 1.5x ``ws.keepalive``
-means the link is dead. The library's own pings are off, so there is one definition of dead.
+means the link is suspect, and one WebSocket ping decides: no pong within a third of that
+time is a dead link (close, reconnect); a pong means a server whose keepalive interval is
+longer than ours, which must not be cut every minute. The library's periodic pings are off,
+so there is one definition of dead.
 
 Receipts go to ``POST <server>/v1/receipts`` as a JSON list. The agent's core must not depend
 on aiohttp (it is the relay's extra), and websockets has no HTTP client, so the POST is the
@@ -112,6 +115,7 @@ class WsTransport:
         self._store = store
         self._open_store = open_store
         self._token = token
+        self._quiet_noted = False
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -235,9 +239,10 @@ class WsTransport:
             while True:
                 try:
                     async with asyncio.timeout(dead):
-                        frame = await ws.recv()
+                        frame = await ws.recv()  # cancellation-safe (websockets docs)
                 except TimeoutError:
-                    raise ConnectionLost(f"no keepalive for {dead:.0f} s: dead link") from None
+                    await self._still_there(ws, dead)
+                    continue
                 event = parse_frame(frame, max_size=max_size)
                 if event.kind == "message" and event.message is not None:
                     await queue.put(event.message)
@@ -250,6 +255,28 @@ class WsTransport:
             await queue.put(ConnectionLost(_closed_reason(exc, max_size)))
         except TransportError as exc:
             await queue.put(exc)
+
+    async def _still_there(self, ws: ClientConnection, dead: float) -> None:
+        """Silence past the deadline: a dead link, or a server with a longer keepalive.
+
+        One WebSocket ping tells them apart (ntfy and the relay answer pings): no pong within
+        a third of the deadline is a dead link; a pong means the server is alive but its
+        keepalive interval is longer than ``ws.keepalive``, which is worth saying once.
+        """
+        wait = max(1.0, dead / 3)
+        try:
+            async with asyncio.timeout(wait):
+                await (await ws.ping())
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no keepalive for {dead:.0f} s and no answer to a ping: dead link"
+            ) from None
+        if not self._quiet_noted:
+            self._quiet_noted = True
+            log.info(
+                "%s: quiet for %.0f s but answers pings; its keepalive interval is longer "
+                "than ws.keepalive (%.0f s)", self.url, dead, self.cfg.ws.keepalive,
+            )  # fmt: skip
 
     async def _commit(self, queue: asyncio.Queue[_Item], sink: BatchSink) -> None:
         limit = self.cfg.ws.max_batch
