@@ -15,14 +15,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from agent import config
 from agent.config import AgentConfig, WsConfig
+from agent.discovery import SERVICE
 from agent.store import Store
 from agent.transports import Batch, Transport
 from agent.transports.failover import FailoverTransport
 from agent.transports.ws import WsTransport
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Publisher, envelope
 from tests.relay_proc import AgentProc, RelayProc
@@ -196,3 +199,40 @@ def test_relay_to_broker_and_back_with_a_stream_running_throughout(
     finally:
         agent.stop()
         relay.stop()
+
+
+async def test_advertised_relay_that_cannot_be_reached_is_passed_over(
+    tmp_path: Path, store: Store
+) -> None:
+    """A relay advertised with an address nobody listens on: the agent uses the next server
+    and does not try the dead advertisement on every tick (it is probed once per re-check)."""
+    closed = free_port()  # nothing listens here
+    name = f"edge-relay-ghost-{closed}.{SERVICE}"
+    info = AsyncServiceInfo(SERVICE, name, port=closed, parsed_addresses=["127.0.0.1"],
+                            properties={"tls": "0"})  # fmt: skip
+    zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+    await zc.async_register_service(info)
+    backup = RelayProc(tmp_path / "backup", keepalive=2).start()
+    cfg = _cfg(tmp_path, f"*-{closed}")
+    switches: list[str] = []
+
+    async def sink(batch: Batch) -> None:
+        return None
+
+    ft = FailoverTransport(
+        ["auto", backup.url], lambda u: WsTransport(u, cfg, topics=cfg.topics, store=store), cfg
+    )
+    ft.on_switch = switches.append
+    task = asyncio.create_task(ft.run(sink))
+    try:
+        await _until(lambda: ft.url == backup.url and ft.state == "connected", "on the backup")
+        await asyncio.sleep(4)  # several re-checks: the ghost must not take the agent away
+        assert ft.url == backup.url and ft.state == "connected"
+        assert switches == [backup.url], switches
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        backup.stop()
+        await zc.async_unregister_service(info)
+        await zc.async_close()

@@ -91,6 +91,7 @@ class FailoverTransport:
         self._child: Transport | None = None
         self._cooldown: dict[str, float] = {}
         self._times: dict[str, float] = {}
+        self._probe_failed: dict[str, float] = {}
         self.on_switch: Callable[[str], None] | None = None
         self.on_state: Callable[[ConnState], None] | None = None
         self.url = ",".join(self.servers)
@@ -122,7 +123,7 @@ class FailoverTransport:
         try:
             while True:
                 cands = await self._candidates()
-                pick = choose(cands, current=current, cooldown=self._cooldown, now=_now())
+                pick = choose(cands, current=current, cooldown=self._cooling(), now=_now())
                 if pick is None:
                     log.warning("no server available (waiting for a relay to appear)")
                     await self._wait_change(self.cfg.ws.recheck)
@@ -140,6 +141,13 @@ class FailoverTransport:
         await child.publish(item)
 
     # --- internals ------------------------------------------------------------------------
+
+    def _cooling(self) -> dict[str, float]:
+        """Servers not to pick now: failed connections and failed probes, until when."""
+        out = dict(self._probe_failed)
+        for url, until in self._cooldown.items():
+            out[url] = max(until, out.get(url, 0.0))
+        return out
 
     def _forward_state(self, state: ConnState) -> None:
         if state != self.state:
@@ -183,6 +191,7 @@ class FailoverTransport:
                 return "failed"
             if child.state == "connected":
                 self._cooldown.pop(pick.url, None)
+                self._probe_failed.pop(pick.url, None)
                 down_since = None
             elif down_since is None:
                 down_since = _now()
@@ -203,7 +212,7 @@ class FailoverTransport:
     async def _better_exists(self, pick: Candidate) -> bool:
         cands = await self._candidates(measure=True)
         for c in better_than(cands, pick.url):
-            if c.url in self._times and self._cooldown.get(c.url, 0.0) <= _now():
+            if c.url in self._times and self._cooling().get(c.url, 0.0) <= _now():
                 log.info("%s is reachable again; moving back to it", c.url)
                 return True
         best = choose(cands, current=pick.url, now=_now())
@@ -215,7 +224,11 @@ class FailoverTransport:
     async def _candidates(self, *, measure: bool = False) -> list[Candidate]:
         relays = self._discovery.relays() if self._discovery is not None else []
         cands = expand(self.servers, relays, self._times)
-        unmeasured = [c for c in cands if c.discovered and c.url not in self._times]
+        unmeasured = [
+            c for c in cands
+            if c.discovered and c.url not in self._times
+            and self._probe_failed.get(c.url, 0.0) <= _now()
+        ]  # fmt: skip
         if measure or unmeasured:
             await self._measure(cands if measure else unmeasured)
             cands = expand(self.servers, relays, self._times)
@@ -225,9 +238,13 @@ class FailoverTransport:
         results = await asyncio.gather(*(probe(c.url) for c in cands))
         for c, t in zip(cands, results, strict=True):
             if t is None:
+                # Not probed again (nor picked) for a while: an advertised relay that cannot be
+                # reached must not be retried on every tick.
                 self._times.pop(c.url, None)
+                self._probe_failed[c.url] = _now() + self.cfg.ws.recheck
             else:
                 self._times[c.url] = t
+                self._probe_failed.pop(c.url, None)
 
     async def _wait_change(self, timeout: float, task: asyncio.Task[None] | None = None) -> None:
         waits: list[asyncio.Future[object]] = []
