@@ -102,7 +102,7 @@ def build_deb(dist: Path, version: str | None = None) -> Path:
     _control(tree, version, arch)
     out = dist / f"{PACKAGE}_{version}_{arch}.deb"
     subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(out)],
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(out)],
         check=True,
         capture_output=True,
     )
