@@ -28,9 +28,14 @@ MAINTAINER = "edgepush developers <edgepush@example.org>"
 
 POSTINST = """#!/bin/sh
 set -e
-# Create the relay's system user (and group). Enable nothing: that is the admin's call.
+# Create the relay's system user (and group), and an empty token file (root-only; it
+# denies everything until `edge-relay token add`). Enable nothing: that is the admin's call.
 if [ "$1" = configure ]; then
     systemd-sysusers ${DPKG_ROOT:+--root="$DPKG_ROOT"} edge-relay.conf
+    auth="$DPKG_ROOT/etc/edge-relay/auth.json"
+    if [ ! -e "$auth" ]; then
+        (umask 077 && printf '{"anonymous": {"read": [], "write": []}, "tokens": {}}\n' > "$auth")
+    fi
 fi
 exit 0
 """

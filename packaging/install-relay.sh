@@ -11,7 +11,7 @@
 #   packaging/install-relay.sh --root /tmp/r --binary dist/edge-relay   # into a directory tree
 #
 # Files: /usr/local/bin/edge-relay, /etc/edge-relay/config.toml, /etc/edge-relay/auth.json
-# (token hashes, root:edge-relay 0640), /etc/systemd/system/edge-relay.service,
+# (token hashes, root-only 0600), /etc/systemd/system/edge-relay.service,
 # /etc/sysusers.d/edge-relay.conf; state in /var/lib/edge-relay (made by systemd).
 set -eu
 
@@ -140,13 +140,12 @@ write_unit() {
 first_token() {
   auth="$etc/auth.json"
   if [ -f "$auth" ]; then
-    say "kept /etc/edge-relay/auth.json (tokens exist; add one: edge-relay token add NAME --auth-file /etc/edge-relay/auth.json --read '*' --write '*')"
+    say "kept /etc/edge-relay/auth.json (tokens exist; add one: edge-relay token add NAME --auth-file /etc/edge-relay/auth.json --read '*' --write '*', then systemctl restart edge-relay)"
     return 0
   fi
   token=$("$bin" token add "$token_name" --auth-file "$auth" --read '*' --write '*') \
     || die "could not create the first token"
-  gid=$(awk -F: '$1 == "edge-relay" { print $3 }' "$root/etc/group")
-  chgrp "${gid:?no edge-relay group}" "$auth" && chmod 0640 "$auth"
+  chmod 0600 "$auth"   # root-only; the unit hands the service a copy (LoadCredential=)
   say "first token ('$token_name', read and write on every topic; shown only now):"
   echo "    $token"
 }

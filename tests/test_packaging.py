@@ -343,6 +343,10 @@ def test_deb_installs_into_a_throwaway_root(installed: Path) -> None:
     # postinst made the service user (systemd-sysusers, honouring DPKG_ROOT) ...
     passwd = (installed / "etc/passwd").read_text()
     assert re.search(r"^edge-relay:x:\d+:\d+:.*:/var/lib/edge-relay:", passwd, re.MULTILINE)
+    # ... an empty, root-only token file (everything denied until `token add`) ...
+    auth = installed / "etc/edge-relay/auth.json"
+    assert json.loads(auth.read_text())["tokens"] == {}
+    assert auth.stat().st_mode & 0o077 == 0
     # ... and enabled nothing.
     assert not list(installed.glob("etc/systemd/**/*.wants"))
     conffiles = run(
@@ -385,6 +389,8 @@ def test_systemd_analyze_verify_units(installed: Path) -> None:
         "Restart=on-failure",
         "User=edge-relay",
         "/etc/edge-relay/config.toml",
+        "LoadCredential=auth.json:/etc/edge-relay/auth.json",
+        "--auth-file %d/auth.json",
     ):
         assert must in relay
 
@@ -453,6 +459,6 @@ def test_install_script_twice_leaves_the_same_files(binaries: Binaries, tmp_path
         ["home/#"],
     )
     auth = root / "etc/edge-relay/auth.json"
-    assert oct(auth.stat().st_mode & 0o777) == "0o640"
+    assert oct(auth.stat().st_mode & 0o777) == "0o600"  # the unit reads it via LoadCredential=
     assert token not in auth.read_text()  # only its hash is stored
     assert (root / "usr/local/bin/edge-relay").read_bytes() == binaries.relay.read_bytes()
