@@ -91,17 +91,21 @@ def one_file(
     packages: list[str],
     excludes: list[str],
     hiddenimports: list[str],
+    data_packages: tuple[str, ...] = (),
 ) -> Any:
     """The Analysis → PYZ → EXE chain of a one-file, console, stripped executable."""
-    from PyInstaller.utils.hooks import collect_submodules
+    from PyInstaller.utils.hooks import collect_data_files, collect_submodules
 
     hidden = list(hiddenimports)
     # Commands and backends are imported by name (importlib), which PyInstaller cannot see.
     for package in packages:
         hidden += collect_submodules(package, filter=lambda m: ".tests" not in m)
+    # Package data read through importlib.resources (PyInstaller sees no import for it).
+    datas = [entry for package in data_packages for entry in collect_data_files(package)]
     a = analysis_cls(
         [str(ROOT / script)],
         pathex=[str(ROOT)],
+        datas=datas,
         hiddenimports=hidden,
         excludes=EXCLUDE_ALWAYS + excludes,
         noarchive=False,
