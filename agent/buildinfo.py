@@ -16,7 +16,6 @@ import json
 import platform
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +93,8 @@ def recorded() -> dict[str, Any] | None:
 
 def current(names: Sequence[str] = DISTRIBUTIONS) -> dict[str, Any]:
     """The same report for the running interpreter (what ``build.py`` records)."""
+    from importlib import metadata  # only here: plain --version should not pay for it
+
     deps: dict[str, str] = {}
     for name in names:
         try:

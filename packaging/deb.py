@@ -150,7 +150,6 @@ def _control(tree: Path, version: str, arch: str) -> None:
         f"Depends: libc6 (>= {glibc.split()[-1]}), systemd | systemd-standalone-sysusers\n"
         "Section: net\n"
         "Priority: optional\n"
-        "Homepage: https://github.com/edgepush/edgepush\n"
         f"Description: {DESCRIPTION}\n"
     )
     (debian / "control").write_text(control)
@@ -188,7 +187,7 @@ def _manpage(binary: Path, version: str) -> bytes:
         f'.TH {name.upper()} 1 "" "edgepush {version}" "User Commands"\n'
         f".SH NAME\n{name} \\- {SUMMARY[name]}\n"
         f".SH DESCRIPTION\n.nf\n{body}\n.fi\n"
-        ".SH SEE ALSO\n/usr/share/doc/edgepush, https://github.com/edgepush/edgepush\n"
+        ".SH SEE ALSO\n/usr/share/doc/edgepush, docs/INSTALL.md in the source\n"
     ).encode()
 
 
