@@ -267,7 +267,8 @@ class AgentService:
         transport = self.transports[0]
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wake.wait(), 2.0)
+                async with asyncio.timeout(2.0):  # not wait_for: see _status
+                    await self._outbox_wake.wait()
             self._outbox_wake.clear()
             while transport.state == "connected":
                 items = await asyncio.to_thread(self.store.outbox_peek, OUTBOX_BATCH)
@@ -320,8 +321,11 @@ class AgentService:
                 self._write_status(now[0])
                 shown = now
             with contextlib.suppress(TimeoutError):
-                # a state change wakes us at once; the id of the last message, every second
-                await asyncio.wait_for(self._state_changed.wait(), 1.0)
+                # A state change wakes us at once; the last message id, every second. Not
+                # wait_for: on 3.11 it can swallow a cancel that races the event being set
+                # (the transport sets it while shutting down), and the TaskGroup never exits.
+                async with asyncio.timeout(1.0):
+                    await self._state_changed.wait()
             self._state_changed.clear()
 
     def _on_state(self, _state: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent import buildinfo
 from agent.errors import EdgepushError
 from edge_relay import __version__, auth, config
 
@@ -20,7 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="edgepush edge relay: a self-hosted, ntfy-compatible push hub for the LAN, "
         "optionally bridged to an upstream MQTT broker.",
     )
-    parser.add_argument("--version", action="version", version=f"edge-relay {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"edge-relay {__version__}",
+        help="show the "
+        "version and exit (with --verbose: the Python and libraries it was built with)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -124,6 +131,10 @@ def _token_anonymous(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-relay`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if (verbose := buildinfo.version_request(argv)) is not None:
+        sys.stdout.write(buildinfo.describe("edge-relay", verbose=verbose))
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

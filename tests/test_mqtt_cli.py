@@ -168,6 +168,9 @@ def test_send_reads_stdin_and_fails_cleanly_when_unreachable(home: Path, mosquit
                      home=home)  # fmt: skip
     assert down.returncode == 1
     assert b"Connection refused" in down.stderr and len(down.stderr.splitlines()) == 1
+    nohost = pushagent("send", "--server", "mqtt://no-such-host.invalid", "in/x", "m", home=home)
+    assert nohost.returncode == 1
+    assert nohost.stderr == b"pushagent: unknown host 'no-such-host.invalid'\n"
 
 
 def test_plain_text_from_mosquitto_pub_shows_in_history(home: Path, mosquitto: Mosquitto):

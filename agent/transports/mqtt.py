@@ -222,7 +222,8 @@ class MqttTransport:
         self._wire(conn)
         timeout = self.cfg.mqtt.connect_timeout
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._connect, client), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                await asyncio.to_thread(self._connect, client)
         except TimeoutError:
             raise ConnectionLost(f"no answer within {timeout:.0f} s") from None
         try:
@@ -231,7 +232,8 @@ class MqttTransport:
                 # paho leaves Nagle on: every PUBACK would wait ~40 ms for the delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.loop_start()
-            code, present = await asyncio.wait_for(asyncio.shield(conn.connack), timeout)
+            async with asyncio.timeout(timeout):
+                code, present = await conn.connack
             _check_connack(code)
             if self.topics:
                 await self._subscribe(conn, timeout)
@@ -333,7 +335,8 @@ class MqttTransport:
     async def _subscribe(self, conn: _Conn, timeout: float) -> None:
         qos = self.cfg.mqtt.qos
         conn.client.subscribe([(t, qos) for t in self.topics])
-        codes = await asyncio.wait_for(asyncio.shield(conn.suback), timeout)
+        async with asyncio.timeout(timeout):
+            codes = await conn.suback
         for topic, code in zip(self.topics, codes, strict=False):
             if code.is_failure:
                 raise AuthError(f"subscription to {topic!r} refused: {code}")
@@ -473,7 +476,8 @@ class MqttTransport:
         conn.waiters[info.mid] = fut
         limit = timeout if timeout is not None else self.cfg.mqtt.connect_timeout
         try:
-            await asyncio.wait_for(fut, limit)
+            async with asyncio.timeout(limit):
+                await fut
         except TimeoutError:
             conn.waiters.pop(info.mid, None)
             raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
