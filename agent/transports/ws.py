@@ -83,8 +83,13 @@ def make_transport(url: str, cfg: AgentConfig, client_id: str) -> WsTransport:
     """The service's factory for ``http(s)://`` and ``ws(s)://`` servers."""
     from agent import secrets
 
-    token = secrets.token_for(cfg, url)
-    return WsTransport(url, cfg, topics=cfg.topics, token=token, open_store=True)
+    return WsTransport(
+        url,
+        cfg,
+        topics=cfg.topics,
+        token_source=lambda: secrets.token_for(cfg, url),
+        open_store=True,
+    )
 
 
 class WsTransport:
@@ -98,9 +103,12 @@ class WsTransport:
         topics: tuple[str, ...],
         store: Store | None = None,
         token: str | None = None,
+        token_source: Callable[[], str | None] | None = None,
         fatal_auth: bool = False,
         open_store: bool = False,
     ) -> None:
+        """``token_source`` is asked before every connect (a token stored with ``pushagent
+        login`` while the agent runs is used at the next retry); ``token`` is a fixed one."""
         self.server = parse_server(url)
         self.url = self.server.url
         self.source = self.server.http_base
@@ -115,6 +123,7 @@ class WsTransport:
         self._store = store
         self._open_store = open_store
         self._token = token
+        self._token_source = token_source
         self._quiet_noted = False
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -174,6 +183,8 @@ class WsTransport:
     async def _session(self, sink: BatchSink) -> None:
         """One connection: handshake, wait for ``open``, then pump until it ends."""
         url = ws_url(self.server, self.topics, await self._since())
+        if self._token_source is not None:
+            self._token = await asyncio.to_thread(self._token_source)
         ws_cfg = self.cfg.ws
         try:
             async with connect(
