@@ -125,6 +125,8 @@ class WsTransport:
         self._token = token
         self._token_source = token_source
         self._quiet_noted = False
+        self._last_frame = 0.0
+        self._dead: ConnectionLost | None = None
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -236,24 +238,23 @@ class WsTransport:
 
     async def _pump(self, ws: ClientConnection, sink: BatchSink) -> None:
         queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=2 * self.cfg.ws.max_batch)
+        self._last_frame = asyncio.get_running_loop().time()
+        self._dead = None
         reader = asyncio.create_task(self._read(ws, queue))
+        watchdog = asyncio.create_task(self._watch_link(ws))
         try:
             await self._commit(queue, sink)
         finally:
-            await reap(reader)
+            await reap(reader, watchdog)
 
     async def _read(self, ws: ClientConnection, queue: asyncio.Queue[_Item]) -> None:
         """Frames → queue; the last item queued is always the reason the stream ended."""
-        dead = dead_after(self.cfg.ws.keepalive)
+        loop = asyncio.get_running_loop()
         max_size = self.cfg.ws.max_frame
         try:
             while True:
-                try:
-                    async with asyncio.timeout(dead):
-                        frame = await ws.recv()  # cancellation-safe (websockets docs)
-                except TimeoutError:
-                    await self._still_there(ws, dead)
-                    continue
+                frame = await ws.recv()
+                self._last_frame = loop.time()
                 event = parse_frame(frame, max_size=max_size)
                 if event.kind == "message" and event.message is not None:
                     await queue.put(event.message)
@@ -263,9 +264,27 @@ class WsTransport:
                 elif event.kind == "poll_request":
                     raise ConnectionLost("server asked for a poll; resubscribing with since=")
         except ConnectionClosed as exc:
-            await queue.put(ConnectionLost(_closed_reason(exc, max_size)))
+            await queue.put(self._dead or ConnectionLost(_closed_reason(exc, max_size)))
         except TransportError as exc:
             await queue.put(exc)
+
+    async def _watch_link(self, ws: ClientConnection) -> None:
+        """The keepalive deadline, with one timer per deadline rather than one per frame
+        (a timeout around every ``recv`` cost ~15 us per message, measured with cProfile)."""
+        loop = asyncio.get_running_loop()
+        dead = dead_after(self.cfg.ws.keepalive)
+        while True:
+            idle = loop.time() - self._last_frame
+            if idle < dead:
+                await asyncio.sleep(dead - idle)
+                continue
+            try:
+                await self._still_there(ws, dead)
+            except ConnectionLost as exc:
+                self._dead = exc
+                ws.transport.abort()  # the reader's recv() ends and queues this reason
+                return
+            self._last_frame = loop.time()  # alive: a new deadline starts now
 
     async def _still_there(self, ws: ClientConnection, dead: float) -> None:
         """Silence past the deadline: a dead link, or a server with a longer keepalive.
