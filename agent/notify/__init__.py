@@ -96,11 +96,33 @@ class LogNotifier(_Base):
             data = data[written:]
 
 
-def make_notifier(cfg: AgentConfig, on_event: EventSink, store: Store | None = None) -> Notifier:
-    """The backend named by ``cfg.notifier`` (desktop, command, log, none)."""
+def make_backend(cfg: AgentConfig, on_event: EventSink) -> Notifier:
+    """The bare backend named by ``cfg.notifier`` (desktop, command, log, none), no rules."""
     name = cfg.notifier
     if name == "log":
         return LogNotifier()
     if name == "none":
         return NullNotifier()
-    raise NotImplementedError(f"notifier {name!r} is not built yet")
+    if name == "command":
+        from agent.notify.command import CommandNotifier
+
+        return CommandNotifier(cfg.command, on_event)
+    if name == "desktop":
+        from agent.notify.desktop import DesktopNotifier
+
+        return DesktopNotifier(cfg.desktop, on_event)
+    raise NotImplementedError(f"notifier {name!r} is not built yet")  # config checked the name
+
+
+def make_notifier(cfg: AgentConfig, on_event: EventSink, store: Store | None = None) -> Notifier:
+    """The backend named by ``cfg.notifier`` behind the rules layer (``agent.notify.gate``).
+
+    ``none`` gets no rules (nothing is shown anyway); ``log`` does, so rules can be tried
+    out on a headless box. ``store`` is where the rules layer reads the pause.
+    """
+    backend = make_backend(cfg, on_event)
+    if cfg.notifier == "none":
+        return backend
+    from agent.notify.gate import RulesNotifier, policy_from
+
+    return RulesNotifier(backend, policy_from(cfg), store)
