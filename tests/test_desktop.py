@@ -149,7 +149,12 @@ async def test_click_opens_url_and_close_dismisses(
 @pytest.mark.parametrize(
     ("policy", "minute", "paused", "expect_shown"),
     [
-        (rules.Policy(rules=(rules.TopicRule("noisy/*", mute=True),)), NOON, False, ["calm"]),
+        (
+            rules.Policy(rules=(rules.TopicRule("noisy/*", mute=True),)),
+            NOON,
+            False,
+            ["calm", "urgent"],
+        ),
         (rules.Policy(rules=(rules.TopicRule("*", min_priority=4),)), NOON, False, ["urgent"]),
         (rules.Policy(quiet_hours=(22 * 60, 7 * 60)), 23 * 60, False, ["urgent"]),
         (rules.Policy(quiet_hours=(22 * 60, 7 * 60), quiet_hours_strict=True), 60, False, []),
