@@ -137,6 +137,38 @@ class Desktop:
             what=f"dunst on the bus ({self.log('dunst')})",
         )
 
+    def start_tray_host(self) -> None:
+        """trayer, a small XEmbed system tray, so tray icons have somewhere to dock."""
+        self._spawn(
+            ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
+             "--width", "200", "--height", "48", "--SetDockType", "true"],
+            "trayer",
+            env={**os.environ, **self.env},
+        )  # fmt: skip
+        wait_for(lambda: self.windows("^panel$"), timeout=20, what="trayer's panel")
+
+    def windows(self, name_regex: str) -> list[str]:
+        """X window ids whose name matches (xdotool search)."""
+        r = subprocess.run(
+            ["xdotool", "search", "--name", name_regex],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        return r.stdout.split()
+
+    def xdotool(self, *args: str) -> str:
+        return subprocess.run(
+            ["xdotool", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
+
     def dunstctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["dunstctl", *args],
@@ -167,9 +199,9 @@ class Desktop:
         data = json.loads(self.dunstctl("history").stdout)
         return [{k: v["data"] for k, v in n.items()} for n in data["data"][0]]
 
-    def screenshot(self, path: Path) -> Path:
+    def screenshot(self, path: Path, window: str = "root") -> Path:
         subprocess.run(
-            ["import", "-window", "root", str(path)],
+            ["import", "-window", window, str(path)],
             env={**os.environ, **self.env},
             check=True,
             timeout=30,

@@ -1,0 +1,102 @@
+"""``pushagent tray``: the model and icon in-process; the real icon in a real tray on Xvfb."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.store import Store
+from agent.tray import icon
+from agent.tray.model import Recent, Snapshot, menu_entries
+from tests.desktop import Desktop
+from tests.helpers import child_env, spawn, wait_for
+from tests.notifyhelp import msg
+
+
+def test_menu_entries() -> None:
+    recent = tuple(Recent(f"id{i}", "home", f"msg {i}", unread=i > 7) for i in range(10))
+    snap = Snapshot(connected=True, unread=2, paused=False, recent=recent)
+    entries = menu_entries(snap)
+    labels = [e.label for e in entries]
+    assert labels[0] == "edgepush: connected, 2 unread"
+    assert labels[1:11] == [f"{'● ' if i > 7 else ''}home: msg {i}" for i in range(9, -1, -1)]
+    assert labels[11:] == [
+        "-", "Pause for 1 hour", "Pause until tomorrow", "Resume", "Mark all read",
+        "Open history", "-", "Quit",
+    ]  # fmt: skip
+    actions = {e.label: e for e in entries}
+    assert actions["home: msg 0"].action == "open:id0"
+    assert not actions["Resume"].enabled and actions["Mark all read"].enabled
+    assert actions["Open history"].default
+    paused = menu_entries(Snapshot(connected=False, unread=0, paused=True))
+    assert paused[0].label == "edgepush: disconnected, paused"
+    assert paused[1].label == "No messages yet"
+    assert {e.label: e.enabled for e in paused}["Resume"] is True
+
+
+def test_icon_states_differ() -> None:
+    images = {
+        "connected": icon.draw("connected", 0, connected=True),
+        "disconnected": icon.draw("disconnected", 0, connected=False),
+        "unread3": icon.draw("unread", 3),
+        "unread42": icon.draw("unread", 42),
+    }
+    data = {k: v.tobytes() for k, v in images.items()}
+    assert len(set(data.values())) == 4
+    assert all(v.size == (64, 64) and v.mode == "RGBA" for v in images.values())
+    assert images["unread3"].getpixel((60, 17))[:3] == (220, 30, 30)  # the red badge
+
+
+@pytest.mark.desktop
+def test_tray_icon_under_xvfb(desktop: Desktop, home: Path, tmp_path: Path) -> None:
+    desktop.start_tray_host()
+    with (tmp_path / "tray.log").open("wb") as log:
+        tray = spawn(
+            "agent", ["tray"], env={**child_env(home), **desktop.env},
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    try:
+        (win,) = wait_for(lambda: desktop.windows("^edgepush: "), timeout=30, what="tray icon")
+        assert desktop.xdotool("getwindowname", win) == "edgepush: disconnected"
+        before = desktop.screenshot(tmp_path / "icon-0.png", window=win).read_bytes()
+        with Store(home / "data" / "pushagent.db").open() as store:
+            store.insert_batch([msg(title=f"m{i}") for i in range(3)])
+        wait_for(
+            lambda: desktop.xdotool("getwindowname", win) == "edgepush: disconnected, 3 unread",
+            timeout=20,
+            what="unread count in the title",
+        )
+        after = desktop.screenshot(tmp_path / "icon-3.png", window=win).read_bytes()
+        assert after != before  # the count is drawn on the icon
+        desktop.screenshot(tmp_path / "tray.png")
+        # pystray's X11 backend has no popup menu: a click runs the default entry
+        desktop.xdotool("mousemove", "--window", win, "10", "10", "click", "1")
+        wait_for(lambda: desktop.windows("^edgepush history$"), timeout=30, what="history")
+        desktop.screenshot(tmp_path / "history.png")
+        r = subprocess.run(
+            [*_agent(), "read", "--all"], env=child_env(home), capture_output=True, check=True
+        )
+        assert b"marked 3 messages read" in r.stdout
+        wait_for(
+            lambda: desktop.xdotool("getwindowname", win) == "edgepush: disconnected",
+            timeout=20,
+            what="unread count back to 0",
+        )
+    finally:
+        tray.send_signal(signal.SIGTERM)
+        try:
+            assert tray.wait(20) == 0
+        finally:
+            if tray.poll() is None:
+                tray.kill()
+                tray.wait()
+    assert not desktop.windows("^edgepush history$")  # closed with the tray
+
+
+def _agent() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "agent"]
