@@ -132,5 +132,8 @@ class RulesNotifier:
                 now = self._clock()
                 summaries = self.gate.flush(now=now)
                 if summaries:
-                    await self.backend.show([summary_item(s, now) for s in summaries])
+                    try:
+                        await self.backend.show([summary_item(s, now) for s in summaries])
+                    except Exception:  # a lost summary must not end later ones
+                        log.exception("could not show %d burst summaries", len(summaries))
                 due = self.gate.next_flush()
