@@ -90,6 +90,7 @@ async def test_timeout_kills_and_is_not_displayed(store: Store, tmp_path: Path) 
     async with CommandNotifier(CommandConfig(argv=argv, workers=1, timeout=1.0), rec) as n:
         await n.show([slow, ok])
         await until(lambda: (out / ok.message.id).exists(), timeout=20, what="next command")
+        await until(lambda: rec.events, timeout=20, what="displayed event")
     assert not (out / slow.message.id).exists()
     assert rec.events == [(ok.message.id, "displayed")]
 

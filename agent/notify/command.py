@@ -120,13 +120,22 @@ class CommandNotifier:
         try:
             await asyncio.wait_for(self._feed_and_wait(proc, data), self._cfg.timeout)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            await self._kill(proc)
             log.warning("command for message %s killed after %.1f s", msg.id, self._cfg.timeout)
             return False
+        except asyncio.CancelledError:  # the agent is stopping: leave no orphan behind
+            await self._kill(proc)
+            raise
         if proc.returncode != 0:
             log.warning("command for message %s exited with %s", msg.id, proc.returncode)
         return proc.returncode == 0
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
 
     @staticmethod
     async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> None:
