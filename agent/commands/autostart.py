@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent import autostart
+if TYPE_CHECKING:  # imported when the command runs: plistlib costs ~1 MB in every process
+    from agent import autostart
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +28,8 @@ def target() -> autostart.Target:
     """This machine's autostart locations (platformdirs follows XDG_CONFIG_HOME)."""
     import platformdirs
 
+    from agent import autostart
+
     return autostart.Target(
         platform=sys.platform,
         home=Path.home(),
@@ -34,6 +38,8 @@ def target() -> autostart.Target:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent import autostart
+
     where = target()
     if args.action == "enable":
         config = getattr(args, "config", None)
