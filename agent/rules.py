@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from agent.topics import glob_match
 
-# A storm guard when the config sets no ``burst``: 10,000 messages in a second must never
-# mean 10,000 notifications on screen.
+# The desktop's storm guard when the config sets no ``burst``: 10,000 messages in a second
+# must never mean 10,000 notifications on screen.
 DEFAULT_BURST = (10, 10.0)
 
 SHOW = "show"
@@ -57,7 +57,7 @@ class Policy:
     rules: tuple[TopicRule, ...] = ()
     quiet_hours: tuple[int, int] | None = None  # (start, end) minutes of the day
     quiet_hours_strict: bool = False
-    burst_count: int = DEFAULT_BURST[0]
+    burst_count: int | None = DEFAULT_BURST[0]  # None: no burst folding
     burst_seconds: float = DEFAULT_BURST[1]
 
 
@@ -190,6 +190,8 @@ class Gate:
         return SHOW
 
     def _admit(self, topic: str, now: float) -> bool:
+        if self.policy.burst_count is None:
+            return True
         recent = self._recent.setdefault(topic, deque())
         horizon = now - self.policy.burst_seconds
         while recent and recent[0] <= horizon:

@@ -14,7 +14,7 @@ from agent.notify.desktop import DesktopNotifier, clean, urgency_name
 from agent.notify.gate import RulesNotifier, policy_from
 
 CONFIG = """
-notifier = "log"
+notifier = "desktop"
 quiet_hours = "22:30-06:15"
 quiet_hours_strict = true
 burst = { count = 4, seconds = 30 }
@@ -50,18 +50,28 @@ def test_rules_from_config(tmp_path: Path) -> None:
     )
     assert cfg.desktop.opener == ("firefox", "--new-tab") and cfg.desktop.max_body == 500
     n = make_notifier(cfg, lambda i, s: None)
-    assert isinstance(n, RulesNotifier) and isinstance(n.backend, LogNotifier)
+    assert isinstance(n, RulesNotifier) and isinstance(n.backend, DesktopNotifier)
     assert policy_from(_load(tmp_path, "")).burst_count == rules.DEFAULT_BURST[0]
+    assert policy_from(_load(tmp_path, ""), storm_guard=False).burst_count is None
 
 
 @pytest.mark.parametrize(
-    ("notifier", "backend"),
-    [("desktop", DesktopNotifier), ("command", CommandNotifier), ("log", LogNotifier)],
+    ("notifier", "backend", "burst"),
+    [("desktop", DesktopNotifier, rules.DEFAULT_BURST[0]), ("command", CommandNotifier, None)],
 )
-def test_backends_behind_rules(tmp_path: Path, notifier: str, backend: type) -> None:
+def test_backends_behind_rules(
+    tmp_path: Path, notifier: str, backend: type, burst: int | None
+) -> None:
     extra = '[command]\nargv = ["true"]\n' if notifier == "command" else ""
     n = make_notifier(_load(tmp_path, extra, notifier=notifier), lambda i, s: None)
     assert isinstance(n, RulesNotifier) and isinstance(n.backend, backend)
+    assert n.gate.policy.burst_count == burst
+
+
+def test_log_and_none_print_every_message_without_rules(tmp_path: Path) -> None:
+    # "log" is the stream of every handed-over message (the delivery tests count on it)
+    log_cfg = _load(tmp_path, CONFIG, notifier="log")  # rules configured, still every line
+    assert isinstance(make_notifier(log_cfg, print), LogNotifier)
     assert isinstance(make_notifier(_load(tmp_path, "", notifier="none"), print), NullNotifier)
 
 

@@ -133,3 +133,9 @@ def test_suppressed_messages_do_not_count_towards_burst() -> None:
         [Item("low", "a", 1), Item("high", "a", 4), Item("high2", "a", 5)], now=0, minute=0
     )
     assert d.verdicts == (("low", rules.LOW_PRIORITY), ("high", rules.SHOW), ("high2", "burst"))
+
+
+def test_no_burst_folding_when_switched_off() -> None:
+    gate = Gate(Policy(burst_count=None))
+    d = gate.decide(_batch("a", 500), now=0.0, minute=0)
+    assert len(d.shown) == 500 and d.summaries == () and gate.pending == {}

@@ -115,14 +115,17 @@ def make_backend(cfg: AgentConfig, on_event: EventSink) -> Notifier:
 
 
 def make_notifier(cfg: AgentConfig, on_event: EventSink, store: Store | None = None) -> Notifier:
-    """The backend named by ``cfg.notifier`` behind the rules layer (``agent.notify.gate``).
+    """The backend named by ``cfg.notifier``; ``desktop`` and ``command`` behind the rules
+    layer (``agent.notify.gate``), which reads the pause from ``store``.
 
-    ``none`` gets no rules (nothing is shown anyway); ``log`` does, so rules can be tried
-    out on a headless box. ``store`` is where the rules layer reads the pause.
+    ``log`` and ``none`` get no rules: ``log`` is the stream of every message handed over
+    (scripts and the delivery tests count on exactly that). The desktop also gets a storm
+    guard when no ``burst`` is configured; ``command`` folds bursts only when asked.
     """
     backend = make_backend(cfg, on_event)
-    if cfg.notifier == "none":
+    if cfg.notifier in ("log", "none"):
         return backend
     from agent.notify.gate import RulesNotifier, policy_from
 
-    return RulesNotifier(backend, policy_from(cfg), store)
+    policy = policy_from(cfg, storm_guard=cfg.notifier == "desktop")
+    return RulesNotifier(backend, policy, store)

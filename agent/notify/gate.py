@@ -31,9 +31,11 @@ SUMMARY_SEQ = 0
 """Summaries are not stored messages: backends report no events for ``seq == 0``."""
 
 
-def policy_from(cfg: AgentConfig) -> rules.Policy:
-    """The pure policy for a configuration."""
-    count, seconds = rules.DEFAULT_BURST
+def policy_from(cfg: AgentConfig, *, storm_guard: bool = True) -> rules.Policy:
+    """The pure policy for a configuration. ``storm_guard``: fold bursts even when the config
+    sets no ``burst`` (the desktop: a screen must never get 10,000 notifications)."""
+    count: int | None
+    count, seconds = rules.DEFAULT_BURST if storm_guard else (None, rules.DEFAULT_BURST[1])
     if cfg.burst is not None:
         count, seconds = cfg.burst.count, cfg.burst.seconds
     return rules.Policy(
