@@ -34,7 +34,8 @@ COMMANDS = (
 log = logging.getLogger("pushagent")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, just that command (see ``main``)."""
     parser = argparse.ArgumentParser(
         prog="pushagent",
         description="edgepush agent: receive push messages over MQTT or WebSocket, keep them "
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"agent.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -60,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pushagent`` console script."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Import only the command being run: `history` must not pay for the imports of `run`
+    # (asyncio, paho, notifier backends). --help and errors without a command build them all.
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
     logging.basicConfig(
@@ -75,3 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `pushagent history | head`: the reader left, nothing went wrong
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (skipping global options and their values), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,15 +249,31 @@ def default_paths(env: Mapping[str, str]) -> Paths:
     return Paths(config_file=config_file, data_dir=data_dir, cache_dir=cache_dir)
 
 
+def paths(*, config_file: Path | None = None, env: Mapping[str, str] | None = None) -> Paths:
+    """Where things are, without reading the config file (``config path`` works on a broken one)."""
+    found = default_paths(os.environ if env is None else env)
+    if config_file is not None:
+        found = Paths(config_file, found.data_dir, found.cache_dir)
+    return found
+
+
 def read_toml(path: Path, *, required: bool) -> dict[str, Any]:
     """The TOML table in ``path``; a missing optional file is an empty table."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        f = path.open("rb")
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: config file not found") from None
         return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    # Imported only when there is a file: tomllib pulls in datetime and re (~10 ms), a
+    # noticeable share of a `pushagent history` that has no config file (bench/store_ingest.py).
+    import tomllib
+
+    try:
+        with f:
+            return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
@@ -293,25 +308,23 @@ def load(
     may be absent.
     """
     env = os.environ if env is None else env
-    paths = default_paths(env)
+    where = paths(config_file=config_file, env=env)
     explicit = config_file is not None or bool(env.get("PUSHAGENT_CONFIG"))
-    if config_file is not None:
-        paths = Paths(config_file, paths.data_dir, paths.cache_dir)
-    file_table = read_toml(paths.config_file, required=explicit)
+    file_table = read_toml(where.config_file, required=explicit)
     flag_table: dict[str, Any] = {}
     for key, value in (flags or {}).items():
         if value is not None:
             set_dotted(flag_table, key, value)
     table: dict[str, Any] = {}
     config: AgentConfig | None = None
-    for where, layer in (
-        (str(paths.config_file), file_table),
+    for source, layer in (
+        (str(where.config_file), file_table),
         ("environment", _env_table(env)),
         ("command line", flag_table),
     ):
         if layer or config is None:
             table = merge(table, layer)
-            config = build(AgentConfig, table, where=where, fixed={"paths": paths})
+            config = build(AgentConfig, table, where=source, fixed={"paths": where})
     assert config is not None
     return config
 

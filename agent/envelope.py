@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import string
 import time as _time
 from collections.abc import Mapping
@@ -56,6 +55,8 @@ _ID_CHARS = frozenset(_ID_ALPHABET + "-_.:")
 
 def new_id() -> str:
     """A fresh 12-character id in ntfy's style (62^12 values: collisions are not a concern)."""
+    import secrets  # here, not at the top: it pulls in hmac/hashlib, which readers never need
+
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
@@ -112,9 +113,14 @@ def encode_bytes(msg: Message) -> bytes:
     return dumps(encode(msg)).encode()
 
 
+# One encoder for every call: json.dumps with non-default options builds a new encoder each
+# time, which was a third of the store's per-message Python cost (bench/store_ingest.py).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON that refuses NaN/Infinity (they are not JSON and break equality)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def decode(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.envelope import Message, decode, encode, encode_bytes
+from agent.envelope import Message, decode, dumps, encode, encode_bytes
 from agent.errors import MessageError
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
@@ -152,3 +152,64 @@ def test_unknown_fields_are_kept() -> None:
 def test_hostile_topics_are_only_values() -> None:
     for topic in ("../x", "a'; DROP TABLE messages;--", "$SYS/broker", "a%00b"):
         assert decode(b"hi", topic=topic).topic == topic
+
+
+def test_ten_megabytes_pass_when_the_limit_allows_them() -> None:
+    body = b"y" * (10 * 1024 * 1024)
+    msg = decode(body, topic="big", max_size=16 * 1024 * 1024)
+    assert len(msg.message) == len(body)
+    with pytest.raises(MessageError, match="above the limit of 1024") as info:
+        decode(body, max_size=1024)
+    assert info.value.field == "payload"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b'{"message": "x", "id": "' + b"a" * 65 + b'"}', "id"),
+        (b'{"message": "x", "id": ""}', "id"),
+        (b'{"message": "x", "id": 42}', "id"),
+        (b'{"message": "x", "topic": "' + b"t" * 257 + b'"}', "topic"),
+        (b'{"message": "x", "topic": 7}', "topic"),
+        (b'{"message": "x", "time": -1}', "time"),
+        (b'{"message": "x", "expires": 1e300}', "expires"),
+        (b'{"message": "x", "priority": 2.5}', "priority"),
+        (b'{"message": "x", "priority": null, "click": 3}', "click"),
+        (b'{"message": "x", "attachment": "file.txt"}', "attachment"),
+        (b'{"message": "x", "actions": [{"action": "view"}]}', "actions"),
+        (b'{"message": "x", "content_type": ["text/plain"]}', "content_type"),
+    ],
+)
+def test_more_bad_fields_are_named(payload: bytes, field: str) -> None:
+    with pytest.raises(MessageError) as info:
+        decode(payload)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"message": "x", "priority": NaN}',
+        b'{"message": "x", "time": Infinity}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b"{" * 50_000,
+        b'{"message": "x",}',
+        b"",
+        b"   ",
+        b"\x00\x01\x02",
+    ],
+)
+def test_not_quite_json_is_plain_text(payload: bytes) -> None:
+    assert decode(payload, topic="t").message == payload.decode()
+
+
+def test_sql_and_path_characters_in_envelope_topics_are_kept_verbatim() -> None:
+    for topic in ("../../etc/passwd", "x'); DELETE FROM messages;--", "a/%/_/*/#/+", "ü/😀"):
+        body = ('{"message": "hi", "topic": ' + dumps(topic) + "}").encode()
+        assert decode(body).topic == topic
+
+
+def test_priority_words_are_case_and_space_insensitive() -> None:
+    assert decode(b'{"message": "x", "priority": " High "}').priority == 4
+    assert decode(b'{"message": "x", "priority": "DEFAULT"}').priority == 3
+    assert decode(b'{"message": "x", "priority": 5.0}').priority == 5

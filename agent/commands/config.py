@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from agent import config as _config
 from agent.commands import common, load_config
@@ -22,10 +23,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args)
     if args.action == "path":
-        print(cfg.paths.config_file)
-    else:
-        json.dump(_config.shown(cfg), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        # Only where the file is: it need not exist yet, and a broken one must still be found.
+        path = getattr(args, "config", None)
+        print(_config.paths(config_file=Path(path) if path else None).config_file)
+        return 0
+    cfg = load_config(args)
+    json.dump(_config.shown(cfg), sys.stdout, indent=2)
+    sys.stdout.write("\n")
     return 0

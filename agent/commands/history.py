@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     store = open_store(cfg)
     try:
+        if since is not None and since.kind == "id" and store.seq_of(since.id or "") is None:
+            # On the wire an unknown id means "everything" (ntfy); typed by a person it is
+            # far more likely a typo ("--since yesterday"), so say so instead of guessing.
+            raise UsageError(
+                f"--since: no stored message has the id {since.id!r} "
+                "(use a message id, a unix time, a duration such as 2h, or 'all')"
+            )
         rows = store.query(topics=args.topic, since=since, search=args.search, limit=args.limit)
     finally:
         store.close()
@@ -54,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out.write(dumps([{**encode(r.message), "state": r.state} for r in rows]) + "\n")
     else:
+        import shutil  # only the table needs it; --json callers (scripts) skip the import
+
         out.write(table(rows, width=shutil.get_terminal_size((100, 20)).columns))
     return 0
 

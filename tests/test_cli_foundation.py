@@ -1,0 +1,267 @@
+"""`pushagent` / `edge-relay` as a user runs them: help, version, history, config, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+from agent.envelope import FIELDS, from_fields
+from agent.store import Store
+from tests.helpers import child_env, pushagent
+
+NOW = int(time.time())
+
+
+def run_module(module: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=child_env(home),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[bytes], *needles: str) -> str:
+    err = result.stderr.decode()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], err
+    return lines[0]
+
+
+@pytest.fixture
+def filled(home: Path) -> Path:
+    """A home whose store holds five messages over three topics, oldest first."""
+    rows = [
+        {"id": "m1", "time": 1_000_000_000, "topic": "home", "message": "garage open"},
+        {"id": "m2", "time": NOW - 7200, "topic": "home/door", "message": "front door",
+         "title": "Door", "priority": 5, "tags": ["door"], "color": "red"},
+        {"id": "m3", "time": NOW - 600, "topic": "homework", "message": "due friday"},
+        {"id": "m4", "time": NOW - 60, "topic": "office/x", "message": "printer jam\x1b[31m"},
+        {"id": "m5", "time": NOW - 5, "topic": "home/door/back", "message": "back door"},
+    ]  # fmt: skip
+    with Store(home / "data" / "pushagent.db") as s:
+        s.insert_batch([from_fields(r) for r in rows], source="test")
+        s.record_states([("m2", "clicked", NOW), ("m5", "displayed", NOW)])
+    return home
+
+
+def history_ids(home: Path, *args: str) -> list[str]:
+    result = pushagent("history", "--json", *args, home=home)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list)
+    return [r["id"] for r in rows]
+
+
+# --- help and version ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("module", "prog"), [("agent", "pushagent"), ("edge_relay", "edge-relay")])
+def test_help_and_version(home: Path, module: str, prog: str) -> None:
+    version = run_module(module, "--version", home=home)
+    assert (version.returncode, version.stdout.strip()) == (0, f"{prog} {__version__}")
+    helped = run_module(module, "--help", home=home)
+    assert helped.returncode == 0
+    assert helped.stdout.startswith(f"usage: {prog}")
+    assert "--version" in helped.stdout
+
+
+def test_pushagent_help_lists_history_and_config(home: Path) -> None:
+    out = run_module("agent", "--help", home=home).stdout
+    assert "history" in out and "config" in out
+    sub = run_module("agent", "history", "--help", home=home)
+    assert sub.returncode == 0
+    for option in ("--topic", "--since", "--limit", "--search", "--json"):
+        assert option in sub.stdout
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def test_history_json_is_one_array_of_envelopes_with_state(filled: Path) -> None:
+    result = pushagent("history", "--json", "--since", "all", home=filled)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)  # the whole output is ONE JSON document
+    assert [r["id"] for r in rows] == ["m1", "m2", "m3", "m4", "m5"]  # newest last
+    for r in rows:
+        assert {"id", "time", "topic", "message", "priority", "state"} <= r.keys()
+        assert set(r) <= {*FIELDS, "state", "color"}
+    m2 = rows[1]
+    assert (m2["title"], m2["priority"], m2["tags"], m2["color"]) == ("Door", 5, ["door"], "red")
+    assert [r["state"] for r in rows] == [
+        "received",
+        "clicked",
+        "received",
+        "received",
+        "displayed",
+    ]
+    assert rows[3]["message"] == "printer jam\x1b[31m"
+
+
+def test_history_topic_filters(filled: Path) -> None:
+    assert history_ids(filled, "--topic", "home/#") == ["m1", "m2", "m5"]
+    assert history_ids(filled, "--topic", "home/door") == ["m2"]
+    assert history_ids(filled, "--topic", "homework", "--topic", "office/x") == ["m3", "m4"]
+    assert history_ids(filled, "--topic", "nothing") == []
+
+
+def test_history_since_forms(filled: Path) -> None:
+    assert history_ids(filled, "--since", "m3") == ["m4", "m5"]
+    assert history_ids(filled, "--since", str(NOW - 700)) == ["m3", "m4", "m5"]
+    assert history_ids(filled, "--since", "1h") == ["m3", "m4", "m5"]
+    assert history_ids(filled, "--since", "3h") == ["m2", "m3", "m4", "m5"]
+    assert history_ids(filled, "--since", "all") == ["m1", "m2", "m3", "m4", "m5"]
+
+
+def test_history_limit_keeps_newest_and_search_is_full_text(filled: Path) -> None:
+    assert history_ids(filled, "--limit", "2") == ["m4", "m5"]
+    assert history_ids(filled, "--search", "door") == ["m2", "m5"]
+    assert history_ids(filled, "--search", "door", "--topic", "home/door/#") == ["m2", "m5"]
+    assert history_ids(filled, "--search", "door", "--topic", "home/door/back") == ["m5"]
+    assert history_ids(filled, "--search", 'NEAR( "door" -*') == []
+
+
+def test_history_table_is_readable_and_escapes_control_characters(filled: Path) -> None:
+    result = pushagent("history", "--since", "all", home=filled)
+    assert result.returncode == 0
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].split() == ["TIME", "TOPIC", "P", "STATE", "MESSAGE"]
+    assert len(lines) == 6
+    assert "Door: front door" in lines[2] and "clicked" in lines[2]
+    assert "\x1b" not in result.stdout.decode()
+    assert "printer jam\\x1b[31m" in lines[4]
+
+
+def test_history_on_an_empty_store(home: Path) -> None:
+    assert history_ids(home) == []
+    assert pushagent("history", home=home).stdout == b"no messages stored\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--since", "yesterday"), "--since"),
+        (("--since", "2 hours"), "--since"),
+        (("--limit", "0"), "--limit"),
+        (("--limit", "-5"), "--limit"),
+    ],
+)
+def test_bad_history_arguments_exit_2(filled: Path, args: tuple[str, ...], needle: str) -> None:
+    result = pushagent("history", *args, home=filled)
+    assert result.returncode == 2
+    one_error_line(result, needle)
+    assert result.stdout == b""
+
+
+def test_non_numeric_limit_is_an_argparse_error(filled: Path) -> None:
+    result = pushagent("history", "--limit", "many", home=filled)
+    assert result.returncode == 2
+    assert "--limit" in result.stderr.decode().strip().splitlines()[-1]
+
+
+# --- bad database and config files ----------------------------------------------------------------
+
+
+def test_corrupt_database_is_one_line_exit_2(home: Path) -> None:
+    db = home / "data" / "pushagent.db"
+    db.parent.mkdir()
+    db.write_bytes(b"\x00garbage, not SQLite" * 500)
+    result = pushagent("history", home=home)
+    assert result.returncode == 2
+    one_error_line(result, str(db), "corrupt")
+    assert db.read_bytes() == b"\x00garbage, not SQLite" * 500  # left alone for the user
+
+
+def test_read_only_database_is_one_line_exit_2(filled: Path) -> None:
+    data = filled / "data"
+    db = data / "pushagent.db"
+    argv = [sys.executable, "-m", "agent", "history"]
+    if os.geteuid() == 0:
+        # root ignores file modes, so make the folder a read-only mount (EROFS) in a private
+        # mount namespace of the child: a real read-only file system, nothing simulated.
+        script = f'mount --bind "{data}" "{data}" && mount -o remount,bind,ro "{data}" && exec "$@"'
+        argv = ["unshare", "--mount", "sh", "-c", script, "sh", *argv]
+    else:
+        db.chmod(0o444)
+        data.chmod(0o555)
+    try:
+        result = subprocess.run(
+            argv, env=child_env(filled), capture_output=True, timeout=30, check=False
+        )
+    finally:
+        data.chmod(0o755)
+        db.chmod(0o644)
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result, str(db))
+    assert "writable" in line or "read-only" in line
+    with Store(db) as s:
+        assert s.count() == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ('notifer = "log"\n', ["unknown key 'notifer'", "did you mean 'notifier'"]),
+        ('[mqtt]\nkeepalive = "x"\n', ["'mqtt.keepalive'", "'x'"]),
+        ("[mqtt]\nkeepalive = 1\n", ["'mqtt.keepalive'", "not 1"]),
+        ('servers = ["mqtt://x"\n', ["not valid TOML"]),
+        ("[store]\nmax_mesages = 5\n", ["unknown key 'store.max_mesages'"]),
+    ],
+)
+def test_config_file_with_a_typo_is_one_line_exit_2(
+    home: Path, text: str, needles: list[str]
+) -> None:
+    config = home / "config.toml"
+    config.write_text(text)
+    for command in (("history",), ("config", "show")):
+        result = pushagent(*command, home=home)
+        assert result.returncode == 2
+        one_error_line(result, str(config), *needles)
+
+
+def test_explicit_missing_config_file_is_exit_2(home: Path) -> None:
+    missing = home / "nope.toml"
+    result = pushagent("--config", str(missing), "history", home=home)
+    assert result.returncode == 2
+    one_error_line(result, str(missing), "not found")
+
+
+# --- config path / show ---------------------------------------------------------------------
+
+
+def test_config_path_even_when_missing_or_broken(home: Path, tmp_path: Path) -> None:
+    result = pushagent("config", "path", home=home)
+    assert result.stdout.decode().strip() == str(home / "config.toml")
+    (home / "config.toml").write_text("this is = = broken")
+    assert pushagent("config", "path", home=home).returncode == 0
+    other = tmp_path / "other.toml"
+    result = pushagent("config", "path", home=home, env={"PUSHAGENT_CONFIG": str(other)})
+    assert (result.returncode, result.stdout.decode().strip()) == (0, str(other))
+    result = pushagent("config", "path", "--config", str(other), home=home)
+    assert result.stdout.decode().strip() == str(other)
+
+
+def test_config_show_masks_secrets(home: Path) -> None:
+    (home / "config.toml").write_text('notifier = "log"\n[auth]\nusername = "ann"\n')
+    result = pushagent(
+        "config", "show", home=home,
+        env={"PUSHAGENT_PASSWORD": "hunter2-secret", "PUSHAGENT_TOKEN": "tk_abcdef"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "hunter2" not in out and "tk_abcdef" not in out
+    shown = json.loads(out)
+    assert shown["auth"] == {"username": "ann", "password": "********", "token": "********"}
+    assert shown["notifier"] == "log"
+    assert shown["paths"]["database"] == str(home / "data" / "pushagent.db")
