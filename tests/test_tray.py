@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,35 @@ def _agent() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "agent"]
+
+
+@pytest.mark.desktop
+def test_real_menu_and_actions(desktop: Desktop, home: Path) -> None:
+    """The pystray menu TrayApp builds, and its Pause / Resume / Mark all read / open entries."""
+    with Store(home / "data" / "pushagent.db").open() as store:
+        first, _ = store.insert_batch([msg(title="first"), msg(title="second")])
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.tray_probe", "pause-1h", "resume", f"open:{first.message.id}",
+         "read-all"],
+        env={**child_env(home), **desktop.env}, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    menus = [json.loads(line) for line in r.stdout.splitlines()]
+    labels = [[e["label"] for e in m] for m in menus]
+    enabled = [{e["label"]: e["enabled"] for e in m} for m in menus]
+    start = labels[0]
+    assert start[0] == "edgepush: disconnected, 2 unread"
+    assert start[1:3] == ["● home: second", "● home: first"]
+    assert [e for e in start if not e.startswith("- -")][3:] == [
+        "Pause for 1 hour", "Pause until tomorrow", "Resume", "Mark all read", "Open history",
+        "Quit",
+    ]  # fmt: skip
+    assert [e["label"] for e in menus[0] if e["default"]] == ["Open history"]
+    assert not enabled[0]["Resume"]
+    assert labels[1][0] == "edgepush: disconnected, 2 unread, paused" and enabled[1]["Resume"]
+    assert labels[2][0] == "edgepush: disconnected, 2 unread" and not enabled[2]["Resume"]
+    assert labels[3][0] == "edgepush: disconnected, 1 unread" and "home: first" in labels[3]
+    assert labels[4][0] == "edgepush: disconnected" and not enabled[4]["Mark all read"]
+    with Store(home / "data" / "pushagent.db").open() as store:
+        assert {s.state for s in store.query()} == {"read"}
+        assert len(store.outbox_peek(10, kind="receipt")) == 2
