@@ -77,7 +77,8 @@ def test_click_and_dismiss_reach_the_receipt_topic(
     with (tmp_path / "agent.log").open("wb") as log:
         agent = spawn("agent", ["run"], env={**child_env(home), **desktop.env}, stderr=log)
     try:
-        wait_for(lambda: b"started" in (tmp_path / "agent.log").read_bytes(), timeout=30)
+        # "connected" is written after the SUBACK: from then on nothing published is missed
+        wait_for(lambda: _connected(home), timeout=30, what="agent connected and subscribed")
         door = {"id": "e2eclick", "title": "Door", "message": "opened", "priority": 4,
                 "click": "https://example.org/door"}  # fmt: skip
         publish(mosquitto, "home/door", door)
@@ -105,6 +106,13 @@ def test_click_and_dismiss_reach_the_receipt_topic(
     )
     states = {m["id"]: m["state"] for m in json.loads(hist.stdout)}
     assert states == {"e2eclick": "clicked", "e2eclose": "dismissed"}
+
+
+def _connected(home: Path) -> bool:
+    try:
+        return json.loads((home / "data" / "status.json").read_text())["state"] == "connected"
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _agent() -> list[str]:

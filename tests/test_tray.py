@@ -14,7 +14,8 @@ from agent.store import Store
 from agent.tray import icon
 from agent.tray.model import Recent, Snapshot, menu_entries
 from tests.desktop import Desktop
-from tests.helpers import child_env, spawn, wait_for
+from tests.helpers import ROOT, child_env, spawn, wait_for
+from tests.mosquitto import Mosquitto
 from tests.notifyhelp import msg
 
 
@@ -37,6 +38,8 @@ def test_menu_entries() -> None:
     assert paused[0].label == "edgepush: disconnected, paused"
     assert paused[1].label == "No messages yet"
     assert {e.label: e.enabled for e in paused}["Resume"] is True
+    broken = Snapshot(connected=False, unread=0, paused=False, problem="agent stopped: no server")
+    assert broken.title == "edgepush: disconnected (agent stopped: no server)"
 
 
 def test_icon_states_differ() -> None:
@@ -53,7 +56,15 @@ def test_icon_states_differ() -> None:
 
 
 @pytest.mark.desktop
-def test_tray_icon_under_xvfb(desktop: Desktop, home: Path, tmp_path: Path) -> None:
+def test_tray_icon_under_xvfb(
+    desktop: Desktop, mosquitto: Mosquitto, home: Path, tmp_path: Path
+) -> None:
+    # The tray runs agent.service in-process once that is in the checkout (then: connected);
+    # before, it shows the store only (disconnected).
+    state = "connected" if (ROOT / "agent" / "service.py").exists() else "disconnected"
+    (home / "config.toml").write_text(
+        f'servers = ["{mosquitto.url}"]\ntopics = ["tray/#"]\nnotifier = "log"\n'
+    )
     desktop.start_tray_host()
     with (tmp_path / "tray.log").open("wb") as log:
         tray = spawn(
@@ -62,12 +73,16 @@ def test_tray_icon_under_xvfb(desktop: Desktop, home: Path, tmp_path: Path) -> N
         )  # fmt: skip
     try:
         (win,) = wait_for(lambda: desktop.windows("^edgepush: "), timeout=30, what="tray icon")
-        assert desktop.xdotool("getwindowname", win) == "edgepush: disconnected"
+        wait_for(
+            lambda: desktop.xdotool("getwindowname", win) == f"edgepush: {state}",
+            timeout=30,
+            what=f"icon {state}",
+        )
         before = desktop.screenshot(tmp_path / "icon-0.png", window=win).read_bytes()
         with Store(home / "data" / "pushagent.db").open() as store:
             store.insert_batch([msg(title=f"m{i}") for i in range(3)])
         wait_for(
-            lambda: desktop.xdotool("getwindowname", win) == "edgepush: disconnected, 3 unread",
+            lambda: desktop.xdotool("getwindowname", win) == f"edgepush: {state}, 3 unread",
             timeout=20,
             what="unread count in the title",
         )
@@ -83,7 +98,7 @@ def test_tray_icon_under_xvfb(desktop: Desktop, home: Path, tmp_path: Path) -> N
         )
         assert b"marked 3 messages read" in r.stdout
         wait_for(
-            lambda: desktop.xdotool("getwindowname", win) == "edgepush: disconnected",
+            lambda: desktop.xdotool("getwindowname", win) == f"edgepush: {state}",
             timeout=20,
             what="unread count back to 0",
         )

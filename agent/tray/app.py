@@ -43,7 +43,11 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
                s.state in UNREAD_STATES)
         for s in store.query(limit=10)
     )  # fmt: skip
+    problem = None
+    if service is not None and service.error is not None:
+        problem = f"agent stopped: {str(service.error)[:80]}"
     return Snapshot(
+        problem=problem,
         connected=connected,
         unread=sum(counts.get(s, 0) for s in UNREAD_STATES),
         paused=dnd.paused_until(store, now) is not None,

@@ -26,6 +26,7 @@ class Snapshot:
     unread: int
     paused: bool
     recent: tuple[Recent, ...] = ()
+    problem: str | None = None  # why the service is not running, shown in the tooltip
 
     @property
     def state(self) -> str:
@@ -42,7 +43,8 @@ class Snapshot:
             parts.append(f"{self.unread} unread")
         if self.paused:
             parts.append("paused")
-        return "edgepush: " + ", ".join(parts)
+        title = "edgepush: " + ", ".join(parts)
+        return f"{title} ({self.problem})" if self.problem else title
 
 
 @dataclass(frozen=True)
