@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent import __version__
+from agent import __version__, buildinfo
 from agent.errors import EdgepushError
 
 # Order here is the order in --help.
@@ -41,7 +41,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="edgepush agent: receive push messages over MQTT or WebSocket, keep them "
         "in an offline cache, show them as notifications and send receipts back.",
     )
-    parser.add_argument("--version", action="version", version=f"pushagent {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"pushagent {__version__}",
+        help="show the "
+        "version and exit (with --verbose: the Python and libraries it was built with)",
+    )
     parser.add_argument("--config", metavar="FILE", help="config file (TOML)")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
@@ -64,6 +70,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pushagent`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if (verbose := buildinfo.version_request(argv)) is not None:
+        sys.stdout.write(buildinfo.describe("pushagent", verbose=verbose))
+        return 0
     # Import only the command being run: `history` must not pay for the imports of `run`
     # (asyncio, paho, notifier backends). --help and errors without a command build them all.
     parser = build_parser(_command_in(argv))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from agent import buildinfo
 from agent.errors import EdgepushError
-from edge_relay import __version__
+from edge_relay import __version__, auth, config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,15 +21,120 @@ def build_parser() -> argparse.ArgumentParser:
         description="edgepush edge relay: a self-hosted, ntfy-compatible push hub for the LAN, "
         "optionally bridged to an upstream MQTT broker.",
     )
-    parser.add_argument("--version", action="version", version=f"edge-relay {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"edge-relay {__version__}",
+        help="show the "
+        "version and exit (with --verbose: the Python and libraries it was built with)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _serve_parser(sub)
+    _token_parser(sub)
     return parser
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the relay")
+    p.add_argument("--listen", metavar="HOST:PORT", help="default 0.0.0.0:8080")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="where the store lives")
+    p.add_argument("--upstream", metavar="URL", help="upstream MQTT broker (mqtt://host:port)")
+    p.add_argument("--upstream-topic", action="append", metavar="T", dest="upstream_topics",
+                   help="MQTT filter to take from upstream (repeatable)")  # fmt: skip
+    p.add_argument("--forward", action="append", metavar="PATTERN",
+                   help="local topics (glob with *) to forward upstream (repeatable)")  # fmt: skip
+    p.add_argument("--auth-file", type=Path, metavar="FILE", help="tokens (edge-relay token ...)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE")
+    p.add_argument("--tls-key", type=Path, metavar="FILE")
+    p.add_argument("--no-advertise", action="store_true", help="no mDNS advertisement")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    p.set_defaults(func=_serve)
+
+
+def _token_parser(sub: Any) -> None:
+    p = sub.add_parser("token", help="manage access tokens in an auth file")
+    p.add_argument("--auth-file", type=Path, metavar="FILE", help="default ./auth.json")
+    tsub = p.add_subparsers(dest="token_command", metavar="ACTION")
+    tsub.required = True
+    add = tsub.add_parser("add", help="create a token (printed once; only its hash is stored)")
+    add.add_argument("name")
+    add.add_argument("--read", nargs="*", default=[], metavar="PATTERN")
+    add.add_argument("--write", nargs="*", default=[], metavar="PATTERN")
+    add.set_defaults(func=_token_add)
+    tsub.add_parser("list", help="list tokens and their patterns").set_defaults(func=_token_list)
+    rev = tsub.add_parser("revoke", help="delete a token")
+    rev.add_argument("name")
+    rev.set_defaults(func=_token_revoke)
+    anon = tsub.add_parser("anonymous", help="what requests without a token may do")
+    anon.add_argument("--read", nargs="*", default=[], metavar="PATTERN")
+    anon.add_argument("--write", nargs="*", default=[], metavar="PATTERN")
+    anon.set_defaults(func=_token_anonymous)
+    for action in (add, rev, anon, tsub.choices["list"]):
+        # accepted after the action too: `edge-relay token add NAME --auth-file F`
+        action.add_argument("--auth-file", type=Path, metavar="FILE", dest="auth_file_here")
+
+
+def _auth_file(args: argparse.Namespace) -> Path:
+    return Path(args.auth_file_here or args.auth_file or "auth.json")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge_relay.service import serve  # aiohttp is imported only to serve
+
+    flags = {
+        "listen": args.listen,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "upstream": args.upstream,
+        "upstream_topics": args.upstream_topics,
+        "forward": args.forward,
+        "auth_file": str(args.auth_file) if args.auth_file else None,
+        "tls_cert": str(args.tls_cert) if args.tls_cert else None,
+        "tls_key": str(args.tls_key) if args.tls_key else None,
+        "advertise": False if args.no_advertise else None,
+    }
+    cfg = config.load({k: v for k, v in flags.items() if v is not None}, config_file=args.config)
+    return asyncio.run(serve(cfg))
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    token = auth.add_token(_auth_file(args), args.name, args.read, args.write)
+    print(token)
+    print(
+        f"token {args.name!r} added to {_auth_file(args)}; it is shown only once", file=sys.stderr
+    )
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    db = auth.load(_auth_file(args))
+    print(f"anonymous  read={','.join(db.anonymous.read) or '-'} "
+          f"write={','.join(db.anonymous.write) or '-'}")  # fmt: skip
+    for name, entry in sorted(db.tokens.items()):
+        print(
+            f"{name}  read={','.join(entry['read']) or '-'} write={','.join(entry['write']) or '-'}"
+        )
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    auth.revoke_token(_auth_file(args), args.name)
+    print(f"token {args.name!r} revoked", file=sys.stderr)
+    return 0
+
+
+def _token_anonymous(args: argparse.Namespace) -> int:
+    auth.set_anonymous(_auth_file(args), args.read, args.write)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-relay`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if (verbose := buildinfo.version_request(argv)) is not None:
+        sys.stdout.write(buildinfo.describe("edge-relay", verbose=verbose))
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,0 +1,345 @@
+"""The resident agent: transports → store → notifier, receipts → outbox → upstream.
+
+Theory of operation
+-------------------
+``AgentService`` is an async context manager owning its tasks in one TaskGroup:
+
+* one ``transport.run(sink)`` per server. The sink stores a batch with ``insert_batch`` in a
+  worker thread, with the ``delivered`` receipts in the same transaction, and returns; only
+  then does the transport ack. StoreBusy propagates to the transport, which keeps the batch
+  and retries (nothing is acked meanwhile).
+* the hand-off: stored messages above the store's ``notified_seq`` mark go to
+  ``notifier.show()``, and the mark is committed right after, on the loop, with no await in
+  between and no store write in flight (``_write_lock``). For a SIGKILL the mark is safe once
+  SQLite has written its WAL frame (microseconds after ``show`` returned), so the residual
+  window in which a kill repeats a hand-off is that short (docs/MQTT.md). On start, whatever
+  was stored but never handed over goes first.
+* the outbox drainer: receipts (and anything else queued) are published through the first
+  server's transport and removed only after the broker acknowledged them.
+* retention pruning at start and hourly; a status file on state changes.
+
+Transports are picked by URL scheme in ``TRANSPORTS`` — the one place a new kind plugs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from agent.config import AgentConfig
+from agent.envelope import new_id
+from agent.errors import ConfigError, ConnectionLost, EdgepushError
+from agent.notify import Notifier, make_notifier
+from agent.store import Store, Stored
+from agent.transports import Batch, Transport
+
+log = logging.getLogger("pushagent.service")
+
+PRUNE_EVERY = 3600.0
+OUTBOX_BATCH = 200
+
+
+# --- transports by URL scheme ------------------------------------------------------------------
+
+TransportFactory = Callable[[str, AgentConfig, str], Transport]
+
+
+def _mqtt(url: str, cfg: AgentConfig, client_id: str) -> Transport:
+    from agent import secrets
+    from agent.transports.mqtt import MqttTransport, parse_url
+
+    user, password = secrets.credentials(cfg, url, parse_url(url).username)
+    return MqttTransport(
+        url, cfg, topics=cfg.topics, client_id=client_id, username=user, password=password
+    )
+
+
+def _ws(url: str, cfg: AgentConfig, client_id: str) -> Transport:
+    # The WebSocket transport (ntfy-compatible servers) keeps the same contract; it is looked up
+    # by name so this module does not depend on it being present.
+    try:
+        module = importlib.import_module("agent.transports.ws")
+    except ModuleNotFoundError:
+        raise ConfigError(f"server {url!r}: the WebSocket transport is not installed") from None
+    factory: TransportFactory = module.make_transport
+    return factory(url, cfg, client_id)
+
+
+TRANSPORTS: dict[str, TransportFactory] = {
+    "mqtt": _mqtt,
+    "mqtts": _mqtt,
+    "ws": _ws,
+    "wss": _ws,
+    "http": _ws,
+    "https": _ws,
+}
+
+
+def make_transport(url: str, cfg: AgentConfig, client_id: str) -> Transport:
+    """The transport for ``url``, chosen by its scheme."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    factory = TRANSPORTS.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in TRANSPORTS)
+        raise ConfigError(f"server {url!r}: unknown URL scheme; use one of {known}")
+    return factory(url, cfg, client_id)
+
+
+def client_id(cfg: AgentConfig, store: Store) -> str:
+    """This installation's stable client id: configured, or made once and kept in the store."""
+    if cfg.client_id:
+        return cfg.client_id
+    return store.meta_default("client_id", lambda: f"pushagent-{new_id().lower()}")
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class AgentService:
+    """The running agent. ``async with AgentService(cfg) as svc: await svc.wait()``."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        if not cfg.servers:
+            raise ConfigError("no server configured: give --server URL or 'servers' in the config")
+        if not cfg.topics:
+            raise ConfigError("no topic configured: give --topic TOPIC or 'topics' in the config")
+        self.cfg = cfg
+        self.store = Store(cfg.paths.db)
+        self.transports: list[Transport] = []
+        self.client_id = ""
+        self._notifier: Notifier | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._new = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._state_changed = asyncio.Event()
+        self._receipts: str | None = None
+        self.last_message_id: str | None = None
+        self.handed_over = 0
+        self._queued: deque[list[Stored]] = deque()
+        self._shown_seq = 0
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.store.open)
+        try:
+            self.client_id = client_id(self.cfg, self.store)
+            if self.cfg.receipts.enabled:
+                self._receipts = f"{self.cfg.receipts.topic_prefix}/{self.client_id}"
+            self.transports = [
+                make_transport(u, self.cfg, self.client_id) for u in self.cfg.servers
+            ]
+            self._notifier = make_notifier(self.cfg, self._on_event, self.store)
+            await self._notifier.__aenter__()
+        except BaseException:
+            self.store.close()
+            raise
+        last = await asyncio.to_thread(self.store.last_message)
+        self.last_message_id = last.message.id if last else None
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._spawn(self._hand_off())
+        self._spawn(self._prune())
+        self._spawn(self._status())
+        if self._receipts is not None:
+            self._spawn(self._drain_outbox())
+        for transport in self.transports:
+            if hasattr(transport, "on_state"):  # optional: state changes wake the status file
+                transport.on_state = self._on_state
+            self._spawn(transport.run(self._sink))
+        log.info("agent %s started: %s", self.client_id, ", ".join(t.url for t in self.transports))
+        return self
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._tg is not None
+        self._tasks.append(self._tg.create_task(coro))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        try:
+            if self._tg is not None:
+                await self._tg.__aexit__(None, None, None)
+        finally:
+            if self._notifier is not None:
+                await self._notifier.__aexit__(None, None, None)
+            self._write_status("offline")
+            self.store.close()
+
+    # --- ingest -----------------------------------------------------------------------------
+
+    async def _sink(self, batch: Batch) -> None:
+        """Commit one batch (messages, cursor, delivered receipts) in one transaction."""
+        if not batch.messages:
+            return
+        async with self._write_lock:
+            fresh = await asyncio.to_thread(
+                self.store.insert_batch,
+                batch.messages,
+                source=batch.source,
+                cursor=batch.cursor,
+                receipt_destination=self._receipts,
+            )
+            if fresh:  # queued under the lock: the queue's order is the commit order
+                self._queued.append(fresh)
+        self.last_message_id = batch.messages[-1].id
+        if fresh:
+            self._new.set()
+            self._outbox_wake.set()
+
+    async def _hand_off(self) -> None:
+        """Hand stored messages to the notifier, oldest first, each once.
+
+        First whatever the store holds above the mark (an earlier run's leftovers and anything
+        committed meanwhile), then the batches the sink queued in memory in commit order —
+        skipping seqs already shown, so the two sources never show a message twice.
+        """
+        while True:
+            items = await asyncio.to_thread(self.store.pending_notifications, 1000)
+            if not items:
+                break
+            await self._show(items)
+        while True:
+            await self._new.wait()
+            self._new.clear()
+            while self._queued:
+                batch = [s for s in self._queued.popleft() if s.seq > self._shown_seq]
+                if batch:
+                    await self._show(batch)
+
+    async def _show(self, items: Sequence[Stored]) -> None:
+        assert self._notifier is not None
+        async with self._write_lock:
+            await self._notifier.show(items)
+            # No await between show() and the mark: the repeat-on-crash window stays minimal.
+            self.store.mark_notified(items[-1].seq)
+        self._shown_seq = items[-1].seq
+        self.handed_over += len(items)
+
+    # --- receipts -------------------------------------------------------------------------
+
+    def _on_event(self, message_id: str, state: str) -> None:
+        """A notifier reported what the user did; record it and queue the receipt."""
+        # Backends may call this from their own thread: hop onto the loop first.
+        self._loop.call_soon_threadsafe(lambda: self._spawn(self._record(message_id, state)))
+
+    async def _record(self, message_id: str, state: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self.store.record_states,
+                [(message_id, state, time.time())],
+                receipt_destination=self._receipts,
+            )
+        except EdgepushError as exc:
+            log.warning("could not record %s for %s: %s", state, message_id, exc)
+            return
+        self._outbox_wake.set()
+
+    async def _drain_outbox(self) -> None:
+        transport = self.transports[0]
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):  # not wait_for: see _status
+                    await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            while transport.state == "connected":
+                items = await asyncio.to_thread(self.store.outbox_peek, OUTBOX_BATCH)
+                if not items:
+                    break
+                results = await asyncio.gather(
+                    *(transport.publish(i) for i in items), return_exceptions=True
+                )
+                done = [i.seq for i, r in zip(items, results, strict=True) if r is None]
+                if done:
+                    await asyncio.to_thread(self.store.outbox_done, done)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    if not isinstance(errors[0], ConnectionLost):
+                        log.warning("receipts not accepted: %s", errors[0])
+                    break  # try again on the next wake-up or after 2 s
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    async def _prune(self) -> None:
+        days = self.cfg.store.max_age_days
+        while True:
+            try:
+                gone = await asyncio.to_thread(
+                    self.store.prune,
+                    max_age=days * 86400,
+                    max_messages=self.cfg.store.max_messages,
+                )
+                if gone:
+                    log.info("retention: removed %d old messages", gone)
+            except EdgepushError as exc:
+                log.warning("retention pruning failed: %s", exc)
+            await asyncio.sleep(PRUNE_EVERY)
+
+    def state(self) -> str:
+        """connected if any server is, else connecting (or offline before the first try)."""
+        states = {t.state for t in self.transports}
+        for s in ("connected", "connecting"):
+            if s in states:
+                return s
+        return "offline"
+
+    async def _status(self) -> None:
+        shown: tuple[str, str | None] | None = None
+        while True:
+            now = (self.state(), self.last_message_id)
+            if now != shown:
+                if shown is None or now[0] != shown[0]:
+                    self._since = time.time()
+                self._write_status(now[0])
+                shown = now
+            with contextlib.suppress(TimeoutError):
+                # A state change wakes us at once; the last message id, every second. Not
+                # wait_for: on 3.11 it can swallow a cancel that races the event being set
+                # (the transport sets it while shutting down), and the TaskGroup never exits.
+                async with asyncio.timeout(1.0):
+                    await self._state_changed.wait()
+            self._state_changed.clear()
+
+    def _on_state(self, _state: str) -> None:
+        # Written at once (not on the next tick) so a quick drop-and-reconnect still shows.
+        self._since = time.time()
+        self._write_status(self.state())
+        self._state_changed.set()
+
+    _since: float = 0.0
+    _loop: asyncio.AbstractEventLoop
+
+    def _write_status(self, state: str) -> None:
+        """Write the status file atomically (``pushagent status`` reads it)."""
+        path = self.cfg.paths.status_file
+        body = {
+            "server": ", ".join(t.url for t in self.transports),
+            "state": state,
+            "since": self._since or time.time(),
+            "last_message_id": self.last_message_id,
+            "pid": os.getpid(),
+            "client_id": self.client_id,
+        }
+        tmp = path.with_suffix(".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(body) + "\n")
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot write the status file %s: %s", path, exc.strerror)

@@ -1,0 +1,502 @@
+"""MQTT transport: a persistent MQTT 5 (or 3.1.1) session over paho, the only paho importer.
+
+Theory of operation
+-------------------
+paho runs its network loop in its own thread (``loop_start``). Its callbacks do nothing but
+hand events to the asyncio loop with ``loop.call_soon_threadsafe`` — that is the one place
+threads meet asyncio. On the loop, ``_serve`` takes whatever messages arrived (up to
+``mqtt.max_batch``), decodes them, awaits the sink (one transaction) and only then sends the
+PUBACKs, in receive order (``manual_ack=True``). A message that cannot be decoded is logged,
+counted in ``batch.rejected`` and acked with its batch, so it never stalls the others.
+
+The session is persistent (clean start off, a session expiry), so what arrives while the
+agent is down, or was received but not acked before a crash, is redelivered by the broker;
+the store's UNIQUE id makes the redelivery a no-op.
+
+Dead links: paho pings after ``keepalive`` seconds without traffic but only gives up a whole
+keepalive later. A watchdog here notes every packet paho reports receiving and, after
+``keepalive + max(keepalive/4, 2 s)`` of silence, shuts the socket down, so a stalled link is
+replaced within about 1.5 keepalives.
+
+One paho ``Client`` per connection attempt: PUBACKs for a previous connection's packet ids
+must never go out on a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+import urllib.parse
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.backoff import backoff
+from agent.config import AgentConfig
+from agent.envelope import decode
+from agent.errors import (
+    AuthError,
+    ConfigError,
+    ConnectionLost,
+    MessageError,
+    StoreBusy,
+    TransportError,
+)
+from agent.store import OutboxItem
+from agent.transports import Batch, BatchSink, ConnState
+
+log = logging.getLogger("pushagent.mqtt")
+
+BACKOFF_CAP = 60.0
+# MQTT 5 CONNACK reason codes (and their 3.1.1 return codes 4 and 5) a person must fix.
+_AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
+_AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
+
+
+@dataclass(frozen=True)
+class MqttUrl:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``, parsed."""
+
+    tls: bool
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def display(self) -> str:
+        """The URL without credentials (for logs and the status file)."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{host}:{self.port}"
+
+
+def parse_url(url: str) -> MqttUrl:
+    """Parse a broker URL; ConfigError names what is wrong."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"server {url!r}: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"server {url!r}: an MQTT URL starts with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ConfigError(f"server {url!r}: no host name")
+    tls = parts.scheme == "mqtts"
+    return MqttUrl(
+        tls=tls,
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        username=urllib.parse.unquote(parts.username) if parts.username else None,
+        password=urllib.parse.unquote(parts.password) if parts.password else None,
+    )
+
+
+class _Conn:
+    """One connected paho client: its events on an asyncio queue, its PUBACK waiters."""
+
+    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        """``("msgs", [MQTTMessage, ...])`` in receive order, or ``("lost", why)``."""
+        self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
+        self.waiters: dict[int, asyncio.Future[None]] = {}
+        self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
+        # Written by paho's thread, read by the watchdog: a float store is atomic in CPython.
+        self.last_in = time.monotonic()
+        self.lost = False
+        self.mailbox: deque[paho.MQTTMessage] = deque()
+        self.woken = False
+
+    def collect(self) -> None:
+        """On the loop: move what paho's thread received onto the event queue, in order."""
+        self.woken = False
+        msgs = []
+        while self.mailbox:
+            msgs.append(self.mailbox.popleft())
+        if msgs:
+            self.events.put_nowait(("msgs", msgs))
+
+    def fail_waiters(self, why: str) -> None:
+        for fut in self.waiters.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost(why))
+        self.waiters.clear()
+
+    def kill(self) -> None:
+        """Shut the socket down (a stalled link): paho's thread sees EOF and reports the loss."""
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class MqttTransport:
+    """A resident MQTT session delivering batches to a sink (see ``agent.transports``).
+
+    ``persistent=False`` (``pushagent send``) uses clean start and no session expiry, so a
+    one-off publisher never takes over or leaves behind a session.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        cfg: AgentConfig,
+        *,
+        topics: tuple[str, ...] = (),
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        persistent: bool = True,
+        fatal_auth: bool = False,
+    ) -> None:
+        self.parsed = parse_url(url)
+        self.url = self.parsed.display
+        self.cfg = cfg
+        self.topics = topics
+        self.client_id = client_id or f"pushagent-{uuid.uuid4().hex[:12]}"
+        self._password = self.parsed.password or password
+        self._username = self.parsed.username or username or cfg.auth.username
+        self.persistent = persistent
+        self.fatal_auth = fatal_auth
+        self.state: ConnState = "offline"
+        self.on_state: Callable[[ConnState], None] | None = None
+        self._conn: _Conn | None = None
+
+    def _set_state(self, state: ConnState) -> None:
+        if state != self.state:
+            self.state = state
+            if self.on_state is not None:
+                self.on_state(state)
+
+    # --- the resident loop ------------------------------------------------------------------
+
+    async def run(self, sink: BatchSink) -> None:
+        """Connect, deliver batches to ``sink``, reconnect with backoff, until cancelled."""
+        delays = backoff(cap=BACKOFF_CAP)
+        try:
+            while True:
+                self._set_state("connecting")
+                try:
+                    conn = await self.open()
+                except (AuthError, ConfigError) as exc:
+                    if self.fatal_auth:
+                        raise
+                    delay = BACKOFF_CAP
+                    log.error("%s: %s; retrying in %.0f s", self.url, exc, delay)
+                except TransportError as exc:
+                    delay = next(delays)
+                    log.warning("%s: %s; retrying in %.1f s", self.url, exc, delay)
+                else:
+                    delays = backoff(cap=BACKOFF_CAP)  # a good connect resets the backoff
+                    try:
+                        why = await self._serve(conn, sink)
+                    finally:
+                        await self._close(conn)
+                    delay = next(delays)
+                    log.warning("%s: connection lost (%s); reconnecting", self.url, why)
+                self._set_state("connecting")
+                await asyncio.sleep(delay)
+        finally:
+            self._set_state("offline")
+
+    async def open(self) -> _Conn:
+        """One connection attempt: TCP (+TLS), CONNECT, CONNACK, SUBSCRIBE. Raises our errors."""
+        loop = asyncio.get_running_loop()
+        client = self._make_client()
+        conn = _Conn(client, loop)
+        self._wire(conn)
+        timeout = self.cfg.mqtt.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                await asyncio.to_thread(self._connect, client)
+        except TimeoutError:
+            raise ConnectionLost(f"no answer within {timeout:.0f} s") from None
+        try:
+            sock = client.socket()
+            if isinstance(sock, socket.socket):
+                # paho leaves Nagle on: every PUBACK would wait ~40 ms for the delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.loop_start()
+            async with asyncio.timeout(timeout):
+                code, present = await conn.connack
+            _check_connack(code)
+            if self.topics:
+                await self._subscribe(conn, timeout)
+        except BaseException as exc:
+            await self._close(conn)
+            if isinstance(exc, TimeoutError):
+                raise ConnectionLost(f"no CONNACK/SUBACK within {timeout:.0f} s") from None
+            raise
+        if self.parsed.tls and self.cfg.tls.insecure:
+            log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", self.url)
+        log.info(
+            "%s: connected as %s (session %s)",
+            self.url,
+            self.client_id,
+            "resumed" if present else "new",
+        )
+        self._conn = conn
+        self._set_state("connected")
+        return conn
+
+    async def close(self) -> None:
+        """Disconnect the current connection, if any (``pushagent send``)."""
+        if self._conn is not None:
+            await self._close(self._conn)
+        self._set_state("offline")
+
+    async def _close(self, conn: _Conn) -> None:
+        if self._conn is conn:
+            self._conn = None
+        conn.lost = True
+        conn.fail_waiters("connection closed")
+        client = conn.client
+        try:
+            client.disconnect()
+        except Exception:
+            log.debug("disconnect failed", exc_info=True)
+        await asyncio.to_thread(client.loop_stop)
+
+    def _make_client(self) -> paho.Client:
+        mqtt = self.cfg.mqtt
+        v5 = mqtt.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else not self.persistent,
+            manual_ack=True,
+            # We reconnect ourselves (backoff, a fresh Client): paho's own reconnect inside
+            # its thread would resume the session behind our back.
+            reconnect_on_failure=False,
+        )
+        if self._username:
+            client.username_pw_set(self._username, self._password)
+        if self.parsed.tls:
+            client.tls_set_context(self._tls_context())
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.cfg.tls
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls: cannot load certificates: {exc}") from None
+        if tls.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _connect(self, client: paho.Client) -> None:
+        """Blocking TCP/TLS connect and CONNECT (run in a worker thread)."""
+        host, port = self.parsed.host, self.parsed.port
+        keepalive = self.cfg.mqtt.keepalive
+        try:
+            if self.cfg.mqtt.protocol == "5":
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                if self.persistent:
+                    props.SessionExpiryInterval = self.cfg.mqtt.session_expiry
+                client.connect(
+                    host, port, keepalive, clean_start=not self.persistent, properties=props
+                )
+            else:
+                client.connect(host, port, keepalive)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthError(
+                f"TLS failure with {host}:{port}: certificate verify failed: "
+                f"{exc.verify_message} (is tls.ca_file the CA that signed the broker's?)"
+            ) from None
+        except ssl.SSLError as exc:
+            raise AuthError(f"TLS failure with {host}:{port}: {exc.reason or exc}") from None
+        except socket.gaierror:
+            raise ConnectionLost(f"unknown host {host!r}") from None
+        except OSError as exc:
+            raise ConnectionLost(
+                f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+            ) from None
+
+    async def _subscribe(self, conn: _Conn, timeout: float) -> None:
+        qos = self.cfg.mqtt.qos
+        conn.client.subscribe([(t, qos) for t in self.topics])
+        async with asyncio.timeout(timeout):
+            codes = await conn.suback
+        for topic, code in zip(self.topics, codes, strict=False):
+            if code.is_failure:
+                raise AuthError(f"subscription to {topic!r} refused: {code}")
+
+    # --- paho's thread → the loop --------------------------------------------------------
+
+    def _wire(self, conn: _Conn) -> None:
+        call = conn.loop.call_soon_threadsafe
+
+        def on_connect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+            call(_resolve, conn.connack, (rc, bool(flags.session_present)))
+
+        def on_subscribe(c: Any, u: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+            call(_resolve, conn.suback, codes)
+
+        def on_message(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
+            conn.last_in = time.monotonic()
+            # One wake-up per burst, not per message: the mailbox is a deque (appends are
+            # atomic); the loop clears ``woken`` before it empties the mailbox.
+            conn.mailbox.append(msg)
+            if not conn.woken:
+                conn.woken = True
+                call(conn.collect)
+
+        def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+            conn.last_in = time.monotonic()
+            call(self._published, conn, mid, rc)
+
+        def on_disconnect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+            call(conn.events.put_nowait, ("lost", str(rc)))
+
+        def on_log(c: Any, u: Any, level: int, buf: str) -> None:
+            if buf.startswith("Received"):
+                conn.last_in = time.monotonic()
+
+        client = conn.client
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.on_publish = on_publish
+        client.on_disconnect = on_disconnect
+        client.on_log = on_log
+
+    def _published(self, conn: _Conn, mid: int, rc: ReasonCode) -> None:
+        fut = conn.waiters.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if rc.is_failure:
+            fut.set_exception(AuthError(f"broker refused the publish: {rc}"))
+        else:
+            fut.set_result(None)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _serve(self, conn: _Conn, sink: BatchSink) -> str:
+        """Deliver batches until the connection is lost; return why it was lost."""
+        watchdog = asyncio.create_task(self._watchdog(conn))
+        limit = self.cfg.mqtt.max_batch
+        pending: list[paho.MQTTMessage] = []  # received, not yet in a batch (receive order)
+        lost: str | None = None
+        try:
+            while True:
+                if not pending:
+                    kind, item = await conn.events.get()
+                    if kind == "lost":
+                        return str(item)
+                    pending.extend(item)
+                # Group commit: everything that has arrived by now, up to the bound.
+                while len(pending) < limit and lost is None and not conn.events.empty():
+                    kind, item = conn.events.get_nowait()
+                    if kind == "lost":
+                        lost = str(item)
+                    else:
+                        pending.extend(item)
+                batch, pending = pending[:limit], pending[limit:]
+                await self._deliver(conn, batch, sink)
+                if lost is not None and not pending:
+                    return lost
+        finally:
+            watchdog.cancel()
+            conn.fail_waiters("connection lost")
+
+    async def _deliver(self, conn: _Conn, msgs: list[paho.MQTTMessage], sink: BatchSink) -> None:
+        batch = Batch(source=self.url)
+        for msg in msgs:
+            try:
+                batch.messages.append(
+                    decode(bytes(msg.payload), topic=msg.topic, max_size=self.cfg.max_message_size)
+                )
+            except MessageError as exc:
+                batch.rejected += 1
+                log.warning("rejected a message on %r: %s (acked, not stored)", msg.topic, exc)
+        delays = backoff(initial=0.2, cap=5.0)
+        while True:
+            try:
+                await sink(batch)
+                break
+            except StoreBusy as exc:
+                # Nothing is acked: the broker keeps the messages until the store is back.
+                delay = next(delays)
+                log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+        for msg in msgs:  # receive order, after the commit
+            if msg.qos > 0:
+                conn.client.ack(msg.mid, msg.qos)
+
+    async def _watchdog(self, conn: _Conn) -> None:
+        keepalive = self.cfg.mqtt.keepalive
+        limit = keepalive + max(keepalive / 4, 2.0)
+        while True:
+            await asyncio.sleep(min(1.0, keepalive / 10))
+            silent = time.monotonic() - conn.last_in
+            if silent > limit:
+                log.warning(
+                    "%s: nothing from the broker for %.1f s; dropping the link", self.url, silent
+                )
+                conn.kill()
+                conn.events.put_nowait(("lost", f"no reply within {limit:.1f} s"))
+                return
+
+    # --- publishing -----------------------------------------------------------------------
+
+    async def publish(self, item: OutboxItem) -> None:
+        """Publish one outbox item with QoS 1; return after the broker's PUBACK."""
+        await self.publish_raw(item.destination, item.payload.encode())
+
+    async def publish_raw(self, topic: str, payload: bytes, timeout: float | None = None) -> None:
+        """Publish ``payload`` to ``topic`` with QoS 1 and wait for the PUBACK."""
+        conn = self._conn
+        if conn is None or conn.lost:
+            raise ConnectionLost(f"{self.url}: not connected")
+        fut: asyncio.Future[None] = conn.loop.create_future()
+        info = conn.client.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionLost(f"{self.url}: publish failed: {paho.error_string(info.rc)}")
+        # on_publish cannot have run yet: it is scheduled on this loop, which we hold.
+        conn.waiters[info.mid] = fut
+        limit = timeout if timeout is not None else self.cfg.mqtt.connect_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await fut
+        except TimeoutError:
+            conn.waiters.pop(info.mid, None)
+            raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _check_connack(code: ReasonCode | int) -> None:
+    if isinstance(code, ReasonCode):
+        if not code.is_failure:
+            return
+        if code.value in _AUTH_CODES:
+            raise AuthError(f"the broker refused the connection: {code}")
+        raise ConnectionLost(f"the broker refused the connection: {code}")
+    if code == 0:
+        return
+    if code in _AUTH_V3:
+        raise AuthError(f"the broker refused the connection: {_AUTH_V3[code]}")
+    raise ConnectionLost(f"the broker refused the connection (code {code})")

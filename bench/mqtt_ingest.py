@@ -1,0 +1,228 @@
+"""MQTT agent ingest: backlog drain rate and publish → hand-off latency, against a bare paho
+subscriber in the same run on the same broker (a real mosquitto, the test fixture's config).
+
+    /work/venv/bin/python bench/mqtt_ingest.py [--backlog 20000] [--rate 200] [--seconds 10]
+
+Prints one JSON object per scenario. The agent runs in-process (the real AgentService:
+transport, store with synchronous=FULL, hand-off with the mark committed); only its notifier
+is swapped for one that records the hand-off time (no notifier=none equivalent measures that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import agent.service as service_mod
+from agent import config
+from agent.notify import NullNotifier
+from agent.store import Stored
+from tests.mosquitto import Mosquitto
+
+
+class Recording(NullNotifier):
+    """Records, per message, the monotonic time it was handed over."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.count = 0
+
+    async def show(self, items: Sequence[Stored]) -> None:
+        now = time.monotonic()
+        for item in items:
+            self.times[item.message.id] = now
+        self.count += len(items)
+
+
+def publish_all(port: int, payloads: list[bytes], topic: str = "b/x") -> None:
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    infos = [c.publish(topic, p, qos=1) for p in payloads]
+    for i in infos:
+        i.wait_for_publish(120)
+    c.disconnect()
+    c.loop_stop()
+
+
+def bare_client(port: int, client_id: str, on_message: Any) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    c.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    return c
+
+
+def bare_drain(port: int, n: int, r: int) -> float:
+    """A bare paho subscriber (auto-ack, counts only): messages/s draining an n backlog."""
+    done = threading.Event()
+    count = 0
+
+    def on_message(c: Any, u: Any, m: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set()
+
+    c = bare_client(port, f"bench-bare{r}", on_message)
+    c.loop_start()
+    c.subscribe(f"bare{r}/#", qos=1)
+    time.sleep(0.5)
+    c.disconnect()
+    c.loop_stop()
+    payloads = [json.dumps({"id": f"x{i}", "message": "m"}).encode() for i in range(n)]
+    publish_all(port, payloads, f"bare{r}/x")
+    start = time.monotonic()
+    c = bare_client(port, f"bench-bare{r}", on_message)
+    c.loop_start()
+    done.wait(300)
+    elapsed = time.monotonic() - start
+    c.disconnect()
+    c.loop_stop()
+    return n / elapsed
+
+
+def agent_cfg(home: Path, url: str, topic: str) -> config.AgentConfig:
+    return config.load(
+        {"servers": [url], "topics": [topic], "notifier": "none", "receipts.enabled": False},
+        env={"PUSHAGENT_HOME": str(home)},
+    )
+
+
+async def agent_drain(port: int, n: int, home: Path, r: int) -> float:
+    cfg = agent_cfg(home, f"mqtt://127.0.0.1:{port}", f"agent{r}/#")
+    async with service_mod.AgentService(cfg) as svc:  # creates the session
+        while svc.state() != "connected":
+            await asyncio.sleep(0.01)
+    payloads = [json.dumps({"id": f"a{i:06d}", "message": "m"}).encode() for i in range(n)]
+    await asyncio.to_thread(publish_all, port, payloads, f"agent{r}/x")
+    last = f"a{n - 1:06d}"
+    start = time.monotonic()
+    async with service_mod.AgentService(cfg) as svc:
+        while svc.last_message_id != last:
+            await asyncio.sleep(0.002)
+        elapsed = time.monotonic() - start
+        stored = await asyncio.to_thread(svc.store.count)
+    assert stored == n, f"stored {stored} of {n}"
+    return n / elapsed
+
+
+async def agent_latency(port: int, rate: float, seconds: float, home: Path) -> list[float]:
+    cfg = agent_cfg(home, f"mqtt://127.0.0.1:{port}", "llat/#")
+    recorder = Recording()
+    service_mod.make_notifier = lambda cfg, on_event, store=None: recorder  # type: ignore
+    sent: dict[str, float] = {}
+    async with service_mod.AgentService(cfg) as svc:
+        while svc.state() != "connected":
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(paced_publish, port, rate, seconds, sent, "l")
+        deadline = time.monotonic() + 30
+        while recorder.count < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    return [(recorder.times[i] - t) * 1000 for i, t in sent.items() if i in recorder.times]
+
+
+def paced_publish(port: int, rate: float, seconds: float, sent: dict[str, float], p: str) -> None:
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        mid = f"{p}{i:06d}"
+        sent[mid] = time.monotonic()
+        c.publish(f"{p}lat/x", json.dumps({"id": mid, "message": "m"}).encode(), qos=1)
+    time.sleep(0.5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def bare_latency(port: int, rate: float, seconds: float) -> list[float]:
+    got: dict[str, float] = {}
+
+    def on_message(c: Any, u: Any, m: Any) -> None:
+        got[json.loads(m.payload)["id"]] = time.monotonic()
+
+    c = bare_client(port, "bench-bare-lat", on_message)
+    c.loop_start()
+    c.subscribe("ylat/#", qos=1)
+    time.sleep(0.5)
+    sent: dict[str, float] = {}
+    paced_publish(port, rate, seconds, sent, "y")
+    c.disconnect()
+    c.loop_stop()
+    return [(got[i] - t) * 1000 for i, t in sent.items() if i in got]
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backlog", type=int, default=20000)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--inflight", type=int, default=100,
+        help="the broker's max_inflight_messages (the test fixture's is 100)",
+    )  # fmt: skip
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        broker = Mosquitto(
+            root / "mosquitto", extra_config=f"max_inflight_messages {args.inflight}"
+        ).start()
+        try:
+            bare_rates, agent_rates = [], []
+            for r in range(args.repeat):
+                bare_rates.append(bare_drain(broker.port, args.backlog, r))
+                home = root / f"home{r}"
+                agent_rates.append(asyncio.run(agent_drain(broker.port, args.backlog, home, r)))
+            bare, agent = statistics.median(bare_rates), statistics.median(agent_rates)
+            print(json.dumps({
+                "scenario": "backlog_drain", "messages": args.backlog, "repeat": args.repeat,
+                "bare_paho_msgs_per_s": round(bare), "agent_msgs_per_s": round(agent),
+                "ratio": round(agent / bare, 3), "target_ratio": 0.7,
+                "broker_max_inflight_messages": args.inflight,
+            }))  # fmt: skip
+            lat_bare = bare_latency(broker.port, args.rate, args.seconds)
+            lat_agent = asyncio.run(
+                agent_latency(broker.port, args.rate, args.seconds, root / "home-lat")
+            )
+            print(json.dumps({
+                "scenario": "latency_publish_to_handoff", "rate_per_s": args.rate,
+                "messages": len(lat_agent),
+                "bare_paho_p50_ms": pct(lat_bare, 0.5), "bare_paho_p99_ms": pct(lat_bare, 0.99),
+                "agent_p50_ms": pct(lat_agent, 0.5), "agent_p99_ms": pct(lat_agent, 0.99),
+                "target_agent_p99_ms": 10,
+            }))  # fmt: skip
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

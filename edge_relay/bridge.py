@@ -1,0 +1,123 @@
+"""The upstream bridge: ONE MQTT session for every local device, via the agent's transport.
+
+Down: the transport delivers batches from ``--upstream-topic`` filters; each message's MQTT
+topic is mapped to a relay topic (``edge_relay.core.mqtt_to_relay``), the batch is stored and
+fanned out through the hub (one transaction), and only then does the transport PUBACK it.
+A message already stored (the same id coming back down) is a no-op: no echo loop.
+
+Up: a local publish whose topic matches a ``--forward`` pattern is queued in the store's
+outbox in the same transaction as the message itself, with its relay-assigned id. A drainer
+sends the outbox in order, one PUBACK at a time, and deletes an item only once acknowledged;
+while the broker is down items wait (and survive a relay restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config import AgentConfig, Paths
+from agent.envelope import Message
+from agent.errors import ConnectionLost, EdgepushError, MessageError, StoreBusy
+from agent.store import Stored
+from agent.topics import glob_match
+from agent.transports import Batch, ConnState
+from agent.transports.mqtt import MqttTransport
+from edge_relay.core import mqtt_to_relay, relay_to_mqtt
+from edge_relay.state import RelayState
+
+log = logging.getLogger(__name__)
+
+
+def forward_rule(patterns: tuple[str, ...]) -> Callable[[Message], str | None]:
+    """``message -> MQTT topic or None`` for local messages matching a ``--forward`` glob."""
+
+    def forward(msg: Message) -> str | None:
+        if any(glob_match(p, msg.topic) for p in patterns):
+            return relay_to_mqtt(msg.topic)
+        return None
+
+    return forward
+
+
+class Bridge:
+    """Runs the transport and the outbox drainer until cancelled."""
+
+    def __init__(self, state: RelayState) -> None:
+        cfg = state.cfg
+        assert cfg.upstream is not None
+        self.state = state
+        client_id = state.store.meta_default(
+            "upstream_client_id", lambda: f"edge-relay-{uuid.uuid4().hex[:12]}"
+        )  # stable, so the broker keeps our persistent session across restarts
+        data: Path = cfg.data_dir
+        agent_cfg = AgentConfig(
+            paths=Paths(data / "agent.toml", data, data),
+            servers=(cfg.upstream,),
+            notifier="none",
+            max_message_size=max(64, cfg.limits.message_size * 4),
+        )
+        self.transport = MqttTransport(
+            cfg.upstream, agent_cfg, topics=cfg.upstream_topics, client_id=client_id
+        )
+        self.transport.on_state = self._on_state
+        state.upstream.url = self.transport.url
+        state.upstream.state = "connecting"
+        self._wake = asyncio.Event()
+        state.hub.on_stored.append(self._stored)
+
+    def _on_state(self, st: ConnState) -> None:
+        self.state.upstream.state = st
+        self.state.metrics.upstream_up.set(1 if st == "connected" else 0)
+        if st == "connected":
+            self._wake.set()
+
+    def _stored(self, stored: list[Stored], source: str) -> None:
+        if source == "local":
+            self._wake.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.transport.run(self._sink), name="upstream")
+            tg.create_task(self._drain(), name="outbox")
+
+    async def _sink(self, batch: Batch) -> None:
+        msgs: list[Message] = []
+        for m in batch.messages:
+            try:
+                msgs.append(m.with_topic(mqtt_to_relay(m.topic)))
+            except MessageError as exc:
+                log.warning("upstream message %s dropped: %s", m.id, exc)
+        if msgs:
+            await self.state.hub.publish(msgs, source="upstream")  # stored + fanned out
+
+    async def _drain(self) -> None:
+        store = self.state.store
+        while True:
+            self._wake.clear()  # before the peek: a publish after it sets it again
+            try:
+                items = await asyncio.to_thread(store.outbox_peek, 100, "message")
+                self.state.upstream.outbox = len(items)
+                self.state.metrics.outbox.set(len(items))
+            except StoreBusy:
+                items = []
+            if not items or self.transport.state != "connected":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                continue
+            for item in items:
+                try:
+                    await self.transport.publish(item)
+                except ConnectionLost as exc:
+                    log.info("outbox waits for the upstream: %s", exc)
+                    await asyncio.sleep(0.2)  # the transport's state catches up; no spin
+                    break
+                except EdgepushError as exc:
+                    log.warning("outbox item %d refused upstream: %s", item.seq, exc)
+                    await asyncio.to_thread(store.outbox_failed, [item.seq])
+                    break
+                await asyncio.to_thread(store.outbox_done, [item.seq])

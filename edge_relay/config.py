@@ -1,0 +1,140 @@
+"""The relay's configuration: TOML file → environment → flags, built once into frozen dataclasses.
+
+The only module of the relay that reads ``os.environ`` (``EDGE_RELAY_CONFIG`` names the config
+file; ``EDGE_RELAY_<KEY>`` sets a top-level key, e.g. ``EDGE_RELAY_LISTEN=127.0.0.1:9000``).
+Limits default to ntfy's defaults where ntfy has one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.settings import build, merge
+
+DEFAULT_PORT = 8080
+_ENV_KEYS = ("listen", "data_dir", "upstream", "auth_file")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-message and per-client limits (ntfy's defaults where it has one)."""
+
+    message_size: int = 4096
+    publish_burst: int = 60
+    publish_rate: float = 0.2  # tokens per second: ntfy replenishes one request per 5 s
+    max_subscriptions: int = 30
+    max_topics_per_subscription: int = 100
+    send_queue: int = 1000
+    retention_age: int = 12 * 3600
+    retention_count: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("message_size", "publish_burst", "max_subscriptions", "send_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'limits.{name}' must be at least 1")
+        if self.max_topics_per_subscription < 1:
+            raise ValueError("'limits.max_topics_per_subscription' must be at least 1")
+        if self.publish_rate <= 0:
+            raise ValueError(f"'limits.publish_rate' must be > 0, not {self.publish_rate}")
+        if self.retention_age < 60 or self.retention_count < 1:
+            raise ValueError("'limits.retention_age' must be >= 60 s and retention_count >= 1")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Everything ``edge-relay serve`` needs."""
+
+    listen: str = f"0.0.0.0:{DEFAULT_PORT}"
+    data_dir: Path = Path("edge-relay-data")
+    upstream: str | None = None
+    upstream_topics: tuple[str, ...] = ()
+    forward: tuple[str, ...] = ()
+    auth_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    advertise: bool = True
+    keepalive: float = 45.0
+    prune_interval: float = 60.0
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        host_port(self.listen)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("'tls_cert' and 'tls_key' must be given together")
+        if not 0.05 <= self.keepalive <= 3600:
+            raise ValueError(f"'keepalive' must be 0.05-3600 seconds, not {self.keepalive}")
+        if self.prune_interval <= 0:
+            raise ValueError("'prune_interval' must be > 0")
+
+    @property
+    def host(self) -> str:
+        return host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return host_port(self.listen)[1]
+
+    @property
+    def db(self) -> Path:
+        return self.data_dir / "relay.db"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def host_port(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, or ``[v6]:PORT``) → (host, port); ValueError naming it."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"'listen' must be HOST:PORT, not {listen!r}")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def load(
+    flags: Mapping[str, Any],
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RelayConfig:
+    """Build the configuration: the TOML file, then ``EDGE_RELAY_*``, then ``flags``."""
+    env = os.environ if env is None else env
+    if config_file is None and env.get("EDGE_RELAY_CONFIG"):
+        config_file = Path(env["EDGE_RELAY_CONFIG"])
+    table: dict[str, Any] = {}
+    where = "command line"
+    if config_file is not None:
+        table = _read_toml(config_file)
+        where = str(config_file)
+        build(RelayConfig, table, where=where)  # errors name the file, not the merge
+    env_table = {
+        key: env[f"EDGE_RELAY_{key.upper()}"]
+        for key in _ENV_KEYS
+        if env.get(f"EDGE_RELAY_{key.upper()}")
+    }
+    if env_table:
+        build(RelayConfig, merge(table, env_table), where="environment")
+        table = merge(table, env_table)
+    table = merge(table, {k: v for k, v in flags.items() if v is not None})
+    return build(RelayConfig, table, where=where if not flags else f"{where} + command line")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a process the relay starts (the demo's agent), plus ``extra``."""
+    return {**os.environ, **extra}

@@ -1,0 +1,144 @@
+"""The relay's pure core: topic names, subscription filters, the publish rate limiter, and the
+rule that maps hierarchical MQTT topics to relay topics. No sockets, no asyncio, no SQLite.
+
+Topic mapping rule (upstream MQTT ↔ relay)
+------------------------------------------
+A relay topic is one ntfy-style level: 1-64 of ``A-Z a-z 0-9 _ -``. An MQTT topic's levels
+are joined with ``-`` on the way down (``home/door`` → ``home-door``) and a relay topic's
+``-`` become ``/`` on the way up (``home-door`` → ``home/door``). An MQTT level that itself
+contains ``-`` (or any character a relay topic cannot hold) cannot round-trip, so such a
+message is refused with a logged reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from agent.envelope import Message, parse_priority
+from agent.errors import MessageError
+
+TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")
+_LEVEL_RE = re.compile(r"[_A-Za-z0-9]{1,64}")
+RESERVED = frozenset({"v1", "metrics", "json", "sse", "ws", "raw", "docs", "static", "app"})
+
+
+def check_relay_topic(name: str) -> str:
+    """A relay topic name (ntfy's rule), or MessageError naming what is wrong with it."""
+    shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+    if not TOPIC_RE.fullmatch(name):
+        raise MessageError(
+            f"invalid topic {shown}: a topic is 1-64 letters, digits, '-' or '_'", field="topic"
+        )
+    if name in RESERVED:
+        raise MessageError(f"topic {shown} is reserved", field="topic")
+    return name
+
+
+def parse_topic_list(text: str, *, limit: int) -> tuple[str, ...]:
+    """``a,b,c`` from a subscribe URL: each checked, at most ``limit``, duplicates dropped."""
+    parts = text.split(",", limit + 1)
+    if len(parts) > limit:
+        raise MessageError(
+            f"too many topics in one subscription (the limit is {limit})", field="topic"
+        )
+    return tuple(dict.fromkeys(check_relay_topic(p) for p in parts))
+
+
+def mqtt_to_relay(mqtt_topic: str) -> str:
+    """``home/door`` → ``home-door``; MessageError if it cannot round-trip."""
+    levels = mqtt_topic.split("/")
+    if not all(_LEVEL_RE.fullmatch(level) for level in levels):
+        raise MessageError(
+            f"MQTT topic {mqtt_topic[:80]!r} has a level a relay topic cannot hold "
+            "(each level: letters, digits, '_')",
+            field="topic",
+        )
+    return check_relay_topic("-".join(levels))
+
+
+def relay_to_mqtt(topic: str) -> str:
+    """``home-door`` → ``home/door`` (the inverse of ``mqtt_to_relay``)."""
+    return "/".join(check_relay_topic(topic).split("-"))
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """ntfy's subscribe filters: ``priority`` (any of) and ``tags`` (all of)."""
+
+    priorities: frozenset[int] = frozenset()
+    tags: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, priority: str | None, tags: str | None) -> Filters:
+        prios: set[int] = set()
+        if priority:
+            for word in priority.split(",")[:10]:
+                if word.strip():
+                    prios.add(parse_priority(word.strip()))
+        tag_set = {t.strip() for t in (tags or "").split(",")[:50] if t.strip()}
+        return cls(frozenset(prios), frozenset(tag_set))
+
+    def match(self, msg: Message) -> bool:
+        if self.priorities and msg.priority not in self.priorities:
+            return False
+        return not self.tags or self.tags.issubset(msg.tags)
+
+
+class TokenBucket:
+    """A token bucket per client: ``burst`` requests at once, refilled at ``rate`` per second."""
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str, now: float | None = None) -> bool:
+        """Spend one token for ``client``; False when the client is over its rate."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1.0, now)
+        if len(self._buckets) > 10_000:
+            self._forget_full(now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket: drop them to bound memory.
+        full = [
+            c
+            for c, (t, last) in self._buckets.items()
+            if t + (now - last) * self.rate >= self.burst
+        ]
+        for c in full:
+            del self._buckets[c]
+
+
+def parse_actions(header: str) -> list[dict[str, str]]:
+    """ntfy's short ``Actions`` header form: ``view, Open, https://x; http, Ping, https://y``.
+
+    Each action is ``action, label, url`` optionally followed by ``key=value`` pairs; the JSON
+    form (a list of objects) is handled by the caller.
+    """
+    actions: list[dict[str, str]] = []
+    for part in header.split(";"):
+        fields = [f.strip() for f in part.split(",")]
+        if not any(fields):
+            continue
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise MessageError(
+                "Actions must be 'action, label, url' entries separated by ';'", field="actions"
+            )
+        action = {"action": fields[0], "label": fields[1]}
+        for extra in fields[2:]:
+            key, eq, value = extra.partition("=")
+            if eq and key.isidentifier():
+                action[key] = value
+            elif extra:
+                action["url"] = extra
+        actions.append(action)
+    return actions

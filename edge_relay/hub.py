@@ -1,0 +1,250 @@
+"""The hub: stores every message (group commit), then fans it out to live subscribers.
+
+Theory of operation
+-------------------
+Publishes go through one writer task. It takes every publish waiting at that moment, stores
+them in ONE ``insert_batch`` transaction, and only then offers the stored messages to the
+subscribers, in ``seq`` order. So a subscriber never sees a message that a restarted relay
+would not have, and fan-out order is store order.
+
+The seam between replay and live (``since=``): a subscriber is registered for live messages
+FIRST, then replays from the store. A message committed before the registration is found by
+the replay; one committed after it is in the live queue; one committed in between may be in
+both, and the subscriber drops any live message whose ``seq`` is not above the last one it
+sent. No gap, no duplicate.
+
+Each subscriber has a bounded queue. ``offer`` never waits: when the queue is full the
+subscriber is marked dead and its connection aborted (it resumes with ``since=``), so one slow
+reader never slows the writer, the other subscribers, or grows memory.
+
+Fast path: once a WebSocket subscriber has caught up (replay done, queue empty) it sets
+``Subscriber.direct``, and fan-out writes each message's pre-built frame to its socket itself,
+in seq order, with no task wake-up; more than 1 MiB waiting in that socket counts as slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from agent.envelope import Message, dumps, encode
+from agent.errors import EdgepushError, InvalidState
+from agent.store import Store, Stored
+from edge_relay.core import Filters
+
+log = logging.getLogger(__name__)
+_MAX_GROUP = 1000
+
+
+def wire(item: Stored) -> str:
+    """The ntfy ``message`` event of a stored message, as compact JSON."""
+    return dumps({**encode(item.message), "event": "message"})
+
+
+class Live:
+    """A stored message on its way to live subscribers, encoded once for all of them."""
+
+    __slots__ = ("_frame", "stored", "text")
+
+    def __init__(self, stored: Stored) -> None:
+        self.stored = stored
+        self.text = wire(stored)
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The event as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
+        if self._frame is None:
+            data = self.text.encode()
+            n = len(data)
+            if n < 126:
+                head = bytes((0x81, n))
+            elif n < 65536:
+                head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+            else:
+                head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+            self._frame = head + data
+        return self._frame
+
+
+class Subscriber:
+    """One live subscription: its topics, filters and bounded send queue."""
+
+    def __init__(
+        self,
+        topics: Iterable[str],
+        filters: Filters,
+        *,
+        queue_size: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self.topics = frozenset(topics)
+        self.filters = filters
+        self.queue: asyncio.Queue[Live] = asyncio.Queue(queue_size)
+        self.on_overflow = on_overflow
+        self.dead = False
+        self.last_seq = 0
+        self.direct: Callable[[Live], bool] | None = None
+        """Set by a caught-up subscriber whose sink can take a message without waiting (a
+        WebSocket): fan-out then writes to it directly, with no task wake-up; it returns
+        False when the connection's buffer is over its limit (a slow reader)."""
+
+    def offer(self, item: Live) -> None:
+        """Queue a live message (never waits); overflow kills this subscriber only."""
+        if self.dead or not self.filters.match(item.stored.message):
+            return
+        if self.direct is not None and self.queue.empty():
+            if not self.fresh(item.stored) or self.direct(item):
+                return
+            self._overflow()
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        self.dead = True
+        log.warning("subscriber to %s too slow: disconnected", ",".join(sorted(self.topics)))
+        self.on_overflow()
+
+    def fresh(self, item: Stored) -> bool:
+        """True if ``item`` was not sent yet (seq 0 = uncached, always fresh)."""
+        if item.seq == 0:
+            return True
+        if item.seq <= self.last_seq:
+            return False
+        self.last_seq = item.seq
+        return True
+
+    async def next(self, timeout: float) -> Live | None:
+        """The next live message not yet sent, or None after ``timeout`` s (keepalive time)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if not self.queue.empty():
+                item = self.queue.get_nowait()  # the busy path: no timer, no extra task
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    # asyncio.timeout, not wait_for: no extra task per wait (one per message
+                    # per idle subscriber at fan-out time)
+                    async with asyncio.timeout(remaining):
+                        item = await self.queue.get()
+                except TimeoutError:
+                    return None
+            if self.fresh(item.stored):
+                return item
+
+
+@dataclass
+class _Publish:
+    messages: list[Message]
+    cache: bool
+    source: str
+    done: asyncio.Future[list[Stored]]
+
+
+@dataclass
+class Hub:
+    """Owns the writer task and the subscriber index. Use ``async with``."""
+
+    store: Store
+    forward: Callable[[Message], str | None] | None = None
+    """For local publishes: the upstream destination of a message, or None (not forwarded)."""
+    on_stored: list[Callable[[list[Stored], str], None]] = field(default_factory=list)
+    _subs: dict[str, set[Subscriber]] = field(default_factory=lambda: defaultdict(set))
+    _queue: asyncio.Queue[_Publish] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+    delivered: int = 0
+
+    async def __aenter__(self) -> Hub:
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="hub-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len({s for subs in self._subs.values() for s in subs})
+
+    def subscribe(self, sub: Subscriber) -> None:
+        for topic in sub.topics:
+            self._subs[topic].add(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        for topic in sub.topics:
+            subs = self._subs.get(topic)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[topic]
+
+    async def publish(
+        self, messages: list[Message], *, cache: bool = True, source: str = "local"
+    ) -> list[Stored]:
+        """Store (unless ``cache`` is off) then fan out; returns the messages that were new."""
+        done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Publish(messages, cache, source, done))
+        return await done
+
+    async def _writer(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while not self._queue.empty() and len(group) < _MAX_GROUP:
+                group.append(self._queue.get_nowait())
+            try:
+                await self._commit(group)
+            except Exception as exc:  # a bug must fail these publishes, not hang all later ones
+                log.exception("hub writer: commit failed")
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_exception(InvalidState(f"hub writer failed: {exc}"))
+
+    async def _commit(self, group: list[_Publish]) -> None:
+        cached = [p for p in group if p.cache]
+        by_source: dict[str, list[_Publish]] = defaultdict(list)
+        for p in cached:
+            by_source[p.source].append(p)
+        results: dict[int, list[Stored]] = {}
+        for source, pubs in by_source.items():
+            msgs = [m for p in pubs for m in p.messages]
+            try:
+                forward = self.forward if source == "local" else None
+                stored = await asyncio.to_thread(
+                    self.store.insert_batch, msgs, source=source, forward=forward
+                )
+            except EdgepushError as exc:
+                for p in pubs:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+                continue
+            new = {s.message.id: s for s in stored}
+            for p in pubs:
+                results[id(p)] = [new[m.id] for m in p.messages if m.id in new]
+            self._fan_out(stored)
+            for callback in self.on_stored:
+                callback(stored, source)
+        for p in group:
+            if not p.cache:
+                results[id(p)] = [Stored(0, m) for m in p.messages]
+                self._fan_out(results[id(p)])
+            if not p.done.done():
+                p.done.set_result(results.get(id(p), []))
+
+    def _fan_out(self, stored: list[Stored]) -> None:
+        for item in stored:
+            subs = self._subs.get(item.message.topic)
+            if not subs:
+                continue
+            live = Live(item)  # encoded once, however many subscribers
+            for sub in tuple(subs):
+                sub.offer(live)

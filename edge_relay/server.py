@@ -1,0 +1,290 @@
+"""The relay's HTTP API (aiohttp): publish, the ``/v1/`` extensions, metrics, and routing.
+
+Every error a client can cause is a 4xx with ntfy's JSON error shape
+(``{"code": 40001, "http": 400, "error": "..."}``) naming the problem; it is logged and the
+server keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent import __version__
+from agent.envelope import Message, check_id, dumps, encode, from_fields
+from agent.errors import AuthError, MessageError, StoreBusy, StoreError
+from agent.store import STATES
+from edge_relay.core import check_relay_topic, parse_actions
+from edge_relay.state import Forbidden, RelayState
+from edge_relay.streams import subscribe
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_JSON_FIELDS = ("topic", "message", "title", "priority", "tags", "click", "actions")
+
+
+def error(status: int, text: str) -> web.Response:
+    """ntfy's error shape."""
+    return web.json_response(
+        {"code": status * 100 + 1, "http": status, "error": text}, status=status, dumps=dumps
+    )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map edgepush errors to 4xx/5xx JSON; a client's mistake never escapes as a 500."""
+    state: RelayState = request.app["state"]
+    raw = request.raw_path.split("?", 1)[0]
+    try:
+        if "/." in raw or "%00" in raw.lower() or "%2e" in raw.lower() or "%2f" in raw.lower():
+            raise MessageError(f"path {raw[:80]!r} holds '.', '/' or NUL inside a name", "path")
+        return await handler(request)
+    except MessageError as exc:
+        answer = error(413 if "above the limit" in str(exc) else 400, str(exc))
+    except AuthError as exc:
+        answer = error(401, str(exc))
+    except Forbidden as exc:
+        answer = error(403, str(exc))
+    except StoreBusy as exc:
+        log.warning("store busy: %s", exc)
+        return error(503, "the relay's store is busy; retry")
+    except StoreError as exc:
+        log.error("store error: %s", exc)
+        return error(503, "the relay's store is unavailable")
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json":
+            return exc
+        answer = error(exc.status, exc.text or exc.reason)
+    state.metrics.rejected.inc()
+    log.info("%s %s -> %s: %s", request.method, raw[:120], answer.status, answer.text)
+    return answer
+
+
+def _text(value: str, name: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageError(f"{name} is not valid UTF-8", field=name.lower()) from None
+    return value
+
+
+def _param(request: web.Request, name: str, *aliases: str) -> str | None:
+    """A publish option from ``X-Name``/``Name``/alias headers or the ``name`` query param."""
+    for key in (f"X-{name}", name, *aliases):
+        if key in request.headers:
+            return _text(request.headers[key], name)
+    value = request.query.get(name.lower())
+    return None if value is None else _text(value, name)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise MessageError(
+            f"body is {request.content_length} bytes, above the limit of {limit}", "message"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise MessageError(f"body is above the limit of {limit} bytes", field="message")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_rate(state: RelayState, request: web.Request) -> None:
+    if not state.rate_ok(request.remote or "?"):
+        raise web.HTTPTooManyRequests(
+            text=dumps(
+                {"code": 42901, "http": 429, "error": "publish rate limit reached; slow down"}
+            ),
+            content_type="application/json",
+        )
+
+
+async def _accept(state: RelayState, msg: Message, cache: bool) -> web.Response:
+    if cache:
+        msg = replace(msg, expires=msg.time + state.cfg.limits.retention_age)
+    stored = await state.hub.publish([msg], cache=cache)
+    state.metrics.published.inc()
+    out = encode(stored[0].message if stored else msg)
+    return web.json_response({**out, "event": "message"}, dumps=dumps)
+
+
+async def publish(request: web.Request) -> web.Response:
+    """``PUT|POST /<topic>``: the body is the message; options come from headers."""
+    state: RelayState = request.app["state"]
+    topic = check_relay_topic(request.match_info["topic"])
+    state.require(state.identify(request), "write", topic)
+    _check_rate(state, request)
+    body = await _read_body(request, state.cfg.limits.message_size)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"body is not valid UTF-8 (byte {exc.start})", "message") from None
+    fields: dict[str, Any] = {"message": _param(request, "Message", "m") or text or "triggered"}
+    for name, *aliases in (("Title", "t"), ("Priority", "Prio", "p"), ("Tags", "Tag", "ta"),
+                           ("Click",)):  # fmt: skip
+        value = _param(request, name, *aliases)
+        if value is not None:
+            fields[name.lower()] = value
+    actions = _param(request, "Actions", "Action")
+    if actions:
+        fields["actions"] = _actions(actions)
+    cache = (_param(request, "Cache") or "yes").lower() not in ("no", "0", "false")
+    return await _accept(state, from_fields(fields, topic=topic), cache)
+
+
+def _actions(text: str) -> list[dict[str, Any]]:
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise MessageError("Actions is not valid JSON", field="actions") from None
+        if not isinstance(value, list):
+            raise MessageError("Actions JSON must be a list", field="actions")
+        return value
+    return list(parse_actions(text))
+
+
+async def publish_json(request: web.Request) -> web.Response:
+    """``POST /`` with a JSON body ``{topic, message, title, priority, tags, click, actions}``."""
+    state: RelayState = request.app["state"]
+    body = await _read_body(request, state.cfg.limits.message_size + 4096)
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MessageError("body is not a JSON object", field="body") from None
+    if not isinstance(obj, dict):
+        raise MessageError("body must be a JSON object", field="body")
+    topic = obj.get("topic")
+    if not isinstance(topic, str):
+        raise MessageError("'topic' is required and must be a string", field="topic")
+    check_relay_topic(topic)
+    state.require(state.identify(request), "write", topic)
+    _check_rate(state, request)
+    fields = {k: obj[k] for k in _JSON_FIELDS if k in obj}
+    if len(dumps(fields.get("message", "")).encode()) > state.cfg.limits.message_size:
+        raise MessageError(
+            f"message is above the limit of {state.cfg.limits.message_size} bytes", "message"
+        )
+    return await _accept(state, from_fields(fields, topic=topic), True)
+
+
+async def receipts_post(request: web.Request) -> web.Response:
+    """``POST /v1/receipts``: ``[{id, state, device, time}, ...]``."""
+    state: RelayState = request.app["state"]
+    ident = state.identify(request)
+    body = await _read_body(request, 256 * 1024)
+    try:
+        items = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MessageError("body is not JSON", field="body") from None
+    if not isinstance(items, list) or len(items) > 1000:
+        raise MessageError("body must be a list of at most 1000 receipts", field="body")
+    by_device: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
+    for i, item in enumerate(items):
+        mid, st, dev, at = _receipt(item, i)
+        stored = await state.to_thread(state.store.get, mid)
+        if stored is not None:
+            state.require(ident, "read", stored.message.topic)
+            by_device[dev].append((mid, st, at))
+    accepted = 0
+    for dev, events in by_device.items():
+        accepted += await state.to_thread(state.store.record_states, events, device=dev)
+    return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
+
+
+def _receipt(item: Any, i: int) -> tuple[str, str, str, float]:
+    if not isinstance(item, dict):
+        raise MessageError(f"receipt {i} is not an object", field="receipts")
+    mid = check_id(item.get("id"))
+    st = item.get("state")
+    if st not in STATES:
+        raise MessageError(f"receipt {i}: state must be one of {', '.join(STATES)}", "state")
+    dev = item.get("device", "")
+    at = item.get("time", time.time())
+    if not isinstance(dev, str) or len(dev) > 128 or not _printable(dev):
+        raise MessageError(f"receipt {i}: device must be a short string", field="device")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not 0 <= at < 2**40:
+        raise MessageError(f"receipt {i}: time must be a unix time", field="time")
+    return mid, st, dev, float(at)
+
+
+def _printable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
+
+
+async def receipts_get(request: web.Request) -> web.Response:
+    """``GET /v1/messages/<id>/receipts``."""
+    state: RelayState = request.app["state"]
+    mid = check_id(request.match_info["id"])
+    stored = await state.to_thread(state.store.get, mid)
+    if stored is None:
+        return error(404, f"no message with id {mid!r}")
+    state.require(state.identify(request), "read", stored.message.topic)
+    rows = await state.to_thread(state.store.receipts_for, mid)
+    return web.json_response(
+        {"id": mid, "topic": stored.message.topic, "state": stored.state,
+         "receipts": [{"state": s, "device": d, "time": t} for s, d, t in rows]}
+    )  # fmt: skip
+
+
+async def stats(request: web.Request) -> web.Response:
+    """``GET /v1/stats``: per readable topic, published/delivered/displayed/clicked."""
+    state: RelayState = request.app["state"]
+    ident = state.identify(request)
+    table = await state.to_thread(state.store.topic_stats)
+    visible = {t: v for t, v in table.items() if ident.grant.allows("read", t)}
+    return web.json_response({"topics": visible})
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /v1/health``: up, counts, and the upstream bridge's state."""
+    state: RelayState = request.app["state"]
+    up = state.upstream
+    return web.json_response(
+        {"healthy": True, "version": __version__, "uptime": round(time.time() - state.started, 1),
+         "subscribers": state.hub.subscriber_count,
+         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox}}
+    )  # fmt: skip
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state: RelayState = request.app["state"]
+    body = generate_latest(state.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error(404, f"no such endpoint: {request.method} {request.path[:80]!r}")
+
+
+def make_app(state: RelayState) -> web.Application:
+    """The aiohttp application with every route of the relay's API."""
+    app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
+    app["state"] = state
+    r = app.router
+    r.add_get("/v1/health", health)
+    r.add_post("/v1/receipts", receipts_post)
+    r.add_get("/v1/messages/{id}/receipts", receipts_get)
+    r.add_get("/v1/stats", stats)
+    r.add_get("/metrics", metrics)
+    r.add_post("/", publish_json)
+    r.add_get(r"/{topics}/{fmt:json|sse|ws}", subscribe)
+    r.add_route("PUT", "/{topic}", publish)
+    r.add_route("POST", "/{topic}", publish)
+    r.add_route("*", "/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,236 @@
+"""Subscribe endpoints: ``GET /<topics>/json|sse|ws`` with ``since=``, ``poll=1`` and filters.
+
+One handler serves the three formats; a small sink per format writes events. The order of
+operations is what makes the replay/live seam exact (see ``edge_relay.hub``): register the
+live subscriber, send ``open``, replay from the store, then forward live messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.envelope import dumps, new_id
+from agent.errors import MessageError
+from agent.store import Stored
+from agent.timeparse import Since, parse_since
+from edge_relay.core import Filters, parse_topic_list
+from edge_relay.hub import Live, Subscriber, wire
+from edge_relay.state import RelayState
+
+_PAGE = 500
+_DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
+log = logging.getLogger(__name__)
+
+
+def event(kind: str, topics: str, **extra: Any) -> dict[str, Any]:
+    """An ntfy control event (``open``, ``keepalive``)."""
+    return {"id": new_id(), "time": int(time.time()), "event": kind, "topic": topics, **extra}
+
+
+class Sink:
+    """Writes events to one HTTP stream (``json`` or ``sse``)."""
+
+    def __init__(self, request: web.Request, fmt: str) -> None:
+        self.request = request
+        self.fmt = fmt
+        ctype = "application/x-ndjson" if fmt == "json" else "text/event-stream"
+        self.response: web.StreamResponse = web.StreamResponse(
+            headers={"Content-Type": f"{ctype}; charset=utf-8", "Cache-Control": "no-cache"}
+        )
+
+    async def prepare(self) -> None:
+        await self.response.prepare(self.request)
+
+    async def send(self, ev: dict[str, Any]) -> None:
+        """A control event (``open``, ``keepalive``)."""
+        await self.send_text(ev["event"], ev["id"], dumps(ev))
+
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        """An event already encoded as JSON text."""
+        if self.fmt == "json":
+            await self.response.write(data.encode() + b"\n")
+        elif kind == "message":
+            await self.response.write(f"id: {event_id}\ndata: {data}\n\n".encode())
+        else:
+            await self.response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+
+    def abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def run(self, body: asyncio.Task[None]) -> None:
+        await body
+
+    def direct(self) -> Callable[[Live], bool] | None:
+        """A synchronous writer for live messages, if this sink has one."""
+        return None
+
+
+class WsSink(Sink):
+    """Writes events as WebSocket text frames; reads (and ignores) what the client sends."""
+
+    def __init__(self, request: web.Request) -> None:
+        super().__init__(request, "ws")
+        # compress=False: frames are pre-built once per message and written as they are
+        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=False)
+        self.response = self.ws
+        self.delivered: Callable[[], None] = lambda: None
+
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        await self.ws.send_str(data)
+
+    def direct(self) -> Callable[[Live], bool] | None:
+        transport = self.request.transport
+        if transport is None:
+            return None
+
+        def push(item: Live) -> bool:
+            if transport.is_closing():
+                return True  # the reader side ends this subscription
+            if transport.get_write_buffer_size() > _DIRECT_BUFFER:
+                return False
+            transport.write(item.frame)
+            self.delivered()
+            return True
+
+        return push
+
+    async def run(self, body: asyncio.Task[None]) -> None:
+        reader = asyncio.ensure_future(self._drain())
+        try:
+            await asyncio.wait([body, reader], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Whoever ends first (client gone, overflow, handler cancelled) ends both.
+            body.cancel()
+            reader.cancel()
+            for result in await asyncio.gather(body, reader, return_exceptions=True):
+                if isinstance(result, Exception) and not isinstance(result, ConnectionError):
+                    log.error("WebSocket stream failed", exc_info=result)
+            with contextlib.suppress(ConnectionError):
+                await self.ws.close()
+
+    async def _drain(self) -> None:
+        async for _ in self.ws:
+            pass  # ntfy's WebSocket is one-way; client frames are ignored
+
+
+def parse_request(
+    request: web.Request, state: RelayState
+) -> tuple[tuple[str, ...], Since | None, bool, Filters]:
+    """Topics, since, poll and filters from a subscribe request; MessageError for bad ones."""
+    topics = parse_topic_list(
+        request.match_info["topics"], limit=state.cfg.limits.max_topics_per_subscription
+    )
+    q = request.query
+    poll = q.get("poll", request.headers.get("X-Poll", "")).lower() in ("1", "yes", "true")
+    since_text = q.get("since", request.headers.get("X-Since"))
+    since: Since | None = None
+    if since_text is not None:
+        try:
+            since = parse_since(since_text, now=int(time.time()))
+        except ValueError as exc:
+            raise MessageError(str(exc), field="since") from None
+    elif poll:
+        since = Since("all")  # ntfy: a poll without since= returns everything cached
+    try:
+        filters = Filters.parse(
+            q.get("priority", request.headers.get("X-Priority")),
+            q.get("tags", request.headers.get("X-Tags")),
+        )
+    except MessageError as exc:
+        raise MessageError(f"priority filter: {exc}", field="priority") from None
+    return topics, since, poll, filters
+
+
+async def subscribe(request: web.Request) -> web.StreamResponse:
+    """``GET /<t1>,<t2>/json|sse|ws``."""
+    state: RelayState = request.app["state"]
+    fmt = request.match_info["fmt"]
+    topics, since, poll, filters = parse_request(request, state)
+    ident = state.identify(request)
+    for topic in topics:
+        state.require(ident, "read", topic)
+    client = request.remote or "?"
+    if state.subs_per_client[client] >= state.cfg.limits.max_subscriptions:
+        raise web.HTTPTooManyRequests(
+            text=dumps({"code": 42901, "http": 429,
+                        "error": f"too many subscriptions from this client "
+                                 f"(limit {state.cfg.limits.max_subscriptions})"}),
+            content_type="application/json",
+        )  # fmt: skip
+    sink: Sink = WsSink(request) if fmt == "ws" else Sink(request, fmt)
+    if isinstance(sink, WsSink):
+        sink.delivered = state.metrics.delivered.inc
+
+    def overflow() -> None:
+        state.metrics.dropped.inc()
+        sink.abort()
+
+    sub = Subscriber(topics, filters, queue_size=state.cfg.limits.send_queue, on_overflow=overflow)
+    state.hub.subscribe(sub)  # live first, then replay: see the hub's theory of operation
+    state.subs_per_client[client] += 1
+    state.metrics.subscribers.inc()
+    try:
+        await sink.prepare()
+        body = asyncio.ensure_future(_stream(state, sink, sub, ",".join(topics), since, poll))
+        await sink.run(body)
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the client went away (or was cut for being slow): nothing to clean but below
+    finally:
+        state.hub.unsubscribe(sub)
+        state.subs_per_client[client] -= 1
+        if state.subs_per_client[client] <= 0:
+            del state.subs_per_client[client]
+        state.metrics.subscribers.dec()
+    return sink.response
+
+
+async def _stream(
+    state: RelayState, sink: Sink, sub: Subscriber, topics: str, since: Since | None, poll: bool
+) -> None:
+    if not poll:
+        await sink.send(event("open", topics))
+    if since is not None:
+        await _replay(state, sink, sub, since)
+    if poll:
+        return
+    keepalive = state.cfg.keepalive
+    direct = sink.direct()
+    while not sub.dead:
+        if direct is not None and sub.queue.empty():
+            sub.direct = direct  # caught up: fan-out writes to this socket itself from now on
+        item = await sub.next(keepalive)
+        if sub.dead:
+            break
+        if item is None:
+            await sink.send(event("keepalive", topics))
+        else:
+            await sink.send_text("message", item.stored.message.id, item.text)
+            state.metrics.delivered.inc()
+
+
+async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) -> None:
+    """Send stored messages after ``since``, page by page, remembering the last seq sent."""
+    after: int | None = None
+    while True:
+        first = after is None
+        page_since = since if first or since.kind == "time" else None
+        rows: list[Stored] = await state.to_thread(
+            state.store.query, topics=sub.topics, since=page_since, after_seq=after,
+            limit=_PAGE, newest=since.kind == "latest",
+        )  # fmt: skip
+        for item in rows:
+            if sub.fresh(item) and sub.filters.match(item.message):
+                await sink.send_text("message", item.message.id, wire(item))
+                state.metrics.delivered.inc()
+        if len(rows) < _PAGE or since.kind == "latest":
+            return
+        after = rows[-1].seq
