@@ -52,9 +52,17 @@ class Target:
         return self.home / "Library" / "LaunchAgents" / f"{LAUNCH_LABEL}.plist"
 
 
+def self_argv() -> list[str]:
+    """How to start this ``pushagent`` again: the binary itself when frozen (PyInstaller),
+    else this Python with ``-m agent``."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "agent"]
+
+
 def command(mode: str, config: Path | None = None) -> list[str]:
-    """The argv autostart runs: this Python, this package, ``run`` or ``tray``."""
-    argv = [sys.executable, "-m", "agent", "run" if mode == "headless" else "tray"]
+    """The argv autostart runs: this pushagent, ``run`` or ``tray``."""
+    argv = [*self_argv(), "run" if mode == "headless" else "tray"]
     if config is not None:
         argv += ["--config", str(config.resolve())]
     return argv
@@ -62,6 +70,8 @@ def command(mode: str, config: Path | None = None) -> list[str]:
 
 def _source_root() -> Path | None:
     """The checkout to put on PYTHONPATH when the agent is not installed as a package."""
+    if getattr(sys, "frozen", False):
+        return None
     root = Path(agent.__file__).resolve().parent.parent
     return None if "-packages" in root.as_posix() else root
 

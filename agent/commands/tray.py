@@ -21,10 +21,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-service", action="store_true", help="only the icon over the store (no connection)"
     )
+    # The tray starts its history window as a child with this (also in a frozen binary).
+    p.add_argument("--history-window", metavar="DB", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.history_window:
+        from agent.tray.history import main
+
+        return main([args.history_window])
     cfg = load_config(args, notifier=args.notifier)
     from agent.tray.app import TrayApp
 

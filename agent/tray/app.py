@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 import threading
 import time
 import webbrowser
@@ -191,6 +190,8 @@ class TrayApp:
             return  # already open
         # A separate process: Tk wants its own main thread, and closing the window gives
         # its memory back.
+        from agent.autostart import self_argv
+
         self._history = subprocess.Popen(
-            [sys.executable, "-m", "agent.tray.history", str(self.cfg.paths.db)]
+            [*self_argv(), "tray", "--history-window", str(self.cfg.paths.db)]
         )

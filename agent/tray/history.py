@@ -1,6 +1,6 @@
 """The "Open history" window: stored messages in a list with a search box (tkinter).
 
-Run as ``python -m agent.tray.history DB`` by the tray, in its own process.
+Started by the tray as ``pushagent tray --history-window DB``, in its own process.
 """
 
 from __future__ import annotations
