@@ -134,6 +134,26 @@ class CommandConfig:
 
 
 @dataclass(frozen=True)
+class DesktopConfig:
+    """The ``desktop`` notifier: how links open and how much text a notification shows.
+
+    ``opener`` is an argv the URL is appended to (default: the system's browser via
+    ``webbrowser``); ``max_title`` / ``max_body`` cut what is shown (the store keeps it whole).
+    """
+
+    opener: tuple[str, ...] = ()
+    max_title: int = 200
+    max_body: int = 2000
+    sound: bool = True
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.max_title <= 10_000:
+            raise ValueError(f"'desktop.max_title' must be 10-10000, not {self.max_title}")
+        if not 10 <= self.max_body <= 100_000:
+            raise ValueError(f"'desktop.max_body' must be 10-100000, not {self.max_body}")
+
+
+@dataclass(frozen=True)
 class Rule:
     """``[[rules]]``: for topics matching ``topic`` (``*`` wildcards), a floor or a mute."""
 
@@ -208,6 +228,7 @@ class AgentConfig:
     receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
+    desktop: DesktopConfig = field(default_factory=DesktopConfig)
     ws: WsConfig = field(default_factory=WsConfig)
 
     def __post_init__(self) -> None:

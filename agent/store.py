@@ -427,6 +427,11 @@ class Store:
             params.append(min_priority)
         return clauses, params
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many stored messages are in each state (the tray's unread count)."""
+        rows = self._read("SELECT state, count(*) FROM messages GROUP BY state")
+        return {str(state): int(n) for state, n in rows}
+
     # --- cursors and meta -------------------------------------------------------------------
 
     def get_cursor(self, source: str, subscription: str) -> str | None:

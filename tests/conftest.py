@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.desktop import Desktop
 from tests.mosquitto import Mosquitto
 
 
@@ -27,3 +28,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def desktop(tmp_path: Path) -> Iterator[Desktop]:
+    """Xvfb + a private D-Bus session bus + dunst (tests/desktop.py); ``.env`` for children."""
+    session = Desktop(tmp_path / "desktop").start()
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture
+def bare_desktop(tmp_path: Path) -> Iterator[Desktop]:
+    """Xvfb and a D-Bus session bus but NO notification daemon."""
+    session = Desktop(tmp_path / "desktop").start(dunst=False)
+    try:
+        yield session
+    finally:
+        session.stop()

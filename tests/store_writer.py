@@ -4,6 +4,8 @@
 with the cursor ``("src", "sub")``; print ``committed K`` after each commit.
 ``--pause-at STEP``: in the LAST batch, stop inside the transaction after STEP progress
 callbacks (of 1000 SQLite VM steps each), print ``mid``, and wait to be killed.
+``--count-steps``: print ``steps N``, the progress callbacks one batch takes (so a test can
+choose pause points inside the transaction whatever the store's internals are).
 ``--until-file PATH``: keep inserting batches until PATH exists (at most N batches).
 Prints ``max_wait SECONDS`` (the longest insert_batch) before a normal exit.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from agent.envelope import from_fields
@@ -26,6 +30,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--pause-at", type=int)
     p.add_argument("--until-file")
+    p.add_argument("--count-steps", action="store_true")
     p.add_argument("--start", type=int, default=0)
     a = p.parse_args()
     store = Store(Path(a.db)).open()
@@ -40,12 +45,22 @@ def main() -> int:
         ]
         if a.pause_at is not None and k == a.start + a.batches - 1:
             _pause_inside_transaction(store, a.pause_at)
+        steps = Counter()
+        if a.count_steps:
+            store.conn.set_progress_handler(partial(_count, steps), 1000)
         t0 = time.monotonic()
         store.insert_batch(batch, source="src", cursor=("src", "sub"))
+        if a.count_steps:
+            print(f"steps {steps['n']}", flush=True)
         max_wait = max(max_wait, time.monotonic() - t0)
         print(f"committed {k}", flush=True)
     print(f"max_wait {max_wait:.3f}", flush=True)
     store.close()
+    return 0
+
+
+def _count(steps: Counter[str]) -> int:
+    steps["n"] += 1
     return 0
 
 

@@ -34,9 +34,17 @@ def batches(message_ids: list[str]) -> Counter[int]:
 
 def test_sigkill_mid_batch_leaves_each_batch_whole_or_absent(tmp_path: Path) -> None:
     db = tmp_path / "data" / "pushagent.db"
-    # Kill points from the batch's first rows to just before its COMMIT; the later ones have
-    # spilled uncommitted pages into the WAL file by then (page cache 2 MB < one batch).
-    pause_points = (2, 300, 700, 1020)
+    probe = subprocess.run(
+        [sys.executable, "-m", "tests.store_writer", str(tmp_path / "probe.db"),
+         "--size", str(SIZE), "--count-steps"],
+        env=child_env(), cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    steps = int(probe.stdout.split("steps ")[1].split()[0])
+    assert steps > 100, probe.stdout
+    # Kill points from the batch's first rows to just before its COMMIT, as fractions of the
+    # steps one batch takes; the later ones have spilled uncommitted pages into the WAL file
+    # by then (page cache 2 MB < one batch).
+    pause_points = (2, steps * 3 // 10, steps * 7 // 10, steps * 95 // 100)
     for round_no, steps in enumerate(pause_points):
         start = round_no * 2
         proc = writer(db, "--start", str(start), "--batches", "2", "--size", str(SIZE),

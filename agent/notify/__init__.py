@@ -96,11 +96,36 @@ class LogNotifier(_Base):
             data = data[written:]
 
 
-def make_notifier(cfg: AgentConfig, on_event: EventSink, store: Store | None = None) -> Notifier:
-    """The backend named by ``cfg.notifier`` (desktop, command, log, none)."""
+def make_backend(cfg: AgentConfig, on_event: EventSink) -> Notifier:
+    """The bare backend named by ``cfg.notifier`` (desktop, command, log, none), no rules."""
     name = cfg.notifier
     if name == "log":
         return LogNotifier()
     if name == "none":
         return NullNotifier()
-    raise NotImplementedError(f"notifier {name!r} is not built yet")
+    if name == "command":
+        from agent.notify.command import CommandNotifier
+
+        return CommandNotifier(cfg.command, on_event)
+    if name == "desktop":
+        from agent.notify.desktop import DesktopNotifier
+
+        return DesktopNotifier(cfg.desktop, on_event)
+    raise NotImplementedError(f"notifier {name!r} is not built yet")  # config checked the name
+
+
+def make_notifier(cfg: AgentConfig, on_event: EventSink, store: Store | None = None) -> Notifier:
+    """The backend named by ``cfg.notifier``; ``desktop`` and ``command`` behind the rules
+    layer (``agent.notify.gate``), which reads the pause from ``store``.
+
+    ``log`` and ``none`` get no rules: ``log`` is the stream of every message handed over
+    (scripts and the delivery tests count on exactly that). The desktop also gets a storm
+    guard when no ``burst`` is configured; ``command`` folds bursts only when asked.
+    """
+    backend = make_backend(cfg, on_event)
+    if cfg.notifier in ("log", "none"):
+        return backend
+    from agent.notify.gate import RulesNotifier, policy_from
+
+    policy = policy_from(cfg, storm_guard=cfg.notifier == "desktop")
+    return RulesNotifier(backend, policy, store)

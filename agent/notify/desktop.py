@@ -1,0 +1,276 @@
+"""``--notifier desktop``: native notifications through desktop-notifier (plyer as fallback).
+
+Linux: D-Bus ``org.freedesktop.Notifications``; macOS and Windows: their notification
+centres (through desktop-notifier; untested here). Priority 1-2 → low urgency, 3 → normal,
+4-5 → critical; 5 also asks for the default sound. A click on the body opens the message's
+``click`` URL and records ``clicked``; closing records ``dismissed``; the server accepting it
+records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request.
+
+No D-Bus, no notification daemon, no display: one warning, then every message goes to the
+``log`` backend instead (it is stored either way; ``displayed`` is not recorded).
+
+Only this module imports desktop-notifier and plyer, and only when it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import urllib.request
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from agent.config import DesktopConfig
+from agent.envelope import Message
+from agent.notify import EventSink, LogNotifier
+from agent.store import Stored
+
+log = logging.getLogger("pushagent.notify.desktop")
+PROBE_TIMEOUT = 5.0
+# C0/C1 controls and the Unicode bidi overrides that can disguise text; newlines and tabs
+# are kept in the body (turned into spaces in the title).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def urgency_name(priority: int) -> str:
+    """``low`` / ``normal`` / ``critical`` for an ntfy priority 1-5."""
+    if priority <= 2:
+        return "low"
+    if priority == 3:
+        return "normal"
+    return "critical"
+
+
+def clean(text: str, limit: int, *, markup: bool, oneline: bool = False) -> str:
+    """Text safe to show: no control characters, at most ``limit`` characters, escaped for
+    servers that interpret body markup (a message must never inject ``<a href>`` or break
+    the server's parser)."""
+    text = text[: limit * 2]  # bound the work on 1 MB bodies before the regex runs
+    if oneline:
+        text = text.replace("\n", " ").replace("\t", " ")
+    text = _CONTROL.sub("", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if markup:
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
+def safe_url(url: Any) -> str | None:
+    """``url`` if it is an http(s) link; a message must not make us open ``file:`` or run
+    a custom scheme handler."""
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        return url
+    return None
+
+
+class DesktopNotifier:
+    """Native notifications; falls back to ``log`` when the platform cannot show them."""
+
+    name = "desktop"
+
+    def __init__(self, cfg: DesktopConfig, on_event: EventSink) -> None:
+        self._cfg = cfg
+        self._on_event = on_event
+        self._dn: Any = None  # desktop_notifier.DesktopNotifier once probed
+        self._pending_dn: Any = None  # the same, from before the probe (to close its bus)
+        self._plyer: Any = None
+        self._markup = False
+        self._fallback = LogNotifier()
+        self._warned = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def available(self) -> bool:
+        """False once the agent fell back to ``log``."""
+        return self._dn is not None or self._plyer is not None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._probe()
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot show"; never crash
+            await self._disconnect()
+            self._dn = None
+            self._warn(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5.0)
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        # desktop-notifier keeps its D-Bus connection open for the process' life; we close
+        # it with the backend so a service restart (or a test) does not leak the socket.
+        bus = getattr(getattr(self._pending_dn, "_backend", None), "bus", None)
+        if bus is not None and getattr(bus, "connected", False):
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bus.wait_for_disconnect(), 5.0)
+
+    async def _probe(self) -> None:
+        try:
+            import desktop_notifier
+        except ImportError:
+            import plyer  # the contract's fallback where desktop-notifier cannot be installed
+
+            self._plyer = plyer
+            return
+        # desktop-notifier logs every failed send with a traceback; we report failures
+        # ourselves, once.
+        logging.getLogger("desktop_notifier").setLevel(logging.CRITICAL)
+        dn = desktop_notifier.DesktopNotifier(app_name="edgepush", app_icon=None)
+        self._pending_dn = dn
+        await asyncio.wait_for(dn.get_capabilities(), PROBE_TIMEOUT)
+        iface = getattr(getattr(dn, "_backend", None), "interface", None)
+        if iface is not None and hasattr(iface, "call_get_capabilities"):
+            caps = await asyncio.wait_for(iface.call_get_capabilities(), PROBE_TIMEOUT)
+            self._markup = "body-markup" in caps
+        self._dn = dn
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("desktop notifications unavailable (%s); showing messages in the log", why)
+
+    async def show(self, items: Sequence[Stored]) -> None:
+        """Send each item to the notification server; what it cannot take goes to the log."""
+        failed: list[Stored] = []
+        for item in items:
+            if self._dn is not None:
+                if not await self._send(item):
+                    failed.append(item)
+            elif self._plyer is not None:
+                if not await asyncio.to_thread(self._plyer_send, item.message):
+                    failed.append(item)
+                elif item.seq:
+                    self._on_event(item.message.id, "displayed")
+            else:
+                failed.append(item)
+        if failed:
+            if self.available:
+                self._warn("the notification server did not accept a notification")
+            await self._fallback.show(failed)
+
+    async def _send(self, item: Stored) -> bool:
+        import desktop_notifier as dn
+
+        msg, mid = item.message, item.message.id
+        dispatched = False
+
+        def on_dispatched() -> None:
+            nonlocal dispatched
+            dispatched = True
+
+        def on_clicked() -> None:
+            self._open(msg.click)
+            self._event(item, "clicked")
+
+        notification = dn.Notification(
+            title=clean(msg.title or msg.topic, self._cfg.max_title, markup=False, oneline=True),
+            message=clean(msg.message, self._cfg.max_body, markup=self._markup),
+            urgency=dn.Urgency(urgency_name(msg.priority)),
+            buttons=tuple(self._buttons(item)),
+            sound=dn.DEFAULT_SOUND if msg.priority >= 5 and self._cfg.sound else None,
+            on_dispatched=on_dispatched,
+            on_clicked=on_clicked,
+            on_dismissed=lambda: self._event(item, "dismissed"),
+        )
+        await self._dn.send_notification(notification)
+        if dispatched:
+            self._event(item, "displayed")
+        log.debug("notification for %s dispatched=%s", mid, dispatched)
+        return dispatched
+
+    def _buttons(self, item: Stored) -> list[Any]:
+        import desktop_notifier as dn
+
+        buttons = []
+        for action in item.message.actions[:3]:
+            kind, label = action.get("action"), str(action.get("label") or "")[:40]
+            url = safe_url(action.get("url"))
+            if not label or url is None:
+                continue
+            if kind in ("view", "http"):
+                title = clean(label, 40, markup=False)
+                buttons.append(dn.Button(title=title, on_pressed=self._pressed(item, action)))
+        return buttons
+
+    def _pressed(self, item: Stored, action: dict[str, Any]) -> Callable[[], None]:
+        def pressed() -> None:
+            if action.get("action") == "http":
+                self._spawn(self._http(action))
+            else:
+                self._open(action.get("url"))
+            self._event(item, "clicked")
+
+        return pressed
+
+    def _event(self, item: Stored, state: str) -> None:
+        if item.seq:  # burst summaries are not stored messages
+            self._on_event(item.message.id, state)
+
+    def _open(self, url: str | None) -> None:
+        url = safe_url(url)
+        if url is not None:
+            self._spawn(self._open_url(url))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_url(self, url: str) -> None:
+        if self._cfg.opener:
+            proc = await asyncio.create_subprocess_exec(*self._cfg.opener, url)
+            await proc.wait()
+            return
+        import webbrowser
+
+        if not await asyncio.to_thread(webbrowser.open, url):
+            log.warning("no browser could open %s", url)
+
+    @staticmethod
+    async def _http(action: dict[str, Any]) -> None:
+        url = safe_url(action.get("url"))
+        if url is None:
+            return
+        body = action.get("body")
+        req = urllib.request.Request(  # noqa: S310 - scheme checked by safe_url
+            url,
+            data=str(body).encode() if body is not None else None,
+            method=str(action.get("method") or "POST").upper(),
+            headers={str(k): str(v) for k, v in (action.get("headers") or {}).items()},
+        )
+
+        def send() -> int:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                return int(resp.status)
+
+        try:
+            status = await asyncio.to_thread(send)
+            log.info("action %r: %s answered %s", action.get("label"), url, status)
+        except OSError as exc:
+            log.warning("action %r: request to %s failed: %s", action.get("label"), url, exc)
+
+    def _plyer_send(self, msg: Message) -> bool:
+        try:
+            self._plyer.notification.notify(
+                title=clean(msg.title or msg.topic, self._cfg.max_title, markup=False),
+                message=clean(msg.message, self._cfg.max_body, markup=False),
+                app_name="edgepush",
+            )
+        except Exception as exc:  # noqa: BLE001 - plyer raises anything, NotImplementedError to OSError
+            self._warn(f"plyer: {exc}")
+            self._plyer = None
+            return False
+        return True

@@ -1,0 +1,226 @@
+"""A real desktop session for tests: Xvfb, a private D-Bus session bus, and dunst.
+
+Everything lives in the test's tmp dir; the display number is picked by Xvfb itself
+(``-displayfd``), the bus has no service directories (so nothing is auto-started behind the
+test's back), and dunst runs with its own config: notifications stay on screen until closed
+(timeout 0, no idle threshold) and the history keeps 1000 entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import wait_for
+
+DUNSTRC = """\
+[global]
+    monitor = 0
+    follow = none
+    history_length = 1000
+    idle_threshold = 0
+    show_age_threshold = -1
+    markup = full
+    format = "%s\\n%b"
+    sticky_history = yes
+    notification_limit = 0
+[record]
+    summary = "*"
+    script = {script}
+[urgency_low]
+    timeout = 0
+[urgency_normal]
+    timeout = 0
+[urgency_critical]
+    timeout = 0
+"""
+
+BUS_CONFIG = """\
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={dir}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+class Desktop:
+    """Xvfb + dbus-daemon + dunst. ``env`` is what a child needs to talk to them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env: dict[str, str] = {}
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+
+    def start(self, *, dunst: bool = True) -> Desktop:
+        self.root.mkdir(parents=True, exist_ok=True)
+        display = self._xvfb()
+        address = self._bus()
+        self.env = {"DISPLAY": f":{display}", "DBUS_SESSION_BUS_ADDRESS": address}
+        if dunst:
+            self.start_dunst()
+        return self
+
+    def _spawn(self, argv: list[str], name: str, **kw: Any) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{name}.log").open("wb")
+        self._logs.append(log)
+        kw.setdefault("stdout", log)
+        proc = subprocess.Popen(argv, stderr=log, **kw)
+        self._procs.append(proc)
+        return proc
+
+    def _xvfb(self) -> int:
+        r, w = os.pipe()
+        try:
+            self._spawn(
+                ["Xvfb", "-displayfd", str(w), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                "xvfb",
+                pass_fds=(w,),
+            )
+            os.close(w)
+            w = -1
+            data = b""
+            with os.fdopen(r, "rb") as f:
+                r = -1
+                while not data.endswith(b"\n"):
+                    chunk = f.read(1)
+                    if not chunk:
+                        raise AssertionError(f"Xvfb exited: {self.log('xvfb')}")
+                    data += chunk
+            return int(data)
+        finally:
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
+
+    def _bus(self) -> str:
+        bus_dir = self.root / "bus"
+        bus_dir.mkdir(exist_ok=True)
+        conf = self.root / "bus.conf"
+        conf.write_text(BUS_CONFIG.format(dir=bus_dir))
+        proc = self._spawn(
+            ["dbus-daemon", f"--config-file={conf}", "--nofork", "--print-address"],
+            "dbus",
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        proc.stdout.close()
+        if not line:
+            raise AssertionError(f"dbus-daemon did not start: {self.log('dbus')}")
+        return line
+
+    def start_dunst(self) -> None:
+        rc = self.root / "dunstrc"
+        script = self.root / "record.sh"
+        # dunst runs this for every notification it shows: its view of id and urgency.
+        script.write_text(
+            f'#!/bin/sh\nprintf "%s\\t%s\\n" "$DUNST_ID" "$DUNST_URGENCY" >> "{self.shown_file}"\n'
+        )
+        script.chmod(0o755)
+        rc.write_text(DUNSTRC.format(script=script))
+        self._spawn(["dunst", "-config", str(rc)], "dunst", env={**os.environ, **self.env})
+        wait_for(
+            lambda: self.dunstctl("is-paused", check=False).returncode == 0,
+            timeout=20,
+            what=f"dunst on the bus ({self.log('dunst')})",
+        )
+
+    def start_tray_host(self) -> None:
+        """trayer, a small XEmbed system tray, so tray icons have somewhere to dock."""
+        self._spawn(
+            ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
+             "--width", "200", "--height", "48", "--SetDockType", "true"],
+            "trayer",
+            env={**os.environ, **self.env},
+        )  # fmt: skip
+        wait_for(lambda: self.windows("^panel$"), timeout=20, what="trayer's panel")
+
+    def windows(self, name_regex: str) -> list[str]:
+        """X window ids whose name matches (xdotool search)."""
+        r = subprocess.run(
+            ["xdotool", "search", "--name", name_regex],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        return r.stdout.split()
+
+    def xdotool(self, *args: str) -> str:
+        return subprocess.run(
+            ["xdotool", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
+
+    def dunstctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["dunstctl", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=check,
+        )
+
+    @property
+    def shown_file(self) -> Path:
+        return self.root / "shown.tsv"
+
+    def urgencies(self) -> dict[int, str]:
+        """dunst notification id → urgency (LOW, NORMAL, CRITICAL) as dunst saw it."""
+        if not self.shown_file.exists():
+            return {}
+        rows = [line.split("\t") for line in self.shown_file.read_text().splitlines()]
+        return {int(i): u for i, u in rows if i}
+
+    def count(self, which: str) -> int:
+        """``displayed``, ``waiting`` or ``history``."""
+        return int(self.dunstctl("count", which).stdout.strip())
+
+    def history(self) -> list[dict[str, Any]]:
+        """Closed notifications, newest first, as plain dicts (summary, body, urgency, ...)."""
+        data = json.loads(self.dunstctl("history").stdout)
+        return [{k: v["data"] for k, v in n.items()} for n in data["data"][0]]
+
+    def screenshot(self, path: Path, window: str = "root") -> Path:
+        subprocess.run(
+            ["import", "-window", window, str(path)],
+            env={**os.environ, **self.env},
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
+        return path
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            proc.terminate()
+        for proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
