@@ -187,6 +187,24 @@ class WsConfig:
     keepalive: float = 45.0
     connect_timeout: float = 10.0
     max_frame: int = 1024 * 1024
+    max_batch: int = 1000
+    failover_after: float = 10.0
+    """Seconds a preferred server may stay unreachable before the next one is used."""
+    recheck: float = 30.0
+    """Seconds between checks whether a more preferred server (or relay) is back."""
+    relay_name: str = "*"
+    """``auto`` uses only relays whose mDNS instance name matches one of these
+    comma-separated globs."""
+
+    def __post_init__(self) -> None:
+        if self.keepalive <= 0 or self.connect_timeout <= 0:
+            raise ValueError("'ws.keepalive' and 'ws.connect_timeout' must be > 0")
+        if not 1024 <= self.max_frame <= 64 * 1024 * 1024:
+            raise ValueError(f"'ws.max_frame' must be 1 KiB to 64 MiB, not {self.max_frame}")
+        if not 1 <= self.max_batch <= 100_000:
+            raise ValueError(f"'ws.max_batch' must be 1-100000, not {self.max_batch}")
+        if self.failover_after <= 0 or self.recheck <= 0:
+            raise ValueError("'ws.failover_after' and 'ws.recheck' must be > 0")
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,48 @@ def credentials(
         return user, get_password(server, user)
     except AuthError:
         return user, None  # no keyring on this device: anonymous, as configured
+
+
+# --- access tokens (ntfy-compatible servers and relays) ------------------------------------
+
+TOKEN_SERVICE = "pushagent-token"  # noqa: S105 - a keyring service name, not a secret
+
+
+def token_key(server: str) -> str:
+    """The keyring name of an ntfy server: its canonical http(s) base, so ws:// and http://
+    forms of one server share a token."""
+    from agent.ntfy import parse_server
+
+    return parse_server(server).http_base
+
+
+def store_token(server: str, token: str) -> None:
+    """Remember an access token for ``server`` in the OS keyring."""
+    kr = _keyring()
+    _call("store the token", kr.set_password, TOKEN_SERVICE, token_key(server), token)
+
+
+def get_token(server: str) -> str | None:
+    """The keyring's token for ``server``, or None."""
+    kr = _keyring()
+    token = _call("read the keyring", kr.get_password, TOKEN_SERVICE, token_key(server))
+    return str(token) if token else None
+
+
+def delete_token(server: str) -> bool:
+    """Forget the token for ``server``; False if there was none."""
+    kr = _keyring()
+    if get_token(server) is None:
+        return False
+    _call("delete the token", kr.delete_password, TOKEN_SERVICE, token_key(server))
+    return True
+
+
+def token_for(cfg: AgentConfig, server: str) -> str | None:
+    """The token to send to ``server``: ``PUSHAGENT_TOKEN`` (``auth.token``), else the keyring."""
+    if cfg.auth.token:
+        return cfg.auth.token
+    try:
+        return get_token(server)
+    except AuthError:
+        return None  # no keyring on this device: anonymous, as configured

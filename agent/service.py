@@ -95,6 +95,20 @@ def make_transport(url: str, cfg: AgentConfig, client_id: str) -> Transport:
     return factory(url, cfg, client_id)
 
 
+def make_transports(cfg: AgentConfig, client_id: str) -> list[Transport]:
+    """One transport for one server; several (or ``auto``) are a preference list: failover.
+
+    ``--server`` given several times means "in this order of preference", so one server is
+    used at a time (agent.transports.failover), never all of them at once.
+    """
+    servers = cfg.servers
+    if len(servers) == 1 and servers[0].strip().lower() != "auto":
+        return [make_transport(servers[0], cfg, client_id)]
+    from agent.transports.failover import FailoverTransport
+
+    return [FailoverTransport(servers, lambda u: make_transport(u, cfg, client_id), cfg)]
+
+
 def client_id(cfg: AgentConfig, store: Store) -> str:
     """This installation's stable client id: configured, or made once and kept in the store."""
     if cfg.client_id:
@@ -137,9 +151,7 @@ class AgentService:
             self.client_id = client_id(self.cfg, self.store)
             if self.cfg.receipts.enabled:
                 self._receipts = f"{self.cfg.receipts.topic_prefix}/{self.client_id}"
-            self.transports = [
-                make_transport(u, self.cfg, self.client_id) for u in self.cfg.servers
-            ]
+            self.transports = make_transports(self.cfg, self.client_id)
             self._notifier = make_notifier(self.cfg, self._on_event, self.store)
             await self._notifier.__aenter__()
         except BaseException:

@@ -441,6 +441,19 @@ class Store:
         )
         return str(rows[0][0]) if rows else None
 
+    def latest_cursor(self, source: str) -> str | None:
+        """The most recently saved position of ``source`` for any subscription.
+
+        A WebSocket agent whose topic list changed resumes from here rather than from "now",
+        so messages for the topics it kept are not skipped (the new topics replay a little
+        history instead, which the UNIQUE id makes harmless).
+        """
+        rows = self._read(
+            "SELECT last_id FROM cursors WHERE source = ? ORDER BY updated DESC LIMIT 1",
+            (source,),
+        )
+        return str(rows[0][0]) if rows else None
+
     def get_meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None

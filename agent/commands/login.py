@@ -1,4 +1,8 @@
-"""``pushagent login SERVER --user U`` and ``pushagent logout SERVER``: keyring credentials."""
+"""``pushagent login SERVER --user U`` / ``--token-stdin`` and ``pushagent logout SERVER``.
+
+MQTT brokers take a user and password; ntfy-compatible servers and relays take an access token
+(``edge-relay token add``), read from stdin and sent as ``Authorization: Bearer``.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "from stdin when it is not a terminal, else prompted for (never a command-line flag).",
     )
     common(p)
-    p.add_argument("server", metavar="SERVER", help="e.g. mqtts://broker.example.com")
-    p.add_argument("--user", required=True, help="user name at the server")
+    p.add_argument(
+        "server", metavar="SERVER", help="e.g. mqtts://broker.example.com or http://relay:8080"
+    )
+    p.add_argument("--user", help="user name at the server (MQTT)")
+    p.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="read an access token from stdin (relays and ntfy servers)",
+    )
     p.set_defaults(func=login)
     q = sub.add_parser(
         "logout", help="remove a stored password", description="Forget SERVER's password."
@@ -31,6 +42,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def login(args: argparse.Namespace) -> int:
+    if args.token_stdin:
+        return _login_token(args.server)
+    if not args.user:
+        raise UsageError("give --user USER (MQTT) or --token-stdin (relays and ntfy servers)")
     if sys.stdin.isatty():
         password = getpass.getpass(f"Password for {args.user} at {args.server}: ")
     else:
@@ -44,7 +59,25 @@ def login(args: argparse.Namespace) -> int:
     return 0
 
 
+def _login_token(server: str) -> int:
+    from agent.ntfy import server_kind
+
+    if server_kind(server) != "ntfy":
+        raise UsageError(f"{server}: tokens are for http(s):// and ws(s):// servers")
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise UsageError("no token on stdin; nothing stored")
+    secrets.store_token(server, token)
+    print(f"stored the access token for {secrets.token_key(server)}", file=sys.stderr)
+    return 0
+
+
 def logout(args: argparse.Namespace) -> int:
+    from agent.ntfy import server_kind
+
+    if server_kind(args.server) == "ntfy" and secrets.delete_token(args.server):
+        print(f"removed the token for {secrets.token_key(args.server)}", file=sys.stderr)
+        return 0
     if not secrets.delete_password(args.server):
         print(f"no stored login for {secrets.server_key(args.server)}", file=sys.stderr)
         return 1

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--server",
         action="append",
         metavar="URL",
-        help="mqtt://[user@]host[:port] or mqtts://... (repeatable; replaces the config's)",
+        help="mqtt(s)://[user@]host[:port], http(s)://host[:port][/base], ws(s)://... or "
+        "'auto' (a relay found by mDNS); repeatable, in preference order; replaces the config's",
     )
     p.add_argument(
         "--topic",

@@ -1,0 +1,144 @@
+"""``pushagent status [--json]``: what the running agent is doing, from its data directory.
+
+The daemon rewrites ``status.json`` in its data directory on every state change (server,
+state, since, last message id, pid). This command reads it, checks that the pid is alive (a
+file left by a killed daemon is stale: "not running"), and adds what the store knows now:
+the outbox length, the number of stored messages and the last message's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.commands import common, load_config
+from agent.errors import StoreError
+from agent.store import Store
+
+KEYS = ("server", "state", "since", "last_message_id", "outbox", "messages")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show the running agent's server, connection state and queues",
+        description="Show the running agent's current server, connection state (connected, "
+        "connecting, offline) and since when, the last message, the outbox length and the "
+        "number of stored messages. Exit code 0 when a daemon is running, 3 when none is.",
+    )
+    common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=status)
+
+
+def pid_alive(pid: object) -> bool:
+    """True when ``pid`` names a running process (ours or another user's)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The daemon's status file, or None when absent or unreadable (mid-rewrite is atomic)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def report(raw: dict[str, Any] | None, *, alive: bool, counts: dict[str, Any]) -> dict[str, Any]:
+    """The status object (pure): the daemon's view if it runs, else ``offline``."""
+    out: dict[str, Any] = dict.fromkeys(KEYS)
+    out.update(counts)
+    out["running"] = alive
+    if raw is not None and alive:
+        for key in ("server", "state", "since", "last_message_id", "pid", "client_id"):
+            if key in raw:
+                out[key] = raw[key]
+    else:
+        out["state"] = "offline"
+        out["server"] = raw.get("server") if raw else None
+        if raw is not None and "pid" in raw:
+            out["stale_pid"] = raw["pid"]
+    if counts.get("last_message_id") and not out.get("last_message_id"):
+        out["last_message_id"] = counts["last_message_id"]
+    return out
+
+
+def _counts(db: Path) -> dict[str, Any]:
+    if not db.exists():
+        return {"outbox": 0, "messages": 0}
+    with Store(db) as store:
+        last = store.last_message()
+        return {
+            "outbox": store.outbox_len(),
+            "messages": store.count(),
+            "last_message_id": last.message.id if last else None,
+            "last_message_time": last.message.time if last else None,
+        }
+
+
+def status(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    raw = read_status(cfg.paths.status_file)
+    alive = raw is not None and pid_alive(raw.get("pid"))
+    try:
+        counts = _counts(cfg.paths.db)
+    except StoreError as exc:
+        counts = {"outbox": None, "messages": None, "store_error": str(exc)}
+    out = report(raw, alive=alive, counts=counts)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(_text(out))
+    return 0 if alive else 3
+
+
+def _when(t: object) -> str:
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        return "?"
+    ago = max(0, int(time.time() - t))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return f"{stamp} ({_ago(ago)} ago)"
+
+
+def _ago(s: int) -> str:
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h"
+
+
+def _text(o: dict[str, Any]) -> str:
+    if not o["running"]:
+        stale = f" (stale status from pid {o['stale_pid']})" if o.get("stale_pid") else ""
+        head = f"no pushagent daemon is running{stale}; start one with: pushagent run"
+        lines = [head]
+        if o.get("server"):
+            lines.append(f"last server:  {o['server']}")
+    else:
+        lines = [
+            f"server:       {o['server']}",
+            f"state:        {o['state']} since {_when(o['since'])}",
+        ]
+    if o.get("last_message_id"):
+        lines.append(f"last message: {o['last_message_id']} at {_when(o.get('last_message_time'))}")
+    lines.append(f"outbox:       {o['outbox']} waiting")
+    lines.append(f"messages:     {o['messages']} stored")
+    if o.get("store_error"):
+        lines.append(f"store:        {o['store_error']}")
+    return "\n".join(lines)

@@ -1,0 +1,481 @@
+"""WebSocket transport to a relay or any ntfy-compatible server: the only websockets importer.
+
+Theory of operation
+-------------------
+One WebSocket carries every topic: ``<server>/<t1>,<t2>/ws?since=<cursor>``. The cursor is
+the last message id this source delivered for this subscription; the service stores it with
+the messages in ONE transaction (``Batch.cursor``), so after a SIGKILL the messages and the
+position are both there or both absent, and the reconnect asks for exactly what is missing.
+Before the first message of a new subscription there is no id yet: the agent then remembers
+when it first subscribed (store meta) and asks ``since=<that unix time>``, so messages sent
+while it was down before its first delivery are not lost either. A server that replays more
+than needed (an unknown id means "all" to ntfy) costs bandwidth, never a duplicate: the
+store's UNIQUE id absorbs it.
+
+Two tasks per connection: the *reader* receives frames, parses them (``agent.ntfy``) and puts
+messages on a bounded queue; the *committer* takes everything queued (up to ``ws.max_batch``)
+and awaits the sink once for the lot (group commit), retrying on StoreBusy. While a commit
+runs, the reader keeps reading, so a burst commits in a few large transactions. When the
+reader hits the end of the connection (closed, dead, garbage) it queues the reason behind the
+messages it already read; the committer commits those first and then ends the connection.
+
+Dead links: the server sends ``keepalive`` when idle; no frame at all for 1.5x ``ws.keepalive``
+means the link is suspect, and one WebSocket ping decides: no pong within a third of that
+time is a dead link (close, reconnect); a pong means a server whose keepalive interval is
+longer than ours, which must not be cut every minute. The library's periodic pings are off,
+so there is one definition of dead.
+
+Receipts go to ``POST <server>/v1/receipts`` as a JSON list. The agent's core must not depend
+on aiohttp (it is the relay's extra), and websockets has no HTTP client, so the POST is the
+stdlib's urllib in a worker thread: one request per batch of receipts, which is rare enough
+that a thread per request costs nothing measurable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from agent.backoff import backoff
+from agent.config import AgentConfig
+from agent.envelope import Message
+from agent.errors import (
+    AuthError,
+    ConfigError,
+    ConnectionLost,
+    MessageError,
+    StoreBusy,
+    TransportError,
+)
+from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
+from agent.store import OutboxItem, Store
+from agent.tasks import reap
+from agent.transports import Batch, BatchSink, ConnState
+
+log = logging.getLogger("pushagent.ws")
+
+BACKOFF_CAP = 60.0
+STABLE_AFTER = 10.0
+"""A connection that lived this long resets the backoff; a server that accepts and then sends
+garbage at once keeps backing off instead of being hammered."""
+_RECEIPTS_PER_POST = 500
+
+
+class _Rejected:
+    """A message frame the envelope refused (counted in the batch, never stored)."""
+
+
+_REJECTED = _Rejected()
+_Item = Message | _Rejected | TransportError
+
+
+def make_transport(url: str, cfg: AgentConfig, client_id: str) -> WsTransport:
+    """The service's factory for ``http(s)://`` and ``ws(s)://`` servers."""
+    from agent import secrets
+
+    return WsTransport(
+        url,
+        cfg,
+        topics=cfg.topics,
+        token_source=lambda: secrets.token_for(cfg, url),
+        open_store=True,
+    )
+
+
+class WsTransport:
+    """A resident ntfy WebSocket subscription delivering batches to a sink."""
+
+    def __init__(
+        self,
+        url: str,
+        cfg: AgentConfig,
+        *,
+        topics: tuple[str, ...],
+        store: Store | None = None,
+        token: str | None = None,
+        token_source: Callable[[], str | None] | None = None,
+        fatal_auth: bool = False,
+        open_store: bool = False,
+    ) -> None:
+        """``token_source`` is asked before every connect (a token stored with ``pushagent
+        login`` while the agent runs is used at the next retry); ``token`` is a fixed one."""
+        self.server = parse_server(url)
+        self.url = self.server.url
+        self.source = self.server.http_base
+        self.cfg = cfg
+        self.topics = check_topics(topics)
+        self.subscription = subscription(self.topics)
+        self.fatal_auth = fatal_auth
+        self.state: ConnState = "offline"
+        self.on_state: Callable[[ConnState], None] | None = None
+        self.connected_since: float | None = None
+        self.last_error: str | None = None
+        self._store = store
+        self._open_store = open_store
+        self._token = token
+        self._token_source = token_source
+        self._quiet_noted = False
+        self._last_frame = 0.0
+        self._dead: ConnectionLost | None = None
+        self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _set_state(self, state: ConnState) -> None:
+        if state != self.state:
+            self.state = state
+            self.connected_since = time.time() if state == "connected" else None
+            if self.on_state is not None:
+                self.on_state(state)
+
+    # --- the resident loop ------------------------------------------------------------------
+
+    async def run(self, sink: BatchSink) -> None:
+        """Subscribe, deliver batches to ``sink``, reconnect with backoff, until cancelled."""
+        own_store = self._store is None and self._open_store
+        if own_store:
+            # The cursor is only read here (and written by the service with the messages):
+            # a second connection to the WAL database never blocks the service's writes.
+            self._store = await asyncio.to_thread(Store(self.cfg.paths.db).open)
+        try:
+            await self._run(sink)
+        finally:
+            if own_store and self._store is not None:
+                self._store.close()
+                self._store = None
+
+    async def _run(self, sink: BatchSink) -> None:
+        delays = backoff(cap=BACKOFF_CAP)
+        try:
+            while True:
+                self._set_state("connecting")
+                started = time.monotonic()
+                try:
+                    await self._session(sink)
+                    why = "server closed the connection"
+                except (AuthError, ConfigError) as exc:
+                    if self.fatal_auth:
+                        raise
+                    self.last_error = str(exc)
+                    log.error("%s: %s; retrying in %.0f s", self.url, exc, BACKOFF_CAP)
+                    self._set_state("connecting")
+                    await asyncio.sleep(BACKOFF_CAP)
+                    continue
+                except TransportError as exc:
+                    why = str(exc)
+                if self.state == "connected" and time.monotonic() - started > STABLE_AFTER:
+                    delays = backoff(cap=BACKOFF_CAP)  # it worked for a while: start over
+                self.last_error = why
+                self._set_state("connecting")
+                delay = next(delays)
+                log.warning("%s: %s; reconnecting in %.1f s", self.url, why, delay)
+                await asyncio.sleep(delay)
+        finally:
+            self._set_state("offline")
+
+    async def _session(self, sink: BatchSink) -> None:
+        """One connection: handshake, wait for ``open``, then pump until it ends."""
+        url = ws_url(self.server, self.topics, await self._since())
+        if self._token_source is not None:
+            self._token = await asyncio.to_thread(self._token_source)
+        ws_cfg = self.cfg.ws
+        try:
+            async with connect(
+                url,
+                additional_headers=self._auth_headers(),
+                open_timeout=ws_cfg.connect_timeout,
+                ping_interval=None,  # dead links are found by the keepalive deadline
+                close_timeout=2,
+                max_size=ws_cfg.max_frame,
+                max_queue=64,
+                proxy=None,
+                compression=None,
+                ssl=self._tls_context() if self.server.tls else None,
+                user_agent_header="pushagent",
+            ) as ws:
+                await self._await_open(ws)
+                log.info("%s: subscribed to %s (%s)", self.url, self.subscription, _since(url))
+                self._set_state("connected")
+                await self._pump(ws, sink)
+        except InvalidStatus as exc:
+            raise self._status_error(exc.response.status_code) from None
+        except ConnectionClosed as exc:
+            raise ConnectionLost(_closed_reason(exc, ws_cfg.max_frame)) from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ConnectionLost(_oserror(exc, self.server.host, self.server.port)) from None
+
+    async def _since(self) -> str | None:
+        store = self._store
+        if store is None:
+            return None
+        cursor = await asyncio.to_thread(store.get_cursor, self.source, self.subscription)
+        if cursor is None:  # the topic list changed: resume from the source's last position
+            cursor = await asyncio.to_thread(store.latest_cursor, self.source)
+        if cursor is not None:
+            return cursor
+        key = f"ws.first_subscribed:{self.source}|{self.subscription}"
+        return await asyncio.to_thread(store.meta_default, key, lambda: str(int(time.time())))
+
+    async def _await_open(self, ws: ClientConnection) -> None:
+        limit = self.cfg.ws.connect_timeout
+        try:
+            async with asyncio.timeout(limit):
+                frame = await ws.recv()
+        except TimeoutError:
+            raise ConnectionLost(f"no 'open' event within {limit:.0f} s of connecting") from None
+        event = parse_frame(frame, max_size=self.cfg.ws.max_frame)
+        if event.kind != "open":
+            raise ConnectionLost(f"expected an 'open' event first, got {event.kind!r}")
+
+    async def _pump(self, ws: ClientConnection, sink: BatchSink) -> None:
+        queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=2 * self.cfg.ws.max_batch)
+        self._last_frame = asyncio.get_running_loop().time()
+        self._dead = None
+        reader = asyncio.create_task(self._read(ws, queue))
+        watchdog = asyncio.create_task(self._watch_link(ws))
+        try:
+            await self._commit(queue, sink)
+        finally:
+            await reap(reader, watchdog)
+
+    async def _read(self, ws: ClientConnection, queue: asyncio.Queue[_Item]) -> None:
+        """Frames → queue; the last item queued is always the reason the stream ended."""
+        loop = asyncio.get_running_loop()
+        max_size = self.cfg.ws.max_frame
+        try:
+            while True:
+                frame = await ws.recv()
+                self._last_frame = loop.time()
+                event = parse_frame(frame, max_size=max_size)
+                if event.kind == "message" and event.message is not None:
+                    await queue.put(event.message)
+                elif event.kind == "rejected":
+                    log.warning("%s: rejected message %s: %s", self.url, event.id, event.reason)
+                    await queue.put(_REJECTED)
+                elif event.kind == "poll_request":
+                    raise ConnectionLost("server asked for a poll; resubscribing with since=")
+        except ConnectionClosed as exc:
+            await queue.put(self._dead or ConnectionLost(_closed_reason(exc, max_size)))
+        except TransportError as exc:
+            await queue.put(exc)
+
+    async def _watch_link(self, ws: ClientConnection) -> None:
+        """The keepalive deadline, with one timer per deadline rather than one per frame
+        (a timeout around every ``recv`` cost ~15 us per message, measured with cProfile)."""
+        loop = asyncio.get_running_loop()
+        dead = dead_after(self.cfg.ws.keepalive)
+        while True:
+            idle = loop.time() - self._last_frame
+            if idle < dead:
+                await asyncio.sleep(dead - idle)
+                continue
+            try:
+                await self._still_there(ws, dead)
+            except ConnectionLost as exc:
+                self._dead = exc
+                ws.transport.abort()  # the reader's recv() ends and queues this reason
+                return
+            self._last_frame = loop.time()  # alive: a new deadline starts now
+
+    async def _still_there(self, ws: ClientConnection, dead: float) -> None:
+        """Silence past the deadline: a dead link, or a server with a longer keepalive.
+
+        One WebSocket ping tells them apart (ntfy and the relay answer pings): no pong within
+        a third of the deadline is a dead link; a pong means the server is alive but its
+        keepalive interval is longer than ``ws.keepalive``, which is worth saying once.
+        """
+        wait = max(1.0, dead / 3)
+        try:
+            async with asyncio.timeout(wait):
+                await (await ws.ping())
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no keepalive for {dead:.0f} s and no answer to a ping: dead link"
+            ) from None
+        if not self._quiet_noted:
+            self._quiet_noted = True
+            log.info(
+                "%s: quiet for %.0f s but answers pings; its keepalive interval is longer "
+                "than ws.keepalive (%.0f s)", self.url, dead, self.cfg.ws.keepalive,
+            )  # fmt: skip
+
+    async def _commit(self, queue: asyncio.Queue[_Item], sink: BatchSink) -> None:
+        limit = self.cfg.ws.max_batch
+        while True:
+            items = [await queue.get()]
+            while len(items) < limit and not queue.empty():
+                items.append(queue.get_nowait())
+            batch = Batch(source=self.source, cursor=(self.source, self.subscription))
+            end: TransportError | None = None
+            for item in items:
+                if isinstance(item, Message):
+                    batch.messages.append(item)
+                elif isinstance(item, _Rejected):
+                    batch.rejected += 1
+                else:
+                    end = item
+            if batch.messages or batch.rejected:
+                await _deliver(batch, sink)
+            if end is not None:
+                raise end
+
+    # --- publishing -----------------------------------------------------------------------
+
+    async def publish(self, item: OutboxItem) -> None:
+        """Send one outbox item; receipts published together go in one POST /v1/receipts."""
+        if self.state != "connected":
+            raise ConnectionLost(f"{self.url}: not connected")
+        if item.kind != "receipt":
+            await self._post(self.server.http_base + "/", _publish_body(item))
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await fut
+
+    async def publish_many(self, items: list[OutboxItem]) -> None:
+        """Send several outbox items, receipts in one request (what the outbox drain uses)."""
+        await asyncio.gather(*(self.publish(i) for i in items))
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let publishers in the same loop turn join this request
+        while self._pending:
+            group = self._pending[:_RECEIPTS_PER_POST]
+            del self._pending[:_RECEIPTS_PER_POST]
+            body = "[" + ",".join(i.payload for i, _ in group) + "]"
+            try:
+                await self._post(self.server.receipts_url, body.encode())
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting publisher
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def _post(self, url: str, body: bytes) -> None:
+        headers = {"Content-Type": "application/json", **self._auth_headers()}
+        ctx = self._tls_context() if self.server.tls else None
+        timeout = self.cfg.ws.connect_timeout
+        await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _status_error(self, status: int) -> AuthError | ConnectionLost:
+        if status in (401, 403):
+            what = "rejected the access token" if self._token else "requires an access token"
+            return AuthError(
+                f"server answered {status}: it {what}; run: pushagent login "
+                f"{self.server.http_base} --token-stdin"
+            )
+        return ConnectionLost(f"server answered HTTP {status} to the WebSocket upgrade")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.cfg.tls
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls: cannot load certificates: {exc}") from None
+        if tls.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+async def _deliver(batch: Batch, sink: BatchSink) -> None:
+    """Await the sink until it committed; StoreBusy means wait and offer the same batch."""
+    delays = backoff(initial=0.2, cap=5.0)
+    while True:
+        try:
+            await sink(batch)
+            return
+        except StoreBusy as exc:
+            delay = next(delays)
+            log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+
+
+def _publish_body(item: OutboxItem) -> bytes:
+    """An outbox message as ntfy's JSON publish body (``POST /``)."""
+    try:
+        obj: dict[str, Any] = json.loads(item.payload)
+    except ValueError:
+        obj = {"message": item.payload}
+    if not isinstance(obj, dict):
+        obj = {"message": item.payload}
+    obj.setdefault("topic", item.destination)
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _http_post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    ctx: ssl.SSLContext | None,
+    timeout: float,
+    shown: str,
+) -> None:
+    """Blocking POST (worker thread); our errors out, never urllib's."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if ctx is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    opener = urllib.request.build_opener(*handlers)
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            detail = exc.read(300).decode("utf-8", "replace").strip()
+        if exc.code in (401, 403):
+            raise AuthError(
+                f"{shown}: POST answered {exc.code}; run: pushagent login {shown} --token-stdin"
+            ) from None
+        if exc.code in (404, 405, 501):
+            # A plain ntfy server has no /v1/receipts: the receipt can never be delivered,
+            # and keeping it would grow the outbox forever.
+            log.warning("%s: no receipts endpoint (HTTP %d); receipt dropped", shown, exc.code)
+            return
+        if exc.code == 429 or exc.code >= 500:
+            raise ConnectionLost(f"{shown}: POST answered HTTP {exc.code}") from None
+        raise MessageError(f"{shown}: POST refused (HTTP {exc.code}): {detail}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ConnectionLost(f"{shown}: POST failed: {exc}") from None
+
+
+def _closed_reason(exc: ConnectionClosed, max_frame: int) -> str:
+    sent, rcvd = exc.sent, exc.rcvd
+    if sent is not None and sent.code == 1009:
+        return f"server sent a frame larger than ws.max_frame ({max_frame} bytes)"
+    if rcvd is not None:
+        why = f": {rcvd.reason}" if rcvd.reason else ""
+        return f"server closed the connection (code {rcvd.code}{why})"
+    return "connection dropped without a close frame (mid-frame or network loss)"
+
+
+def _oserror(exc: BaseException, host: str, port: int) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {host}:{port} in time"
+    if isinstance(exc, OSError):
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    return f"WebSocket handshake with {host}:{port} failed: {exc}"
+
+
+def _since(url: str) -> str:
+    return url.rsplit("?", 1)[1] if "?" in url else "no since"

@@ -1,0 +1,364 @@
+"""Does an edge relay make devices faster? Agents straight to the cloud vs through a LAN relay.
+
+"The cloud" is a mosquitto broker behind a TCP proxy (in its own process) that adds a WAN
+delay to every chunk in each direction (default 40 ms, pipelined: a chunk leaves ``delay``
+after it arrived, later chunks are not held up behind it) and counts the bytes that cross it.
+In the same run:
+
+* **direct** (the baseline): N agents, each with its own MQTT session across the WAN link;
+* **relay**: one ``edge-relay`` process holding the one upstream session across the WAN link,
+  and N agents subscribed to it over the LAN (WebSocket, no added delay).
+
+Each scenario: the agents connect once (creating their sessions), go offline, 1,000 messages
+are published to the cloud, then all agents reconnect at once. Measured: (a) seconds from the
+reconnect until every agent has stored all 1,000 (its store's count, the same commit path as
+``pushagent run``); (b) bytes and message copies the cloud sent across the WAN link per
+delivered message. Repeated ``--rounds`` times; medians reported.
+
+The agents run in this process as the agent's real transports + stores (MqttTransport /
+WsTransport and Store), without the notifier: what is measured is delivery into the store.
+
+    python bench/edge_latency.py [--agents 20 1] [--messages 1000] [--delay 0.040] [--rounds 3]
+
+Prints one JSON object per scenario and a final comparison object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent import config  # noqa: E402
+from agent.config import AgentConfig, MqttConfig, WsConfig  # noqa: E402
+from agent.store import Store  # noqa: E402
+from agent.transports import Batch, Transport  # noqa: E402
+from agent.transports.mqtt import MqttTransport  # noqa: E402
+from agent.transports.ws import WsTransport  # noqa: E402
+from tests.helpers import child_env, free_port, wait_for  # noqa: E402
+from tests.mosquitto import Mosquitto  # noqa: E402
+from tests.mqtt_helpers import Publisher  # noqa: E402
+from tests.netproxy import NetProxy, _Link  # noqa: E402
+
+TOPIC = "bench"
+
+
+class WanProxy(NetProxy):
+    """NetProxy with a pipelined one-way delay and a byte count per direction."""
+
+    def __init__(self, target_port: int, port: int, delay: float, down: Any, up: Any) -> None:
+        super().__init__("127.0.0.1", target_port, port=port)
+        self.wan_delay = delay
+        self.down = down  # cloud → LAN bytes (a shared multiprocessing Value)
+        self.up = up
+
+    def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
+        counter = self.down if src is link.upstream else self.up
+        pending: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+        sender = threading.Thread(target=self._send, args=(link, dst, pending), daemon=True)
+        sender.start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                pending.put(None)
+                sender.join(timeout=5)
+                link.close()
+                return
+            with counter.get_lock():
+                counter.value += len(data)
+            pending.put((time.monotonic() + self.wan_delay, data))
+
+    @staticmethod
+    def _send(link: _Link, dst: socket.socket, pending: queue.Queue[Any]) -> None:
+        while True:
+            item = pending.get()
+            if item is None or link.closed:
+                return
+            due, data = item
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                dst.sendall(data)
+            except OSError:
+                link.close()
+                return
+
+
+def _proxy_main(target: int, port: int, delay: float, down: Any, up: Any, ready: Any) -> None:
+    WanProxy(target, port, delay, down, up).start()
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+class WanLink:
+    """The WAN link in its own process, so forwarding never competes with the agents' GIL."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        ctx = mp.get_context("spawn")
+        self.port = free_port()
+        self._down = ctx.Value("q", 0)
+        self._up = ctx.Value("q", 0)
+        ready = ctx.Event()
+        self._proc = ctx.Process(
+            target=_proxy_main,
+            args=(target_port, self.port, delay, self._down, self._up, ready),
+            daemon=True,
+        )
+        self._proc.start()
+        if not ready.wait(30):
+            raise RuntimeError("the WAN proxy did not start")
+
+    @property
+    def down(self) -> int:
+        return int(self._down.value)
+
+    def reset(self) -> None:
+        for v in (self._down, self._up):
+            with v.get_lock():
+                v.value = 0
+
+    def __enter__(self) -> WanLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.join(timeout=10)
+
+
+class Agents:
+    """N agents (transport + own store) in this process; start/stop them all at once."""
+
+    def __init__(self, root: Path, make: Any, n: int) -> None:
+        self.stores = [Store(root / f"agent{i}.db").open() for i in range(n)]
+        self.transports: list[Transport] = [make(i, s) for i, s in enumerate(self.stores)]
+        self.tasks: list[asyncio.Task[None]] = []
+        self.deliveries = 0
+        self.stored = [0] * n  # new messages committed per agent (polling count(*) would cost)
+
+    def _sink(self, i: int) -> Any:
+        store = self.stores[i]
+
+        async def sink(batch: Batch) -> None:
+            self.deliveries += len(batch.messages)
+            fresh = await asyncio.to_thread(
+                store.insert_batch, batch.messages, source=batch.source, cursor=batch.cursor
+            )
+            self.stored[i] += len(fresh)
+
+        return sink
+
+    def start(self) -> None:
+        self.stored = [s.count() for s in self.stores]
+        self.tasks = [asyncio.create_task(t.run(self._sink(i)))
+                      for i, t in enumerate(self.transports)]  # fmt: skip
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+
+    async def until(self, pred: Any, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise TimeoutError("benchmark condition not reached")
+            await asyncio.sleep(0.01)
+
+    def counts(self) -> list[int]:
+        return self.stored
+
+    def close(self) -> None:
+        for s in self.stores:
+            s.close()
+
+
+def _cfg(root: Path) -> AgentConfig:
+    cfg = config.load({}, env={"PUSHAGENT_HOME": str(root / "home")})
+    return replace(cfg, topics=(TOPIC,), mqtt=MqttConfig(max_batch=1000), ws=WsConfig(keepalive=45))
+
+
+def _publish(broker: Mosquitto, n: int, tag: str) -> None:
+    with Publisher(broker.port) as pub:
+        pub.publish(TOPIC, (json.dumps({"id": f"{tag}{i:05d}", "message": f"m {i}"}).encode()
+                            for i in range(n)))  # fmt: skip
+
+
+async def direct(
+    root: Path, broker: Mosquitto, args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
+    cfg = _cfg(root)
+    with WanLink(broker.port, args.delay) as wan:
+        url = f"mqtt://127.0.0.1:{wan.port}"
+
+        def make(i: int, store: Store) -> Transport:
+            return MqttTransport(url, cfg, topics=cfg.topics, client_id=f"{tag}-direct-{i}")
+
+        agents = Agents(root / "direct", make, args.agents)
+        try:
+            agents.start()  # sessions are created on the cloud broker ...
+            await agents.until(lambda: all(t.state == "connected" for t in agents.transports))
+            await agents.stop()  # ... and kept while the agents are away
+            await asyncio.to_thread(_publish, broker, args.messages, tag)
+            wan.reset()
+            t0 = time.monotonic()
+            agents.start()
+            await agents.until(lambda: all(c == args.messages for c in agents.counts()))
+            elapsed = time.monotonic() - t0
+            await agents.stop()
+            delivered = args.agents * args.messages
+            return {
+                "scenario": "direct", "agents": args.agents, "messages": args.messages,
+                "wan_delay_ms": args.delay * 1000, "backlog_s": round(elapsed, 3),
+                "cloud_bytes": wan.down,
+                "cloud_bytes_per_delivered": round(wan.down / delivered, 1),
+                "cloud_copies_per_message": agents.deliveries / args.messages,
+            }  # fmt: skip
+        finally:
+            await agents.stop()
+            agents.close()
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _relay_count(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=5) as r:
+            stats = json.loads(r.read())
+    except OSError:
+        return 0
+    table = stats.get("topics", stats)
+    return int(table.get(TOPIC, {}).get("published", 0)) if isinstance(table, dict) else 0
+
+
+def _relay_upstream(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=5) as r:
+            return str(json.loads(r.read())["upstream"]["state"])
+    except OSError:
+        return "down"
+
+
+async def via_relay(
+    root: Path, broker: Mosquitto, args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
+    cfg = _cfg(root)
+    with WanLink(broker.port, args.delay) as wan:
+        port = free_port()
+        relay_dir = root / "relay"
+        relay_dir.mkdir(parents=True)
+        log = (relay_dir / "relay.log").open("wb")
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "edge_relay", "serve", "--listen", f"127.0.0.1:{port}",
+             "--data-dir", str(relay_dir / "data"), "--no-advertise",
+             "--upstream", f"mqtt://127.0.0.1:{wan.port}", "--upstream-topic", TOPIC],
+            env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+        def make(i: int, store: Store) -> Transport:
+            return WsTransport(f"http://127.0.0.1:{port}", cfg, topics=cfg.topics, store=store)
+
+        agents = Agents(root / "viarelay", make, args.agents)
+        try:
+            await asyncio.to_thread(wait_for, lambda: _relay_upstream(port) == "connected",
+                                    timeout=60, what="relay upstream connected")  # fmt: skip
+            agents.start()
+            await agents.until(lambda: all(t.state == "connected" for t in agents.transports))
+            await agents.stop()
+            wan.reset()
+            t_pub = time.monotonic()
+            await asyncio.to_thread(_publish, broker, args.messages, tag)
+            await agents.until(lambda: _relay_count(port) >= args.messages)
+            upstream_s = time.monotonic() - t_pub
+            cloud = wan.down
+            t0, cpu0, rcpu0 = time.monotonic(), time.process_time(), _cpu(relay.pid)
+            agents.start()
+            await agents.until(lambda: all(c == args.messages for c in agents.counts()))
+            elapsed = time.monotonic() - t0
+            cpu = {"agents_cpu_s": round(time.process_time() - cpu0, 3),
+                   "relay_cpu_s": round(_cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
+            await agents.stop()
+            delivered = args.agents * args.messages
+            return {
+                "scenario": "relay", "agents": args.agents, "messages": args.messages,
+                "wan_delay_ms": args.delay * 1000, "backlog_s": round(elapsed, 3),
+                "relay_upstream_fill_s": round(upstream_s, 3), **cpu,
+                "cloud_bytes": cloud,
+                "cloud_bytes_per_delivered": round(cloud / delivered, 1),
+                "cloud_copies_per_message": _relay_count(port) / args.messages,
+            }  # fmt: skip
+        finally:
+            await agents.stop()
+            agents.close()
+            relay.terminate()
+            relay.wait(timeout=15)
+            log.close()
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", type=int, nargs="+", default=[20, 1],
+                   help="agent counts to compare (each a pair of scenarios)")  # fmt: skip
+    p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--delay", type=float, default=0.040, help="one-way WAN delay, seconds")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp) / "cloud").start()
+        try:
+            for n in args.agents:
+                await _compare(Path(tmp), broker, argparse.Namespace(**{**vars(args), "agents": n}))
+        finally:
+            broker.stop()
+
+
+async def _compare(tmp: Path, broker: Mosquitto, args: argparse.Namespace) -> None:
+    results: dict[str, list[dict[str, Any]]] = {"direct": [], "relay": []}
+    for r in range(args.rounds):
+        for name, scenario in (("direct", direct), ("relay", via_relay)):
+            tag = f"a{args.agents}r{r}{name[0]}"
+            out = await scenario(tmp / tag, broker, args, tag)
+            out["round"] = r
+            print(json.dumps(out), flush=True)
+            results[name].append(out)
+    med = {k: statistics.median(x["backlog_s"] for x in v) for k, v in results.items()}
+    bpd = {k: statistics.median(x["cloud_bytes_per_delivered"] for x in v)
+           for k, v in results.items()}  # fmt: skip
+    print(json.dumps({
+        "scenario": "comparison", "agents": args.agents, "rounds": args.rounds,
+        "backlog_s_median": med, "backlog_speedup": round(med["direct"] / med["relay"], 2),
+        "cloud_bytes_per_delivered_median": bpd,
+        "cloud_bytes_ratio": round(bpd["direct"] / bpd["relay"], 1),
+        "cloud_copies_per_message": {k: v[-1]["cloud_copies_per_message"]
+                                     for k, v in results.items()},
+    }), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
