@@ -11,7 +11,7 @@ import getpass
 import sys
 
 from agent import secrets
-from agent.commands import common
+from agent.commands import common, load_config
 from agent.errors import UsageError
 
 
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def login(args: argparse.Namespace) -> int:
     if args.token_stdin:
-        return _login_token(args.server)
+        return _login_token(args)
     if not args.user:
         raise UsageError("give --user USER (MQTT) or --token-stdin (relays and ntfy servers)")
     if sys.stdin.isatty():
@@ -52,22 +52,23 @@ def login(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise UsageError("empty password; nothing stored")
-    secrets.store_password(args.server, args.user, password)
+    secrets.store_password(load_config(args), args.server, args.user, password)
     print(
         f"stored the password for {args.user} at {secrets.server_key(args.server)}", file=sys.stderr
     )
     return 0
 
 
-def _login_token(server: str) -> int:
+def _login_token(args: argparse.Namespace) -> int:
     from agent.ntfy import server_kind
 
+    server = args.server
     if server_kind(server) != "ntfy":
         raise UsageError(f"{server}: tokens are for http(s):// and ws(s):// servers")
     token = sys.stdin.readline().strip()
     if not token:
         raise UsageError("no token on stdin; nothing stored")
-    secrets.store_token(server, token)
+    secrets.store_token(load_config(args), server, token)
     print(f"stored the access token for {secrets.token_key(server)}", file=sys.stderr)
     return 0
 
@@ -75,10 +76,11 @@ def _login_token(server: str) -> int:
 def logout(args: argparse.Namespace) -> int:
     from agent.ntfy import server_kind
 
-    if server_kind(args.server) == "ntfy" and secrets.delete_token(args.server):
+    cfg = load_config(args)
+    if server_kind(args.server) == "ntfy" and secrets.delete_token(cfg, args.server):
         print(f"removed the token for {secrets.token_key(args.server)}", file=sys.stderr)
         return 0
-    if not secrets.delete_password(args.server):
+    if not secrets.delete_password(cfg, args.server):
         print(f"no stored login for {secrets.server_key(args.server)}", file=sys.stderr)
         return 1
     print(f"removed the login for {secrets.server_key(args.server)}", file=sys.stderr)
