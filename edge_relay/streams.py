@@ -69,7 +69,7 @@ class Sink:
     async def run(self, body: asyncio.Task[None]) -> None:
         await body
 
-    def direct(self) -> Callable[[Live], bool] | None:
+    def direct(self) -> Callable[[list[Live]], bool] | None:
         """A synchronous writer for live messages, if this sink has one."""
         return None
 
@@ -82,23 +82,21 @@ class WsSink(Sink):
         # compress=False: frames are pre-built once per message and written as they are
         self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=False)
         self.response = self.ws
-        self.delivered: Callable[[], None] = lambda: None
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         await self.ws.send_str(data)
 
-    def direct(self) -> Callable[[Live], bool] | None:
+    def direct(self) -> Callable[[list[Live]], bool] | None:
         transport = self.request.transport
         if transport is None:
             return None
 
-        def push(item: Live) -> bool:
+        def push(items: list[Live]) -> bool:
             if transport.is_closing():
                 return True  # the reader side ends this subscription
             if transport.get_write_buffer_size() > _DIRECT_BUFFER:
                 return False
-            transport.write(item.frame)
-            self.delivered()
+            transport.write(items[0].frame if len(items) == 1 else b"".join(i.frame for i in items))
             return True
 
         return push
@@ -167,8 +165,6 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
         )  # fmt: skip
     sink: Sink = WsSink(request) if fmt == "ws" else Sink(request, fmt)
-    if isinstance(sink, WsSink):
-        sink.delivered = state.metrics.delivered.inc
 
     def overflow() -> None:
         state.metrics.dropped.inc()
