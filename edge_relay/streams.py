@@ -114,10 +114,24 @@ class WsSink(Sink):
                     log.error("WebSocket stream failed", exc_info=result)
             with contextlib.suppress(ConnectionError):
                 await self.ws.close()
+            _forget(self.ws.exception())
 
     async def _drain(self) -> None:
         async for _ in self.ws:
             pass  # ntfy's WebSocket is one-way; client frames are ignored
+
+
+def _forget(failure: BaseException | None) -> None:
+    """Drop the frames an error that aiohttp keeps on a closed WebSocket points to.
+
+    When the client is gone, close() fails to write the close frame and the response keeps
+    that error; its traceback and ``__context__`` (the CancelledError that ended the stream)
+    hold frames whose locals point back at the response: a reference cycle per connection
+    (~117 objects) that only a full GC pass freed, 230-385 ms after 1,000 clients left.
+    """
+    if failure is not None:
+        failure.__traceback__ = None
+        failure.__context__ = None
 
 
 def parse_request(
