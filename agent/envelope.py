@@ -51,13 +51,21 @@ MAX_TOPIC_LENGTH = 256
 PRIORITY_WORDS = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5, "max": 5}
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ID_CHARS = frozenset(_ID_ALPHABET + "-_.:")
+_ID_SPACE = len(_ID_ALPHABET) ** 12
 
 
 def new_id() -> str:
     """A fresh 12-character id in ntfy's style (62^12 values: collisions are not a concern)."""
     import secrets  # here, not at the top: it pulls in hmac/hashlib, which readers never need
 
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    # One draw uniform over all 62^12 ids, written in base 62: the same distribution as 12
+    # secrets.choice calls at a tenth of the cost (the relay makes one id per publish).
+    n = secrets.randbelow(_ID_SPACE)
+    chars = []
+    for _ in range(12):
+        n, digit = divmod(n, 62)
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(chars)
 
 
 @dataclass(frozen=True, slots=True)

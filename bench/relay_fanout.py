@@ -1,13 +1,16 @@
 """Fan-out benchmark: one publisher, N subscribers, the relay (WebSocket) vs mosquitto (MQTT).
 
-    /work/venv/bin/python bench/relay_fanout.py [--sizes 100,1000] [--clients 4]
+    /work/venv/bin/python bench/relay_fanout.py [--sizes 100,1000] [--clients 2] [--runs 3]
 
 For each N: the same harness shape against both servers in the same run — N subscribers
 spread over ``--clients`` client processes, one publisher, (1) a burst of messages sent as
 fast as the publisher can (deliveries/s = N*M / time until the last delivery) and (2) a paced
 run at a rate both sustain (publish-to-receive latency p50/p99). The relay's publisher uses
 HTTP PUT on one keep-alive connection; mosquitto's publishes QoS 1 and waits for each PUBACK;
-subscribers are QoS 0 on MQTT (the relay's fan-out has no per-subscriber ack either).
+subscribers are QoS 0 on MQTT (the relay's fan-out has no per-subscriber ack either). The
+subscribers are raw asyncio protocols doing the same minimal work per message for both servers
+(see the client section), so the harness costs little of the shared CPU. The whole set is run
+``--runs`` times against the same two servers; summary lines give medians and per-run ratios.
 Then the RSS of a fresh relay with 1,000 and 5,000 idle WebSocket subscribers. One JSON per line.
 """
 
@@ -17,6 +20,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import statistics
 import struct
 import subprocess
 import sys
@@ -81,73 +86,176 @@ async def _mqtt_connect(port: int, cid: str) -> tuple[asyncio.StreamReader, asyn
     return r, w
 
 
-# --- client process: N subscribers, report latencies ------------------------------------------
+# --- client process: N subscribers on raw asyncio protocols, report latencies -----------------
+#
+# The subscribers must cost as little CPU as possible, so the harness measures the server and
+# not itself: one asyncio.Protocol per connection, the receive time taken once per read (not per
+# message), frames cut from a bytearray, and per message only the send time is parsed (the bytes
+# between the payload's start marker and '|'); no JSON decode, no per-message task. The relay's
+# and mosquitto's clients do the same work per message: frame header, one find, one float().
+
+_WS_KEY = "ZWRnZXB1c2gtYmVuY2gtMQ=="  # any 16 bytes, base64; the bench never checks the accept
+_WS_MARK = b'"message":"'
+
+
+class _Counter:
+    """Shared by one client process's connections: latencies and the first/last receive."""
+
+    def __init__(self, expect: int) -> None:
+        self.lat: list[float] = []
+        self.expect = expect
+        self.first = self.last = 0.0
+        self.done = asyncio.Event()
+
+    def add(self, now: float, sends: list[float]) -> None:
+        lat = self.lat
+        for sent in sends:
+            lat.append(now - sent)
+        self.first = self.first or now
+        self.last = now
+        if len(lat) >= self.expect:
+            self.done.set()
+
+
+class _Sub(asyncio.Protocol):
+    """Base: buffer bytes, hand complete frames to ``frames`` with the time of the read."""
+
+    def __init__(self, counter: _Counter) -> None:
+        self.counter = counter
+        self.buf = bytearray()
+        self.ready = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.hello(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before ready: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buf += data
+        sends: list[float] = []
+        used = self.frames(sends)
+        if used:
+            del self.buf[:used]
+        if sends:
+            self.counter.add(now, sends)
+
+    def hello(self, transport: asyncio.Transport) -> None:
+        raise NotImplementedError
+
+    def frames(self, sends: list[float]) -> int:
+        raise NotImplementedError
+
+
+class _WsSub(_Sub):
+    """RFC 6455 client: upgrade request, then unmasked server text frames."""
+
+    def hello(self, transport: asyncio.Transport) -> None:
+        transport.write(
+            f"GET /{TOPIC}/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {_WS_KEY}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    upgraded = False
+
+    def frames(self, sends: list[float]) -> int:
+        buf, pos = self.buf, 0
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return 0
+            assert buf.startswith(b"HTTP/1.1 101"), bytes(buf[:80])
+            pos, self.upgraded = end + 4, True
+        size = len(buf)
+        while size - pos >= 2:
+            n, head = buf[pos + 1] & 127, 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            start, end = pos + head, pos + head + n
+            if end > size:
+                break
+            at = buf.find(_WS_MARK, start, end)
+            if at >= 0:
+                at += len(_WS_MARK)
+                sends.append(float(buf[at : buf.index(b"|", at, end)]))
+            elif not self.ready.done():
+                self.ready.set_result(None)  # the "open" event: subscribed
+            pos = end
+        return pos
+
+
+class _MqttSub(_Sub):
+    """MQTT 3.1.1 client: CONNECT + SUBSCRIBE (QoS 0) at once, then PUBLISH packets."""
+
+    def __init__(self, counter: _Counter, cid: str) -> None:
+        super().__init__(counter)
+        self.cid = cid
+
+    def hello(self, transport: asyncio.Transport) -> None:
+        body = _mqtt_str("MQTT") + bytes([4, 2]) + struct.pack("!H", 300) + _mqtt_str(self.cid)
+        sub = _packet(0x82, struct.pack("!H", 1) + _mqtt_str(TOPIC) + b"\x00")
+        transport.write(_packet(0x10, body) + sub)
+
+    def frames(self, sends: list[float]) -> int:
+        buf, pos, size = self.buf, 0, len(self.buf)
+        while size - pos >= 2:
+            length, mult, i = 0, 1, pos + 1
+            while i < size:
+                b = buf[i]
+                length += (b & 127) * mult
+                mult *= 128
+                i += 1
+                if not b & 128:
+                    break
+            else:
+                break
+            end = i + length
+            if end > size:
+                break
+            kind = buf[pos] >> 4
+            if kind == 3:
+                at = i + 2 + int.from_bytes(buf[i : i + 2], "big")
+                sends.append(float(buf[at : buf.index(b"|", at, end)]))
+            elif kind == 9 and not self.ready.done():
+                self.ready.set_result(None)  # SUBACK: subscribed
+            pos = end
+        return pos
 
 
 async def _client(kind: str, port: int, n: int, expect: int, tag: str) -> dict[str, Any]:
-    lat: list[float] = []
-    first_last = [0.0, 0.0]
-    done = asyncio.Event()
-    got = 0
+    loop = asyncio.get_running_loop()
+    counter = _Counter(expect * n)
+    gate = asyncio.Semaphore(64)  # connect in waves: the servers' listen backlogs are finite
 
-    def record(payload: str) -> None:
-        nonlocal got
-        now = time.time()
-        sent = float(payload.split("|", 1)[0])
-        lat.append(now - sent)
-        got += 1
-        first_last[0] = first_last[0] or now
-        first_last[1] = now
-        if got >= expect * n:
-            done.set()
+    async def connect(i: int) -> _Sub:
+        proto: _Sub = _WsSub(counter) if kind == "relay" else _MqttSub(counter, f"{tag}-{i}")
+        async with gate:
+            await loop.create_connection(lambda: proto, "127.0.0.1", port)
+            await asyncio.wait_for(proto.ready, 60)
+        return proto
 
-    tasks = []
-    conns: list[Any] = []
-    if kind == "relay":
-        import aiohttp
-
-        # limit=0: every WebSocket holds a connection; the default pool of 100 would deadlock
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        conns = [await session.ws_connect(f"http://127.0.0.1:{port}/{TOPIC}/ws") for _ in range(n)]
-        for ws in conns:
-            await ws.receive()  # open
-
-        async def read_ws(ws: Any) -> None:
-            async for msg in ws:
-                ev = json.loads(msg.data)
-                if ev["event"] == "message":
-                    record(ev["message"])
-
-        tasks = [asyncio.create_task(read_ws(ws)) for ws in conns]
-    else:
-        streams = []
-        for i in range(n):
-            r, w = await _mqtt_connect(port, f"{tag}-{i}")
-            w.write(_packet(0x82, struct.pack("!H", 1) + _mqtt_str(TOPIC) + b"\x00"))
-            head, _ = await _read_packet(r)
-            assert head >> 4 == 9, "no SUBACK"
-            streams.append((r, w))
-
-        async def read_mqtt(r: asyncio.StreamReader) -> None:
-            while True:
-                head, body = await _read_packet(r)
-                if head >> 4 == 3:
-                    tlen = struct.unpack("!H", body[:2])[0]
-                    record(body[2 + tlen :].decode())
-
-        tasks = [asyncio.create_task(read_mqtt(r)) for r, _ in streams]
+    subs = await asyncio.gather(*(connect(i) for i in range(n)))
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # the parent says: measure from now
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), 120)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    if kind == "relay":
-        for ws in conns:
-            await ws.close()
-        await session.close()
-    return {"got": got, "lat": lat, "first": first_last[0], "last": first_last[1]}
+        await asyncio.wait_for(counter.done.wait(), 120)
+    for s in subs:
+        if s.transport is not None:
+            s.transport.close()
+    return {"got": len(counter.lat), "lat": counter.lat, "first": counter.first,
+            "last": counter.last}  # fmt: skip
 
 
 # --- parent: servers, publishers, aggregation -------------------------------------------------
@@ -315,26 +423,53 @@ def idle_rss(tmp: Path, n: int, clients: int) -> dict[str, Any]:
             "rss_kib": held, "kib_per_subscriber": round((held - base) / max(1, n), 2)}  # fmt: skip
 
 
+def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (N, scenario): medians over the runs, and the relay/mosquitto ratio of each run."""
+    out = []
+    keys = dict.fromkeys((r["subscribers"], r["rate"]) for r in rows)
+    for n, rate in keys:
+        pair = {k: [r for r in rows if (r["subscribers"], r["rate"], r["server"]) == (n, rate, k)]
+                for k in ("relay", "mosquitto")}  # fmt: skip
+        line: dict[str, Any] = {"summary": True, "subscribers": n, "rate": rate,
+                                "runs": len(pair["relay"])}  # fmt: skip
+        for k, rs in pair.items():
+            for f in ("deliveries_per_s", "p50_ms", "p99_ms"):
+                line[f"{k}_{f}"] = statistics.median(r[f] for r in rs)
+        runs = zip(pair["relay"], pair["mosquitto"], strict=True)
+        line["ratio_per_run"] = [
+            round(a["deliveries_per_s"] / b["deliveries_per_s"], 2) for a, b in runs
+        ]
+        line["ratio_median"] = statistics.median(line["ratio_per_run"])
+        out.append(line)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1000")
-    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle", default="1000,5000")
     args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    print(json.dumps({"loadavg_start": os.getloadavg()}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         relay = Relay(Path(tmp) / "relay", config=CONFIG).start()
         broker = Mosquitto(Path(tmp) / "mqtt", persistence=False).start()
         try:
-            for n in (int(x) for x in args.sizes.split(",")):
-                m_burst = max(20, 20_000 // n)
-                rate = max(2.0, 5_000 / n)  # 5,000 deliveries/s offered: both sustain it
-                for kind, port in (("relay", relay.port), ("mosquitto", broker.port)):
-                    print(
-                        json.dumps(scenario(kind, port, n, args.clients, m_burst, None)), flush=True
-                    )
-                    r = scenario(kind, port, n, args.clients, int(rate * 3), rate)
-                    print(json.dumps(r), flush=True)
-            for n in (int(x) for x in args.idle.split(",")):
+            for run in range(args.runs):
+                for n in (int(x) for x in args.sizes.split(",")):
+                    m_burst = max(20, 50_000 // n)  # long enough that one stall is not the result
+                    rate = max(2.0, 5_000 / n)  # 5,000 deliveries/s offered: both sustain it
+                    for kind, port in (("relay", relay.port), ("mosquitto", broker.port)):
+                        for m, r in ((m_burst, None), (int(rate * 3), rate)):
+                            row = {"run": run, **scenario(kind, port, n, args.clients, m, r)}
+                            rows.append(row)
+                            print(json.dumps(row), flush=True)
+            for line in _summary(rows):
+                print(json.dumps(line), flush=True)
+            print(json.dumps({"loadavg_end": os.getloadavg()}), flush=True)
+            for n in (int(x) for x in args.idle.split(",") if x):
                 print(json.dumps(idle_rss(Path(tmp), n, args.clients)), flush=True)
         finally:
             relay.stop()

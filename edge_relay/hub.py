@@ -18,8 +18,9 @@ subscriber is marked dead and its connection aborted (it resumes with ``since=``
 reader never slows the writer, the other subscribers, or grows memory.
 
 Fast path: once a WebSocket subscriber has caught up (replay done, queue empty) it sets
-``Subscriber.direct``, and fan-out writes each message's pre-built frame to its socket itself,
-in seq order, with no task wake-up; more than 1 MiB waiting in that socket counts as slow.
+``Subscriber.direct``, and fan-out writes the pre-built frames of a commit group's messages to
+its socket itself, in seq order, in one write, with no task wake-up; more than 1 MiB waiting
+in that socket counts as slow.
 """
 
 from __future__ import annotations
@@ -45,29 +46,23 @@ def wire(item: Stored) -> str:
 
 
 class Live:
-    """A stored message on its way to live subscribers, encoded once for all of them."""
+    """A stored message on its way to live subscribers, encoded once for all of them: its JSON
+    text and the same as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
 
-    __slots__ = ("_frame", "stored", "text")
+    __slots__ = ("frame", "stored", "text")
 
     def __init__(self, stored: Stored) -> None:
         self.stored = stored
         self.text = wire(stored)
-        self._frame: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        """The event as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
-        if self._frame is None:
-            data = self.text.encode()
-            n = len(data)
-            if n < 126:
-                head = bytes((0x81, n))
-            elif n < 65536:
-                head = bytes((0x81, 126)) + n.to_bytes(2, "big")
-            else:
-                head = bytes((0x81, 127)) + n.to_bytes(8, "big")
-            self._frame = head + data
-        return self._frame
+        data = self.text.encode()
+        n = len(data)
+        if n < 126:
+            head = bytes((0x81, n))
+        elif n < 65536:
+            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        self.frame = head + data
 
 
 class Subscriber:
@@ -87,24 +82,39 @@ class Subscriber:
         self.on_overflow = on_overflow
         self.dead = False
         self.last_seq = 0
-        self.direct: Callable[[Live], bool] | None = None
-        """Set by a caught-up subscriber whose sink can take a message without waiting (a
-        WebSocket): fan-out then writes to it directly, with no task wake-up; it returns
-        False when the connection's buffer is over its limit (a slow reader)."""
+        self.direct: Callable[[list[Live]], bool] | None = None
+        """Set by a caught-up subscriber whose sink can take messages without waiting (a
+        WebSocket): fan-out then writes them to it directly, all of one commit group in one
+        write, with no task wake-up; it returns False when the connection's buffer is over its
+        limit (a slow reader)."""
+        self._filtered = bool(filters.priorities or filters.tags)
 
     def offer(self, item: Live) -> None:
         """Queue a live message (never waits); overflow kills this subscriber only."""
-        if self.dead or not self.filters.match(item.stored.message):
-            return
+        self.offer_many([item])
+
+    def offer_many(self, items: list[Live]) -> int:
+        """Queue live messages, in seq order (never waits); overflow kills this subscriber
+        only. Returns how many were written directly to the subscriber's socket."""
+        if self.dead:
+            return 0
+        if self._filtered:
+            items = [i for i in items if self.filters.match(i.stored.message)]
         if self.direct is not None and self.queue.empty():
-            if not self.fresh(item.stored) or self.direct(item):
-                return
+            fresh = [i for i in items if self.fresh(i.stored)]
+            if not fresh:
+                return 0
+            if self.direct(fresh):
+                return len(fresh)
             self._overflow()
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._overflow()
+            return 0
+        for item in items:
+            try:
+                self.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self._overflow()
+                break
+        return 0
 
     def _overflow(self) -> None:
         self.dead = True
@@ -162,6 +172,10 @@ class Hub:
     _queue: asyncio.Queue[_Publish] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
     delivered: int = 0
+    """Messages written straight to caught-up subscribers by fan-out (queued ones are counted
+    by their stream task)."""
+    on_delivered: Callable[[int], None] | None = None
+    """Told, once per fan-out, how many messages fan-out wrote directly (the metrics counter)."""
 
     async def __aenter__(self) -> Hub:
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="hub-writer")
@@ -241,10 +255,31 @@ class Hub:
                 p.done.set_result(results.get(id(p), []))
 
     def _fan_out(self, stored: list[Stored]) -> None:
+        # Per subscriber, the group's messages for it in seq order, so a caught-up WebSocket
+        # gets one write (one send syscall) per commit group instead of one per message.
+        lives: list[tuple[Live, set[Subscriber]]] = []
         for item in stored:
             subs = self._subs.get(item.message.topic)
-            if not subs:
-                continue
-            live = Live(item)  # encoded once, however many subscribers
-            for sub in tuple(subs):
-                sub.offer(live)
+            if subs:
+                lives.append((Live(item), subs))  # encoded once, however many subscribers
+        if not lives:
+            return
+        written = 0
+        if len(lives) == 1:
+            one = [lives[0][0]]
+            for sub in tuple(lives[0][1]):
+                written += sub.offer_many(one)
+        else:
+            batches: dict[Subscriber, list[Live]] = {}
+            for live, subs in lives:
+                for sub in subs:
+                    batch = batches.get(sub)
+                    if batch is None:
+                        batches[sub] = [live]
+                    else:
+                        batch.append(live)
+            for sub, batch in batches.items():
+                written += sub.offer_many(batch)
+        self.delivered += written
+        if written and self.on_delivered is not None:
+            self.on_delivered(written)

@@ -42,6 +42,7 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
         forward = forward_rule(cfg.forward) if cfg.upstream and cfg.forward else None
         async with Hub(store, forward=forward) as hub, asyncio.TaskGroup() as tg:
             state = RelayState(cfg, store, hub)
+            hub.on_delivered = state.metrics.delivered.inc
             if cfg.upstream is not None:
                 bridge = tg.create_task(Bridge(state).run(), name="bridge")
             # A long request line (10,000 comma-joined topics) must reach our handler, which

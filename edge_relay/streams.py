@@ -69,7 +69,7 @@ class Sink:
     async def run(self, body: asyncio.Task[None]) -> None:
         await body
 
-    def direct(self) -> Callable[[Live], bool] | None:
+    def direct(self) -> Callable[[list[Live]], bool] | None:
         """A synchronous writer for live messages, if this sink has one."""
         return None
 
@@ -82,23 +82,21 @@ class WsSink(Sink):
         # compress=False: frames are pre-built once per message and written as they are
         self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=False)
         self.response = self.ws
-        self.delivered: Callable[[], None] = lambda: None
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         await self.ws.send_str(data)
 
-    def direct(self) -> Callable[[Live], bool] | None:
+    def direct(self) -> Callable[[list[Live]], bool] | None:
         transport = self.request.transport
         if transport is None:
             return None
 
-        def push(item: Live) -> bool:
+        def push(items: list[Live]) -> bool:
             if transport.is_closing():
                 return True  # the reader side ends this subscription
             if transport.get_write_buffer_size() > _DIRECT_BUFFER:
                 return False
-            transport.write(item.frame)
-            self.delivered()
+            transport.write(items[0].frame if len(items) == 1 else b"".join(i.frame for i in items))
             return True
 
         return push
@@ -116,10 +114,24 @@ class WsSink(Sink):
                     log.error("WebSocket stream failed", exc_info=result)
             with contextlib.suppress(ConnectionError):
                 await self.ws.close()
+            _forget(self.ws.exception())
 
     async def _drain(self) -> None:
         async for _ in self.ws:
             pass  # ntfy's WebSocket is one-way; client frames are ignored
+
+
+def _forget(failure: BaseException | None) -> None:
+    """Drop the frames an error that aiohttp keeps on a closed WebSocket points to.
+
+    When the client is gone, close() fails to write the close frame and the response keeps
+    that error; its traceback and ``__context__`` (the CancelledError that ended the stream)
+    hold frames whose locals point back at the response: a reference cycle per connection
+    (~117 objects) that only a full GC pass freed, 230-385 ms after 1,000 clients left.
+    """
+    if failure is not None:
+        failure.__traceback__ = None
+        failure.__context__ = None
 
 
 def parse_request(
@@ -167,8 +179,6 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
         )  # fmt: skip
     sink: Sink = WsSink(request) if fmt == "ws" else Sink(request, fmt)
-    if isinstance(sink, WsSink):
-        sink.delivered = state.metrics.delivered.inc
 
     def overflow() -> None:
         state.metrics.dropped.inc()
