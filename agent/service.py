@@ -195,6 +195,7 @@ class AgentService:
                 source=batch.source,
                 cursor=batch.cursor,
                 receipt_destination=self._receipts,
+                redelivery=batch.redelivery,
             )
             if fresh:  # queued under the lock: the queue's order is the commit order
                 self._queued.append(fresh)

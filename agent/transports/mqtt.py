@@ -11,7 +11,10 @@ counted in ``batch.rejected`` and acked with its batch, so it never stalls the o
 
 The session is persistent (clean start off, a session expiry), so what arrives while the
 agent is down, or was received but not acked before a crash, is redelivered by the broker;
-the store's UNIQUE id makes the redelivery a no-op.
+the store's UNIQUE id makes the redelivery a no-op. A message without an id of its own
+(plain text) is given one at decode; its packet id and a digest of topic and payload go into
+the batch (``batch.redelivery``) and are recorded with it, so a resend (DUP set) after a crash
+between commit and PUBACK gets the same id back (``Store.insert_batch`` lists the corner cases).
 
 Dead links: paho pings after ``keepalive`` seconds without traffic but only gives up a whole
 keepalive later. A watchdog here notes every packet paho reports receiving and, after
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
@@ -54,7 +58,7 @@ from agent.errors import (
     StoreBusy,
     TransportError,
 )
-from agent.store import OutboxItem
+from agent.store import OutboxItem, Redelivery
 from agent.transports import Batch, BatchSink, ConnState
 
 log = logging.getLogger("pushagent.mqtt")
@@ -421,14 +425,24 @@ class MqttTransport:
 
     async def _deliver(self, conn: _Conn, msgs: list[paho.MQTTMessage], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
+        dups = 0
         for msg in msgs:
+            payload = bytes(msg.payload)
             try:
-                batch.messages.append(
-                    decode(bytes(msg.payload), topic=msg.topic, max_size=self.cfg.max_message_size)
-                )
+                m = decode(payload, topic=msg.topic, max_size=self.cfg.max_message_size)
             except MessageError as exc:
                 batch.rejected += 1
                 log.warning("rejected a message on %r: %s (acked, not stored)", msg.topic, exc)
+                continue
+            batch.messages.append(m)
+            dups += msg.dup
+            # Id-less means decode made the id up: a fresh random id cannot occur in the
+            # payload, a payload's own id does (unless \u-escaped; then the record maps the
+            # message to its own id, which is harmless).
+            if msg.qos > 0 and m.id.encode() not in payload:
+                batch.redelivery[m.id] = Redelivery(msg.mid, _digest(msg.topic, payload), msg.dup)
+        if dups:
+            log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
         delays = backoff(initial=0.2, cap=5.0)
         while True:
             try:
@@ -481,6 +495,13 @@ class MqttTransport:
         except TimeoutError:
             conn.waiters.pop(info.mid, None)
             raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
+
+
+def _digest(topic: str, payload: bytes) -> bytes:
+    h = hashlib.blake2b(topic.encode(), digest_size=16)
+    h.update(b"\0")  # MQTT topics cannot contain NUL: topic and payload never run together
+    h.update(payload)
+    return h.digest()
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
