@@ -268,10 +268,17 @@ class Store:
         return [r[0] for r in rows]
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError.
+
+        ``durable=False`` commits without an fsync (``synchronous=NORMAL`` for this one
+        transaction): it survives a crash of the process (the WAL is in the OS's hands) but a
+        power cut only once the next durable commit has synced the WAL, which holds it too.
+        """
         with self._lock:
             conn = self.conn
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -291,6 +298,9 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: {_explain(exc)}") from None
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -522,8 +532,14 @@ class Store:
         return self.query(after_seq=self.notified_seq(), limit=limit, newest=False)
 
     def mark_notified(self, seq: int) -> None:
-        """Everything up to ``seq`` has been handed to the notifier."""
-        with self._write() as conn:
+        """Everything up to ``seq`` has been handed to the notifier.
+
+        Committed without an fsync (1.7-4 ms on the dev box's disk, on the agent's event
+        loop for every batch): a SIGKILL cannot lose it, and a power cut loses it only until
+        the next batch's durable commit; losing it means showing that batch again, which is
+        the documented window anyway.
+        """
+        with self._write(durable=False) as conn:
             conn.execute(
                 "INSERT INTO meta VALUES ('notified_seq', ?) ON CONFLICT(key) DO UPDATE "
                 "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
