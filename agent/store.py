@@ -50,6 +50,16 @@ _INSERT = (
     f"INSERT OR IGNORE INTO messages ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
+# A whole batch in ONE statement: the rows go in as one JSON array of arrays, so SQLite runs
+# the insert without coming back to Python per row. executemany released and re-took the GIL
+# around every row's step, and each hand-back cost the agent's event loop (reading paho's
+# packets in the main thread) a GIL switch: with the store busy the loop read at half speed
+# (bench/mqtt_ingest.py; docs/PERFORMANCE.md).
+_INSERT_MANY = (
+    f"INSERT OR IGNORE INTO messages ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
+    + " FROM json_each(?) ORDER BY key"
+)
 _SELECT = f"SELECT seq, state, {', '.join(_COLUMNS)} FROM messages"
 # A search walks the FTS index in rowid (= seq) order and stops at LIMIT: measured 0.1 ms
 # against 16 ms for "seq IN (SELECT rowid ... MATCH)" on 100k matching rows, which builds the
@@ -364,7 +374,8 @@ class Store:
                     known.add(m.id)
                     fresh.append(m)
             before = _last_seq(conn) if fresh else 0
-            conn.executemany(_INSERT, [_row(m, source, now) for m in fresh])
+            if fresh:
+                conn.execute(_INSERT_MANY, (dumps([_row(m, source, now) for m in fresh]),))
             last = _last_seq(conn) if fresh else 0
             if fresh:
                 conn.execute(
