@@ -29,9 +29,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,16 @@ _COLUMNS = (
 _INSERT = (
     f"INSERT OR IGNORE INTO messages ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+# A whole batch in ONE statement: the rows go in as one JSON array of arrays, so SQLite runs
+# the insert without coming back to Python per row. executemany released and re-took the GIL
+# around every row's step, and each hand-back cost the agent's event loop (reading paho's
+# packets in the main thread) a GIL switch: with the store busy the loop read at half speed
+# (bench/mqtt_ingest.py; docs/PERFORMANCE.md).
+_INSERT_MANY = (
+    f"INSERT OR IGNORE INTO messages ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
+    + " FROM json_each(?) ORDER BY key"
 )
 _SELECT = f"SELECT seq, state, {', '.join(_COLUMNS)} FROM messages"
 # A search walks the FTS index in rowid (= seq) order and stops at LIMIT: measured 0.1 ms
@@ -83,6 +93,20 @@ class OutboxItem:
     destination: str
     payload: str
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """Where an id-less MQTT message came from: enough to recognise the broker resending it.
+
+    ``packet_id`` is the MQTT packet identifier it arrived with, ``digest`` a hash of its
+    topic and payload bytes, ``dup`` the PUBLISH's DUP flag (set when the broker resends).
+    See ``Store.insert_batch`` for how they are used.
+    """
+
+    packet_id: int
+    digest: bytes
+    dup: bool
 
 
 # --- migrations: append only; never edit one that has shipped --------------------------------
@@ -153,10 +177,25 @@ def _m003_fts_per_batch(db: sqlite_utils.Database) -> None:
     db.execute("DROP TRIGGER IF EXISTS messages_ai")
 
 
+def _m004_mqtt_redelivery(db: sqlite_utils.Database) -> None:
+    # The id given to each id-less MQTT message, by the packet id it arrived with: a broker
+    # resending it after a crash (DUP set) gets the same id, so the UNIQUE id drops it.
+    db.execute(
+        """CREATE TABLE mqtt_redelivery (
+            source TEXT NOT NULL,
+            packet_id INTEGER NOT NULL,
+            digest BLOB NOT NULL,
+            id TEXT NOT NULL,
+            PRIMARY KEY (source, packet_id)
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
     ("003_fts_per_batch", _m003_fts_per_batch),
+    ("004_mqtt_redelivery", _m004_mqtt_redelivery),
 )
 
 
@@ -239,10 +278,17 @@ class Store:
         return [r[0] for r in rows]
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError.
+
+        ``durable=False`` commits without an fsync (``synchronous=NORMAL`` for this one
+        transaction): it survives a crash of the process (the WAL is in the OS's hands) but a
+        power cut only once the next durable commit has synced the WAL, which holds it too.
+        """
         with self._lock:
             conn = self.conn
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -262,6 +308,9 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: {_explain(exc)}") from None
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -282,6 +331,7 @@ class Store:
         receipt_destination: str | None = None,
         device: str = "",
         forward: Callable[[Message], str | None] | None = None,
+        redelivery: Mapping[str, Redelivery] | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction; return the messages that were new, in order.
 
@@ -290,11 +340,33 @@ class Store:
         a ``delivered`` receipt for each new message in the outbox, in the same transaction.
         ``forward(message)`` naming a destination queues the message itself in the outbox
         (kind ``message``), in the same transaction (the relay's upstream forwarding).
+
+        ``redelivery`` maps the id that decode gave an id-less MQTT message (plain text, an
+        envelope without ``id``) to where it came from (``Redelivery``). Each such message's
+        ``(source, packet id) -> (digest, id)`` is recorded in this transaction; one that
+        arrives with DUP set and finds its packet id recorded with the same digest is the
+        broker resending a message stored before a crash (committed, PUBACK lost): it takes
+        the recorded id, so the UNIQUE id makes it a no-op. Corner cases:
+
+        * Packet ids are reused once acked: a later message with the same packet id replaces
+          the record, so only the LAST id-less message per packet id is remembered (the
+          table holds at most 65,535 rows per source).
+        * The same text published again is a new message: without DUP it always gets a new
+          id; with DUP but a different digest (another topic or payload) too.
+        * Residual: a message byte-identical (same topic) to the last one recorded under its
+          packet id, whose first delivery was cut before its batch committed, and which the
+          broker then resends with DUP, is taken for that earlier message. It needs the
+          broker to have reused the packet id for identical bytes (mosquitto and EMQX number
+          sequentially: 65,535 packets apart) and a crash or dropped link at that moment.
+        * ``source`` keys the records: two servers' packet ids never mix. The relay's
+          upstream bridge passes the same mapping under its source ``upstream``.
         """
         if not messages:
             return []
         now = time.time()
         with self._write() as conn:
+            if redelivery:
+                messages = _redelivered(conn, messages, source or "", redelivery)
             known = self._existing_ids(conn, [m.id for m in messages])
             fresh: list[Message] = []
             for m in messages:
@@ -302,7 +374,8 @@ class Store:
                     known.add(m.id)
                     fresh.append(m)
             before = _last_seq(conn) if fresh else 0
-            conn.executemany(_INSERT, [_row(m, source, now) for m in fresh])
+            if fresh:
+                conn.execute(_INSERT_MANY, (dumps([_row(m, source, now) for m in fresh]),))
             last = _last_seq(conn) if fresh else 0
             if fresh:
                 conn.execute(
@@ -488,8 +561,14 @@ class Store:
         return self.query(after_seq=self.notified_seq(), limit=limit, newest=False)
 
     def mark_notified(self, seq: int) -> None:
-        """Everything up to ``seq`` has been handed to the notifier."""
-        with self._write() as conn:
+        """Everything up to ``seq`` has been handed to the notifier.
+
+        Committed without an fsync (1.7-4 ms on the dev box's disk, on the agent's event
+        loop for every batch): a SIGKILL cannot lose it, and a power cut loses it only until
+        the next batch's durable commit; losing it means showing that batch again, which is
+        the documented window anyway.
+        """
+        with self._write(durable=False) as conn:
             conn.execute(
                 "INSERT INTO meta VALUES ('notified_seq', ?) ON CONFLICT(key) DO UPDATE "
                 "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
@@ -629,6 +708,9 @@ class Store:
                 conn.execute(
                     "DELETE FROM receipts WHERE message_id NOT IN (SELECT id FROM messages)"
                 )
+                conn.execute(
+                    "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
+                )
         return deleted
 
 
@@ -644,6 +726,38 @@ def _row(m: Message, source: str | None, now: float) -> tuple[Any, ...]:
         source,
         now,
     )  # fmt: skip
+
+
+def _redelivered(
+    conn: sqlite3.Connection,
+    messages: Sequence[Message],
+    source: str,
+    keys: Mapping[str, Redelivery],
+) -> list[Message]:
+    """``messages`` with each DUP resend of a recorded id-less message given its stored id;
+    records every keyed message's final id under its packet id (see ``insert_batch``)."""
+    dups = [k.packet_id for m in messages if (k := keys.get(m.id)) is not None and k.dup]
+    seen: dict[int, tuple[bytes, str]] = {}
+    for i in range(0, len(dups), _MAX_VARS):
+        chunk = dups[i : i + _MAX_VARS]
+        rows = conn.execute(
+            "SELECT packet_id, digest, id FROM mqtt_redelivery WHERE source = ? AND "
+            f"packet_id IN ({','.join('?' * len(chunk))})",
+            [source, *chunk],
+        )
+        seen.update((int(p), (bytes(d), str(mid))) for p, d, mid in rows)
+    out: list[Message] = []
+    records = []
+    for m in messages:
+        key = keys.get(m.id)
+        if key is not None:
+            old = seen.get(key.packet_id) if key.dup else None
+            if old is not None and old[0] == key.digest:
+                m = replace(m, id=old[1])
+            records.append((source, key.packet_id, key.digest, m.id))
+        out.append(m)
+    conn.executemany("INSERT OR REPLACE INTO mqtt_redelivery VALUES (?, ?, ?, ?)", records)
+    return out
 
 
 def _stored(row: Sequence[Any]) -> Stored:

@@ -3,7 +3,8 @@ subscriber in the same run on the same broker (a real mosquitto, the test fixtur
 
     /work/venv/bin/python bench/mqtt_ingest.py [--backlog 20000] [--rate 200] [--seconds 10]
 
-Prints one JSON object per scenario. The agent runs in-process (the real AgentService:
+Prints one JSON object per scenario. Both sides run with the GC settings of ``pushagent run``
+(``agent.service.tune_gc``). The agent runs in-process (the real AgentService:
 transport, store with synchronous=FULL, hand-off with the mark committed); only its notifier
 is swapped for one that records the hand-off time (no notifier=none equivalent measures that).
 """
@@ -191,6 +192,8 @@ def main() -> None:
         help="the broker's max_inflight_messages (the test fixture's is 100)",
     )  # fmt: skip
     args = ap.parse_args()
+    # The process settings `pushagent run` uses; they apply to the bare subscriber here too.
+    service_mod.tune_gc()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = Mosquitto(

@@ -93,7 +93,8 @@ class Bridge:
             except MessageError as exc:
                 log.warning("upstream message %s dropped: %s", m.id, exc)
         if msgs:
-            await self.state.hub.publish(msgs, source="upstream")  # stored + fanned out
+            # stored + fanned out; ids kept by with_topic, so the redelivery keys still match
+            await self.state.hub.publish(msgs, source="upstream", redelivery=batch.redelivery)
 
     async def _drain(self) -> None:
         store = self.state.store

@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState
-from agent.store import Store, Stored
+from agent.store import Redelivery, Store, Stored
 from edge_relay.core import Filters
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class _Publish:
     cache: bool
     source: str
     done: asyncio.Future[list[Stored]]
+    redelivery: Mapping[str, Redelivery] | None = None
 
 
 @dataclass
@@ -203,11 +204,19 @@ class Hub:
                     del self._subs[topic]
 
     async def publish(
-        self, messages: list[Message], *, cache: bool = True, source: str = "local"
+        self,
+        messages: list[Message],
+        *,
+        cache: bool = True,
+        source: str = "local",
+        redelivery: Mapping[str, Redelivery] | None = None,
     ) -> list[Stored]:
-        """Store (unless ``cache`` is off) then fan out; returns the messages that were new."""
+        """Store (unless ``cache`` is off) then fan out; returns the messages that were new.
+
+        ``redelivery`` is passed to ``Store.insert_batch`` (the upstream's id-less messages).
+        """
         done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Publish(messages, cache, source, done))
+        await self._queue.put(_Publish(messages, cache, source, done, redelivery))
         return await done
 
     async def _writer(self) -> None:
@@ -231,10 +240,15 @@ class Hub:
         results: dict[int, list[Stored]] = {}
         for source, pubs in by_source.items():
             msgs = [m for p in pubs for m in p.messages]
+            keys = {k: v for p in pubs if p.redelivery for k, v in p.redelivery.items()}
             try:
                 forward = self.forward if source == "local" else None
                 stored = await asyncio.to_thread(
-                    self.store.insert_batch, msgs, source=source, forward=forward
+                    self.store.insert_batch,
+                    msgs,
+                    source=source,
+                    forward=forward,
+                    redelivery=keys or None,
                 )
             except EdgepushError as exc:
                 for p in pubs:

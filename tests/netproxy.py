@@ -4,6 +4,7 @@
         url = f"mqtt://127.0.0.1:{proxy.port}"
         proxy.delay = 0.05      # every chunk waits 50 ms before it is forwarded
         proxy.stall()           # links open now stop forwarding (sockets stay open)
+        proxy.stall(direction="up")  # ... only client -> target (the client's acks vanish)
         proxy.resume()          # ... and forward again (what they read meanwhile included)
         proxy.cut()             # close every open link (both sides)
 
@@ -27,9 +28,11 @@ class _Link:
     def __init__(self, client: socket.socket, upstream: socket.socket, stalled: bool) -> None:
         self.client = client
         self.upstream = upstream
-        self.flowing = threading.Event()
+        # one gate per direction: "up" is client -> target, "down" target -> client
+        self.gates = {"up": threading.Event(), "down": threading.Event()}
         if not stalled:
-            self.flowing.set()
+            for gate in self.gates.values():
+                gate.set()
         self.closed = False
         self.lock = threading.Lock()
 
@@ -38,7 +41,8 @@ class _Link:
             if self.closed:
                 return
             self.closed = True
-        self.flowing.set()  # release a stalled pump so it sees the close
+        for gate in self.gates.values():
+            gate.set()  # release a stalled pump so it sees the close
         for s in (self.client, self.upstream):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -109,10 +113,12 @@ class NetProxy:
             with self._lock:
                 self._links.append(link)
                 self.accepted += 1
-            self._spawn(self._pump, link, client, upstream)
-            self._spawn(self._pump, link, upstream, client)
+            self._spawn(self._pump, link, client, upstream, link.gates["up"])
+            self._spawn(self._pump, link, upstream, client, link.gates["down"])
 
-    def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(
+        self, link: _Link, src: socket.socket, dst: socket.socket, gate: threading.Event
+    ) -> None:
         while True:
             try:
                 data = src.recv(65536)
@@ -123,7 +129,7 @@ class NetProxy:
                 return
             if self.delay:
                 time.sleep(self.delay)
-            link.flowing.wait()
+            gate.wait()
             if link.closed:
                 return
             try:
@@ -137,16 +143,23 @@ class NetProxy:
         with self._lock:
             return [link for link in self._links if not link.closed]
 
-    def stall(self, *, new_links: bool = False) -> None:
-        """Stop forwarding on every open link (and new ones with ``new_links``)."""
+    def stall(self, *, new_links: bool = False, direction: str = "both") -> None:
+        """Stop forwarding on every open link (and new ones with ``new_links``).
+
+        ``direction="up"`` stalls only client -> target (what the client sends is read and
+        held, never delivered), ``"down"`` only target -> client.
+        """
         self._stall_new = new_links
+        names = ("up", "down") if direction == "both" else (direction,)
         for link in self.links:
-            link.flowing.clear()
+            for name in names:
+                link.gates[name].clear()
 
     def resume(self) -> None:
         self._stall_new = False
         for link in self.links:
-            link.flowing.set()
+            for gate in link.gates.values():
+                gate.set()
 
     def cut(self) -> None:
         """Close every open link, both sides."""

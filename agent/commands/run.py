@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(cfg: AgentConfig) -> int:
     """Run the service until SIGINT/SIGTERM; its exit cancels every task (bounded: < 5 s)."""
-    from agent.service import AgentService
+    from agent.service import AgentService, tune_gc
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,6 +58,7 @@ async def serve(cfg: AgentConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with AgentService(cfg):
+            tune_gc()  # after start-up, so what start-up made is frozen
             await stop.wait()
             log.info("stopping")
     except* EdgepushError as group:

@@ -7,6 +7,9 @@ The contract every transport keeps (it is what makes "nothing lost, nothing twic
    PUBACKs in receive order; ntfy streams: nothing to send, the cursor went into the same
    transaction as the messages). If ``sink`` raises StoreBusy, the transport keeps the batch,
    waits, and calls ``sink`` again with it; it never acks an uncommitted message.
+   An id-less MQTT message is listed in ``batch.redelivery`` (its packet id, DUP flag and a
+   digest of topic and payload), which the sink passes to ``Store.insert_batch`` so that the
+   broker resending it after a crash between commit and PUBACK is recognised as stored.
 2. A payload that cannot be decoded is logged with the reason and counted in
    ``batch.rejected`` — it is acknowledged with its batch, so it never stalls the ones behind.
 3. On a dropped or dead link, ``run`` reconnects by itself with ``agent.backoff`` and keeps
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from agent.envelope import Message
-from agent.store import OutboxItem
+from agent.store import OutboxItem, Redelivery
 
 ConnState = Literal["connected", "connecting", "offline"]
 
@@ -41,6 +44,8 @@ class Batch:
     cursor: tuple[str, str] | None = None
     """``(source, subscription)`` whose position is the last message id of this batch."""
     rejected: int = 0
+    redelivery: dict[str, Redelivery] = field(default_factory=dict)
+    """Message id -> where that id-less message came from (see ``Store.insert_batch``)."""
 
 
 BatchSink = Callable[[Batch], Awaitable[None]]

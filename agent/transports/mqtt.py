@@ -2,21 +2,28 @@
 
 Theory of operation
 -------------------
-paho runs its network loop in its own thread (``loop_start``). Its callbacks do nothing but
-hand events to the asyncio loop with ``loop.call_soon_threadsafe`` — that is the one place
-threads meet asyncio. On the loop, ``_serve`` takes whatever messages arrived (up to
-``mqtt.max_batch``), decodes them, awaits the sink (one transaction) and only then sends the
-PUBACKs, in receive order (``manual_ack=True``). A message that cannot be decoded is logged,
-counted in ``batch.rejected`` and acked with its batch, so it never stalls the others.
+paho runs on the asyncio loop, not in a thread of its own: after the blocking connect (a
+worker thread), the socket is watched with ``add_reader``/``add_writer`` (paho's external
+loop API: ``loop_read``, ``loop_write``, ``loop_misc``, ``on_socket_register_write``), so
+paho's callbacks run on the loop and there is no second thread contending for the GIL or
+waking the loop per burst (measured: docs/PERFORMANCE.md). Each readable event reads up to a
+burst of packets and queues their messages as one event. ``_serve`` takes whatever messages
+arrived (up to ``mqtt.max_batch``), decodes them, awaits the sink (one transaction, in a
+worker thread, while the loop keeps reading) and only then sends the PUBACKs, in receive
+order (``manual_ack=True``). A message that cannot be decoded is logged, counted in
+``batch.rejected`` and acked with its batch, so it never stalls the others.
 
 The session is persistent (clean start off, a session expiry), so what arrives while the
 agent is down, or was received but not acked before a crash, is redelivered by the broker;
-the store's UNIQUE id makes the redelivery a no-op.
+the store's UNIQUE id makes the redelivery a no-op. A message without an id of its own
+(plain text) is given one at decode; its packet id and a digest of topic and payload go into
+the batch (``batch.redelivery``) and are recorded with it, so a resend (DUP set) after a crash
+between commit and PUBACK gets the same id back (``Store.insert_batch`` lists the corner cases).
 
-Dead links: paho pings after ``keepalive`` seconds without traffic but only gives up a whole
-keepalive later. A watchdog here notes every packet paho reports receiving and, after
-``keepalive + max(keepalive/4, 2 s)`` of silence, shuts the socket down, so a stalled link is
-replaced within about 1.5 keepalives.
+Dead links: paho pings after ``keepalive`` seconds without traffic (the watchdog calls its
+``loop_misc`` every tick) but only gives up a whole keepalive later. The watchdog notes when
+bytes last arrived and, after ``keepalive + max(keepalive/4, 2 s)`` of silence, shuts the
+socket down, so a stalled link is replaced within about 1.5 keepalives.
 
 One paho ``Client`` per connection attempt: PUBACKs for a previous connection's packet ids
 must never go out on a new one.
@@ -26,13 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
 import time
 import urllib.parse
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,12 +61,13 @@ from agent.errors import (
     StoreBusy,
     TransportError,
 )
-from agent.store import OutboxItem
+from agent.store import OutboxItem, Redelivery
 from agent.transports import Batch, BatchSink, ConnState
 
 log = logging.getLogger("pushagent.mqtt")
 
 BACKOFF_CAP = 60.0
+READ_BURST = 256  # packets read per readable event before other tasks get the loop
 # MQTT 5 CONNACK reason codes (and their 3.1.1 return codes 4 and 5) a person must fix.
 _AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
 _AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
@@ -106,7 +114,14 @@ def parse_url(url: str) -> MqttUrl:
 
 
 class _Conn:
-    """One connected paho client: its events on an asyncio queue, its PUBACK waiters."""
+    """One connected paho client, driven by the asyncio loop: its events, its PUBACK waiters.
+
+    After the blocking connect (a worker thread) everything happens on the loop: ``attach``
+    registers the socket with ``add_reader``, and with ``add_writer`` while paho has bytes
+    queued (paho's ``on_socket_register_write``/``unregister_write``); paho's callbacks then
+    run inside ``loop_read``/``loop_write`` on the loop, so they touch asyncio objects
+    directly. ``loop_misc`` (keepalive pings) is called by the transport's watchdog.
+    """
 
     def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
@@ -116,20 +131,83 @@ class _Conn:
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
-        # Written by paho's thread, read by the watchdog: a float store is atomic in CPython.
         self.last_in = time.monotonic()
         self.lost = False
-        self.mailbox: deque[paho.MQTTMessage] = deque()
-        self.woken = False
+        self.inbox: list[paho.MQTTMessage] = []
+        self.packets = 0
+        """Packets paho handed to a callback: a read burst stops when this stands still."""
+        self._fd = -1
 
-    def collect(self) -> None:
-        """On the loop: move what paho's thread received onto the event queue, in order."""
-        self.woken = False
-        msgs = []
-        while self.mailbox:
-            msgs.append(self.mailbox.popleft())
-        if msgs:
-            self.events.put_nowait(("msgs", msgs))
+    # --- paho on the loop -----------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Start driving the connected client from the loop."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            raise ConnectionLost("the connection closed before it could be used")
+        self._fd = sock.fileno()
+        client.on_socket_close = lambda c, u, s: self.detach()
+        client.on_socket_register_write = lambda c, u, s: self._watch_write(True)
+        client.on_socket_unregister_write = lambda c, u, s: self._watch_write(False)
+        self.loop.add_reader(self._fd, self._readable)
+        if client.want_write():
+            client.loop_write()  # whatever paho queued meanwhile; registers the writer if needed
+
+    def detach(self) -> None:
+        """Stop watching the socket (paho calls this right before it closes it)."""
+        if self._fd >= 0:
+            self.loop.remove_reader(self._fd)
+            self.loop.remove_writer(self._fd)
+            self._fd = -1
+
+    def _watch_write(self, on: bool) -> None:
+        if self._fd < 0:
+            return
+        if on:
+            self.loop.add_writer(self._fd, self.client.loop_write)
+        else:
+            self.loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        """Read what has arrived, up to a burst, and queue its messages as one event."""
+        self.last_in = time.monotonic()
+        client = self.client
+        for _ in range(READ_BURST):
+            before = self.packets
+            # paho reads ONE packet per call (when nothing of ours is in flight); a call
+            # that produced no callback read nothing whole (or a PINGRESP): stop there, the
+            # socket stays readable if more is waiting.
+            if client.loop_read() != paho.MQTT_ERR_SUCCESS or self.packets == before:
+                break
+        if self.inbox:
+            self.events.put_nowait(("msgs", self.inbox))
+            self.inbox = []
+        sock = client.socket()
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self.loop.call_soon(self._readable)  # decrypted bytes the selector cannot see
+
+    def flush(self) -> None:
+        """Write what paho has queued now (acks after a commit) instead of next iteration."""
+        if self.client.want_write():
+            self.client.loop_write()
+
+    def shutdown(self) -> None:
+        """DISCONNECT if the link takes it, then close the socket whatever happened."""
+        client = self.client
+        if client.socket() is not None:
+            try:
+                client.disconnect()
+                client.loop_write()  # paho closes the socket once DISCONNECT is written
+            except Exception:
+                log.debug("disconnect failed", exc_info=True)
+        self.detach()
+        sock = client.socket()
+        if sock is not None:  # a stalled link did not take the DISCONNECT
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # --- the transport's side -----------------------------------------------------------------
 
     def fail_waiters(self, why: str) -> None:
         for fut in self.waiters.values():
@@ -138,7 +216,7 @@ class _Conn:
         self.waiters.clear()
 
     def kill(self) -> None:
-        """Shut the socket down (a stalled link): paho's thread sees EOF and reports the loss."""
+        """Shut the socket down (a stalled link): the reader sees EOF and paho reports it."""
         sock = self.client.socket()
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
@@ -231,7 +309,7 @@ class MqttTransport:
             if isinstance(sock, socket.socket):
                 # paho leaves Nagle on: every PUBACK would wait ~40 ms for the delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client.loop_start()
+            conn.attach()
             async with asyncio.timeout(timeout):
                 code, present = await conn.connack
             _check_connack(code)
@@ -265,12 +343,7 @@ class MqttTransport:
             self._conn = None
         conn.lost = True
         conn.fail_waiters("connection closed")
-        client = conn.client
-        try:
-            client.disconnect()
-        except Exception:
-            log.debug("disconnect failed", exc_info=True)
-        await asyncio.to_thread(client.loop_stop)
+        conn.shutdown()
 
     def _make_client(self) -> paho.Client:
         mqtt = self.cfg.mqtt
@@ -341,36 +414,27 @@ class MqttTransport:
             if code.is_failure:
                 raise AuthError(f"subscription to {topic!r} refused: {code}")
 
-    # --- paho's thread → the loop --------------------------------------------------------
+    # --- paho's callbacks (on the loop, inside loop_read/loop_write) -------------------------
 
     def _wire(self, conn: _Conn) -> None:
-        call = conn.loop.call_soon_threadsafe
-
         def on_connect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-            call(_resolve, conn.connack, (rc, bool(flags.session_present)))
+            conn.packets += 1
+            _resolve(conn.connack, (rc, bool(flags.session_present)))
 
         def on_subscribe(c: Any, u: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
-            call(_resolve, conn.suback, codes)
+            conn.packets += 1
+            _resolve(conn.suback, codes)
 
         def on_message(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
-            conn.last_in = time.monotonic()
-            # One wake-up per burst, not per message: the mailbox is a deque (appends are
-            # atomic); the loop clears ``woken`` before it empties the mailbox.
-            conn.mailbox.append(msg)
-            if not conn.woken:
-                conn.woken = True
-                call(conn.collect)
+            conn.packets += 1
+            conn.inbox.append(msg)  # handed on once per read burst (_Conn._readable)
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
-            conn.last_in = time.monotonic()
-            call(self._published, conn, mid, rc)
+            conn.packets += 1
+            self._published(conn, mid, rc)
 
         def on_disconnect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-            call(conn.events.put_nowait, ("lost", str(rc)))
-
-        def on_log(c: Any, u: Any, level: int, buf: str) -> None:
-            if buf.startswith("Received"):
-                conn.last_in = time.monotonic()
+            conn.events.put_nowait(("lost", str(rc)))
 
         client = conn.client
         client.on_connect = on_connect
@@ -378,7 +442,6 @@ class MqttTransport:
         client.on_message = on_message
         client.on_publish = on_publish
         client.on_disconnect = on_disconnect
-        client.on_log = on_log
 
     def _published(self, conn: _Conn, mid: int, rc: ReasonCode) -> None:
         fut = conn.waiters.pop(mid, None)
@@ -421,14 +484,24 @@ class MqttTransport:
 
     async def _deliver(self, conn: _Conn, msgs: list[paho.MQTTMessage], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
+        dups = 0
         for msg in msgs:
+            payload = bytes(msg.payload)
             try:
-                batch.messages.append(
-                    decode(bytes(msg.payload), topic=msg.topic, max_size=self.cfg.max_message_size)
-                )
+                m = decode(payload, topic=msg.topic, max_size=self.cfg.max_message_size)
             except MessageError as exc:
                 batch.rejected += 1
                 log.warning("rejected a message on %r: %s (acked, not stored)", msg.topic, exc)
+                continue
+            batch.messages.append(m)
+            dups += msg.dup
+            # Id-less means decode made the id up: a fresh random id cannot occur in the
+            # payload, a payload's own id does (unless \u-escaped; then the record maps the
+            # message to its own id, which is harmless).
+            if msg.qos > 0 and m.id.encode() not in payload:
+                batch.redelivery[m.id] = Redelivery(msg.mid, _digest(msg.topic, payload), msg.dup)
+        if dups:
+            log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
         delays = backoff(initial=0.2, cap=5.0)
         while True:
             try:
@@ -442,12 +515,14 @@ class MqttTransport:
         for msg in msgs:  # receive order, after the commit
             if msg.qos > 0:
                 conn.client.ack(msg.mid, msg.qos)
+        conn.flush()
 
     async def _watchdog(self, conn: _Conn) -> None:
         keepalive = self.cfg.mqtt.keepalive
         limit = keepalive + max(keepalive / 4, 2.0)
         while True:
             await asyncio.sleep(min(1.0, keepalive / 10))
+            conn.client.loop_misc()  # paho's keepalive: PINGREQ when due
             silent = time.monotonic() - conn.last_in
             if silent > limit:
                 log.warning(
@@ -472,8 +547,9 @@ class MqttTransport:
         info = conn.client.publish(topic, payload, qos=1)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLost(f"{self.url}: publish failed: {paho.error_string(info.rc)}")
-        # on_publish cannot have run yet: it is scheduled on this loop, which we hold.
+        # on_publish cannot have run yet: it runs in a read callback on this loop, which we hold.
         conn.waiters[info.mid] = fut
+        conn.flush()
         limit = timeout if timeout is not None else self.cfg.mqtt.connect_timeout
         try:
             async with asyncio.timeout(limit):
@@ -481,6 +557,13 @@ class MqttTransport:
         except TimeoutError:
             conn.waiters.pop(info.mid, None)
             raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
+
+
+def _digest(topic: str, payload: bytes) -> bytes:
+    h = hashlib.blake2b(topic.encode(), digest_size=16)
+    h.update(b"\0")  # MQTT topics cannot contain NUL: topic and payload never run together
+    h.update(payload)
+    return h.digest()
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
