@@ -178,7 +178,31 @@ def _json_object(text: str) -> dict[str, Any] | None:
         obj = _DECODER.decode(stripped)
     except (ValueError, RecursionError):
         return None
+    check_unicode(stripped, obj, "payload")
     return obj if isinstance(obj, dict) else None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_unicode(text: str, obj: Any, field: str) -> None:
+    """Reject JSON whose ``\\u`` escapes decode to an unpaired UTF-16 surrogate.
+
+    ``json.loads('"\\ud800"')`` succeeds, but the result is not Unicode text: it cannot be
+    encoded as UTF-8, so SQLite (and D-Bus, and a terminal) would fail on it far from here.
+    Raw bytes cannot carry one (they were UTF-8-decoded already), so only the escape needs
+    looking for; a paired escape (an emoji as ``\\ud83d\\ude00``) decodes to one valid
+    character and passes.
+    """
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        try:
+            dumps(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MessageError(
+                f"{field} has an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): "
+                "not Unicode text",
+                field=field,
+            ) from None
 
 
 def _reject_constant(name: str) -> Any:

@@ -375,7 +375,13 @@ class Store:
                     fresh.append(m)
             before = _last_seq(conn) if fresh else 0
             if fresh:
-                conn.execute(_INSERT_MANY, (dumps([_row(m, source, now) for m in fresh]),))
+                rows = [_row(m, source, now) for m in fresh]
+                if any("\x00" in v for row in rows for v in row if isinstance(v, str)):
+                    # json_extract hands text back as a C string, cut at the first NUL: a
+                    # batch carrying one is bound row by row instead, so it is stored whole.
+                    conn.executemany(_INSERT, rows)
+                else:
+                    conn.execute(_INSERT_MANY, (dumps(rows),))
             last = _last_seq(conn) if fresh else 0
             if fresh:
                 conn.execute(

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
-from agent.envelope import Message, check_id, dumps, encode, from_fields
+from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
 from agent.errors import AuthError, MessageError, StoreBusy, StoreError
 from agent.store import STATES
 from edge_relay.core import check_relay_topic, parse_actions
@@ -149,6 +149,7 @@ def _actions(text: str) -> list[dict[str, Any]]:
             value = json.loads(text)
         except ValueError:
             raise MessageError("Actions is not valid JSON", field="actions") from None
+        check_unicode(text, value, "actions")
         if not isinstance(value, list):
             raise MessageError("Actions JSON must be a list", field="actions")
         return value
@@ -160,9 +161,11 @@ async def publish_json(request: web.Request) -> web.Response:
     state: RelayState = request.app["state"]
     body = await _read_body(request, state.cfg.limits.message_size + 4096)
     try:
-        obj = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        obj = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise MessageError("body is not a JSON object", field="body") from None
+    check_unicode(text, obj, "body")
     if not isinstance(obj, dict):
         raise MessageError("body must be a JSON object", field="body")
     topic = obj.get("topic")
@@ -185,9 +188,11 @@ async def receipts_post(request: web.Request) -> web.Response:
     ident = state.identify(request)
     body = await _read_body(request, 256 * 1024)
     try:
-        items = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        items = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise MessageError("body is not JSON", field="body") from None
+    check_unicode(text, items, "body")
     if not isinstance(items, list) or len(items) > 1000:
         raise MessageError("body must be a list of at most 1000 receipts", field="body")
     by_device: dict[str, list[tuple[str, str, float]]] = defaultdict(list)

@@ -213,3 +213,13 @@ def test_priority_words_are_case_and_space_insensitive() -> None:
     assert decode(b'{"message": "x", "priority": " High "}').priority == 4
     assert decode(b'{"message": "x", "priority": "DEFAULT"}').priority == 3
     assert decode(b'{"message": "x", "priority": 5.0}').priority == 5
+
+
+def test_unpaired_surrogate_escape_is_rejected_and_a_paired_one_kept() -> None:
+    # json.loads accepts "\ud800", but the result is not Unicode text and would fail far away
+    # (SQLite, D-Bus) if it got through; a paired escape is one real character.
+    for payload in (b'{"message": "a\\ud800b"}', b'{"message": "x", "extra": ["\\uDFFF"]}'):
+        with pytest.raises(MessageError, match="surrogate") as info:
+            decode(payload)
+        assert info.value.field == "payload"
+    assert decode(b'{"message": "smile \\ud83d\\ude00"}').message == "smile \U0001f600"

@@ -415,3 +415,16 @@ def test_failing_migration_rolls_back_whole(
         assert "998_broken" not in s._applied()
         assert s.conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchall() == []
         assert s.count() == 1
+
+
+def test_text_with_nul_characters_is_stored_whole(tmp_path: Path) -> None:
+    # The one-statement batch insert goes through json_extract, which cuts text at a NUL;
+    # a batch carrying one must still store every character.
+    with_nul = from_fields({"id": "nul1", "title": "a\x00b", "message": "before\x00after"})
+    plain = from_fields({"id": "nul2", "message": "plain"})
+    with Store(tmp_path / "s.db") as store:
+        assert [s.message.id for s in store.insert_batch([with_nul, plain])] == ["nul1", "nul2"]
+        got = store.get("nul1")
+        assert got is not None and got.message == with_nul
+        assert got.message.message == "before\x00after" and got.message.title == "a\x00b"
+        assert [r.message.id for r in store.query(search="after")] == ["nul1"]
