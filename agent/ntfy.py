@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from agent.envelope import Message, check_id, from_fields
+from agent.envelope import Message, check_id, check_unicode, from_fields
 from agent.errors import ConfigError, ConnectionLost, MessageError
 
 DEFAULT_KEEPALIVE = 45.0
@@ -188,6 +188,7 @@ def parse_frame(frame: str | bytes, *, max_size: int) -> Event:
         return Event("other")
     fields = {k: v for k, v in obj.items() if k != "event"}
     try:
+        check_unicode(frame, fields, "message")
         return Event("message", message=from_fields(fields))
     except MessageError as exc:
         return Event("rejected", reason=f"{exc} (field {exc.field})", id=_usable_id(fields))

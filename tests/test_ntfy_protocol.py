@@ -210,3 +210,9 @@ def test_relay_url_from_mdns_records() -> None:
     assert relay_url([], 8080, {}) is None
     assert relay_url(["nonsense"], 8080, {}) is None
     assert relay_url(["10.0.0.2"], 0, {}) is None
+
+
+def test_message_with_an_unpaired_surrogate_escape_is_rejected_not_stored() -> None:
+    # it would decode, then fail to encode as UTF-8 in the store and stall the batch behind it
+    ev = parse_frame('{"event": "message", "id": "m2", "message": "a\\ud800"}', max_size=4096)
+    assert ev.kind == "rejected" and ev.id == "m2" and "surrogate" in (ev.reason or "")
