@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from agent.envelope import Message, check_id, check_unicode, from_fields
@@ -50,9 +50,9 @@ AUTO = "auto"
 EventKind = Literal["open", "keepalive", "message", "poll_request", "rejected", "other"]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One decoded stream frame."""
+class Event(NamedTuple):
+    """One decoded stream frame (a NamedTuple: immutable, and built once per frame at about
+    half the cost of a frozen dataclass, whose ``__init__`` goes through object.__setattr__)."""
 
     kind: EventKind
     message: Message | None = None
