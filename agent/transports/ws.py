@@ -257,7 +257,10 @@ class WsTransport:
                 self._last_frame = loop.time()
                 event = parse_frame(frame, max_size=max_size)
                 if event.kind == "message" and event.message is not None:
-                    await queue.put(event.message)
+                    if queue.full():  # the committer is behind: wait for room
+                        await queue.put(event.message)
+                    else:  # the common case, without a coroutine per frame
+                        queue.put_nowait(event.message)
                 elif event.kind == "rejected":
                     log.warning("%s: rejected message %s: %s", self.url, event.id, event.reason)
                     await queue.put(_REJECTED)
