@@ -72,6 +72,14 @@ READ_BURST = 256  # packets read per readable event before other tasks get the l
 _AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
 _AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
 
+# A received message as the transport keeps it until its PUBACK: (packet id, QoS, DUP, topic,
+# payload); topic None: not valid UTF-8, rejected at decode. A plain tuple of ints/str/bytes,
+# not paho's MQTTMessage: that one drags along MQTT 5 Properties and an MQTTMessageInfo with a
+# threading.Condition, and a backlog keeps thousands alive across a commit, which every GC
+# pass then walks (~0.3 s of a 2 s drain). The cyclic GC stops tracking such a tuple at its
+# first pass, and paho's objects die as on_message returns.
+Received = tuple[int, int, bool, str | None, bytes]
+
 
 @dataclass(frozen=True)
 class MqttUrl:
@@ -127,13 +135,13 @@ class _Conn:
         self.client = client
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        """``("msgs", [MQTTMessage, ...])`` in receive order, or ``("lost", why)``."""
+        """``("msgs", [Received, ...])`` in receive order, or ``("lost", why)``."""
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
         self.last_in = time.monotonic()
         self.lost = False
-        self.inbox: list[paho.MQTTMessage] = []
+        self.inbox: list[Received] = []
         self.packets = 0
         """Packets paho handed to a callback: a read burst stops when this stands still."""
         self._fd = -1
@@ -427,7 +435,12 @@ class MqttTransport:
 
         def on_message(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
             conn.packets += 1
-            conn.inbox.append(msg)  # handed on once per read burst (_Conn._readable)
+            try:
+                topic: str | None = msg.topic
+            except UnicodeDecodeError:  # raised here, not in paho: it must not end the read
+                topic = None
+            # Handed on once per read burst (_Conn._readable).
+            conn.inbox.append((msg.mid, msg.qos, msg.dup, topic, bytes(msg.payload)))
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
             conn.packets += 1
@@ -458,7 +471,7 @@ class MqttTransport:
         """Deliver batches until the connection is lost; return why it was lost."""
         watchdog = asyncio.create_task(self._watchdog(conn))
         limit = self.cfg.mqtt.max_batch
-        pending: list[paho.MQTTMessage] = []  # received, not yet in a batch (receive order)
+        pending: list[Received] = []  # received, not yet in a batch (receive order)
         lost: str | None = None
         try:
             while True:
@@ -482,24 +495,25 @@ class MqttTransport:
             watchdog.cancel()
             conn.fail_waiters("connection lost")
 
-    async def _deliver(self, conn: _Conn, msgs: list[paho.MQTTMessage], sink: BatchSink) -> None:
+    async def _deliver(self, conn: _Conn, msgs: list[Received], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
         dups = 0
-        for msg in msgs:
-            payload = bytes(msg.payload)
+        for mid, qos, dup, topic, payload in msgs:
             try:
-                m = decode(payload, topic=msg.topic, max_size=self.cfg.max_message_size)
+                if topic is None:
+                    raise MessageError("the topic is not valid UTF-8", field="topic")
+                m = decode(payload, topic=topic, max_size=self.cfg.max_message_size)
             except MessageError as exc:
                 batch.rejected += 1
-                log.warning("rejected a message on %r: %s (acked, not stored)", msg.topic, exc)
+                log.warning("rejected a message on %r: %s (acked, not stored)", topic, exc)
                 continue
             batch.messages.append(m)
-            dups += msg.dup
+            dups += dup
             # Id-less means decode made the id up: a fresh random id cannot occur in the
             # payload, a payload's own id does (unless \u-escaped; then the record maps the
             # message to its own id, which is harmless).
-            if msg.qos > 0 and m.id.encode() not in payload:
-                batch.redelivery[m.id] = Redelivery(msg.mid, _digest(msg.topic, payload), msg.dup)
+            if qos > 0 and m.id.encode() not in payload:
+                batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
         delays = backoff(initial=0.2, cap=5.0)
@@ -512,9 +526,9 @@ class MqttTransport:
                 delay = next(delays)
                 log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-        for msg in msgs:  # receive order, after the commit
-            if msg.qos > 0:
-                conn.client.ack(msg.mid, msg.qos)
+        for mid, qos, _, _, _ in msgs:  # receive order, after the commit
+            if qos > 0:
+                conn.client.ack(mid, qos)
         conn.flush()
 
     async def _watchdog(self, conn: _Conn) -> None:
