@@ -53,14 +53,15 @@ OUTBOX_BATCH = 200
 def tune_gc() -> None:
     """Garbage-collector settings for a resident agent process (``pushagent run``).
 
-    paho allocates several container objects per received message (the MQTTMessage, its MQTT 5
-    Properties, an MQTTMessageInfo holding a threading.Condition), and a batch keeps up to
-    ``mqtt.max_batch`` of them alive across its commit. With the default gen0 threshold of 700
-    a 20,000-message backlog triggered ~2,100 collections (16 of them full, up to 0.2 s each):
-    1.8-2.0 s of a 3-4 s drain. A threshold of 20,000 makes that ~60 collections, 0.33 s
-    (bench/mqtt_ingest.py applies the same settings to both sides). Reference cycles are still
-    collected, just in larger steps. What is alive after start-up (modules, configuration) is
-    frozen out of the collector's view, so a full collection does not walk it again.
+    A backlog drain allocates container objects for every message (paho's packet parsing, the
+    envelope, the batch) faster than the default gen0 threshold of 700 lets them go: a
+    20,000-message backlog once triggered ~2,100 collections (16 of them full, up to 0.2 s
+    each), 1.8-2.0 s of a 3-4 s drain. A threshold of 20,000 makes that a few dozen
+    (bench/mqtt_ingest.py applies the same settings to both sides; the MQTT transport also
+    keeps received messages as plain tuples, which the collector stops tracking). Reference
+    cycles are still collected, just in larger steps. What is alive after start-up (modules,
+    configuration) is frozen out of the collector's view, so a full collection does not walk
+    it again.
     """
     gc.set_threshold(20_000, 50, 100)
     gc.freeze()
@@ -254,13 +255,18 @@ class AgentService:
                     await self._show(batch)
 
     async def _show(self, items: Sequence[Stored]) -> None:
-        assert self._notifier is not None
+        notifier = self._notifier
+        assert notifier is not None
+        step = notifier.hand_off_size or len(items)
         async with self._write_lock:
-            await self._notifier.show(items)
-            # No await between show() and the mark: the repeat-on-crash window stays minimal.
-            self.store.mark_notified(items[-1].seq)
-        self._shown_seq = items[-1].seq
-        self.handed_over += len(items)
+            for start in range(0, len(items), step):
+                part = items[start : start + step]
+                await notifier.show(part)
+                # No await between show() and the mark, and the mark takes no lock
+                # (agent.handoff): a crash repeats at most this one slice.
+                self.store.mark_notified(part[-1].seq)
+                self._shown_seq = part[-1].seq
+                self.handed_over += len(part)
 
     # --- receipts -------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.envelope import Message, dumps, encode
 from agent.errors import InvalidState, StoreBusy, StoreError
+from agent.handoff import HandOffMark
 from agent.timeparse import Since
 
 STATES = ("received", "delivered", "displayed", "clicked", "dismissed", "read")
@@ -207,6 +208,7 @@ class Store:
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._mark = HandOffMark(path.with_name(path.name + "-notified"))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -232,6 +234,7 @@ class Store:
         return self
 
     def close(self) -> None:
+        self._mark.close()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -278,17 +281,10 @@ class Store:
         return [r[0] for r in rows]
 
     @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError.
-
-        ``durable=False`` commits without an fsync (``synchronous=NORMAL`` for this one
-        transaction): it survives a crash of the process (the WAL is in the OS's hands) but a
-        power cut only once the next durable commit has synced the WAL, which holds it too.
-        """
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError."""
         with self._lock:
             conn = self.conn
-            if not durable:
-                conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -308,9 +304,6 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: {_explain(exc)}") from None
-            finally:
-                if not durable:
-                    conn.execute("PRAGMA synchronous=FULL")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -557,10 +550,13 @@ class Store:
     # --- notifier hand-off --------------------------------------------------------------------
 
     def notified_seq(self) -> int:
+        """The hand-off mark (``agent.handoff``): 0 on a fresh database."""
+        return self._mark.get(self._mark_floor())
+
+    def _mark_floor(self) -> int:
+        # The copy in SQLite, refreshed durably by prune; used only if the side file is lost.
         value = self.get_meta("notified_seq")
-        if value is None:
-            return 0  # a fresh database: everything stored is still to be shown
-        return int(value)
+        return int(value) if value is not None and value.isdigit() else 0
 
     def pending_notifications(self, limit: int = 1000) -> list[Stored]:
         """Stored messages not yet handed to the notifier, oldest first."""
@@ -569,17 +565,10 @@ class Store:
     def mark_notified(self, seq: int) -> None:
         """Everything up to ``seq`` has been handed to the notifier.
 
-        Committed without an fsync (1.7-4 ms on the dev box's disk, on the agent's event
-        loop for every batch): a SIGKILL cannot lose it, and a power cut loses it only until
-        the next batch's durable commit; losing it means showing that batch again, which is
-        the documented window anyway.
+        Written to the side file of ``agent.handoff``: no SQLite lock, so it never waits for
+        a batch committing in another thread (that wait was the repeat-on-crash window).
         """
-        with self._write(durable=False) as conn:
-            conn.execute(
-                "INSERT INTO meta VALUES ('notified_seq', ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                (str(seq),),
-            )
+        self._mark.advance(seq)
 
     # --- states, receipts and the outbox ---------------------------------------------------------
 
@@ -698,9 +687,11 @@ class Store:
         kept whatever their age. Returns how many were deleted.
         """
         cutoff = (now if now is not None else time.time()) - max_age
+        keep_after = self.notified_seq()
         with self._write() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'notified_seq'").fetchone()
-            keep_after = int(row[0]) if row else 0
+            conn.execute(  # the durable copy of the hand-off mark (see _mark_floor)
+                "INSERT OR REPLACE INTO meta VALUES ('notified_seq', ?)", (str(keep_after),)
+            )
             deleted = conn.execute(
                 "DELETE FROM messages WHERE max(time, received) < ? AND seq <= ?",
                 (cutoff, keep_after),

@@ -47,6 +47,7 @@ class CommandNotifier:
     """A bounded pool of workers running ``cfg.argv`` per message."""
 
     name = "command"
+    hand_off_size = 0  # the whole batch: the service marks after it
 
     def __init__(self, cfg: CommandConfig, on_event: EventSink) -> None:
         if not cfg.argv:

@@ -71,6 +71,7 @@ class DesktopNotifier:
     """Native notifications; falls back to ``log`` when the platform cannot show them."""
 
     name = "desktop"
+    hand_off_size = 0  # the whole batch: the service marks after it
 
     def __init__(self, cfg: DesktopConfig, on_event: EventSink) -> None:
         self._cfg = cfg

@@ -64,6 +64,8 @@ def summary_item(summary: rules.Summary, now: float) -> Stored:
 class RulesNotifier:
     """Rules first, then ``backend``. An async context manager that owns its flush task."""
 
+    hand_off_size = 0  # whole batches: bursts are judged over what arrived together
+
     def __init__(
         self,
         backend: Notifier,

@@ -25,12 +25,20 @@ Only ``agent.transports.mqtt`` imports paho; only ``agent.transports.ws`` import
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from agent.backoff import backoff
+from agent.config import TlsConfig
 from agent.envelope import Message
+from agent.errors import ConfigError, StoreBusy
 from agent.store import OutboxItem, Redelivery
+
+log = logging.getLogger("pushagent.transport")
 
 ConnState = Literal["connected", "connecting", "offline"]
 
@@ -64,3 +72,36 @@ class Transport(Protocol):
 def destinations(items: Sequence[OutboxItem]) -> set[str]:
     """The distinct destinations of outbox items (for logging and batching)."""
     return {i.destination for i in items}
+
+
+async def commit(batch: Batch, sink: BatchSink) -> None:
+    """Await ``sink(batch)`` until it has committed (rule 1 of the contract above).
+
+    StoreBusy (the database locked, the disk full) means: wait and offer the same batch again.
+    Nothing is acknowledged meanwhile, so the server keeps every message of it.
+    """
+    delays = backoff(initial=0.2, cap=5.0)
+    while True:
+        try:
+            await sink(batch)
+            return
+        except StoreBusy as exc:
+            delay = next(delays)
+            log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The TLS context for mqtts:// and https:// servers: the system CAs unless ``ca_file``,
+    a client certificate if configured; ``insecure`` turns verification off (the transport
+    logs a warning on each connect)."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls: cannot load certificates: {exc}") from None
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -58,11 +58,10 @@ from agent.errors import (
     ConfigError,
     ConnectionLost,
     MessageError,
-    StoreBusy,
     TransportError,
 )
 from agent.store import OutboxItem, Redelivery
-from agent.transports import Batch, BatchSink, ConnState
+from agent.transports import Batch, BatchSink, ConnState, commit, tls_context
 
 log = logging.getLogger("pushagent.mqtt")
 
@@ -369,21 +368,8 @@ class MqttTransport:
         if self._username:
             client.username_pw_set(self._username, self._password)
         if self.parsed.tls:
-            client.tls_set_context(self._tls_context())
+            client.tls_set_context(tls_context(self.cfg.tls))
         return client
-
-    def _tls_context(self) -> ssl.SSLContext:
-        tls = self.cfg.tls
-        try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file:
-                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"tls: cannot load certificates: {exc}") from None
-        if tls.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
 
     def _connect(self, client: paho.Client) -> None:
         """Blocking TCP/TLS connect and CONNECT (run in a worker thread)."""
@@ -516,16 +502,7 @@ class MqttTransport:
                 batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
-        delays = backoff(initial=0.2, cap=5.0)
-        while True:
-            try:
-                await sink(batch)
-                break
-            except StoreBusy as exc:
-                # Nothing is acked: the broker keeps the messages until the store is back.
-                delay = next(delays)
-                log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+        await commit(batch, sink)  # nothing is acked until then: the broker keeps them
         for mid, qos, _, _, _ in msgs:  # receive order, after the commit
             if qos > 0:
                 conn.client.ack(mid, qos)

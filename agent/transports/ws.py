@@ -54,13 +54,12 @@ from agent.errors import (
     ConfigError,
     ConnectionLost,
     MessageError,
-    StoreBusy,
     TransportError,
 )
 from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
 from agent.store import OutboxItem, Store
 from agent.tasks import reap
-from agent.transports import Batch, BatchSink, ConnState
+from agent.transports import Batch, BatchSink, ConnState, commit, tls_context
 
 log = logging.getLogger("pushagent.ws")
 
@@ -199,7 +198,7 @@ class WsTransport:
                 max_queue=64,
                 proxy=None,
                 compression=None,
-                ssl=self._tls_context() if self.server.tls else None,
+                ssl=tls_context(self.cfg.tls) if self.server.tls else None,
                 user_agent_header="pushagent",
             ) as ws:
                 await self._await_open(ws)
@@ -327,7 +326,7 @@ class WsTransport:
                 else:
                     end = item
             if batch.messages or batch.rejected:
-                await _deliver(batch, sink)
+                await commit(batch, sink)
             if end is not None:
                 raise end
 
@@ -369,7 +368,7 @@ class WsTransport:
 
     async def _post(self, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", **self._auth_headers()}
-        ctx = self._tls_context() if self.server.tls else None
+        ctx = tls_context(self.cfg.tls) if self.server.tls else None
         timeout = self.cfg.ws.connect_timeout
         await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
 
@@ -386,32 +385,6 @@ class WsTransport:
                 f"{self.server.http_base} --token-stdin"
             )
         return ConnectionLost(f"server answered HTTP {status} to the WebSocket upgrade")
-
-    def _tls_context(self) -> ssl.SSLContext:
-        tls = self.cfg.tls
-        try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file:
-                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"tls: cannot load certificates: {exc}") from None
-        if tls.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
-
-async def _deliver(batch: Batch, sink: BatchSink) -> None:
-    """Await the sink until it committed; StoreBusy means wait and offer the same batch."""
-    delays = backoff(initial=0.2, cap=5.0)
-    while True:
-        try:
-            await sink(batch)
-            return
-        except StoreBusy as exc:
-            delay = next(delays)
-            log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
 
 
 def _publish_body(item: OutboxItem) -> bytes:
