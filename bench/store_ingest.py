@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.envelope import Message, from_fields  # noqa: E402
-from agent.store import _INSERT, Store, _row  # noqa: E402
+from agent.store import Store  # noqa: E402
+from agent.store.schema import _INSERT, _row  # noqa: E402
 
 TOTAL = 10_000
 

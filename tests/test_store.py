@@ -13,6 +13,8 @@ from agent import store as store_mod
 from agent.envelope import Message, from_fields
 from agent.errors import StoreBusy, StoreError
 from agent.store import MIGRATIONS, Store
+from agent.store import base as store_base
+from agent.store import schema as store_schema
 from agent.timeparse import Since
 
 
@@ -357,7 +359,7 @@ def test_new_migration_applies_once_on_an_old_database(
         calls.append("ran")
         db.execute("CREATE TABLE extra (x INTEGER)")  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", (*MIGRATIONS, ("999_extra", m999)))
+    monkeypatch.setattr(store_base, "MIGRATIONS", (*MIGRATIONS, ("999_extra", m999)))
     for _ in range(2):
         with Store(path) as s:
             assert s.count() == 1
@@ -374,9 +376,9 @@ def test_corrupt_file_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
 
 
 def test_malformed_is_corruption_not_busy() -> None:
-    assert not store_mod._passing("database disk image is malformed")
-    assert store_mod._passing("database is locked")
-    assert store_mod._passing("database or disk is full")
+    assert not store_schema._passing("database disk image is malformed")
+    assert store_schema._passing("database is locked")
+    assert store_schema._passing("database or disk is full")
 
 
 def test_closed_store_is_a_clear_bug(tmp_path: Path) -> None:
@@ -407,10 +409,10 @@ def test_failing_migration_rolls_back_whole(
         db.execute("CREATE TABLE half (x INTEGER)")  # type: ignore[attr-defined]
         db.execute("THIS IS NOT SQL")  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", (*MIGRATIONS, ("998_broken", broken)))
+    monkeypatch.setattr(store_base, "MIGRATIONS", (*MIGRATIONS, ("998_broken", broken)))
     with pytest.raises(StoreError, match=r"a\.db: .*syntax error"):
         Store(path).open()
-    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(store_base, "MIGRATIONS", MIGRATIONS)
     with Store(path) as s:
         assert "998_broken" not in s._applied()
         assert s.conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchall() == []

@@ -1,0 +1,155 @@
+"""States, receipts, the outbox and retention: what the store keeps besides the messages
+themselves. Part of ``agent.store``."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.envelope import dumps
+from agent.store.base import _Base
+from agent.store.schema import _RANK, STATES, OutboxItem
+
+
+class _Ledger(_Base):
+    # --- states, receipts and the outbox ---------------------------------------------------------
+
+    def record_states(
+        self,
+        events: Sequence[tuple[str, str, float]],
+        *,
+        receipt_destination: str | None = None,
+        device: str = "",
+    ) -> int:
+        """Record ``(message_id, state, time)`` events; queue receipts if a destination is set.
+
+        A message's visible state only moves forward (read beats clicked beats displayed).
+        Unknown ids are ignored. Returns how many events named a stored message.
+        """
+        for _, state, _ in events:
+            if state not in STATES:
+                raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
+        with self._write() as conn:
+            ids = [e[0] for e in events]
+            known = self._existing_ids(conn, ids)
+            valid = [e for e in events if e[0] in known]
+            for message_id, state, _ in valid:
+                conn.execute(
+                    "UPDATE messages SET state = ? WHERE id = ? AND "
+                    "(CASE state WHEN 'read' THEN 4 WHEN 'clicked' THEN 3 WHEN 'dismissed' "
+                    "THEN 2 WHEN 'displayed' THEN 1 ELSE 0 END) < ?",
+                    (state, message_id, _RANK[state]),
+                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?)",
+                [(mid, st, device, t) for mid, st, t in valid],
+            )
+            if receipt_destination is not None:
+                self._queue_receipts(conn, valid, receipt_destination, device)
+        return len(valid)
+
+    @staticmethod
+    def _queue_receipts(
+        conn: sqlite3.Connection,
+        events: Sequence[tuple[str, str, float]],
+        destination: str,
+        device: str,
+    ) -> None:
+        rows = []
+        for message_id, state, at in events:
+            body: dict[str, Any] = {"id": message_id, "state": state, "time": int(at)}
+            if device:
+                body["device"] = device
+            rows.append(("receipt", destination, dumps(body), at))
+        conn.executemany(
+            "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)", rows
+        )
+
+    def receipts_for(self, message_id: str) -> list[tuple[str, str, float]]:
+        """``(state, device, time)`` for each receipt recorded for a message."""
+        rows = self._read(
+            "SELECT state, device, time FROM receipts WHERE message_id = ? ORDER BY time",
+            (message_id,),
+        )
+        return [(str(s), str(d), float(t)) for s, d, t in rows]
+
+    def topic_stats(self) -> dict[str, dict[str, int]]:
+        """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""
+        table: dict[str, dict[str, int]] = {}
+        for topic, n in self._read("SELECT topic, count(*) FROM messages GROUP BY topic"):
+            table[str(topic)] = {"published": int(n), "delivered": 0, "displayed": 0, "clicked": 0}
+        rows = self._read(
+            "SELECT m.topic, r.state, count(*) FROM receipts r JOIN messages m "
+            "ON m.id = r.message_id GROUP BY m.topic, r.state"
+        )
+        for topic, state, n in rows:
+            table.setdefault(str(topic), {"published": 0})[str(state)] = int(n)
+        return table
+
+    def outbox_add(self, kind: str, destination: str, payload: str) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)",
+                (kind, destination, payload, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def outbox_peek(self, limit: int = 100, kind: str | None = None) -> list[OutboxItem]:
+        """The oldest waiting items (they stay until ``outbox_done``)."""
+        sql = "SELECT seq, kind, destination, payload, attempts FROM outbox"
+        params: list[Any] = []
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params.append(kind)
+        rows = self._read(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+        return [OutboxItem(int(s), str(k), str(d), str(p), int(a)) for s, k, d, p, a in rows]
+
+    def outbox_done(self, seqs: Iterable[int]) -> None:
+        """The upstream acknowledged these items: remove them."""
+        with self._write() as conn:
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def outbox_failed(self, seqs: Iterable[int]) -> None:
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
+            )
+
+    def outbox_len(self) -> int:
+        return int(self._read("SELECT count(*) FROM outbox")[0][0])
+
+    # --- retention ------------------------------------------------------------------------------
+
+    def prune(self, *, max_age: float, max_messages: int, now: float | None = None) -> int:
+        """Delete messages older than ``max_age`` seconds or beyond the newest ``max_messages``.
+
+        A message's age counts from the later of its publish ``time`` and when it was stored:
+        a publisher without a real-time clock (a Pi without NTP stamps 1970) must not make
+        today's message vanish at the next prune. Messages not yet handed to the notifier are
+        kept whatever their age. Returns how many were deleted.
+        """
+        cutoff = (now if now is not None else time.time()) - max_age
+        keep_after = self.notified_seq()
+        with self._write() as conn:
+            conn.execute(  # the durable copy of the hand-off mark (see _mark_floor)
+                "INSERT OR REPLACE INTO meta VALUES ('notified_seq', ?)", (str(keep_after),)
+            )
+            deleted = conn.execute(
+                "DELETE FROM messages WHERE max(time, received) < ? AND seq <= ?",
+                (cutoff, keep_after),
+            ).rowcount
+            deleted += conn.execute(
+                "DELETE FROM messages WHERE seq <= ? AND seq <= "
+                "(SELECT seq FROM messages ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (keep_after, max_messages),
+            ).rowcount
+            if deleted:
+                conn.execute(
+                    "DELETE FROM receipts WHERE message_id NOT IN (SELECT id FROM messages)"
+                )
+                conn.execute(
+                    "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
+                )
+        return deleted
