@@ -134,6 +134,13 @@ def client_id(cfg: AgentConfig, store: Store) -> str:
     return store.meta_default("client_id", lambda: f"pushagent-{new_id().lower()}")
 
 
+def receipt_destination(cfg: AgentConfig, store: Store) -> str | None:
+    """Where receipts go: ``<receipts.topic_prefix>/<client id>``, or None when turned off."""
+    if not cfg.receipts.enabled:
+        return None
+    return f"{cfg.receipts.topic_prefix}/{client_id(cfg, store)}"
+
+
 # --- the service ----------------------------------------------------------------------------
 
 
@@ -167,8 +174,7 @@ class AgentService:
         await asyncio.to_thread(self.store.open)
         try:
             self.client_id = client_id(self.cfg, self.store)
-            if self.cfg.receipts.enabled:
-                self._receipts = f"{self.cfg.receipts.topic_prefix}/{self.client_id}"
+            self._receipts = receipt_destination(self.cfg, self.store)
             self.transports = make_transports(self.cfg, self.client_id)
             self._notifier = make_notifier(self.cfg, self._on_event, self.store)
             await self._notifier.__aenter__()

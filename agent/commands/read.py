@@ -7,8 +7,9 @@ import time
 
 from agent.commands import common, load_config, open_store
 from agent.config import AgentConfig
-from agent.envelope import check_id, new_id
+from agent.envelope import check_id
 from agent.errors import MessageError, UsageError
+from agent.service import receipt_destination
 from agent.store import Store
 
 UNREAD = ("received", "delivered", "displayed", "dismissed", "clicked")
@@ -25,17 +26,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("id", nargs="*", metavar="ID", help="message id(s)")
     p.add_argument("--all", action="store_true", help="every stored message not yet read")
     p.set_defaults(func=run)
-
-
-def receipt_destination(cfg: AgentConfig, store: Store) -> str | None:
-    """Where receipts go: ``<receipts.topic_prefix>/<client id>``, as the running service
-    computes it (the client id is made once and kept in the store)."""
-    if not cfg.receipts.enabled:
-        return None
-    client = cfg.client_id or store.meta_default(
-        "client_id", lambda: f"pushagent-{new_id().lower()}"
-    )
-    return f"{cfg.receipts.topic_prefix}/{client}"
 
 
 def mark_read(cfg: AgentConfig, store: Store, ids: list[str] | None) -> int:

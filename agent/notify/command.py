@@ -24,6 +24,7 @@ from agent.envelope import Message, dumps, encode
 from agent.errors import ConfigError
 from agent.notify import EventSink
 from agent.store import Stored
+from agent.tasks import reap
 
 log = logging.getLogger("pushagent.notify.command")
 QUEUE_MAX = 10_000
@@ -72,11 +73,7 @@ class CommandNotifier:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await reap(*self._workers)  # not suppress(CancelledError): see agent.tasks
 
     async def show(self, items: Sequence[Stored]) -> None:
         """Queue one command run per item (waits only if ``QUEUE_MAX`` runs are waiting)."""
