@@ -1,4 +1,5 @@
-"""MQTT transport: a persistent MQTT 5 (or 3.1.1) session over paho, the only paho importer.
+"""MQTT transport: a persistent MQTT 5 (or 3.1.1) session over paho (with ``paho_conn``, the
+only paho importers).
 
 Theory of operation
 -------------------
@@ -32,7 +33,6 @@ must never go out on a new one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import socket
@@ -62,22 +62,14 @@ from agent.errors import (
 )
 from agent.store import OutboxItem, Redelivery
 from agent.transports import Batch, BatchSink, ConnState, commit, tls_context
+from agent.transports.paho_conn import PahoConn, Received
 
 log = logging.getLogger("pushagent.mqtt")
 
 BACKOFF_CAP = 60.0
-READ_BURST = 256  # packets read per readable event before other tasks get the loop
 # MQTT 5 CONNACK reason codes (and their 3.1.1 return codes 4 and 5) a person must fix.
 _AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
 _AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
-
-# A received message as the transport keeps it until its PUBACK: (packet id, QoS, DUP, topic,
-# payload); topic None: not valid UTF-8, rejected at decode. A plain tuple of ints/str/bytes,
-# not paho's MQTTMessage: that one drags along MQTT 5 Properties and an MQTTMessageInfo with a
-# threading.Condition, and a backlog keeps thousands alive across a commit, which every GC
-# pass then walks (~0.3 s of a 2 s drain). The cyclic GC stops tracking such a tuple at its
-# first pass, and paho's objects die as on_message returns.
-Received = tuple[int, int, bool, str | None, bytes]
 
 
 @dataclass(frozen=True)
@@ -120,116 +112,6 @@ def parse_url(url: str) -> MqttUrl:
     )
 
 
-class _Conn:
-    """One connected paho client, driven by the asyncio loop: its events, its PUBACK waiters.
-
-    After the blocking connect (a worker thread) everything happens on the loop: ``attach``
-    registers the socket with ``add_reader``, and with ``add_writer`` while paho has bytes
-    queued (paho's ``on_socket_register_write``/``unregister_write``); paho's callbacks then
-    run inside ``loop_read``/``loop_write`` on the loop, so they touch asyncio objects
-    directly. ``loop_misc`` (keepalive pings) is called by the transport's watchdog.
-    """
-
-    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
-        self.client = client
-        self.loop = loop
-        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        """``("msgs", [Received, ...])`` in receive order, or ``("lost", why)``."""
-        self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
-        self.waiters: dict[int, asyncio.Future[None]] = {}
-        self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
-        self.last_in = time.monotonic()
-        self.lost = False
-        self.inbox: list[Received] = []
-        self.packets = 0
-        """Packets paho handed to a callback: a read burst stops when this stands still."""
-        self._fd = -1
-
-    # --- paho on the loop -----------------------------------------------------------------
-
-    def attach(self) -> None:
-        """Start driving the connected client from the loop."""
-        client = self.client
-        sock = client.socket()
-        if sock is None:
-            raise ConnectionLost("the connection closed before it could be used")
-        self._fd = sock.fileno()
-        client.on_socket_close = lambda c, u, s: self.detach()
-        client.on_socket_register_write = lambda c, u, s: self._watch_write(True)
-        client.on_socket_unregister_write = lambda c, u, s: self._watch_write(False)
-        self.loop.add_reader(self._fd, self._readable)
-        if client.want_write():
-            client.loop_write()  # whatever paho queued meanwhile; registers the writer if needed
-
-    def detach(self) -> None:
-        """Stop watching the socket (paho calls this right before it closes it)."""
-        if self._fd >= 0:
-            self.loop.remove_reader(self._fd)
-            self.loop.remove_writer(self._fd)
-            self._fd = -1
-
-    def _watch_write(self, on: bool) -> None:
-        if self._fd < 0:
-            return
-        if on:
-            self.loop.add_writer(self._fd, self.client.loop_write)
-        else:
-            self.loop.remove_writer(self._fd)
-
-    def _readable(self) -> None:
-        """Read what has arrived, up to a burst, and queue its messages as one event."""
-        self.last_in = time.monotonic()
-        client = self.client
-        for _ in range(READ_BURST):
-            before = self.packets
-            # paho reads ONE packet per call (when nothing of ours is in flight); a call
-            # that produced no callback read nothing whole (or a PINGRESP): stop there, the
-            # socket stays readable if more is waiting.
-            if client.loop_read() != paho.MQTT_ERR_SUCCESS or self.packets == before:
-                break
-        if self.inbox:
-            self.events.put_nowait(("msgs", self.inbox))
-            self.inbox = []
-        sock = client.socket()
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            self.loop.call_soon(self._readable)  # decrypted bytes the selector cannot see
-
-    def flush(self) -> None:
-        """Write what paho has queued now (acks after a commit) instead of next iteration."""
-        if self.client.want_write():
-            self.client.loop_write()
-
-    def shutdown(self) -> None:
-        """DISCONNECT if the link takes it, then close the socket whatever happened."""
-        client = self.client
-        if client.socket() is not None:
-            try:
-                client.disconnect()
-                client.loop_write()  # paho closes the socket once DISCONNECT is written
-            except Exception:
-                log.debug("disconnect failed", exc_info=True)
-        self.detach()
-        sock = client.socket()
-        if sock is not None:  # a stalled link did not take the DISCONNECT
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    # --- the transport's side -----------------------------------------------------------------
-
-    def fail_waiters(self, why: str) -> None:
-        for fut in self.waiters.values():
-            if not fut.done():
-                fut.set_exception(ConnectionLost(why))
-        self.waiters.clear()
-
-    def kill(self) -> None:
-        """Shut the socket down (a stalled link): the reader sees EOF and paho reports it."""
-        sock = self.client.socket()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
 class MqttTransport:
     """A resident MQTT session delivering batches to a sink (see ``agent.transports``).
 
@@ -260,7 +142,7 @@ class MqttTransport:
         self.fatal_auth = fatal_auth
         self.state: ConnState = "offline"
         self.on_state: Callable[[ConnState], None] | None = None
-        self._conn: _Conn | None = None
+        self._conn: PahoConn | None = None
 
     def _set_state(self, state: ConnState) -> None:
         if state != self.state:
@@ -299,11 +181,11 @@ class MqttTransport:
         finally:
             self._set_state("offline")
 
-    async def open(self) -> _Conn:
+    async def open(self) -> PahoConn:
         """One connection attempt: TCP (+TLS), CONNECT, CONNACK, SUBSCRIBE. Raises our errors."""
         loop = asyncio.get_running_loop()
         client = self._make_client()
-        conn = _Conn(client, loop)
+        conn = PahoConn(client, loop)
         self._wire(conn)
         timeout = self.cfg.mqtt.connect_timeout
         try:
@@ -345,7 +227,7 @@ class MqttTransport:
             await self._close(self._conn)
         self._set_state("offline")
 
-    async def _close(self, conn: _Conn) -> None:
+    async def _close(self, conn: PahoConn) -> None:
         if self._conn is conn:
             self._conn = None
         conn.lost = True
@@ -399,7 +281,7 @@ class MqttTransport:
                 f"cannot connect to {host}:{port}: {exc.strerror or exc}"
             ) from None
 
-    async def _subscribe(self, conn: _Conn, timeout: float) -> None:
+    async def _subscribe(self, conn: PahoConn, timeout: float) -> None:
         qos = self.cfg.mqtt.qos
         conn.client.subscribe([(t, qos) for t in self.topics])
         async with asyncio.timeout(timeout):
@@ -410,7 +292,7 @@ class MqttTransport:
 
     # --- paho's callbacks (on the loop, inside loop_read/loop_write) -------------------------
 
-    def _wire(self, conn: _Conn) -> None:
+    def _wire(self, conn: PahoConn) -> None:
         def on_connect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
             conn.packets += 1
             _resolve(conn.connack, (rc, bool(flags.session_present)))
@@ -425,7 +307,7 @@ class MqttTransport:
                 topic: str | None = msg.topic
             except UnicodeDecodeError:  # raised here, not in paho: it must not end the read
                 topic = None
-            # Handed on once per read burst (_Conn._readable).
+            # Handed on once per read burst (PahoConn._readable).
             conn.inbox.append((msg.mid, msg.qos, msg.dup, topic, bytes(msg.payload)))
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
@@ -442,7 +324,7 @@ class MqttTransport:
         client.on_publish = on_publish
         client.on_disconnect = on_disconnect
 
-    def _published(self, conn: _Conn, mid: int, rc: ReasonCode) -> None:
+    def _published(self, conn: PahoConn, mid: int, rc: ReasonCode) -> None:
         fut = conn.waiters.pop(mid, None)
         if fut is None or fut.done():
             return
@@ -453,7 +335,7 @@ class MqttTransport:
 
     # --- receiving ------------------------------------------------------------------------
 
-    async def _serve(self, conn: _Conn, sink: BatchSink) -> str:
+    async def _serve(self, conn: PahoConn, sink: BatchSink) -> str:
         """Deliver batches until the connection is lost; return why it was lost."""
         watchdog = asyncio.create_task(self._watchdog(conn))
         limit = self.cfg.mqtt.max_batch
@@ -481,7 +363,7 @@ class MqttTransport:
             watchdog.cancel()
             conn.fail_waiters("connection lost")
 
-    async def _deliver(self, conn: _Conn, msgs: list[Received], sink: BatchSink) -> None:
+    async def _deliver(self, conn: PahoConn, msgs: list[Received], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
         dups = 0
         for mid, qos, dup, topic, payload in msgs:
@@ -508,7 +390,7 @@ class MqttTransport:
                 conn.client.ack(mid, qos)
         conn.flush()
 
-    async def _watchdog(self, conn: _Conn) -> None:
+    async def _watchdog(self, conn: PahoConn) -> None:
         keepalive = self.cfg.mqtt.keepalive
         limit = keepalive + max(keepalive / 4, 2.0)
         while True:
