@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.errors import StoreError
@@ -28,22 +29,23 @@ WIDTH = 20
 class HandOffMark:
     """The highest seq handed to the notifier; only moves forward. Thread-safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, floor: Callable[[], int] = lambda: 0) -> None:
         self.path = path
+        self._floor = floor  # a fallback copy (the store's), read once, with the file
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._seq: int | None = None
 
-    def get(self, floor: int = 0) -> int:
-        """The mark (at least ``floor``, a copy the store keeps as a fallback)."""
+    def get(self) -> int:
+        """The mark: the file's, or the fallback copy if that is higher (read once)."""
         with self._lock:
             if self._seq is None:
-                self._seq = max(floor, self._read())
+                self._seq = max(self._floor(), self._read())
             return self._seq
 
-    def advance(self, seq: int, floor: int = 0) -> None:
+    def advance(self, seq: int) -> None:
         """Everything up to ``seq`` has been handed over; a smaller seq changes nothing."""
-        current = self.get(floor)
+        current = self.get()
         with self._lock:
             if seq <= current:
                 return

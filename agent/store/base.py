@@ -24,7 +24,7 @@ class _Base:
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        self._mark = HandOffMark(path.with_name(path.name + "-notified"))
+        self._mark = HandOffMark(path.with_name(path.name + "-notified"), self._mark_floor)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class _Base:
 
     def notified_seq(self) -> int:
         """The hand-off mark (``agent.handoff``): 0 on a fresh database."""
-        return self._mark.get(self._mark_floor())
+        return self._mark.get()
 
     def _mark_floor(self) -> int:
         # The copy in SQLite, refreshed durably by prune; used only if the side file is lost.
