@@ -9,7 +9,8 @@ venv=${EDGEPUSH_VENV:-$root/.venv}
 # Debian packages the test suite talks to: a real broker, a real notification daemon on a
 # virtual screen, a D-Bus session bus, and Tk for the history window.
 APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils trayer
-          libnotify-bin python3-tk iproute2 systemd dpkg-dev lintian binutils)
+          libnotify-bin python3-tk iproute2 systemd dpkg-dev lintian binutils
+          imagemagick)   # `import` takes the screenshots in tests/desktop.py
 # PyInstaller (tests/test_packaging.py) bundles the shared libpython of the venv's Python.
 APT_TEST+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)")
 
