@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from zeroconf import IPVersion
@@ -21,8 +22,9 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 from agent import config
 from agent.config import AgentConfig, WsConfig
 from agent.discovery import SERVICE
+from agent.servers import Candidate
 from agent.store import Store
-from agent.transports import Batch, Transport
+from agent.transports import Batch, Transport, failover
 from agent.transports.failover import FailoverTransport
 from agent.transports.ws import WsTransport
 from tests.helpers import free_port, wait_for
@@ -52,6 +54,22 @@ async def _until(cond: object, what: str, timeout: float = 40) -> None:
     async with asyncio.timeout(timeout):
         while not cond():  # type: ignore[operator]
             await asyncio.sleep(0.05)
+
+
+class _Counted(FailoverTransport):
+    """A FailoverTransport that records each re-check's verdict ("is a better server there?").
+
+    A test asserting that something did NOT happen (no switch) waits for a number of these,
+    each after the fact it would have caused, instead of sleeping and hoping enough ran."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.rechecks: list[bool] = []
+
+    async def _better_exists(self, pick: Candidate) -> bool:
+        better = await super()._better_exists(pick)
+        self.rechecks.append(better)
+        return better
 
 
 def _publish(relay: RelayProc, n: int, tag: str) -> list[str]:
@@ -119,13 +137,17 @@ async def test_two_relays_one_is_picked_and_kept(tmp_path: Path, store: Store) -
     def make(url: str) -> Transport:
         return WsTransport(url, cfg, topics=cfg.topics, store=store)
 
-    ft = FailoverTransport(["auto"], make, cfg)
+    ft = _Counted(["auto"], make, cfg)
     ft.on_switch = switches.append
     task = asyncio.create_task(ft.run(sink))
     try:
         await _until(lambda: ft.state == "connected" and ft.url in names, "on one relay")
-        await asyncio.sleep(5)  # five re-checks with fresh connect-time measurements
+        seen = len(ft.rechecks)
+        # five re-checks with fresh connect-time measurements; a flap would follow one of them
+        await _until(lambda: len(ft.rechecks) >= seen + 5, "five re-checks")
+        assert ft.rechecks[seen:] == [False] * (len(ft.rechecks) - seen), ft.rechecks
         assert len(switches) == 1, f"flapped: {switches}"
+        assert ft.url == switches[0] and ft.state == "connected"
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -202,10 +224,11 @@ def test_relay_to_broker_and_back_with_a_stream_running_throughout(
 
 
 async def test_advertised_relay_that_cannot_be_reached_is_passed_over(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relay advertised with an address nobody listens on: the agent uses the next server
-    and does not try the dead advertisement on every tick (it is probed once per re-check)."""
+    and does not try the dead advertisement on every tick (it is probed by each re-check and
+    once more when the hold-off after a failed probe ends)."""
     closed = free_port()  # nothing listens here
     name = f"edge-relay-ghost-{closed}.{SERVICE}"
     info = AsyncServiceInfo(SERVICE, name, port=closed, parsed_addresses=["127.0.0.1"],
@@ -219,14 +242,29 @@ async def test_advertised_relay_that_cannot_be_reached_is_passed_over(
     async def sink(batch: Batch) -> None:
         return None
 
-    ft = FailoverTransport(
+    ghost_probes: list[float] = []
+    real_probe = failover.probe
+
+    async def counted_probe(url: str, timeout: float = 2.0) -> float | None:
+        if failover.host_port(url)[1] == closed:
+            ghost_probes.append(time.monotonic())
+        return await real_probe(url, timeout)
+
+    monkeypatch.setattr(failover, "probe", counted_probe)
+    ft = _Counted(
         ["auto", backup.url], lambda u: WsTransport(u, cfg, topics=cfg.topics, store=store), cfg
     )
     ft.on_switch = switches.append
     task = asyncio.create_task(ft.run(sink))
     try:
         await _until(lambda: ft.url == backup.url and ft.state == "connected", "on the backup")
-        await asyncio.sleep(4)  # several re-checks: the ghost must not take the agent away
+        seen, probed = len(ft.rechecks), len(ghost_probes)
+        # several re-checks, each of which measures the ghost: it must not take the agent away
+        await _until(lambda: len(ft.rechecks) >= seen + 4, "four re-checks")
+        # not probed on every tick (4 per re-check here): by the re-check's measurement and
+        # once when its hold-off after a failed probe ends, no more
+        assert len(ghost_probes) - probed <= 2 * (len(ft.rechecks) - seen) + 1, ghost_probes
+        assert ft.rechecks[seen:] == [False] * (len(ft.rechecks) - seen), ft.rechecks
         assert ft.url == backup.url and ft.state == "connected"
         assert switches == [backup.url], switches
     finally:

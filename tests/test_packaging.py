@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
+from agent.errors import AuthError
 from tests.helpers import ROOT, free_port, wait_for
 from tests.mosquitto import Mosquitto
 
@@ -303,11 +304,16 @@ def test_login_without_keyring_is_one_clear_line(binaries: Binaries, tmp_path: P
         env=bare_env(tmp_path),
         input="secret\n",
     )
-    assert "Traceback" not in out.stderr, out.stderr
-    assert "secret" not in out.stdout + out.stderr
-    assert "keyring" in out.stderr.lower(), out.stderr
-    if out.returncode != 0:  # no keyring: say what to use instead
-        assert re.search(r"password_file|PUSHAGENT_PASSWORD", out.stderr), out.stderr
+    # No keyring service here: login must fail (nothing was stored), with one line on stderr
+    # that says why and names both ways to give the password instead. No traceback, no log
+    # lines around it, and the password itself nowhere.
+    assert out.returncode == AuthError.exit_code, (out.returncode, out.stderr)
+    assert out.stdout == "", out.stdout
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("pushagent: cannot store the password: no OS keyring"), lines
+    assert "password_file" in lines[0] and "PUSHAGENT_PASSWORD" in lines[0], lines
+    assert "secret" not in out.stderr
 
 
 def test_end_to_end_relay_and_agent_binaries(

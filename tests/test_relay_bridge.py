@@ -82,14 +82,34 @@ async def test_cloud_to_three_local_subscribers_and_local_up_without_echo(
         assert len(relay.poll("cloud-alerts")) == 20  # stored once
 
         # local → broker, keeping the id; it comes back down (we subscribe up/#): no echo
-        out = tmp_path / "up.out"
-        with observer(mosquitto, "up/#", out, "obs-up"):
+        out = tmp_path / "all.out"
+        with observer(mosquitto, "#", out, "obs-all"):
             sent = relay.publish("up-door", "opened")
             wait_for(lambda: len(payloads(out)) == 1, timeout=20, what="forwarded message")
-        assert payloads(out)[0]["id"] == sent["id"] and payloads(out)[0]["message"] == "opened"
-        wait_for(lambda: health(relay)["upstream"]["outbox"] == 0, timeout=10, what="drained")
-        assert [m["id"] for m in relay.poll("up-door")] == [sent["id"]]
-        assert relay.poll("cloud-door") == []
+            assert payloads(out)[0]["id"] == sent["id"]
+            assert payloads(out)[0]["message"] == "opened"
+            wait_for(lambda: health(relay)["upstream"]["outbox"] == 0, timeout=10,
+                     what="drained")  # fmt: skip
+            # The broker acked the forward, so it already routed the echo to the relay's
+            # up/# session; a message published to the same topic now is queued behind it.
+            # Once that marker is stored, a stored echo would be there too.
+            down = {"id": "downmark01", "message": "from the broker"}
+            subprocess.run(
+                ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1",
+                 "-t", "up/door", "-m", json.dumps(down)], timeout=30, check=True,
+            )  # fmt: skip
+            wait_for(lambda: len(relay.poll("up-door")) >= 2, timeout=20, what="marker down")
+            assert [m["id"] for m in relay.poll("up-door")] == [sent["id"], "downmark01"]
+            # Neither that downward message (its local topic matches --forward, but it came
+            # from upstream) nor a local publish outside --forward may go up. A forwarded
+            # marker published after both leaves the FIFO outbox after anything they queued.
+            kept = relay.publish("cloud-door", "stays on the LAN")
+            marker = relay.publish("up-mark", "marker")
+            wait_for(lambda: marker["id"] in [p["id"] for p in payloads(out)], timeout=20,
+                     what="forwarded marker")  # fmt: skip
+        assert [p["id"] for p in payloads(out)] == [sent["id"], "downmark01", marker["id"]]
+        assert [m["id"] for m in relay.poll("cloud-door")] == [kept["id"]]
+        assert [m["id"] for m in relay.poll("up-door")] == [sent["id"], "downmark01"]
     finally:
         assert relay.stop() == 0
 

@@ -14,7 +14,7 @@ from agent.store import Store
 from agent.tray import icon
 from agent.tray.model import Recent, Snapshot, menu_entries
 from tests.desktop import Desktop
-from tests.helpers import ROOT, child_env, spawn, wait_for
+from tests.helpers import child_env, spawn, wait_for
 from tests.mosquitto import Mosquitto
 from tests.notifyhelp import msg
 
@@ -59,9 +59,7 @@ def test_icon_states_differ() -> None:
 def test_tray_icon_under_xvfb(
     desktop: Desktop, mosquitto: Mosquitto, home: Path, tmp_path: Path
 ) -> None:
-    # The tray runs agent.service in-process once that is in the checkout (then: connected);
-    # before, it shows the store only (disconnected).
-    state = "connected" if (ROOT / "agent" / "service.py").exists() else "disconnected"
+    state = "connected"  # the tray runs agent.service in-process, subscribed to the broker
     (home / "config.toml").write_text(
         f'servers = ["{mosquitto.url}"]\ntopics = ["tray/#"]\nnotifier = "log"\n'
     )

@@ -240,11 +240,18 @@ async def test_close_mid_frame_resumes(stub: NtfyStub, store: Store, tmp_path: P
 async def test_stalled_link_is_dead_after_one_and_a_half_keepalives_and_a_ping(
     stub: NtfyStub, store: Store, tmp_path: Path
 ) -> None:
-    """A link that stops forwarding (sockets open, nothing moves) is found and replaced."""
+    """A link that stops forwarding (sockets open, nothing moves) is found and replaced: the
+    last frame starts 1.5 keepalives of silence, then one ping gets its wait, then the link is
+    declared dead (the transport leaves ``connected``) — not earlier, and not much later."""
+    keepalive = 1.0  # long enough that the slack below cannot hide a wrong factor
+    silent_since: list[float] = []
+    changes: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
 
     async def first(ws: ServerConnection) -> None:
         await ws.send(OPEN)
         await ws.send(msg(1))
+        silent_since.append(loop.time())  # the client cannot have heard anything later
         await ws.wait_closed()
 
     async def good(ws: ServerConnection) -> None:
@@ -255,8 +262,9 @@ async def test_stalled_link_is_dead_after_one_and_a_half_keepalives_and_a_ping(
     stub.scripts = [first, good]
     sink = Sink(store)
     with NetProxy("127.0.0.1", stub.port) as proxy:
-        t = WsTransport(f"http://127.0.0.1:{proxy.port}", make_cfg(tmp_path, keepalive=0.4),
+        t = WsTransport(f"http://127.0.0.1:{proxy.port}", make_cfg(tmp_path, keepalive=keepalive),
                         topics=("alerts", "b"), store=store)  # fmt: skip
+        t.on_state = lambda state: changes.append((state, loop.time()))
         task = await running(t, sink)
         await until(lambda: sink.ids() == ["m00001"])
         proxy.stall()  # this link only: the reconnect gets through
@@ -264,6 +272,13 @@ async def test_stalled_link_is_dead_after_one_and_a_half_keepalives_and_a_ping(
         await stop(task)
     assert t.last_error is not None and "no answer to a ping: dead link" in t.last_error
     assert stub.since(1) == "m00001"
+    states = [state for state, _ in changes]
+    assert states[:3] == ["connecting", "connected", "connecting"], states
+    declared = changes[2][1] - silent_since[0]
+    silence = 1.5 * keepalive
+    ping_wait = max(1.0, silence / 3)  # a third of the deadline, at least a second (ws.py)
+    slack = 0.4  # the loop's latency on a loaded 2-core box (measured idle: ~2 ms)
+    assert silence + ping_wait <= declared <= silence + ping_wait + slack, declared
 
 
 async def test_quiet_server_that_answers_pings_is_not_cut(
