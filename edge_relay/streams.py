@@ -22,6 +22,7 @@ from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.core import Filters, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
+from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
 
 _PAGE = 500
@@ -40,6 +41,9 @@ class Sink:
     def __init__(self, request: web.Request, fmt: str) -> None:
         self.request = request
         self.fmt = fmt
+        self.body: asyncio.Task[None] | None = None
+        self.ended: str | None = None
+        """Why the auth file no longer allows this stream (``end``), or None."""
         ctype = "application/x-ndjson" if fmt == "json" else "text/event-stream"
         self.response: web.StreamResponse = web.StreamResponse(
             headers={"Content-Type": f"{ctype}; charset=utf-8", "Cache-Control": "no-cache"}
@@ -68,6 +72,13 @@ class Sink:
 
     async def run(self, body: asyncio.Task[None]) -> None:
         await body
+
+    def end(self, reason: str) -> None:
+        """End the stream: its token was revoked or its grant narrowed (edge_relay.revoke).
+        An SSE/JSON response then ends normally; a WebSocket closes with 1008 and ``reason``."""
+        self.ended = reason
+        if self.body is not None:
+            self.body.cancel()
 
     def direct(self) -> Callable[[list[Live]], bool] | None:
         """A synchronous writer for live messages, if this sink has one."""
@@ -113,7 +124,10 @@ class WsSink(Sink):
                 if isinstance(result, Exception) and not isinstance(result, ConnectionError):
                     log.error("WebSocket stream failed", exc_info=result)
             with contextlib.suppress(ConnectionError):
-                await self.ws.close()
+                if self.ended is None:
+                    await self.ws.close()
+                else:  # 1008: policy violation (RFC 6455 7.4.1), as ntfy's clients expect
+                    await self.ws.close(code=1008, message=self.ended.encode()[:123])
             _forget(self.ws.exception())
 
     async def _drain(self) -> None:
@@ -186,15 +200,21 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
 
     sub = Subscriber(topics, filters, queue_size=state.cfg.limits.send_queue, on_overflow=overflow)
     state.hub.subscribe(sub)  # live first, then replay: see the hub's theory of operation
+    opened = OpenStream(ident.digest, ident.name, topics, sink.end)
+    state.streams.add(opened)  # no await since the grant was checked: no change slips between
     state.subs_per_client[client] += 1
     state.metrics.subscribers.inc()
     try:
         await sink.prepare()
         body = asyncio.ensure_future(_stream(state, sink, sub, ",".join(topics), since, poll))
+        sink.body = body
+        if sink.ended is not None:
+            body.cancel()
         await sink.run(body)
     except (ConnectionError, asyncio.CancelledError):
         pass  # the client went away (or was cut for being slow): nothing to clean but below
     finally:
+        state.streams.remove(opened)
         state.hub.unsubscribe(sub)
         state.subs_per_client[client] -= 1
         if state.subs_per_client[client] <= 0:
