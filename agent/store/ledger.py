@@ -22,11 +22,14 @@ class _Ledger(_Base):
         *,
         receipt_destination: str | None = None,
         device: str = "",
+        owner: str = "",
     ) -> int:
         """Record ``(message_id, state, time)`` events; queue receipts if a destination is set.
 
         A message's visible state only moves forward (read beats clicked beats displayed).
-        Unknown ids are ignored. Returns how many events named a stored message.
+        Unknown ids are ignored. Returns how many events named a stored message. ``owner``
+        is who reported them (the relay: the caller's token name; the agent itself: ''):
+        receipts are keyed by (id, owner, state, device), first one wins.
         """
         for _, state, _ in events:
             if state not in STATES:
@@ -43,8 +46,9 @@ class _Ledger(_Base):
                     (state, message_id, _RANK[state]),
                 )
             conn.executemany(
-                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?)",
-                [(mid, st, device, t) for mid, st, t in valid],
+                "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, time) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(mid, owner, st, device, t) for mid, st, t in valid],
             )
             if receipt_destination is not None:
                 self._queue_receipts(conn, valid, receipt_destination, device)
@@ -74,6 +78,15 @@ class _Ledger(_Base):
             (message_id,),
         )
         return [(str(s), str(d), float(t)) for s, d, t in rows]
+
+    def receipts_by_owner(self, message_id: str) -> list[tuple[str, str, str, float]]:
+        """``(owner, device, state, time)`` for each receipt of a message, oldest first."""
+        rows = self._read(
+            "SELECT owner, device, state, time FROM receipts WHERE message_id = ? "
+            "ORDER BY time, rowid",
+            (message_id,),
+        )
+        return [(str(o), str(d), str(s), float(t)) for o, d, s, t in rows]
 
     def topic_stats(self) -> dict[str, dict[str, int]]:
         """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""
