@@ -9,6 +9,11 @@ File format (written by ``edge-relay token ...``; hand-editable)::
 Tokens are 32 random characters (``tk_`` + 29), so a plain SHA-256 is enough: there is no
 password to brute-force. With no auth file every request is allowed; with one, a request
 without a token gets only what ``anonymous`` grants (nothing, unless the file says so).
+
+``load`` validates the file against that format (``parse``): lists of patterns a relay topic
+can match, SHA-256 hashes, objects where objects belong. A hand edit such as
+``"read": "home*"`` used to become ``tuple("home*")``, which holds ``"*"``: read on every
+topic. What the relay does with an invalid file is in ``edge_relay.state.RelayState.authdb``.
 """
 
 from __future__ import annotations

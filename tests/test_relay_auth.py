@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from edge_relay import auth, revoke
 from tests.helpers import child_env
 from tests.relay import FAST, Relay
 
@@ -178,3 +180,54 @@ def test_token_add_refuses_a_pattern_no_topic_can_match(tmp_path: Path) -> None:
     done = edge_relay("token", "--auth-file", str(af), "add", "phone", "--read", "home/*")
     assert done.returncode == 2 and "pattern 'home/*'" in done.stderr
     assert not af.exists()
+
+
+# --- the pure parts: the format check and which open streams a new file still allows ------
+
+
+def test_parse_refuses_what_would_grant_by_accident() -> None:
+    h = "a" * 64
+    assert auth.parse({"tokens": {"p": {"hash": h, "read": ["home*"]}}}).tokens["p"]["read"] == [
+        "home*"
+    ]
+    for bad, problem in [
+        ({"tokens": {"p": {"hash": h, "read": "home*"}}}, "'read' must be a list"),
+        ({"tokens": {"p": {"hash": h, "read": [1]}}}, "must be a string"),
+        ({"tokens": {"p": {"hash": h, "write": [""]}}}, "pattern ''"),
+        ({"tokens": {"p": {"hash": h.upper()}}}, "'hash' must be"),
+        ({"tokens": {"p": {"read": []}}}, "'hash' must be"),
+        ({"tokens": {"a b": {"hash": h}}}, "token name 'a b'"),
+        ({"tokens": {"p": []}}, "must be an object"),
+        ({"anonymous": {"read": "*"}}, "anonymous: 'read' must be a list"),
+        ({"tokenz": {}}, "unknown key 'tokenz'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            auth.parse(bad)
+
+
+def test_withdrawn_streams_are_the_revoked_and_the_narrowed_only() -> None:
+    a, b = "tk_" + "a" * 29, "tk_" + "b" * 29
+    ha, hb = auth.hash_token(a), auth.hash_token(b)
+    db = auth.parse({"anonymous": {"read": ["pub"]},
+                     "tokens": {"a": {"hash": ha, "read": ["x", "y"]},
+                                "b": {"hash": hb, "read": ["*"]}}})  # fmt: skip
+    ended: list[tuple[str, str]] = []
+    reg = revoke.Streams()
+
+    def stream(name: str, digest: str, *topics: str) -> revoke.OpenStream:
+        label = f"{name}:{','.join(topics)}"
+        return revoke.OpenStream(digest, name, topics, lambda why: ended.append((label, why)))
+
+    for s in (stream("a", ha, "x"), stream("a", ha, "x", "y"), stream("b", hb, "y"),
+              stream("anonymous", "", "pub")):  # fmt: skip
+        reg.add(s)
+    assert reg.recheck(db) == 0 and len(reg) == 4
+    narrowed = auth.parse({"tokens": {"a": {"hash": ha, "read": ["x"]},
+                                      "b": {"hash": "c" * 64, "read": ["*"]}}})  # fmt: skip
+    assert reg.recheck(narrowed) == 3
+    assert sorted(ended) == [
+        ("a:x,y", "read access to 'y' withdrawn"),
+        ("anonymous:pub", "read access to 'pub' withdrawn"),
+        ("b:y", "token revoked"),  # the name is still there, but it is another token now
+    ]
+    assert len(reg) == 1 and reg.recheck(narrowed) == 0
