@@ -162,8 +162,8 @@ def parse(data: object) -> AuthDB:
         raise ValueError("the auth file must hold a JSON object")
     if unknown := sorted(set(data) - {"anonymous", "tokens"}):
         raise ValueError(f"unknown key {unknown[0]!r} (expected 'anonymous' and 'tokens')")
-    anon = data.get("anonymous", {})
-    tokens = data.get("tokens", {})
+    anon = data.get("anonymous") or {}  # null or missing: nothing granted (as before)
+    tokens = data.get("tokens") or {}
     if not isinstance(anon, dict):
         raise ValueError("'anonymous' must be an object with 'read' and 'write' lists")
     if not isinstance(tokens, dict):

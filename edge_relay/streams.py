@@ -20,6 +20,7 @@ from agent.envelope import dumps, new_id
 from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
+from edge_relay.auth import Identity
 from edge_relay.core import Filters, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
@@ -200,8 +201,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
 
     sub = Subscriber(topics, filters, queue_size=state.cfg.limits.send_queue, on_overflow=overflow)
     state.hub.subscribe(sub)  # live first, then replay: see the hub's theory of operation
-    opened = OpenStream(ident.digest, ident.name, topics, sink.end)
-    state.streams.add(opened)  # no await since the grant was checked: no change slips between
+    opened = _watch(state, ident, sub, sink)
     state.subs_per_client[client] += 1
     state.metrics.subscribers.inc()
     try:
@@ -221,6 +221,20 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             del state.subs_per_client[client]
         state.metrics.subscribers.dec()
     return sink.response
+
+
+def _watch(state: RelayState, ident: Identity, sub: Subscriber, sink: Sink) -> OpenStream:
+    """Register the stream with the auth watcher (``edge_relay.revoke``), which ends it if a
+    changed auth file no longer allows it. Called with no ``await`` since the grant was
+    checked, so no change of the file can slip in between."""
+
+    def withdraw(reason: str) -> None:
+        sub.dead = True  # from now on fan-out writes nothing to it, not even directly
+        sink.end(reason)
+
+    opened = OpenStream(ident.digest, ident.name, tuple(sorted(sub.topics)), withdraw)
+    state.streams.add(opened)
+    return opened
 
 
 async def _stream(
