@@ -86,8 +86,9 @@ class RelayState:
     upstream: Upstream = field(default_factory=Upstream)
     started: float = field(default_factory=time.time)
     subs_per_client: Counter[str] = field(default_factory=Counter)
-    _bucket: TokenBucket | None = None
     streams: Streams = field(default_factory=Streams)
+    """Open subscriptions, re-checked against each new valid auth file (edge_relay.revoke)."""
+    _bucket: TokenBucket | None = None
     _auth: auth.AuthDB | None = None
     """The last valid version of the auth file (None: none read yet)."""
     _auth_key: _FileKey | None = None
