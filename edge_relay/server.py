@@ -219,8 +219,9 @@ async def receipts_post(request: web.Request) -> web.Response:
     accepted = 0
     for dev, events in by_device.items():
         accepted += await state.to_thread(
-            state.store.record_states, events, device=dev, owner=ident.name
-        )
+            state.store.record_states, events, device=dev, owner=ident.name,
+            max_devices=_DEVICES_PER_OWNER,
+        )  # fmt: skip
     return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
 
 
@@ -243,6 +244,9 @@ def _receipt(item: Any, i: int) -> tuple[str, str, str, float | None]:
 
 
 _CLOCK_SKEW = 60.0  # seconds a client's clock may run ahead of the relay's
+# Devices one caller may report per message: a person's phone, laptop, tray... and no more,
+# so one token cannot swell /v1/stats or the receipts table with invented device names.
+_DEVICES_PER_OWNER = 16
 
 
 def _receipt_time(at: float | None, now: float, window: float) -> float:

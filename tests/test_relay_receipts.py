@@ -118,3 +118,19 @@ def test_a_client_clock_far_off_is_replaced_by_the_relays(
     assert got["recent"] == int(now) - 100  # within the window: kept as the client said
     for device in ("future", "epoch", "none"):
         assert abs(got[device] - now) < 60, (device, got[device], now)
+
+
+def test_one_caller_cannot_inflate_stats_with_invented_devices(
+    setup: tuple[Relay, Tokens, str],
+) -> None:
+    relay, tokens, mid = setup
+    many = [{"id": mid, "state": "displayed", "device": f"d{i}"} for i in range(40)]
+    assert post(relay, tokens, "bob", many) == (200, {"accepted": 16, "ignored": 24})
+    # a device already recorded still reports its next state; another owner has its own room
+    assert post(relay, tokens, "bob", [{"id": mid, "state": "clicked", "device": "d3"}])[1] == {
+        "accepted": 1, "ignored": 0}  # fmt: skip
+    assert post(relay, tokens, "alice", many[:2])[1] == {"accepted": 2, "ignored": 0}
+    rows = listing(relay, tokens, mid)
+    assert len({d for o, d, _, _ in rows if o == "bob"}) == 16 and len(rows) == 16 + 1 + 2
+    stats = relay.request("GET", "/v1/stats", None, tokens.h("bob"))[1]["topics"]["homedoor"]
+    assert stats["displayed"] == 18 and stats["clicked"] == 1

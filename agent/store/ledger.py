@@ -23,13 +23,16 @@ class _Ledger(_Base):
         receipt_destination: str | None = None,
         device: str = "",
         owner: str = "",
+        max_devices: int | None = None,
     ) -> int:
         """Record ``(message_id, state, time)`` events; queue receipts if a destination is set.
 
         A message's visible state only moves forward (read beats clicked beats displayed).
         Unknown ids are ignored. Returns how many events named a stored message. ``owner``
         is who reported them (the relay: the caller's token name; the agent itself: ''):
-        receipts are keyed by (id, owner, state, device), first one wins.
+        receipts are keyed by (id, owner, state, device), first one wins. ``max_devices``
+        bounds the devices one owner may report per message: an event for another device
+        beyond it is ignored (not counted in the result).
         """
         for _, state, _ in events:
             if state not in STATES:
@@ -38,6 +41,9 @@ class _Ledger(_Base):
             ids = [e[0] for e in events]
             known = self._existing_ids(conn, ids)
             valid = [e for e in events if e[0] in known]
+            if max_devices is not None:
+                room = self._device_room(conn, {e[0] for e in valid}, owner, device, max_devices)
+                valid = [e for e in valid if e[0] in room]
             for message_id, state, _ in valid:
                 conn.execute(
                     "UPDATE messages SET state = ? WHERE id = ? AND "
@@ -53,6 +59,23 @@ class _Ledger(_Base):
             if receipt_destination is not None:
                 self._queue_receipts(conn, valid, receipt_destination, device)
         return len(valid)
+
+    @staticmethod
+    def _device_room(
+        conn: sqlite3.Connection, ids: Iterable[str], owner: str, device: str, limit: int
+    ) -> set[str]:
+        """The ids for which ``owner`` may record ``device``: it is already one of theirs, or
+        they report fewer than ``limit`` devices for it (a walk of the receipts key prefix)."""
+        room = set()
+        for mid in ids:
+            n, has = conn.execute(
+                "SELECT count(DISTINCT device), coalesce(max(device = ?), 0) FROM receipts "
+                "WHERE message_id = ? AND owner = ?",
+                (device, mid, owner),
+            ).fetchone()
+            if has or n < limit:
+                room.add(mid)
+        return room
 
     @staticmethod
     def _queue_receipts(
