@@ -9,6 +9,11 @@ File format (written by ``edge-relay token ...``; hand-editable)::
 Tokens are 32 random characters (``tk_`` + 29), so a plain SHA-256 is enough: there is no
 password to brute-force. With no auth file every request is allowed; with one, a request
 without a token gets only what ``anonymous`` grants (nothing, unless the file says so).
+
+``load`` validates the file against that format (``parse``): lists of patterns a relay topic
+can match, SHA-256 hashes, objects where objects belong. A hand edit such as
+``"read": "home*"`` used to become ``tuple("home*")``, which holds ``"*"``: read on every
+topic. What the relay does with an invalid file is in ``edge_relay.state.RelayState.authdb``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import string
 import time
@@ -32,6 +38,9 @@ from agent.topics import glob_match
 
 Mode = Literal["read", "write"]
 _ALPHABET = string.ascii_letters + string.digits
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_PATTERN_RE = re.compile(r"[-_A-Za-z0-9*]{1,64}")
+_NAME_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +57,16 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """Who a request is: a token's name (or ``anonymous``), its grant, and its hash.
+
+    ``digest`` (the token's SHA-256, "" for anonymous) is what an open stream keeps to be
+    re-checked against a changed auth file: a token revoked and re-added under the same name
+    is a different token.
+    """
+
     name: str
     grant: Grant
+    digest: str = ""
 
 
 ANONYMOUS_OPEN = Identity("anonymous", Grant(("*",), ("*",)))
@@ -66,11 +83,20 @@ class AuthDB:
         """The identity for a token (None: anonymous); AuthError for an unknown token."""
         if token is None:
             return Identity("anonymous", self.anonymous)
-        digest = hash_token(token)
+        found = self.by_digest(hash_token(token))
+        if found is None:
+            raise AuthError("unknown or revoked token")
+        return found
+
+    def by_digest(self, digest: str) -> Identity | None:
+        """The identity holding the token with this hash ("" = anonymous); None if gone."""
+        if not digest:
+            return Identity("anonymous", self.anonymous)
         for name, entry in self.tokens.items():
-            if hmac.compare_digest(str(entry.get("hash", "")), digest):
-                return Identity(name, Grant(tuple(entry["read"]), tuple(entry["write"])))
-        raise AuthError("unknown or revoked token")
+            if hmac.compare_digest(str(entry["hash"]), digest):
+                grant = Grant(tuple(entry["read"]), tuple(entry["write"]))
+                return Identity(name, grant, digest)
+        return None
 
 
 def new_token() -> str:
@@ -108,26 +134,89 @@ def token_from_request(authorization: str | None, auth_param: str | None) -> str
 
 
 def load(path: Path) -> AuthDB:
-    """Read the auth file; a missing file is an empty one (everything denied)."""
+    """Read and validate the auth file; a missing file is an empty one (everything denied).
+
+    ConfigError (one line naming the file and the problem) for anything that is not exactly
+    the format above: a hand edit such as ``"read": "home*"`` (a string) must be refused,
+    not read as the characters ``h o m e *`` (which held ``*``: read on every topic).
+    """
     try:
-        data = json.loads(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
     except FileNotFoundError:
         return AuthDB()
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read auth file: {exc}") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{path}: cannot read auth file: {_one_line(exc)}") from None
+    try:
+        return parse(data)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: invalid auth file: {exc}") from None
+
+
+def parse(data: object) -> AuthDB:
+    """The auth file's JSON value as an AuthDB; ValueError naming the first problem."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the auth file must hold a JSON object")
-    anon = data.get("anonymous") or {}
+        raise ValueError("the auth file must hold a JSON object")
+    if unknown := sorted(set(data) - {"anonymous", "tokens"}):
+        raise ValueError(f"unknown key {unknown[0]!r} (expected 'anonymous' and 'tokens')")
+    anon = data.get("anonymous") or {}  # null or missing: nothing granted (as before)
     tokens = data.get("tokens") or {}
-    if not isinstance(anon, dict) or not isinstance(tokens, dict):
-        raise ConfigError(f"{path}: 'anonymous' and 'tokens' must be objects")
-    for name, entry in tokens.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
-            raise ConfigError(f"{path}: token {name!r} has no 'hash'")
-        entry.setdefault("read", [])
-        entry.setdefault("write", [])
-    grant = Grant(tuple(anon.get("read", ())), tuple(anon.get("write", ())))
-    return AuthDB(grant, tokens)
+    if not isinstance(anon, dict):
+        raise ValueError("'anonymous' must be an object with 'read' and 'write' lists")
+    if not isinstance(tokens, dict):
+        raise ValueError("'tokens' must be an object of token entries by name")
+    grant = _grant(anon, "anonymous")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, item in tokens.items():
+        check_name(name)
+        if not isinstance(item, dict):
+            raise ValueError(f"token {name!r} must be an object")
+        digest = item.get("hash")
+        if not isinstance(digest, str) or not _HASH_RE.fullmatch(digest):
+            raise ValueError(f"token {name!r}: 'hash' must be 64 lowercase hex digits (SHA-256)")
+        g = _grant(item, f"token {name!r}")
+        checked[name] = {**item, "read": list(g.read), "write": list(g.write)}
+    return AuthDB(grant, checked)
+
+
+def _grant(obj: dict[str, Any], who: str) -> Grant:
+    modes: dict[str, tuple[str, ...]] = {}
+    for mode in ("read", "write"):
+        value = obj.get(mode, [])
+        if not isinstance(value, list):
+            raise ValueError(
+                f"{who}: {mode!r} must be a list of topic patterns, not {type(value).__name__}"
+            )
+        modes[mode] = tuple(check_pattern(p, f"{who}: {mode!r}") for p in value)
+    return Grant(modes["read"], modes["write"])
+
+
+def check_pattern(pattern: object, where: str = "pattern") -> str:
+    """A topic pattern: 1-64 of a relay topic's characters, plus ``*`` (any run of them).
+
+    Anything else could never match a relay topic (``home/*``), so it is an error, not a
+    pattern that silently grants nothing.
+    """
+    if not isinstance(pattern, str):
+        raise ValueError(f"{where}: a pattern must be a string, not {type(pattern).__name__}")
+    if not _PATTERN_RE.fullmatch(pattern):
+        shown = repr(pattern[:40])
+        raise ValueError(f"{where}: pattern {shown} is not 1-64 letters, digits, '-', '_' or '*'")
+    return pattern
+
+
+def check_name(name: str) -> str:
+    """A token name: 1-64 letters, digits, '-' or '_' (shown in logs and receipts)."""
+    if not _NAME_RE.fullmatch(name) or name == "anonymous":
+        raise ValueError(f"token name {name[:70]!r}: use 1-64 letters, digits, '-' or '_'")
+    return name
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def save(path: Path, db: AuthDB) -> None:
@@ -146,8 +235,11 @@ def save(path: Path, db: AuthDB) -> None:
 
 def add_token(path: Path, name: str, read: Sequence[str], write: Sequence[str]) -> str:
     """Create token ``name`` with the given patterns; return the token (shown once)."""
-    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
-        raise UsageError(f"token name {name!r}: use 1-64 letters, digits, '-' or '_'")
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _check_flags(read, write)
     db = load(path)
     if name in db.tokens:
         raise UsageError(f"a token named {name!r} exists; revoke it first")
@@ -170,6 +262,16 @@ def revoke_token(path: Path, name: str) -> None:
 
 
 def set_anonymous(path: Path, read: Sequence[str], write: Sequence[str]) -> None:
+    _check_flags(read, write)
     db = load(path)
     db.anonymous = Grant(tuple(read), tuple(write))
     save(path, db)
+
+
+def _check_flags(read: Sequence[str], write: Sequence[str]) -> None:
+    try:
+        for mode, patterns in (("read", read), ("write", write)):
+            for p in patterns:
+                check_pattern(p, f"--{mode}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

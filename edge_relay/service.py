@@ -59,6 +59,8 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
                 await runner.cleanup()
                 raise ConfigError(f"--listen {cfg.listen}: cannot listen: {exc.strerror}") from None
             prune = tg.create_task(_prune_loop(state))
+            if cfg.auth_file is not None:  # revocations close open streams (edge_relay.revoke)
+                watch = tg.create_task(state.watch_auth(), name="auth-watch")
             scheme = "https" if cfg.tls else "http"
             log.info("edge-relay listening on %s://%s:%d", scheme, cfg.host, cfg.port)
             try:
@@ -69,6 +71,8 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
                     yield state
             finally:
                 prune.cancel()
+                if cfg.auth_file is not None:
+                    watch.cancel()
                 if cfg.upstream is not None:
                     bridge.cancel()
                 await runner.cleanup()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,16 +16,35 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PCounter
 
-from agent.errors import AuthError
+from agent.envelope import dumps
+from agent.errors import AuthError, ConfigError
 from agent.store import Store
 from edge_relay import auth
 from edge_relay.config import RelayConfig
 from edge_relay.core import TokenBucket
 from edge_relay.hub import Hub
+from edge_relay.revoke import Streams
+
+log = logging.getLogger(__name__)
+_FileKey = tuple[int, int, int]
 
 
 class Forbidden(Exception):
     """A valid identity without the permission it needs (HTTP 403)."""
+
+
+def auth_unavailable() -> web.HTTPServiceUnavailable:
+    """The 503 for an auth decision the relay cannot make: its auth file is invalid.
+
+    An ``HTTPException`` with a JSON body, which the error middleware passes through as it
+    is (ntfy's shape); the reason is in the relay's log, logged once per version of the file.
+    """
+    body = {
+        "code": 50301,
+        "http": 503,
+        "error": "the relay's auth file is invalid; its operator must fix it (see its log)",
+    }
+    return web.HTTPServiceUnavailable(text=dumps(body), content_type="application/json")
 
 
 class Metrics:
@@ -64,9 +86,13 @@ class RelayState:
     upstream: Upstream = field(default_factory=Upstream)
     started: float = field(default_factory=time.time)
     subs_per_client: Counter[str] = field(default_factory=Counter)
+    streams: Streams = field(default_factory=Streams)
+    """Open subscriptions, re-checked against each new valid auth file (edge_relay.revoke)."""
     _bucket: TokenBucket | None = None
     _auth: auth.AuthDB | None = None
-    _auth_mtime: float = -1.0
+    """The last valid version of the auth file (None: none read yet)."""
+    _auth_key: _FileKey | None = None
+    _auth_broken: bool = False
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.cfg.limits.publish_burst, self.cfg.limits.publish_rate)
@@ -76,36 +102,86 @@ class RelayState:
         return self._bucket.take(client)
 
     def authdb(self) -> auth.AuthDB | None:
-        """The auth file, re-read when it changed (so ``token add`` needs no restart)."""
+        """The auth file, re-read when it changed (so ``token add`` needs no restart).
+
+        None without ``--auth-file``. A changed file that is invalid is logged once (this
+        version of it) and the last valid one stays in force; with none, every auth decision
+        answers 503 (``auth_unavailable``) until the file is fixed. Each new valid version
+        ends the open streams it no longer allows.
+        """
         path: Path | None = self.cfg.auth_file
         if path is None:
             return None
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            mtime = 0.0
-        if self._auth is None or mtime != self._auth_mtime:
-            self._auth = auth.load(path)
-            self._auth_mtime = mtime
+        key = _file_key(path)
+        if key != self._auth_key:
+            self._auth_key = key
+            self._reload(path)
+        if self._auth is None:
+            raise auth_unavailable()
         return self._auth
 
+    def _reload(self, path: Path) -> None:
+        try:
+            db = auth.load(path)
+        except ConfigError as exc:
+            self._auth_broken = True
+            kept = "the last valid version stays in force" if self._auth else (
+                "every request that needs a token is refused until it is fixed")  # fmt: skip
+            log.error("%s; %s", exc, kept)
+            return
+        if self._auth_broken:
+            log.warning("%s: valid again", path)
+        self._auth_broken = False
+        self._auth = db
+        self.streams.recheck(db)
+
+    async def watch_auth(self, interval: float = 1.0) -> None:
+        """Poll the auth file's identity (a stat a second, no inotify) so that a revocation
+        closes open streams within seconds even when no request comes in."""
+        while True:
+            with contextlib.suppress(web.HTTPException):
+                self.authdb()
+            await asyncio.sleep(interval)
+
     def identify(self, request: web.Request) -> auth.Identity:
-        """Who is asking; AuthError (401) for a bad or unknown token."""
+        """Who is asking; AuthError (401) for a bad or unknown token.
+
+        While the auth file is invalid an unknown token answers 503: it may be one the
+        broken version adds, so "unknown" cannot be decided.
+        """
         token = auth.token_from_request(
             request.headers.get("Authorization"), request.query.get("auth")
         )
         db = self.authdb()
         if db is None:
             return auth.ANONYMOUS_OPEN
-        return db.identify(token)
+        try:
+            return db.identify(token)
+        except AuthError:
+            if self._auth_broken:
+                raise auth_unavailable() from None
+            raise
 
     def require(self, ident: auth.Identity, mode: auth.Mode, topic: str) -> None:
-        """401 for anonymous without the grant, 403 for a token without it."""
+        """401 for anonymous without the grant, 403 for a token without it (503 while the
+        auth file is invalid: the refusal comes from a version that may be out of date)."""
         if ident.grant.allows(mode, topic):
             return
+        if self._auth_broken:
+            raise auth_unavailable()
         if ident.name == "anonymous":
             raise AuthError(f"{mode} access to topic {topic!r} needs a token")
         raise Forbidden(f"token {ident.name!r} may not {mode} topic {topic!r}")
 
     async def to_thread(self, fn: Any, *args: Any, **kw: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kw)
+
+
+def _file_key(path: Path) -> _FileKey:
+    """What changes whenever the file does: mtime (ns), size, and inode (``token ...``
+    replaces the file, so even two writes within one mtime tick differ)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -20,8 +20,10 @@ from agent.envelope import dumps, new_id
 from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
+from edge_relay.auth import Identity
 from edge_relay.core import Filters, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
+from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
 
 _PAGE = 500
@@ -40,6 +42,9 @@ class Sink:
     def __init__(self, request: web.Request, fmt: str) -> None:
         self.request = request
         self.fmt = fmt
+        self.body: asyncio.Task[None] | None = None
+        self.ended: str | None = None
+        """Why the auth file no longer allows this stream (``end``), or None."""
         ctype = "application/x-ndjson" if fmt == "json" else "text/event-stream"
         self.response: web.StreamResponse = web.StreamResponse(
             headers={"Content-Type": f"{ctype}; charset=utf-8", "Cache-Control": "no-cache"}
@@ -68,6 +73,13 @@ class Sink:
 
     async def run(self, body: asyncio.Task[None]) -> None:
         await body
+
+    def end(self, reason: str) -> None:
+        """End the stream: its token was revoked or its grant narrowed (edge_relay.revoke).
+        An SSE/JSON response then ends normally; a WebSocket closes with 1008 and ``reason``."""
+        self.ended = reason
+        if self.body is not None:
+            self.body.cancel()
 
     def direct(self) -> Callable[[list[Live]], bool] | None:
         """A synchronous writer for live messages, if this sink has one."""
@@ -113,7 +125,10 @@ class WsSink(Sink):
                 if isinstance(result, Exception) and not isinstance(result, ConnectionError):
                     log.error("WebSocket stream failed", exc_info=result)
             with contextlib.suppress(ConnectionError):
-                await self.ws.close()
+                if self.ended is None:
+                    await self.ws.close()
+                else:  # 1008: policy violation (RFC 6455 7.4.1), as ntfy's clients expect
+                    await self.ws.close(code=1008, message=self.ended.encode()[:123])
             _forget(self.ws.exception())
 
     async def _drain(self) -> None:
@@ -186,21 +201,40 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
 
     sub = Subscriber(topics, filters, queue_size=state.cfg.limits.send_queue, on_overflow=overflow)
     state.hub.subscribe(sub)  # live first, then replay: see the hub's theory of operation
+    opened = _watch(state, ident, sub, sink)
     state.subs_per_client[client] += 1
     state.metrics.subscribers.inc()
     try:
         await sink.prepare()
         body = asyncio.ensure_future(_stream(state, sink, sub, ",".join(topics), since, poll))
+        sink.body = body
+        if sink.ended is not None:
+            body.cancel()
         await sink.run(body)
     except (ConnectionError, asyncio.CancelledError):
         pass  # the client went away (or was cut for being slow): nothing to clean but below
     finally:
+        state.streams.remove(opened)
         state.hub.unsubscribe(sub)
         state.subs_per_client[client] -= 1
         if state.subs_per_client[client] <= 0:
             del state.subs_per_client[client]
         state.metrics.subscribers.dec()
     return sink.response
+
+
+def _watch(state: RelayState, ident: Identity, sub: Subscriber, sink: Sink) -> OpenStream:
+    """Register the stream with the auth watcher (``edge_relay.revoke``), which ends it if a
+    changed auth file no longer allows it. Called with no ``await`` since the grant was
+    checked, so no change of the file can slip in between."""
+
+    def withdraw(reason: str) -> None:
+        sub.dead = True  # from now on fan-out writes nothing to it, not even directly
+        sink.end(reason)
+
+    opened = OpenStream(ident.digest, ident.name, tuple(sorted(sub.topics)), withdraw)
+    state.streams.add(opened)
+    return opened
 
 
 async def _stream(

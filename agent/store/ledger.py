@@ -22,11 +22,17 @@ class _Ledger(_Base):
         *,
         receipt_destination: str | None = None,
         device: str = "",
+        owner: str = "",
+        max_devices: int | None = None,
     ) -> int:
         """Record ``(message_id, state, time)`` events; queue receipts if a destination is set.
 
         A message's visible state only moves forward (read beats clicked beats displayed).
-        Unknown ids are ignored. Returns how many events named a stored message.
+        Unknown ids are ignored. Returns how many events named a stored message. ``owner``
+        is who reported them (the relay: the caller's token name; the agent itself: ''):
+        receipts are keyed by (id, owner, state, device), first one wins. ``max_devices``
+        bounds the devices one owner may report per message: an event for another device
+        beyond it is ignored (not counted in the result).
         """
         for _, state, _ in events:
             if state not in STATES:
@@ -35,6 +41,9 @@ class _Ledger(_Base):
             ids = [e[0] for e in events]
             known = self._existing_ids(conn, ids)
             valid = [e for e in events if e[0] in known]
+            if max_devices is not None:
+                room = self._device_room(conn, {e[0] for e in valid}, owner, device, max_devices)
+                valid = [e for e in valid if e[0] in room]
             for message_id, state, _ in valid:
                 conn.execute(
                     "UPDATE messages SET state = ? WHERE id = ? AND "
@@ -43,12 +52,30 @@ class _Ledger(_Base):
                     (state, message_id, _RANK[state]),
                 )
             conn.executemany(
-                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?)",
-                [(mid, st, device, t) for mid, st, t in valid],
+                "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, time) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(mid, owner, st, device, t) for mid, st, t in valid],
             )
             if receipt_destination is not None:
                 self._queue_receipts(conn, valid, receipt_destination, device)
         return len(valid)
+
+    @staticmethod
+    def _device_room(
+        conn: sqlite3.Connection, ids: Iterable[str], owner: str, device: str, limit: int
+    ) -> set[str]:
+        """The ids for which ``owner`` may record ``device``: it is already one of theirs, or
+        they report fewer than ``limit`` devices for it (a walk of the receipts key prefix)."""
+        room = set()
+        for mid in ids:
+            n, has = conn.execute(
+                "SELECT count(DISTINCT device), coalesce(max(device = ?), 0) FROM receipts "
+                "WHERE message_id = ? AND owner = ?",
+                (device, mid, owner),
+            ).fetchone()
+            if has or n < limit:
+                room.add(mid)
+        return room
 
     @staticmethod
     def _queue_receipts(
@@ -74,6 +101,15 @@ class _Ledger(_Base):
             (message_id,),
         )
         return [(str(s), str(d), float(t)) for s, d, t in rows]
+
+    def receipts_by_owner(self, message_id: str) -> list[tuple[str, str, str, float]]:
+        """``(owner, device, state, time)`` for each receipt of a message, oldest first."""
+        rows = self._read(
+            "SELECT owner, device, state, time FROM receipts WHERE message_id = ? "
+            "ORDER BY time, rowid",
+            (message_id,),
+        )
+        return [(str(o), str(d), str(s), float(t)) for o, d, s, t in rows]
 
     def topic_stats(self) -> dict[str, dict[str, int]]:
         """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""

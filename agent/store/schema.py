@@ -155,11 +155,34 @@ def _m004_mqtt_redelivery(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m006_receipt_owner(db: sqlite_utils.Database) -> None:
+    # Who posted a receipt (the relay: the caller's token name; the agent's own: ''), in the
+    # key, so one owner's receipt can neither replace nor suppress another's for the same
+    # device name. SQLite cannot change a primary key in place: copy into a new table.
+    db.execute(
+        """CREATE TABLE receipts_new (
+            message_id TEXT NOT NULL,
+            owner TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            device TEXT NOT NULL DEFAULT '',
+            time REAL NOT NULL,
+            PRIMARY KEY (message_id, owner, state, device)
+        )"""
+    )
+    db.execute(
+        "INSERT INTO receipts_new (message_id, owner, state, device, time) "
+        "SELECT message_id, '', state, device, time FROM receipts"
+    )
+    db.execute("DROP TABLE receipts")
+    db.execute("ALTER TABLE receipts_new RENAME TO receipts")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
     ("003_fts_per_batch", _m003_fts_per_batch),
     ("004_mqtt_redelivery", _m004_mqtt_redelivery),
+    ("006_receipt_owner", _m006_receipt_owner),
 )
 
 
