@@ -41,6 +41,7 @@ from agent.config import AgentConfig
 from agent.envelope import new_id
 from agent.errors import ConfigError, ConnectionLost, EdgepushError
 from agent.notify import Notifier, make_notifier
+from agent.private import write_private
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
 
@@ -378,10 +379,7 @@ class AgentService:
             "pid": os.getpid(),
             "client_id": self.client_id,
         }
-        tmp = path.with_suffix(".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(body) + "\n")
-            tmp.replace(path)
+            write_private(path, (json.dumps(body) + "\n").encode())
         except OSError as exc:
             log.warning("cannot write the status file %s: %s", path, exc.strerror)
