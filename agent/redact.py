@@ -36,7 +36,8 @@ _RULES = (
     # The relay's tokens on their own (an error message quoting one).
     (r"""\btk_""", r"""[A-Za-z0-9]+"""),
     # A password in a URL's user info: scheme://user:password@host
-    (r"""://[^/\s:@'"]*:""", r"""[^@\s/'"]+(?=@)"""),
+    # (bounded: a hostile log line of many "://a:" must not cost quadratic time)
+    (r"""://[^/\s:@'"]{0,256}:""", r"""[^@\s/'"]{1,256}(?=@)"""),
 )  # fmt: skip
 _PATTERNS = tuple(re.compile(f"({kept}){_NOT_DONE}{cred}", re.IGNORECASE) for kept, cred in _RULES)
 
