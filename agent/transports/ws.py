@@ -371,7 +371,7 @@ class WsTransport:
     async def _post(self, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", **self._auth_headers()}
         ctx = tls_context(self.cfg.tls) if self.server.tls else None
-        if not self._insecure_noted:  # once per process for POSTs without a stream
+        if not self._insecure_noted:  # a POST before any stream connect: warn once
             self._warn_insecure()
         timeout = self.cfg.ws.connect_timeout
         await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
