@@ -15,6 +15,7 @@ from agent.errors import ConfigError, EdgepushError
 from agent.store import Store
 from edge_relay.bridge import Bridge, forward_rule
 from edge_relay.config import RelayConfig
+from edge_relay.guard import MAX_FIELD, MAX_LINE, Gate
 from edge_relay.hub import Hub
 from edge_relay.mdns import Advertiser
 from edge_relay.server import make_app
@@ -45,19 +46,10 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
             hub.on_delivered = state.metrics.delivered.inc
             if cfg.upstream is not None:
                 bridge = tg.create_task(Bridge(state).run(), name="bridge")
-            # A long request line (10,000 comma-joined topics) must reach our handler, which
-            # answers with a JSON error naming the limit, instead of aiohttp's plain-text 400.
-            runner = web.AppRunner(
-                make_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0,
-                max_line_size=128 * 1024, max_field_size=16 * 1024,
-            )  # fmt: skip
+            runner = web.AppRunner(make_app(state), handler_cancellation=True,
+                                   shutdown_timeout=2.0)  # fmt: skip
             await runner.setup()
-            site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=_ssl(cfg))
-            try:
-                await site.start()
-            except OSError as exc:
-                await runner.cleanup()
-                raise ConfigError(f"--listen {cfg.listen}: cannot listen: {exc.strerror}") from None
+            listener = await _listen(cfg, runner)
             prune = tg.create_task(_prune_loop(state))
             scheme = "https" if cfg.tls else "http"
             log.info("edge-relay listening on %s://%s:%d", scheme, cfg.host, cfg.port)
@@ -71,9 +63,28 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
                 prune.cancel()
                 if cfg.upstream is not None:
                     bridge.cancel()
+                listener.close()
                 await runner.cleanup()
     finally:
         store.close()
+
+
+async def _listen(cfg: RelayConfig, runner: web.AppRunner) -> asyncio.Server:
+    """The listening socket, its connections guarded (``edge_relay.guard``): our own
+    ``create_server`` over aiohttp's ``runner.server`` instead of ``web.TCPSite``."""
+    assert runner.server is not None
+    lim = cfg.limits
+    gate = Gate(lim, runner.server, keepalive_timeout=lim.idle_timeout, access_log=None,
+                max_line_size=MAX_LINE, max_field_size=MAX_FIELD)  # fmt: skip
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(gate.loop_exception)
+    try:
+        return await loop.create_server(
+            gate.factory, cfg.host, cfg.port, ssl=_ssl(cfg), reuse_address=True, backlog=512
+        )
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"--listen {cfg.listen}: cannot listen: {exc.strerror}") from None
 
 
 async def _prune_loop(state: RelayState) -> None:
