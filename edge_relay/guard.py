@@ -151,6 +151,10 @@ class Gate:
         """The loop's exception handler: ``accept()`` out of descriptors is one WARNING a
         minute (asyncio retries it every second, each time with a traceback)."""
         exc = context.get("exception")
+        if isinstance(exc, ValueError) and "_start_serving" in repr(context.get("handle")):
+            # asyncio's accept retry (after EMFILE) firing once the server was closed
+            log.debug("accept retry after the listener closed: %s", exc)
+            return
         if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
             quiet = self._throttle.allow("accept")
             if quiet is not None:

@@ -120,11 +120,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
                     raise MessageError(f"body is above the limit of {limit} bytes", "message")
                 chunks.append(chunk)
     except TimeoutError:
-        raise web.HTTPRequestTimeout(
+        late = web.HTTPRequestTimeout(
             text=dumps({"code": 40801, "http": 408,
                         "error": f"the body did not arrive within {timeout:g} s"}),
-            content_type="application/json", headers={"Connection": "close"},
-        ) from None  # fmt: skip
+            content_type="application/json",
+        )  # fmt: skip
+        late.force_close()  # the rest of the body is not worth waiting for
+        raise late from None
     return b"".join(chunks)
 
 

@@ -74,8 +74,11 @@ async def _listen(cfg: RelayConfig, runner: web.AppRunner) -> asyncio.Server:
     ``create_server`` over aiohttp's ``runner.server`` instead of ``web.TCPSite``."""
     assert runner.server is not None
     lim = cfg.limits
+    # lingering_time: how long aiohttp still reads (and drops) a body after an early answer
+    # (413, 408) so the client sees the answer rather than a reset; bounded, not 10 s
     gate = Gate(lim, runner.server, keepalive_timeout=lim.idle_timeout, access_log=None,
-                max_line_size=MAX_LINE, max_field_size=MAX_FIELD)  # fmt: skip
+                max_line_size=MAX_LINE, max_field_size=MAX_FIELD,
+                lingering_time=min(2.0, lim.body_timeout))  # fmt: skip
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(gate.loop_exception)
     try:
