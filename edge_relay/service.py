@@ -82,9 +82,15 @@ async def _listen(cfg: RelayConfig, runner: web.AppRunner) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(gate.loop_exception)
     try:
+        ctx = _ssl(cfg)
+    except ConfigError:
+        await runner.cleanup()
+        raise
+    try:
         return await loop.create_server(
-            gate.factory, cfg.host, cfg.port, ssl=_ssl(cfg), reuse_address=True, backlog=512
-        )
+            gate.factory, cfg.host, cfg.port, ssl=ctx, reuse_address=True, backlog=512,
+            ssl_handshake_timeout=lim.header_timeout if ctx is not None else None,
+        )  # fmt: skip
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"--listen {cfg.listen}: cannot listen: {exc.strerror}") from None
