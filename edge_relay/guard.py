@@ -24,6 +24,8 @@ ERROR traceback per request. This module adds those, with the least reach into a
 * **Connection cap.** ``Gate`` counts open connections; beyond ``limits.max_connections``, or
   what the process's file-descriptor limit allows with a reserve for the store and the event
   loop, a new connection gets a canned 503 and is closed at once, before it costs a parser.
+  The listen backlog (also how many sockets asyncio accepts per loop tick) is sized to the
+  free descriptors too (``fd_budget``), so refusing a burst cannot itself run out of them.
   The refusal is logged at most once a minute, with how many were refused since. When
   ``accept()`` itself fails for want of descriptors, asyncio's once-a-second traceback is
   replaced by the same once-a-minute WARNING (``Gate.loop_exception``).
@@ -58,7 +60,7 @@ from edge_relay.config import Limits
 log = logging.getLogger(__name__)
 MAX_LINE = 128 * 1024  # a request line of 10,000 comma-joined topics reaches the handler
 MAX_FIELD = 16 * 1024
-_FD_RESERVE = 32  # descriptors kept for the store, its threads and the loop beyond those open
+_FD_RESERVE = 16  # descriptors kept for the store and the loop beyond those open at start
 _WINDOW = 60.0  # seconds: at most one log line per kind (or per peer) in this window
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -91,16 +93,25 @@ class _Throttle:
         return quiet
 
 
-def fd_allowance() -> int:
-    """How many connections the file-descriptor limit leaves room for."""
+def fd_budget() -> tuple[int, int]:
+    """(connections, accepts per loop tick) that the file-descriptor limit leaves room for.
+
+    asyncio accepts up to ``backlog`` sockets per loop tick and a refused one holds its
+    descriptor until a later tick closes it, so two or three bursts can be open at once
+    beyond the connections kept: the burst is sized to the free descriptors and three of
+    them are held back, with a reserve for the store (its WAL and shm files open on the
+    first write) and the loop.
+    """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return 1 << 30
+        return 1 << 30, 128
     try:
         used = len(os.listdir("/proc/self/fd"))
     except OSError:
         used = 64
-    return max(1, soft - used - _FD_RESERVE)
+    free = soft - used
+    burst = max(4, min(128, free // 16))
+    return max(1, free - _FD_RESERVE - 3 * burst), burst
 
 
 class Gate:
@@ -111,7 +122,7 @@ class Gate:
         self.limits = limits
         self.server = server
         self.handler_kw = handler_kw
-        allowed = fd_allowance()
+        allowed, self.backlog = fd_budget()
         self.max_connections = min(limits.max_connections, allowed)
         if self.max_connections < limits.max_connections:
             log.warning("limits.max_connections = %d is more than the file-descriptor limit "

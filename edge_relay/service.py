@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -51,6 +52,11 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
             await runner.setup()
             listener = await _listen(cfg, runner)
             prune = tg.create_task(_prune_loop(state))
+            # Startup's objects (modules, aiohttp's tables) never become garbage: frozen out of
+            # the collector's view, the full collection a burst of connections triggers scans
+            # only what they made (measured at 300 connects: 62 ms of gen-2 pause, 5 ms frozen;
+            # it was /v1/health's worst latency).
+            gc.freeze()
             scheme = "https" if cfg.tls else "http"
             log.info("edge-relay listening on %s://%s:%d", scheme, cfg.host, cfg.port)
             try:
@@ -88,7 +94,7 @@ async def _listen(cfg: RelayConfig, runner: web.AppRunner) -> asyncio.Server:
         raise
     try:
         return await loop.create_server(
-            gate.factory, cfg.host, cfg.port, ssl=ctx, reuse_address=True, backlog=512,
+            gate.factory, cfg.host, cfg.port, ssl=ctx, reuse_address=True, backlog=gate.backlog,
             ssl_handshake_timeout=lim.header_timeout if ctx is not None else None,
         )  # fmt: skip
     except OSError as exc:

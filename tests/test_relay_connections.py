@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import wait_for
+from agent.errors import ConfigError
+from edge_relay import config
+from edge_relay.guard import _Throttle
+from tests.helpers import child_env, wait_for
 from tests.relay import Relay
 
 CONFIG = """keepalive = 0.5
@@ -34,6 +38,29 @@ max_connections = {maxconn}
 """
 SILENT = 200
 HALF = 100
+
+
+def test_limits_names_defaults_and_checks(tmp_path: Path) -> None:
+    lim = config.load({}, env={}).limits
+    assert (lim.header_timeout, lim.body_timeout, lim.idle_timeout, lim.max_connections) == (
+        10, 30, 60, 4096)  # fmt: skip
+    f = tmp_path / "r.toml"
+    f.write_text("[limits]\nheader_timeout = 1.5\nbody_timeout = 2\nidle_timeout = 3\n"
+                 "max_connections = 7\n")  # fmt: skip
+    lim = config.load({}, config_file=f, env={}).limits
+    assert (lim.header_timeout, lim.body_timeout, lim.idle_timeout, lim.max_connections) == (
+        1.5, 2, 3, 7)  # fmt: skip
+    for bad in ("header_timeout = 0", "idle_timeout = -1", "max_connections = 0"):
+        f.write_text(f"[limits]\n{bad}\n")
+        with pytest.raises(ConfigError, match=bad.split(" ")[0]):
+            config.load({}, config_file=f, env={})
+
+
+def test_throttle_says_yes_once_a_window_and_counts_the_rest() -> None:
+    t = _Throttle(window=60)
+    assert [t.allow("a", now=n) for n in (0, 1, 2, 59)] == [0, None, None, None]
+    assert t.allow("b", now=3) == 0  # per key
+    assert t.allow("a", now=61) == 3  # the three kept quiet since
 
 
 def _config(header: float = 1, body: float = 1, idle: float = 3, maxconn: int = 4096) -> str:
@@ -210,6 +237,46 @@ async def test_fd_limit_keeps_serving_the_connections_it_has_without_a_log_flood
     assert len(log.splitlines()) < 20, log[-3000:]
 
 
+class _LimitedRelay(Relay):
+    """A relay started under ``prlimit --nofile=128``: the cap comes from the fd limit."""
+
+    def start(self) -> Relay:
+        argv = ["--nofile=128:128", "--", sys.executable, "-m", "edge_relay", "serve", "--listen",
+                f"127.0.0.1:{self.port}", "--data-dir", str(self.dir / "data"), "--config",
+                str(self.config), "--no-advertise"]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(["prlimit", *argv], env=child_env(), stdout=log,
+                                         stderr=log)  # fmt: skip
+        wait_for(self._healthy, timeout=30, what=f"relay on {self.port} ({self.log})")
+        return self
+
+
+@pytest.mark.slow
+async def test_fd_limit_at_start_caps_connections_and_keeps_serving(tmp_path: Path) -> None:
+    relay = _LimitedRelay(tmp_path, config=_config(header=30, idle=60)).start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.put(relay.url + "/fd2", data=b"before") as r:  # opens the keep-alive
+                assert r.status == 200
+            held = []
+            for _ in range(200):  # more connections than descriptors
+                held.append(await asyncio.open_connection("127.0.0.1", relay.port))
+            refused = await asyncio.gather(*[_closed_after(r, 5) for r, _ in held[-50:]])
+            assert {d.split(b"\r\n", 1)[0] for _, d in refused} == {
+                b"HTTP/1.1 503 Service Unavailable"}  # fmt: skip
+            async with s.put(relay.url + "/fd2", data=b"during") as r:  # the one it has
+                assert r.status == 200
+            for _, w in held:
+                w.close()
+        assert [m["message"] for m in relay.poll("fd2")] == ["before", "during"]
+    finally:
+        assert relay.stop() == 0
+    log = relay.log.read_text()
+    assert "file-descriptor limit leaves room for" in log
+    assert log.count("refusing new connections") == 1, log[-3000:]
+    assert "Traceback" not in log and "Too many open files" not in log, log[-3000:]
+
+
 MALFORMED = [
     b"GET /x?auth=QmVhcmVyIHRrX3NlY3JldA HTTP/1.1 junk\r\n\r\n",
     b"GARBAGE\r\n\r\n",
@@ -229,7 +296,8 @@ async def test_malformed_requests_get_json_and_one_warning_without_the_query(
     try:
         answers: list[bytes] = []
         for i in range(40):
-            r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+            peer = "127.0.0.2" if i == 39 else "127.0.0.1"  # a second peer: its own line
+            r, w = await asyncio.open_connection("127.0.0.1", relay.port, local_addr=(peer, 0))
             w.write(MALFORMED[i % len(MALFORMED)])
             _, data = await _closed_after(r, 10)
             w.close()
@@ -245,6 +313,7 @@ async def test_malformed_requests_get_json_and_one_warning_without_the_query(
         assert err["http"] == int(head.split(b" ")[1]) and err["code"] == err["http"] * 100 + 1
     log = relay.log.read_text()
     warnings = [line for line in log.splitlines() if "malformed HTTP request" in line]
-    assert len(warnings) == 1 and " WARNING " in warnings[0], log[-3000:]
+    assert len(warnings) == 2 and all(" WARNING " in w for w in warnings), log[-3000:]
+    assert "127.0.0.1" in warnings[0] and "127.0.0.2" in warnings[1]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     assert "QmVhcmVyIHRrX3NlY3JldA" not in log
