@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge_relay import auth
@@ -203,10 +203,12 @@ _HEADERS = st.dictionaries(
     kind=st.sampled_from(["PUT /fz1", "POST /fz1", "GET /fz1/json", "GET /fz1/sse", "POST /"]),
     params=_PARAMS,
     headers=_HEADERS,
-    body=st.one_of(
-        st.binary(max_size=64), _TEXT.map(lambda t: t.encode("utf-8", "surrogateescape"))
-    ),
+    body=st.one_of(st.binary(max_size=64), _TEXT.map(_bytes)),
 )
+# the finds, so this fails on the code that had them whatever hypothesis draws
+@example(kind="GET /fz1/json", params={"since": str(2**63)}, headers={}, body=b"")
+@example(kind="POST /", params={}, headers={}, body=b'{"topic": "fz1", "message": NaN}')
+@example(kind="PUT /fz1", params={}, headers={"Actions": "[" * 3000}, body=b"x")
 def test_fuzz_publish_and_subscribe_never_5xx(
     relay: Relay, kind: str, params: dict[str, str], headers: dict[str, str], body: bytes
 ) -> None:

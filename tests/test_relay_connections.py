@@ -20,10 +20,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, BadStatusLine, LineTooLong
 
 from agent.errors import ConfigError
 from edge_relay import config
-from edge_relay.guard import _Throttle
+from edge_relay.guard import MAX_FIELD, MAX_LINE, _Throttle, describe
 from tests.helpers import child_env, wait_for
 from tests.relay import Relay
 
@@ -317,3 +318,17 @@ async def test_malformed_requests_get_json_and_one_warning_without_the_query(
     assert "127.0.0.1" in warnings[0] and "127.0.0.2" in warnings[1]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     assert "QmVhcmVyIHRrX3NlY3JldA" not in log
+
+
+def test_protocol_errors_are_described_in_our_words_never_the_line() -> None:
+    secret = b"/x?auth=QmVhcmVyIHRrX3NlY3JldA"
+    cases = [
+        (LineTooLong(secret, MAX_FIELD), 413, "header"),
+        (LineTooLong(secret, MAX_LINE), 414, "request line"),
+        (BadHttpMethod(secret.decode()), 400, "method"),
+        (BadStatusLine(secret.decode()), 400, "request line"),
+        (BadHttpMessage(secret.decode()), 400, "malformed"),
+    ]
+    for exc, status, word in cases:
+        got, text = describe(exc)
+        assert got == status and word in text and "auth" not in text, (exc, text)
