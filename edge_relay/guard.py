@@ -73,7 +73,7 @@ def canned(status: int, reason: str, text: str) -> bytes:
     return head.encode() + body
 
 
-class _Throttle:
+class Throttle:
     """Says yes at most once per key per window; counts the noes in between."""
 
     def __init__(self, window: float = _WINDOW) -> None:
@@ -130,7 +130,7 @@ class Gate:
                         self.max_connections)  # fmt: skip
         self.open = 0
         self.refused = 0
-        self._throttle = _Throttle()
+        self._throttle = Throttle()
 
     def factory(self) -> GuardedHandler:
         return GuardedHandler(self, self.server, loop=asyncio.get_running_loop(),

@@ -24,12 +24,13 @@ from agent.envelope import Message, check_id, check_unicode, dumps, encode, from
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
 from agent.store import STATES
 from edge_relay.core import check_json_value, check_relay_topic, parse_actions
-from edge_relay.guard import track
+from edge_relay.guard import Throttle, track
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REFUSALS = Throttle()
 _JSON_FIELDS = ("topic", "message", "title", "priority", "tags", "click", "actions")
 
 
@@ -74,7 +75,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("%s %s: unexpected error", request.method, raw[:120])
         return error(500, "internal error; see the relay's log")
     state.metrics.rejected.inc()
-    log.info("%s %s -> %s: %s", request.method, raw[:120], answer.status, answer.text)
+    # one line per client a minute: a client sending garbage in a loop is not a log flood
+    quiet = _REFUSALS.allow(request.remote or "?")
+    if quiet is not None:
+        more = f" (+{quiet} refused from {request.remote} since the last line)" if quiet else ""
+        log.info("%s %s -> %s: %s%s", request.method, raw[:120], answer.status, answer.text, more)
     return answer
 
 

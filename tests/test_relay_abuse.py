@@ -259,3 +259,14 @@ def test_text_at_the_limit_is_stored(relay: Relay) -> None:
     status, body = _raw(relay, "PUT", "/big3?title=" + "a" * 4096, b"y" * 4096)
     assert status == 200, body
     assert [m["title"] for m in relay.poll("big3")] == ["a" * 4096]
+
+
+def test_a_client_sending_bad_requests_in_a_loop_is_one_log_line(tmp_path: Path) -> None:
+    relay = Relay(tmp_path, config=FAST).start()
+    try:
+        answers = [_raw(relay, "PUT", "/bad.topic", b"x")[0] for _ in range(200)]
+        assert answers == [400] * 200
+    finally:
+        assert relay.stop() == 0
+    lines = [line for line in relay.log.read_text().splitlines() if "-> 400" in line]
+    assert len(lines) == 1, lines[:5]

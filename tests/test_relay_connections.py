@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, BadStatusLine
 
 from agent.errors import ConfigError
 from edge_relay import config
-from edge_relay.guard import MAX_FIELD, MAX_LINE, _Throttle, describe
+from edge_relay.guard import MAX_FIELD, MAX_LINE, Throttle, describe
 from tests.helpers import child_env, wait_for
 from tests.relay import Relay
 
@@ -58,7 +58,7 @@ def test_limits_names_defaults_and_checks(tmp_path: Path) -> None:
 
 
 def test_throttle_says_yes_once_a_window_and_counts_the_rest() -> None:
-    t = _Throttle(window=60)
+    t = Throttle(window=60)
     assert [t.allow("a", now=n) for n in (0, 1, 2, 59)] == [0, None, None, None]
     assert t.allow("b", now=3) == 0  # per key
     assert t.allow("a", now=61) == 3  # the three kept quiet since
