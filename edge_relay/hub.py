@@ -260,8 +260,27 @@ class Hub:
         ``StoreBusy`` (locked, disk full) is nobody's fault and passes: every member gets it
         (503, retry). Any other failure of a group of several is retried member by member, so
         only the publish that cannot be stored gets the error and the others are stored once
-        (a failed transaction stored nothing).
+        (a failed transaction stored nothing). One log line per group, however many failed.
         """
+        failed = await self._insert(source, pubs)
+        if failed is None or isinstance(failed, StoreBusy):
+            return
+        if len(pubs) > 1:
+            alone = [(p, f) for p in pubs if (f := await self._insert(source, [p])) is not None]
+            log.warning("hub: a commit of %d publishes from %s failed (%s); stored one by one, "
+                        "%d could not be: %s", len(pubs), source, _short(failed), len(alone),
+                        _short(alone[0][1]) if alone else "-")  # fmt: skip
+            failures = [f for _, f in alone]
+        else:
+            log.warning("hub: cannot store a publish from %s: %s", source, _short(failed))
+            failures = [failed]
+        bug = next((f for f in failures if not isinstance(f, EdgepushError)), None)
+        if bug is not None:  # check_storable let through what the store refuses: shown in full
+            log.error("hub: the store refused a message that passed its checks", exc_info=bug)
+
+    async def _insert(self, source: str, pubs: list[_Publish]) -> BaseException | None:
+        """One ``insert_batch`` for ``pubs``; settles their futures on success or on
+        StoreBusy, and a lone member's on any failure. Returns the failure, if any."""
         try:
             stored = await asyncio.to_thread(
                 self.store.insert_batch,
@@ -273,21 +292,13 @@ class Hub:
             )
         except StoreBusy as exc:
             _fail(pubs, exc)
-            return
-        except Exception as exc:
-            if len(pubs) > 1:
-                log.warning("hub: a commit of %d publishes failed (%s): storing them one by one",
-                            len(pubs), _short(exc))  # fmt: skip
-                for p in pubs:
-                    await self._store(source, [p])
-                return
-            if isinstance(exc, EdgepushError):
-                log.warning("hub: cannot store a publish from %s: %s", source, _short(exc))
-                _fail(pubs, exc)
-            else:  # validation let through what the store refuses: a bug, shown once in full
-                log.exception("hub: cannot store a publish from %s", source)
-                _fail(pubs, InvalidState(f"cannot store this message: {_short(exc)}"))
-            return
+            return exc
+        except Exception as exc:  # noqa: BLE001 - whatever failed, _store retries and logs it
+            if len(pubs) == 1:
+                wrapped = exc if isinstance(exc, EdgepushError) else InvalidState(
+                    f"cannot store this message: {_short(exc)}")  # fmt: skip
+                _fail(pubs, wrapped)
+            return exc
         new = {s.message.id: s for s in stored}
         for p in pubs:
             if not p.done.done():
@@ -295,6 +306,7 @@ class Hub:
         self._fan_out(stored)
         for callback in self.on_stored:
             callback(stored, source)
+        return None
 
     def _fan_out(self, stored: list[Stored]) -> None:
         # Per subscriber, the group's messages for it in seq order, so a caught-up WebSocket

@@ -29,7 +29,7 @@ def _forward(msg: Message) -> str | None:
 
 
 async def test_a_failing_member_fails_alone_and_the_rest_of_its_group_is_stored(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = Store(tmp_path / "relay.db").open()
     try:
@@ -45,6 +45,10 @@ async def test_a_failing_member_fails_alone_and_the_rest_of_its_group_is_stored(
         in_store = [s.message.id for s in store.query(topics={"ok"}, limit=1000)]
         assert Counter(in_store) == Counter(m[0].id for m in honest)
         assert store.query(topics={"boom"}, limit=10) == []
+        lines = [r for r in caplog.records if r.name == "edge_relay.hub"]
+        # one line for the group, one for the bug (a failure no check saw coming)
+        assert [r.levelname for r in lines] == ["WARNING", "ERROR"], [r.message for r in lines]
+        assert "1 could not be" in lines[0].message
     finally:
         store.close()
 
