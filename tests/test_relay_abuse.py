@@ -200,7 +200,9 @@ _HEADERS = st.dictionaries(
 @settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(
-    kind=st.sampled_from(["PUT /fz1", "POST /fz1", "GET /fz1/json", "GET /fz1/sse", "POST /"]),
+    kind=st.sampled_from(
+        ["PUT /fz1", "POST /fz1", "GET /fz1/json", "GET /fz1/sse", "GET /fz1/ws", "POST /"]
+    ),
     params=_PARAMS,
     headers=_HEADERS,
     body=st.one_of(st.binary(max_size=64), _TEXT.map(_bytes)),
