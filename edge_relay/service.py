@@ -71,6 +71,7 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
                     bridge.cancel()
                 listener.close()
                 await runner.cleanup()
+                asyncio.get_running_loop().set_exception_handler(None)
     finally:
         store.close()
 
@@ -86,7 +87,7 @@ async def _listen(cfg: RelayConfig, runner: web.AppRunner) -> asyncio.Server:
                 max_line_size=MAX_LINE, max_field_size=MAX_FIELD,
                 lingering_time=min(2.0, lim.body_timeout))  # fmt: skip
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(gate.loop_exception)
+    loop.set_exception_handler(gate.loop_exception)  # reset when the relay stops
     try:
         ctx = _ssl(cfg)
     except ConfigError:
