@@ -3,7 +3,11 @@
 Down: the transport delivers batches from ``--upstream-topic`` filters; each message's MQTT
 topic is mapped to a relay topic (``edge_relay.core.mqtt_to_relay``), the batch is stored and
 fanned out through the hub (one transaction), and only then does the transport PUBACK it.
-A message already stored (the same id coming back down) is a no-op: no echo loop.
+A message already stored (the same id coming back down) is a no-op: no echo loop. What the
+upstream sends that cannot be stored as an envelope (``1e400``, a topic the relay cannot map)
+is kept raw in the store's ``rejected`` table, counted in ``/v1/health`` (``rejected``) and
+``/metrics`` (``edge_relay_rejected_messages``), and acked: it never blocks what follows, and
+never takes the bridge down (a failing session is logged and reconnected by the transport).
 
 Up: a local publish whose topic matches a ``--forward`` pattern is queued in the store's
 outbox in the same transaction as the message itself, with its relay-assigned id. A drainer
@@ -16,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import AgentConfig, Paths
-from agent.envelope import Message
+from agent.envelope import Message, encode_bytes
 from agent.errors import ConnectionLost, EdgepushError, MessageError, StoreBusy
-from agent.store import Stored
+from agent.store import Rejected, Stored
 from agent.topics import glob_match
 from agent.transports import Batch, ConnState
 from agent.transports.mqtt import MqttTransport
@@ -87,14 +92,22 @@ class Bridge:
 
     async def _sink(self, batch: Batch) -> None:
         msgs: list[Message] = []
+        rejected = list(batch.rejected)
         for m in batch.messages:
             try:
                 msgs.append(m.with_topic(mqtt_to_relay(m.topic)))
             except MessageError as exc:
-                log.warning("upstream message %s dropped: %s", m.id, exc)
+                log.warning("upstream message %s rejected: %s", m.id, exc)
+                why = f"no relay topic for it: {exc}"
+                rejected.append(
+                    Rejected.of(batch.source, m.topic, why, encode_bytes(m), time.time())
+                )
         if msgs:
             # stored + fanned out; ids kept by with_topic, so the redelivery keys still match
             await self.state.hub.publish(msgs, source="upstream", redelivery=batch.redelivery)
+        if rejected:  # after the publish: a StoreBusy retry of it must not add them twice
+            await asyncio.to_thread(self.state.store.add_rejected, rejected)
+            self.state.note_rejected(len(rejected))
 
     async def _drain(self) -> None:
         store = self.state.store
