@@ -342,13 +342,19 @@ def check_unicode(text: str, obj: Any, field: str) -> None:
     """
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         try:
-            dumps(obj).encode("utf-8")
+            _LAX.encode(obj).encode("utf-8")
+        except (ValueError, RecursionError):
+            pass  # NaN or depth from another decoder: not this check's to judge (from_fields)
         except UnicodeEncodeError:
             raise MessageError(
                 f"{field} has an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): "
                 "not Unicode text",
                 field=field,
             ) from None
+
+
+# check_unicode's encoder: NaN allowed, so the only thing it can find is the surrogate.
+_LAX = json.JSONEncoder(ensure_ascii=False, allow_nan=True)
 
 
 def _reject_constant(name: str) -> Any:
