@@ -343,14 +343,14 @@ def check_unicode(text: str, obj: Any, field: str) -> None:
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         try:
             _LAX.encode(obj).encode("utf-8")
-        except (ValueError, RecursionError):
-            pass  # NaN or depth from another decoder: not this check's to judge (from_fields)
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # before ValueError, of which it is a subclass
             raise MessageError(
                 f"{field} has an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): "
                 "not Unicode text",
                 field=field,
             ) from None
+        except (ValueError, RecursionError):
+            pass  # NaN or depth from another decoder: not this check's to judge (from_fields)
 
 
 # check_unicode's encoder: NaN allowed, so the only thing it can find is the surrogate.
