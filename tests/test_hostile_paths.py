@@ -239,6 +239,7 @@ def test_generated_hostile_json_never_blocks_the_honest_message_after_it(
         one()
     finally:
         assert agent.stop() == 0
+    assert seen["n"] >= 25
 
 
 # --- relay publish → WebSocket agent ------------------------------------------------------------
@@ -298,6 +299,7 @@ def test_generated_hostile_publishes_never_block_the_ws_agent(home: Path, tmp_pa
     the honest message after it is stored exactly once."""
     relay = Relay(tmp_path / "relay").start()
     agent = Agent(home, relay.url, "--topic", "alerts").start()
+    seen = {"n": 0}
 
     @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
     @given(json_text.envelopes)
@@ -305,6 +307,7 @@ def test_generated_hostile_publishes_never_block_the_ws_agent(home: Path, tmp_pa
         # A non-finite number in "message" is sized by the relay's handler before it reaches
         # the envelope (edge_relay/server.py publish_json: the relay-hardening branch's item).
         assume(not _non_finite_message(text))
+        seen["n"] += 1
         body = text.replace('{"message"', '{"topic": "alerts", "message"', 1).encode()
         status, answer = _post(relay, body)
         assert status < 500, (body, status, answer)
@@ -320,3 +323,45 @@ def test_generated_hostile_publishes_never_block_the_ws_agent(home: Path, tmp_pa
     finally:
         assert agent.stop() == 0
         assert relay.stop() == 0
+    assert seen["n"] >= 20
+
+
+def test_generated_hostile_upstream_messages_never_block_the_bridge(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Relay and broker started once; each generated payload published onto the bridged topic
+    is either stored (served to local subscribers) or counted as rejected, and the honest one
+    after it is stored exactly once, with the upstream still connected."""
+    relay = Relay(tmp_path / "relay", args=["--upstream", mosquitto.url, "--upstream-topic",
+                  "cloud/#"]).start()  # fmt: skip
+    wait_for(lambda: _health(relay)["upstream"]["state"] == "connected", timeout=20,
+             what="upstream connected")  # fmt: skip
+    seen = {"n": 0}
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(json_text.envelopes, json_text.values))
+    def one(text: str) -> None:
+        seen["n"] += 1
+        mark = f"ok{2000 + seen['n']:04d}"
+        before_ids, before_rejected = _poll_ids(relay), _health(relay)["rejected"]
+        try:
+            m = decode(text.encode(), topic="cloud/alerts", max_size=1 << 20)
+            outcome = "dup" if '"id"' in text and m.id in before_ids else "stored"
+        except MessageError:
+            outcome = "rejected"
+        mosquitto_pub(mosquitto, "cloud/alerts", text.encode())
+        mosquitto_pub(mosquitto, "cloud/alerts", honest(2000 + seen["n"]))
+        wait_for(lambda: mark in _poll_ids(relay), timeout=30, what=f"honest after {text[:80]!r}")
+        ids, health = _poll_ids(relay), _health(relay)
+        assert ids.count(mark) == 1 and health["upstream"]["state"] == "connected"
+        got = (len(ids) - len(before_ids) - 1, health["rejected"] - before_rejected)
+        assert got == {"stored": (1, 0), "dup": (0, 0), "rejected": (0, 1)}[outcome], text
+
+    try:
+        one()
+    finally:
+        started = time.monotonic()
+        assert relay.stop() == 0
+        assert time.monotonic() - started < 10
+    assert seen["n"] >= 20  # every example went through the real processes
+    assert "Traceback" not in relay.log.read_text()

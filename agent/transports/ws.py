@@ -269,7 +269,7 @@ class WsTransport:
                     else:  # the common case, without a coroutine per frame
                         queue.put_nowait(event.message)
                 elif event.kind == "rejected":
-                    item = Rejected.of(self.url, None, event.reason or "", frame, time.time())
+                    item = Rejected.of(self.source, None, event.reason or "", frame, time.time())
                     self._rejects.note(self.url, item)
                     await queue.put((item, event.id))
                 elif event.kind == "poll_request":
