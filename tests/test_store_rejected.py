@@ -74,3 +74,25 @@ def test_retention_keeps_the_newest_thousand_and_thirty_days(store: Store) -> No
     store.add_rejected([rej(5000, now=40 * 86400.0)])
     store.prune(max_age=10**9, max_messages=10**6, now=40 * 86400.0 + 1)
     assert [r.topic for _, r in store.rejected_list()] == ["t/5000"]
+
+
+def test_reject_warnings_are_rate_limited_and_the_rest_summed_up(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from agent import transports
+
+    clock = [1000.0]
+    monkeypatch.setattr(transports.time, "monotonic", lambda: clock[0])
+    log = logging.getLogger("test.rejects")
+    caplog.set_level(logging.WARNING, logger="test.rejects")
+    limiter = transports.RejectLog(log, burst=3, window=60.0)
+    for i in range(50):
+        limiter.note("mqtt://b", rej(i))
+    assert len(caplog.records) == 3
+    clock[0] += 61
+    limiter.note("mqtt://b", rej(99))
+    texts = [r.getMessage() for r in caplog.records]
+    assert len(texts) == 5 and "47 more rejected payloads not logged" in texts[3]
+    assert "reason 99" in texts[4] and "history --rejected" in texts[4]

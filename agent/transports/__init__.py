@@ -123,7 +123,7 @@ class RejectLog:
         if self._shown < self.burst:
             self._shown += 1
             self.log.warning(
-                "%s: rejected a payload on %r (%d bytes): %s (kept in 'pushagent history "
+                "%s: rejected a message on %r (%d bytes): %s (kept in 'pushagent history "
                 "--rejected', acked)", where, item.topic, item.size, item.reason,
             )  # fmt: skip
         else:
