@@ -248,3 +248,34 @@ async def test_mqtt_watchdog_failure_ends_the_session_logged_and_reconnects(
 
     await _mqtt_case(mosquitto, store, tmp_path, caplog, Sink(store), "watchdog", inject)
     assert patched.fired
+
+
+async def test_ws_reader_failure_against_the_real_relay_reconnects_and_loses_nothing(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from tests.relay import Relay
+
+    caplog.set_level(logging.INFO, logger="pushagent.ws")
+    patched = raise_once(ws_mod.parse_frame, ValueError("injected reader failure"),
+                         lambda frame, **kw: "honest 2" in str(frame))  # fmt: skip
+    monkeypatch.setattr(ws_mod, "parse_frame", patched)
+    relay = Relay(tmp_path / "relay").start()
+    sink = Sink(store)
+    t = WsTransport(relay.url, ws_cfg(tmp_path), topics=("alerts",), store=store)
+    connects: list[str] = []
+    t.on_state = lambda st: connects.append(st) if st == "connected" else None
+    task = asyncio.create_task(t.run(sink))
+    try:
+        await until(lambda: connects, what="subscribed")
+        ids = [(await asyncio.to_thread(relay.publish, "alerts", f"honest {i}"))["id"]
+               for i in (1, 2, 3)]  # fmt: skip
+        await until(lambda: len(connects) >= 2, what="a reconnect after the reader failed")
+        await until(lambda: len(sink.ids()) == 3, what="all three stored")
+    finally:
+        await stop(task)
+        assert relay.stop() == 0
+    assert patched.fired
+    assert_exactly(sink.ids(), ids)
+    logged = errors(caplog, "pushagent.ws")
+    assert logged and "the reader task failed" in logged[0].getMessage()
