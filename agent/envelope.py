@@ -16,6 +16,29 @@ escapes (a hypothesis test feeds it arbitrary bytes). The rules, in order:
    our fields such as a sensor's ``{"temp": 21}``): the whole text is the message.
 
 A message without an id gets one; without a time, now. ``decode(encode(m)) == m``.
+
+What JSON cannot round-trip is refused at decode, never found later at encode time (where it
+would fail a whole batch, far from its cause). Each case, and why it goes where it goes:
+
+* A number that overflows a double (``1e400``, ``-1e999``): valid JSON grammar, but Python
+  reads it as ``inf``, which no JSON encoder may write back. MessageError naming the field
+  (the JSON decoder's ``parse_float`` hook; nothing else pays for it).
+* An integer outside 64 bits (``|n| >= 2**63``): Python keeps it exactly, but Go's ntfy, SQLite's
+  JSON functions and JavaScript do not, so a relay or a peer would mangle or refuse it.
+  MessageError naming the field (the ``parse_int`` hook).
+* ``NaN``/``Infinity`` literals: not JSON at all, so the payload is not an envelope and the whole
+  text is the message (rule 4), like any other malformed JSON.
+* Nesting deeper than ``MAX_DEPTH`` levels (or so deep the decoder hits Python's recursion
+  limit): no envelope nests like that, and re-encoding it could exceed the stack where the
+  decoding did not; it is treated as plain text (rule 4), so it is stored, not lost.
+* A ``\\u`` escape of a lone UTF-16 surrogate: MessageError (``check_unicode``).
+* NUL and other control characters in text fields are kept (JSON allows them escaped; the
+  store takes them); only a topic refuses them. Raw control bytes inside a JSON string are
+  malformed JSON: plain text.
+
+So ``encode_bytes(decode(x))`` cannot raise for any ``x`` that ``decode`` accepted (a hypothesis
+test generates such JSON text), and ``from_fields`` checks the same for the structured fields
+when it is handed a mapping from some other decoder.
 """
 
 from __future__ import annotations
@@ -48,6 +71,9 @@ FIELDS = (
 )
 DEFAULT_PRIORITY = 3
 DEFAULT_MAX_SIZE = 256 * 1024
+MAX_DEPTH = 64
+"""Deepest nesting of arrays/objects kept as an envelope (ntfy's own messages nest 3 deep)."""
+INT_LIMIT = 2**63
 MAX_ID_LENGTH = 64
 MAX_TOPIC_LENGTH = 256
 PRIORITY_WORDS = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5, "max": 5}
@@ -147,7 +173,13 @@ def decode(
     ``topic`` is where the payload arrived; when given it wins over the envelope's own.
     Raises MessageError, and only MessageError, for anything it cannot accept.
     """
-    raw = payload.encode() if isinstance(payload, str) else payload
+    try:
+        raw = payload.encode() if isinstance(payload, str) else payload
+    except UnicodeEncodeError as exc:
+        raise MessageError(
+            f"payload has an unpaired UTF-16 surrogate (character {exc.start}): not Unicode text",
+            field="payload",
+        ) from None
     if len(raw) > max_size:
         raise MessageError(
             f"payload is {len(raw)} bytes, above the limit of {max_size}", field="payload"
@@ -175,11 +207,124 @@ def _json_object(text: str) -> dict[str, Any] | None:
     if not stripped.startswith("{"):
         return None
     try:
-        obj = _DECODER.decode(stripped)
-    except (ValueError, RecursionError):
-        return None
+        obj = parse_json(stripped, "payload")
+    except ValueError:
+        return None  # not JSON (NaN literals included) or too deep: plain text
     check_unicode(stripped, obj, "payload")
     return obj if isinstance(obj, dict) else None
+
+
+def parse_json(text: str, what: str) -> Any:
+    """JSON text to a value JSON can write back, or an error saying why not.
+
+    Raises MessageError (``field`` the top-level key holding it, else ``what``) for a number
+    that is not finite as a double or an integer outside 64 bits; ValueError for text that is
+    not JSON or nests deeper than MAX_DEPTH (the caller decides what that means: plain text
+    for a payload, a broken stream for an ntfy frame). Nothing else.
+    """
+    try:
+        obj = _DECODER.decode(text)
+    except _Unrepresentable as exc:
+        key = _key_of_bad(text)
+        where = f"field {key!r}" if key is not None else what
+        raise MessageError(
+            f"{where} holds the number {exc.args[0]}, which {exc.args[1]}: "
+            "JSON cannot carry it back out",
+            field=key or what,
+        ) from None
+    except RecursionError:
+        raise TooDeep(f"nested too deeply (over {MAX_DEPTH} levels)") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
+    return obj
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than MAX_DEPTH: well-formed, but not something we keep as JSON."""
+
+
+def lenient_id(text: str) -> str | None:
+    """The top-level ``id`` of JSON text that ``parse_json`` refused, when it has a usable one
+    (so a rejected ntfy frame can still name its message and advance the cursor)."""
+    lenient = json.JSONDecoder(parse_constant=lambda t: None, parse_float=lambda t: 0.0,
+                               parse_int=lambda t: 0)  # fmt: skip
+    try:
+        obj = lenient.decode(text)
+        return check_id(obj.get("id")) if isinstance(obj, dict) else None
+    except (ValueError, RecursionError, MessageError):
+        return None
+
+
+class _Unrepresentable(Exception):
+    """Raised inside the JSON decoder by its hooks (not a ValueError: json must not mask it)."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _Unrepresentable(_short(text), "overflows a double (it reads as infinity)")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text) < 19:  # at most 18 digits: always within 64 bits (the common case, ~0.2 us)
+        return int(text)
+    if len(text) - text.startswith("-") > 19 or not -INT_LIMIT <= (value := int(text)) < INT_LIMIT:
+        raise _Unrepresentable(_short(text), "is beyond 64 bits")
+    return value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+
+
+_BAD = object()
+
+
+def _key_of_bad(text: str) -> str | None:
+    """The top-level key whose value holds the unrepresentable number (the error path only)."""
+    lenient = json.JSONDecoder(
+        parse_constant=_reject_constant,
+        parse_float=lambda t: _BAD if math.isinf(float(t)) else 0.0,
+        parse_int=lambda t: _BAD if len(t) > 19 or abs(int(t)) >= INT_LIMIT else 0,
+    )
+    try:
+        obj = lenient.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if _holds(value, _BAD):
+                return str(key)
+    return None
+
+
+def _holds(value: Any, marker: object) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v is marker:
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion (it may be deep)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in v.values())
+        elif isinstance(v, list):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in v)
+    return deepest
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -196,13 +341,19 @@ def check_unicode(text: str, obj: Any, field: str) -> None:
     """
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         try:
-            dumps(obj).encode("utf-8")
-        except UnicodeEncodeError:
+            _LAX.encode(obj).encode("utf-8")
+        except UnicodeEncodeError:  # before ValueError, of which it is a subclass
             raise MessageError(
                 f"{field} has an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): "
                 "not Unicode text",
                 field=field,
             ) from None
+        except (ValueError, RecursionError):
+            pass  # NaN or depth from another decoder: not this check's to judge (from_fields)
+
+
+# check_unicode's encoder: NaN allowed, so the only thing it can find is the surrogate.
+_LAX = json.JSONEncoder(ensure_ascii=False, allow_nan=True)
 
 
 def _reject_constant(name: str) -> Any:
@@ -210,7 +361,11 @@ def _reject_constant(name: str) -> Any:
 
 
 # One decoder for every call: json.loads with an option builds a new decoder each time.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The hooks cost a Python call per number (~0.2 us; an envelope has two or three); a regex
+# looking for long digit runs first cost more than that (~2 us per payload).
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
+)
 
 
 def from_fields(
@@ -229,6 +384,11 @@ def from_fields(
     get = known.get
     msg_topic = topic if topic is not None else _str(known, "topic", "")
     text = get("message", "")
+    for name in ("actions", "attachment"):
+        if name in known:
+            _check_encodable(name, known[name])
+    if extra:
+        _check_encodable("extra", extra)
     return Message(
         id=check_id(known["id"]) if "id" in known else new_id(),
         time=_int(known, "time") if "time" in known else int(now or _time.time()),
@@ -293,8 +453,20 @@ def check_topic(value: Any) -> str:
     return value
 
 
+def _check_encodable(name: str, value: Any) -> None:
+    """A structured field that JSON can write back (a mapping from another decoder may hold
+    ``inf`` or a lone surrogate); ours were checked at parse time, so this never fires there."""
+    try:
+        dumps(value).encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError) as exc:
+        shown = f"{type(exc).__name__}: {str(exc)[:60]}"
+        raise MessageError(f"{name} cannot be written back as JSON ({shown})", field=name) from None
+
+
 def _message_text(known: Mapping[str, Any]) -> str:
     value = known.get("message", "")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MessageError("message is a number that is not finite", field="message")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return dumps(value)  # a bare number is a fine message ("21.5")
     if not isinstance(value, str):

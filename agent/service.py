@@ -223,8 +223,9 @@ class AgentService:
     # --- ingest -----------------------------------------------------------------------------
 
     async def _sink(self, batch: Batch) -> None:
-        """Commit one batch (messages, cursor, delivered receipts) in one transaction."""
-        if not batch.messages:
+        """Commit one batch (messages, cursor, delivered receipts, rejected payloads) in one
+        transaction; a batch of only rejected payloads is committed too, before its ack."""
+        if not batch.messages and not batch.rejected:
             return
         async with self._write_lock:
             try:
@@ -235,6 +236,8 @@ class AgentService:
                     cursor=batch.cursor,
                     receipt_destination=self._receipts,
                     redelivery=batch.redelivery,
+                    rejected=batch.rejected,
+                    cursor_id=batch.last_id,
                 )
             except StoreError as exc:  # StoreBusy too: the transport retries, status says why
                 self._store_health(str(exc))
@@ -242,7 +245,8 @@ class AgentService:
             self._store_health(None)
             if fresh:  # queued under the lock: the queue's order is the commit order
                 self._queued.append(fresh)
-        self.last_message_id = batch.messages[-1].id
+        if batch.messages:
+            self.last_message_id = batch.messages[-1].id
         if fresh:
             self._new.set()
             self._outbox_wake.set()

@@ -3,7 +3,11 @@
 Down: the transport delivers batches from ``--upstream-topic`` filters; each message's MQTT
 topic is mapped to a relay topic (``edge_relay.core.mqtt_to_relay``), the batch is stored and
 fanned out through the hub (one transaction), and only then does the transport PUBACK it.
-A message already stored (the same id coming back down) is a no-op: no echo loop.
+A message already stored (the same id coming back down) is a no-op: no echo loop. What the
+upstream sends that cannot be stored as an envelope (``1e400``, a topic the relay cannot map)
+is kept raw in the store's ``rejected`` table, counted in ``/v1/health`` (``rejected``) and
+``/metrics`` (``edge_relay_rejected_messages``), and acked: it never blocks what follows, and
+never takes the bridge down (a failing session is logged and reconnected by the transport).
 
 Up: a local publish whose topic matches a ``--forward`` pattern is queued in the store's
 outbox in the same transaction as the message itself, with its relay-assigned id. A drainer
@@ -16,18 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import AgentConfig, Paths
-from agent.envelope import Message
+from agent.envelope import Message, encode_bytes
 from agent.errors import ConnectionLost, EdgepushError, MessageError, StoreBusy
-from agent.store import Stored
+from agent.store import Rejected, Stored
 from agent.topics import glob_match
 from agent.transports import Batch, ConnState
 from agent.transports.mqtt import MqttTransport
-from edge_relay.core import mqtt_to_relay, relay_to_mqtt
+from edge_relay.core import check_storable, mqtt_to_relay, relay_to_mqtt
 from edge_relay.state import RelayState
 
 log = logging.getLogger(__name__)
@@ -87,14 +92,24 @@ class Bridge:
 
     async def _sink(self, batch: Batch) -> None:
         msgs: list[Message] = []
+        rejected = list(batch.rejected)
         for m in batch.messages:
             try:
-                msgs.append(m.with_topic(mqtt_to_relay(m.topic)))
+                local = m.with_topic(mqtt_to_relay(m.topic))
+                # The hub refuses an unstorable message for the whole batch; refused here it
+                # goes to `rejected` alone and the rest of the batch is stored.
+                check_storable(local)
+                msgs.append(local)
             except MessageError as exc:
-                log.warning("upstream message %s dropped: %s", m.id, exc)
+                log.warning("upstream message %s rejected: %s", m.id, exc)
+                why = f"cannot be stored at the relay: {exc}"
+                rejected.append(Rejected.of(batch.source, m.topic, why, _raw(m), time.time()))
         if msgs:
             # stored + fanned out; ids kept by with_topic, so the redelivery keys still match
             await self.state.hub.publish(msgs, source="upstream", redelivery=batch.redelivery)
+        if rejected:  # after the publish: a StoreBusy retry of it must not add them twice
+            await asyncio.to_thread(self.state.store.add_rejected, rejected)
+            self.state.note_rejected(len(rejected))
 
     async def _drain(self) -> None:
         store = self.state.store
@@ -122,3 +137,11 @@ class Bridge:
                     await asyncio.to_thread(store.outbox_failed, [item.seq])
                     break
                 await asyncio.to_thread(store.outbox_done, [item.seq])
+
+
+def _raw(msg: Message) -> bytes:
+    """The message as it can best be kept: its envelope, or its repr if even that fails."""
+    try:
+        return encode_bytes(msg)
+    except ValueError:
+        return repr(msg).encode("utf-8", "backslashreplace")

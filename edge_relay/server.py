@@ -341,7 +341,7 @@ async def health(request: web.Request) -> web.Response:
     up = state.upstream
     return web.json_response(
         {"healthy": True, "version": __version__, "uptime": round(time.time() - state.started, 1),
-         "subscribers": state.hub.subscriber_count,
+         "subscribers": state.hub.subscriber_count, "rejected": state.rejected,
          "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox}}
     )  # fmt: skip
 

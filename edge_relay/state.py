@@ -66,6 +66,9 @@ class Metrics:
             "edge_relay_upstream_connected", "1 when upstream is up", registry=r
         )
         self.outbox = Gauge("edge_relay_outbox", "Items waiting to go upstream", registry=r)
+        self.rejected_messages = Gauge(
+            "edge_relay_rejected_messages", "Upstream payloads kept as rejected (ever)", registry=r
+        )
 
 
 @dataclass
@@ -88,6 +91,8 @@ class RelayState:
     subs_per_client: Counter[str] = field(default_factory=Counter)
     streams: Streams = field(default_factory=Streams)
     """Open subscriptions, re-checked against each new valid auth file (edge_relay.revoke)."""
+    rejected: int = 0
+    """Payloads ever kept in the store's ``rejected`` table (``/v1/health``)."""
     _bucket: TokenBucket | None = None
     _auth: auth.AuthDB | None = None
     """The last valid version of the auth file (None: none read yet)."""
@@ -96,6 +101,12 @@ class RelayState:
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.cfg.limits.publish_burst, self.cfg.limits.publish_rate)
+        self.note_rejected(self.store.rejected_count())
+
+    def note_rejected(self, n: int) -> None:
+        """``n`` more payloads were kept as rejected (read on the loop: no store access)."""
+        self.rejected += n
+        self.metrics.rejected_messages.set(self.rejected)
 
     def rate_ok(self, client: str) -> bool:
         assert self._bucket is not None

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.envelope import Message, decode, dumps, encode, encode_bytes
+from agent.envelope import FIELDS, MAX_DEPTH, Message, decode, dumps, encode, encode_bytes
 from agent.errors import MessageError
+from agent.ntfy import parse_frame
+from tests import json_text
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+# Python values an envelope may carry back out: finite floats, 64-bit ints, any Unicode text
+# without lone surrogates (those are refused at decode, see the JSON-text tests below).
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
-    max_leaves=8,
+    max_leaves=20,
 )
 ids = st.text(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:", min_size=1, max_size=64
@@ -223,3 +233,162 @@ def test_unpaired_surrogate_escape_is_rejected_and_a_paired_one_kept() -> None:
             decode(payload)
         assert info.value.field == "payload"
     assert decode(b'{"message": "smile \\ud83d\\ude00"}').message == "smile \U0001f600"
+
+
+# --- JSON text a publisher can send that Python values cannot express ---------------------
+
+
+def _round_trips(msg: Message) -> None:
+    again = decode(encode_bytes(msg))
+    assert again == msg, (again, msg)
+
+
+@settings(max_examples=400)
+@given(json_text.envelopes)
+def test_any_json_text_decodes_to_a_round_tripping_message_or_message_error(text: str) -> None:
+    try:
+        msg = decode(text.encode("utf-8", "surrogatepass"), topic="t")
+    except MessageError as exc:
+        assert exc.field is not None
+        return
+    _round_trips(msg)
+
+
+@settings(max_examples=200)
+@given(json_text.values)
+def test_any_json_value_text_decodes_or_raises_message_error(text: str) -> None:
+    for payload in (text, '{"message": "m", "x": ' + text + "}"):
+        try:
+            msg = decode(payload.encode(), topic="t")
+        except MessageError:
+            continue
+        _round_trips(msg)
+
+
+def _with(name: str, value_text: str) -> str:
+    """An envelope's JSON text with ``name`` set to the raw JSON text ``value_text``."""
+    return '{"message": "m", ' + dumps(name) + ": " + value_text + "}"
+
+
+_HOSTILE_FIELDS = (*FIELDS, "color")  # "color": an unknown field, kept in extra
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "-1e999", "123456789012345678901234"])
+@pytest.mark.parametrize("name", _HOSTILE_FIELDS)
+def test_unrepresentable_number_in_any_field_is_a_message_error_naming_it(
+    name: str, number: str
+) -> None:
+    payload = _with(name, number)
+    with pytest.raises(MessageError, match=number[:12]) as info:
+        decode(payload.encode())
+    assert info.value.field == name
+    nested = _with(name, '[{"a": {"b": ' + number + "}}]")
+    with pytest.raises(MessageError) as info:
+        decode(nested.encode())
+    assert info.value.field == name
+
+
+@pytest.mark.parametrize("name", ["actions", "attachment", "color"])
+def test_an_unrepresentable_number_inside_an_action_or_attachment_is_refused(name: str) -> None:
+    value = {
+        "actions": '[{"action": "view", "label": "x", "n": 1e400}]',
+        "attachment": '{"name": "f", "size": 1e400}',
+        "color": '{"deep": [1e400]}',
+    }[name]
+    with pytest.raises(MessageError, match="1e400") as info:
+        decode(_with(name, value).encode())
+    assert info.value.field == name
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("name", _HOSTILE_FIELDS)
+def test_nan_literals_make_the_payload_plain_text(name: str, literal: str) -> None:
+    # NaN/Infinity are not JSON: the payload is not an envelope but a message text, stored.
+    payload = _with(name, literal)
+    msg = decode(payload.encode(), topic="t")
+    assert msg.message == payload and msg.extra == {}
+    _round_trips(msg)
+
+
+def test_the_largest_64_bit_ints_are_kept_exactly() -> None:
+    msg = decode(b'{"message": "m", "n": [9223372036854775807, -9223372036854775808]}')
+    assert msg.extra == {"n": [2**63 - 1, -(2**63)]}
+    _round_trips(msg)
+    with pytest.raises(MessageError, match="beyond 64 bits"):
+        decode(b'{"message": "m", "n": 9223372036854775808}')
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 500, 5000])
+def test_deep_nesting_is_plain_text_and_round_trips(depth: int) -> None:
+    payload = '{"message": "m", "x": ' + "[" * depth + "]" * depth + "}"
+    msg = decode(payload.encode(), topic="t")
+    assert msg.message == payload
+    _round_trips(msg)
+    kept = '{"message": "m", "x": ' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "}"
+    assert decode(kept.encode()).extra != {}
+
+
+def test_escaped_nul_is_kept_in_text_and_round_trips() -> None:
+    msg = decode(b'{"message": "a\\u0000b", "title": "\\u0000", "z": "\\u0000"}')
+    assert (msg.message, msg.title, msg.extra) == ("a\x00b", "\x00", {"z": "\x00"})
+    _round_trips(msg)
+
+
+def test_a_str_payload_with_a_lone_surrogate_is_a_message_error() -> None:
+    with pytest.raises(MessageError, match="surrogate") as info:
+        decode("text \ud800 here")
+    assert info.value.field == "payload"
+
+
+@pytest.mark.parametrize("name", ["actions", "attachment", "color", "message"])
+def test_from_fields_refuses_values_another_decoder_let_through(name: str) -> None:
+    from agent.envelope import from_fields
+
+    bad = {"actions": [{"action": "v", "label": "l", "n": float("inf")}],
+           "attachment": {"size": float("nan")}, "color": [float("-inf")],
+           "message": float("inf")}[name]  # fmt: skip
+    with pytest.raises(MessageError) as info:
+        from_fields({"message": "m", name: bad} if name != "message" else {name: bad})
+    assert info.value.field == ("extra" if name == "color" else name)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "99999999999999999999999"])
+@pytest.mark.parametrize("name", _HOSTILE_FIELDS)
+def test_ntfy_frame_with_an_unrepresentable_number_is_rejected_with_its_id(
+    name: str, number: str
+) -> None:
+    if name == "id":
+        frame = '{"event": "message", "message": "m", "id": ' + number + "}"
+    else:
+        frame = '{"event": "message", "id": "m7", ' + _with(name, number)[1:]
+    ev = parse_frame(frame, max_size=1 << 20)
+    assert ev.kind == "rejected", ev
+    assert ev.id == (None if name == "id" else "m7")
+    assert ev.reason is not None and name in ev.reason
+
+
+# Past Python's recursion limit even the lenient re-parse cannot read the id: rejected, unnamed.
+@pytest.mark.parametrize(("depth", "named"), [(MAX_DEPTH + 1, "m8"), (5000, None)])
+def test_ntfy_frame_nested_too_deep_is_rejected_not_a_broken_stream(
+    depth: int, named: str | None
+) -> None:
+    frame = '{"event": "message", "id": "m8", "x": ' + "[" * depth + "]" * depth + "}"
+    ev = parse_frame(frame, max_size=1 << 20)
+    assert (ev.kind, ev.id) == ("rejected", named)
+
+
+@settings(max_examples=300)
+@given(json_text.envelopes)
+def test_any_ntfy_frame_text_is_a_message_that_round_trips_or_rejected_or_broken(
+    text: str,
+) -> None:
+    from agent.errors import ConnectionLost
+
+    frame = '{"event": "message",' + text[1:]
+    try:
+        ev = parse_frame(frame, max_size=1 << 20)
+    except ConnectionLost:
+        return
+    assert ev.kind in ("message", "rejected"), ev
+    if ev.message is not None:
+        _round_trips(ev.message)

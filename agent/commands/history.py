@@ -1,17 +1,28 @@
-"""``pushagent history``: what the agent has stored, offline, newest last."""
+"""``pushagent history``: what the agent has stored, offline, newest last.
+
+``--rejected`` lists instead what arrived but could not be stored as a message (the store's
+``rejected`` table): when, from where, on which topic, why, and the first bytes. Those bytes
+came from whoever published them, so the table shows them escaped (no control characters
+reach the terminal) and ``--json`` gives them as text with invalid UTF-8 escaped, plus base64.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.commands import common, load_config, open_store
 from agent.envelope import dumps, encode
 from agent.errors import UsageError
-from agent.store import Stored
+from agent.store import Rejected, Stored
 from agent.timeparse import parse_since
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--limit", type=int, default=50, help="at most N messages (default 50)")
     p.add_argument("--search", metavar="TEXT", help="full-text search in title, body and tags")
     p.add_argument("--json", action="store_true", help="print one JSON array of envelopes")
+    p.add_argument(
+        "--rejected",
+        action="store_true",
+        help="list payloads that could not be stored as messages (kept raw, with the reason)",
+    )
     p.set_defaults(func=run)
 
 
@@ -44,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     cfg = load_config(args)
+    if args.rejected:
+        return _rejected(args, cfg)
     store = open_store(cfg)
     try:
         if since is not None and since.kind == "id" and store.seq_of(since.id or "") is None:
@@ -83,3 +101,45 @@ def table(rows: Sequence[Stored], *, width: int) -> str:
 def _safe(text: str, limit: int) -> str:
     shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit * 2])
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _rejected(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    if args.since or args.search or args.topic:
+        raise UsageError("--rejected takes only --limit and --json")
+    store = open_store(cfg)
+    try:
+        rows = store.rejected_list(limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        sys.stdout.write(dumps([_rejected_json(seq, r) for seq, r in rows]) + "\n")
+    else:
+        sys.stdout.write(rejected_table(rows))
+    return 0
+
+
+def _rejected_json(seq: int, r: Rejected) -> dict[str, object]:
+    return {
+        "seq": seq,
+        "time": r.time,
+        "source": r.source,
+        "topic": r.topic,
+        "reason": r.reason,
+        "size": r.size,
+        "payload": r.payload.decode("utf-8", "backslashreplace"),
+        "payload_base64": base64.b64encode(r.payload).decode(),
+    }
+
+
+def rejected_table(rows: Sequence[tuple[int, Rejected]]) -> str:
+    """One block per rejected payload; everything that came from outside is shown escaped."""
+    if not rows:
+        return "no rejected payloads\n"
+    lines = []
+    for _, r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
+        topic = _safe(r.topic, 60) if r.topic is not None else "(unreadable topic)"
+        lines.append(f"{when}  {_safe(r.source, 60)}  {topic}  {r.size} bytes")
+        lines.append(f"  reason: {_safe(r.reason, 300)}")
+        lines.append(f"  first bytes: {_safe(r.payload[:200].decode('utf-8', 'replace'), 200)}")
+    return "\n".join(lines) + "\n"

@@ -39,8 +39,10 @@ from agent.store.schema import (
     STATES,
     OutboxItem,
     Redelivery,
+    Rejected,
     Stored,
     _fts_query,
+    _insert_rejected,
     _last_seq,
     _redelivered,
     _row,
@@ -48,7 +50,7 @@ from agent.store.schema import (
 )
 from agent.timeparse import Since
 
-__all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Store", "Stored"]
+__all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
 class Store(_Ledger):
@@ -66,6 +68,8 @@ class Store(_Ledger):
         device: str = "",
         forward: Callable[[Message], str | None] | None = None,
         redelivery: Mapping[str, Redelivery] | None = None,
+        rejected: Sequence[Rejected] = (),
+        cursor_id: str | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction; return the messages that were new, in order.
 
@@ -94,8 +98,13 @@ class Store(_Ledger):
           sequentially: 65,535 packets apart) and a crash or dropped link at that moment.
         * ``source`` keys the records: two servers' packet ids never mix. The relay's
           upstream bridge passes the same mapping under its source ``upstream``.
+
+        ``rejected`` payloads of the same batch (``Rejected``) go into the ``rejected`` table
+        in this transaction, so acknowledging the batch never loses one unseen. The cursor's
+        position is the last message's id unless ``cursor_id`` names a later one (a rejected
+        ntfy frame's id: a reconnect then does not fetch it again).
         """
-        if not messages:
+        if not messages and not rejected:
             return []
         now = time.time()
         with self._write() as conn:
@@ -117,11 +126,14 @@ class Store(_Ledger):
                     "SELECT seq, title, message, tags FROM messages WHERE seq > ?",
                     (before,),
                 )
-            if cursor is not None:
+            position = cursor_id or (messages[-1].id if messages else None)
+            if cursor is not None and position is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?)",
-                    (cursor[0], cursor[1], messages[-1].id, now),
+                    (cursor[0], cursor[1], position, now),
                 )
+            if rejected:
+                _insert_rejected(conn, rejected)
             if receipt_destination is not None and fresh:
                 self._queue_receipts(
                     conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device

@@ -10,7 +10,14 @@ from typing import Any
 
 from agent.envelope import dumps
 from agent.store.base import _Base
-from agent.store.schema import _RANK, STATES, OutboxItem
+from agent.store.schema import (
+    _RANK,
+    REJECTED_MAX_AGE,
+    STATES,
+    OutboxItem,
+    Rejected,
+    _insert_rejected,
+)
 
 
 class _Ledger(_Base):
@@ -156,6 +163,33 @@ class _Ledger(_Base):
     def outbox_len(self) -> int:
         return int(self._read("SELECT count(*) FROM outbox")[0][0])
 
+    # --- rejected payloads ----------------------------------------------------------------------
+
+    def add_rejected(self, items: Sequence[Rejected]) -> None:
+        """Keep rejected payloads in their own transaction (the relay's bridge, before acking)."""
+        if items:
+            with self._write() as conn:
+                _insert_rejected(conn, items)
+
+    def rejected_count(self) -> int:
+        """How many payloads were ever rejected here (monotonic: the AUTOINCREMENT counter, so
+        retention does not make it go down; the table keeps the newest REJECTED_KEEP)."""
+        rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'rejected'")
+        return int(rows[0][0]) if rows else 0
+
+    def rejected_list(self, limit: int = 100) -> list[tuple[int, Rejected]]:
+        """The newest ``limit`` rejected payloads as ``(seq, item)``, newest last."""
+        rows = self._read(
+            "SELECT seq, time, source, topic, reason, payload, size FROM rejected "
+            "ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        out = [
+            (int(seq), Rejected(float(t), str(src), topic, str(why), bytes(raw), int(size)))
+            for seq, t, src, topic, why, raw, size in rows
+        ]
+        return out[::-1]
+
     # --- retention ------------------------------------------------------------------------------
 
     def prune(self, *, max_age: float, max_messages: int, now: float | None = None) -> int:
@@ -166,9 +200,12 @@ class _Ledger(_Base):
         today's message vanish at the next prune. Messages not yet handed to the notifier are
         kept whatever their age. Returns how many were deleted.
         """
-        cutoff = (now if now is not None else time.time()) - max_age
+        now = now if now is not None else time.time()
+        cutoff = now - max_age
         keep_after = self.notified_seq()
         with self._write() as conn:
+            # Rejected payloads have their own retention (count bounded at insert).
+            conn.execute("DELETE FROM rejected WHERE time < ?", (now - REJECTED_MAX_AGE,))
             conn.execute(  # the durable copy of the hand-off mark (see _mark_floor)
                 "INSERT OR REPLACE INTO meta VALUES ('notified_seq', ?)", (str(keep_after),)
             )

@@ -73,6 +73,52 @@ class Redelivery:
     dup: bool
 
 
+REJECTED_PAYLOAD = 4096
+"""Bytes of a rejected payload kept: enough to see what it was, never a disk to fill."""
+REJECTED_KEEP = 1000
+"""Rejected rows kept (newest); older ones go at the insert that passes the bound."""
+REJECTED_MAX_AGE = 30 * 86400
+"""Seconds a rejected row is kept at most (pruned with the messages)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A payload that could not be stored as an envelope, kept raw so it is not lost unseen.
+
+    ``payload`` is its first REJECTED_PAYLOAD bytes, ``size`` its whole length; ``topic`` is
+    None when the transport could not read one (an MQTT topic that is not UTF-8).
+    """
+
+    time: float
+    source: str
+    topic: str | None
+    reason: str
+    payload: bytes
+    size: int
+
+    @classmethod
+    def of(
+        cls, source: str, topic: str | None, reason: str, payload: bytes | str, now: float
+    ) -> Rejected:
+        """The record for ``payload`` (text is kept as its UTF-8 bytes, surrogates escaped)."""
+        raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "backslashreplace")
+        return cls(now, source, topic, reason[:500], raw[:REJECTED_PAYLOAD], len(raw))
+
+
+def _insert_rejected(conn: sqlite3.Connection, items: Sequence[Rejected]) -> None:
+    """Add rejected rows (inside the caller's transaction) and keep the newest REJECTED_KEEP."""
+    conn.executemany(
+        "INSERT INTO rejected (time, source, topic, reason, payload, size) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(r.time, r.source, r.topic, r.reason, r.payload, r.size) for r in items],
+    )
+    conn.execute(
+        "DELETE FROM rejected WHERE seq <= "
+        "(SELECT seq FROM rejected ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+        (REJECTED_KEEP,),
+    )
+
+
 # --- migrations: append only; never edit one that has shipped --------------------------------
 
 
@@ -155,6 +201,22 @@ def _m004_mqtt_redelivery(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m005_rejected(db: sqlite_utils.Database) -> None:
+    # What arrived but could not be stored as an envelope: kept raw (bounded), with why, and
+    # acknowledged with its batch, so a hostile payload never blocks the ones behind it.
+    db.execute(
+        """CREATE TABLE rejected (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            source TEXT NOT NULL,
+            topic TEXT,
+            reason TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            size INTEGER NOT NULL
+        )"""
+    )
+
+
 def _m006_receipt_owner(db: sqlite_utils.Database) -> None:
     # Who posted a receipt (the relay: the caller's token name; the agent's own: ''), in the
     # key, so one owner's receipt can neither replace nor suppress another's for the same
@@ -182,6 +244,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
     ("003_fts_per_batch", _m003_fts_per_batch),
     ("004_mqtt_redelivery", _m004_mqtt_redelivery),
+    ("005_rejected", _m005_rejected),
     ("006_receipt_owner", _m006_receipt_owner),
 )
 

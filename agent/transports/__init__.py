@@ -10,9 +10,16 @@ The contract every transport keeps (it is what makes "nothing lost, nothing twic
    An id-less MQTT message is listed in ``batch.redelivery`` (its packet id, DUP flag and a
    digest of topic and payload), which the sink passes to ``Store.insert_batch`` so that the
    broker resending it after a crash between commit and PUBACK is recognised as stored.
-2. A payload that cannot be decoded is logged with the reason and counted in
-   ``batch.rejected`` — it is acknowledged with its batch, so it never stalls the ones behind.
-3. On a dropped or dead link, ``run`` reconnects by itself with ``agent.backoff`` and keeps
+2. A payload that cannot be decoded is logged with the reason (rate-limited: ``RejectLog``)
+   and listed in ``batch.rejected`` as a ``Rejected`` (its first 4096 bytes, the reason, the
+   topic); the sink stores those in the batch's transaction (``Store.insert_batch(rejected=)``)
+   and the transport acknowledges them with the batch, so one never stalls the ones behind.
+   A batch may hold only rejected payloads; the sink must still commit it before the ack.
+3. A connection's tasks (reader, committer, watchdog) are owned together
+   (``agent.tasks.supervise``): one that fails ends the session with the failure logged at
+   ERROR, and the transport reconnects with backoff, as for a dropped link. Nothing is acked
+   that was not committed, so the server resends whatever the failed session left.
+   On a dropped or dead link, ``run`` reconnects by itself with ``agent.backoff`` and keeps
    ``state`` current. It returns only when cancelled; an AuthError or ConfigError that a
    person must fix is raised out of ``run`` only when ``fatal_auth`` is set (``pushagent
    send``); the resident agent keeps retrying at the backoff cap, saying why each time.
@@ -28,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -36,7 +44,7 @@ from agent.backoff import backoff
 from agent.config import TlsConfig
 from agent.envelope import Message
 from agent.errors import ConfigError, StoreBusy
-from agent.store import OutboxItem, Redelivery
+from agent.store import OutboxItem, Redelivery, Rejected
 
 log = logging.getLogger("pushagent.transport")
 
@@ -51,7 +59,10 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     cursor: tuple[str, str] | None = None
     """``(source, subscription)`` whose position is the last message id of this batch."""
-    rejected: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    """Payloads that could not be stored as envelopes: kept raw with the batch, then acked."""
+    last_id: str | None = None
+    """The cursor position when it is not the last message's id (a rejected frame's id)."""
     redelivery: dict[str, Redelivery] = field(default_factory=dict)
     """Message id -> where that id-less message came from (see ``Store.insert_batch``)."""
 
@@ -89,6 +100,34 @@ async def commit(batch: Batch, sink: BatchSink) -> None:
             delay = next(delays)
             log.warning("store busy (%s); retrying the batch in %.1f s", exc, delay)
             await asyncio.sleep(delay)
+
+
+class RejectLog:
+    """Rejections logged at WARNING, at most ``burst`` a minute: a flood of hostile payloads
+    must not become a flood of log lines (they are all in the store's ``rejected`` table)."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 10, window: float = 60.0) -> None:
+        self.log = logger
+        self.burst = burst
+        self.window = window
+        self._start = -window
+        self._shown = 0
+        self._hidden = 0
+
+    def note(self, where: str, item: Rejected) -> None:
+        now = time.monotonic()
+        if now - self._start >= self.window:
+            if self._hidden:
+                self.log.warning("%s: %d more rejected payloads not logged", where, self._hidden)
+            self._start, self._shown, self._hidden = now, 0, 0
+        if self._shown < self.burst:
+            self._shown += 1
+            self.log.warning(
+                "%s: rejected a message on %r (%d bytes): %s (kept in 'pushagent history "
+                "--rejected', acked)", where, item.topic, item.size, item.reason,
+            )  # fmt: skip
+        else:
+            self._hidden += 1
 
 
 def tls_context(tls: TlsConfig) -> ssl.SSLContext:

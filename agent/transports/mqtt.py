@@ -11,8 +11,14 @@ waking the loop per burst (measured: docs/PERFORMANCE.md). Each readable event r
 burst of packets and queues their messages as one event. ``_serve`` takes whatever messages
 arrived (up to ``mqtt.max_batch``), decodes them, awaits the sink (one transaction, in a
 worker thread, while the loop keeps reading) and only then sends the PUBACKs, in receive
-order (``manual_ack=True``). A message that cannot be decoded is logged, counted in
-``batch.rejected`` and acked with its batch, so it never stalls the others.
+order (``manual_ack=True``). A message that cannot be decoded is logged (rate-limited), kept
+raw in ``batch.rejected`` (stored in the batch's transaction) and acked with its batch, so it
+never stalls the others.
+
+The session's tasks are owned together (``agent.tasks.supervise``): the committer (``_receive``),
+the watchdog, and the reader (paho on ``add_reader``: a failure there arrives as a ``crash``
+event). Whichever fails ends the session with the failure logged at ERROR and a reconnect
+with backoff; nothing uncommitted was acked, so the broker resends it.
 
 The session is persistent (clean start off, a session expiry), so what arrives while the
 agent is down, or was received but not acked before a crash, is redelivered by the broker;
@@ -57,11 +63,13 @@ from agent.errors import (
     AuthError,
     ConfigError,
     ConnectionLost,
+    InvalidState,
     MessageError,
     TransportError,
 )
-from agent.store import OutboxItem, Redelivery
-from agent.transports import Batch, BatchSink, ConnState, commit, tls_context
+from agent.store import OutboxItem, Redelivery, Rejected
+from agent.tasks import supervise
+from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
 from agent.transports.paho_conn import PahoConn, Received
 
 log = logging.getLogger("pushagent.mqtt")
@@ -143,6 +151,7 @@ class MqttTransport:
         self.state: ConnState = "offline"
         self.on_state: Callable[[ConnState], None] | None = None
         self._conn: PahoConn | None = None
+        self._rejects = RejectLog(log)
 
     def _set_state(self, state: ConnState) -> None:
         if state != self.state:
@@ -155,6 +164,7 @@ class MqttTransport:
     async def run(self, sink: BatchSink) -> None:
         """Connect, deliver batches to ``sink``, reconnect with backoff, until cancelled."""
         delays = backoff(cap=BACKOFF_CAP)
+        crashed = False
         try:
             while True:
                 self._set_state("connecting")
@@ -169,13 +179,23 @@ class MqttTransport:
                     delay = next(delays)
                     log.warning("%s: %s; retrying in %.1f s", self.url, exc, delay)
                 else:
-                    delays = backoff(cap=BACKOFF_CAP)  # a good connect resets the backoff
+                    if not crashed:  # a good connect resets the backoff; a crash loop does not
+                        delays = backoff(cap=BACKOFF_CAP)
+                    crashed = False
                     try:
                         why = await self._serve(conn, sink)
+                    except TransportError as exc:
+                        why = str(exc)
+                    except InvalidState as exc:
+                        crashed = True
+                        why = str(exc)
+                        log.error("%s: session failed: %s", self.url, exc, exc_info=exc)
                     finally:
                         await self._close(conn)
                     delay = next(delays)
-                    log.warning("%s: connection lost (%s); reconnecting", self.url, why)
+                    log.warning(
+                        "%s: connection lost (%s); reconnecting in %.1f s", self.url, why, delay
+                    )
                 self._set_state("connecting")
                 await asyncio.sleep(delay)
         finally:
@@ -336,32 +356,34 @@ class MqttTransport:
     # --- receiving ------------------------------------------------------------------------
 
     async def _serve(self, conn: PahoConn, sink: BatchSink) -> str:
-        """Deliver batches until the connection is lost; return why it was lost."""
-        watchdog = asyncio.create_task(self._watchdog(conn))
+        """Deliver batches until the connection is lost; return why it was lost. A failed
+        task (committer, watchdog, reader) raises: InvalidState for a bug, ours otherwise."""
+        try:
+            return await supervise(self._receive(conn, sink), watchdog=self._watchdog(conn))
+        finally:
+            conn.fail_waiters("connection lost")
+
+    async def _receive(self, conn: PahoConn, sink: BatchSink) -> str:
         limit = self.cfg.mqtt.max_batch
         pending: list[Received] = []  # received, not yet in a batch (receive order)
         lost: str | None = None
-        try:
-            while True:
-                if not pending:
-                    kind, item = await conn.events.get()
-                    if kind == "lost":
-                        return str(item)
-                    pending.extend(item)
-                # Group commit: everything that has arrived by now, up to the bound.
-                while len(pending) < limit and lost is None and not conn.events.empty():
-                    kind, item = conn.events.get_nowait()
-                    if kind == "lost":
-                        lost = str(item)
-                    else:
-                        pending.extend(item)
-                batch, pending = pending[:limit], pending[limit:]
-                await self._deliver(conn, batch, sink)
-                if lost is not None and not pending:
-                    return lost
-        finally:
-            watchdog.cancel()
-            conn.fail_waiters("connection lost")
+        while True:
+            if not pending:
+                kind, item = await conn.events.get()
+                if kind == "lost":
+                    return str(item)
+                pending.extend(_received(kind, item))
+            # Group commit: everything that has arrived by now, up to the bound.
+            while len(pending) < limit and lost is None and not conn.events.empty():
+                kind, item = conn.events.get_nowait()
+                if kind == "lost":
+                    lost = str(item)
+                else:
+                    pending.extend(_received(kind, item))
+            batch, pending = pending[:limit], pending[limit:]
+            await self._deliver(conn, batch, sink)
+            if lost is not None and not pending:
+                return lost
 
     async def _deliver(self, conn: PahoConn, msgs: list[Received], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
@@ -372,8 +394,9 @@ class MqttTransport:
                     raise MessageError("the topic is not valid UTF-8", field="topic")
                 m = decode(payload, topic=topic, max_size=self.cfg.max_message_size)
             except MessageError as exc:
-                batch.rejected += 1
-                log.warning("rejected a message on %r: %s (acked, not stored)", topic, exc)
+                item = Rejected.of(self.url, topic, str(exc), payload, time.time())
+                batch.rejected.append(item)
+                self._rejects.note(self.url, item)
                 continue
             batch.messages.append(m)
             dups += dup
@@ -430,6 +453,12 @@ class MqttTransport:
         except TimeoutError:
             conn.waiters.pop(info.mid, None)
             raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
+
+
+def _received(kind: str, item: Any) -> list[Received]:
+    if kind == "crash":  # the reader failed (PahoConn._on_readable): end the session
+        raise InvalidState(f"the reader failed: {type(item).__name__}: {item}") from item
+    return list(item)
 
 
 def _digest(topic: str, payload: bytes) -> bytes:

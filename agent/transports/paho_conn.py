@@ -46,7 +46,8 @@ class PahoConn:
         self.client = client
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        """``("msgs", [Received, ...])`` in receive order, or ``("lost", why)``."""
+        """``("msgs", [Received, ...])`` in receive order, ``("lost", why)``, or
+        ``("crash", exception)`` when reading failed."""
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
@@ -69,7 +70,7 @@ class PahoConn:
         client.on_socket_close = lambda c, u, s: self.detach()
         client.on_socket_register_write = lambda c, u, s: self._watch_write(True)
         client.on_socket_unregister_write = lambda c, u, s: self._watch_write(False)
-        self.loop.add_reader(self._fd, self._readable)
+        self.loop.add_reader(self._fd, self._on_readable)
         if client.want_write():
             client.loop_write()  # whatever paho queued meanwhile; registers the writer if needed
 
@@ -88,6 +89,16 @@ class PahoConn:
         else:
             self.loop.remove_writer(self._fd)
 
+    def _on_readable(self) -> None:
+        """The reader, owned: a failure in it (ours or paho's) ends the session with its
+        reason (an event the transport raises), instead of a traceback in the loop's log
+        and a socket nobody reads any more."""
+        try:
+            self._readable()
+        except Exception as exc:  # noqa: BLE001 - handed to the transport, which logs it
+            self.detach()
+            self.events.put_nowait(("crash", exc))
+
     def _readable(self) -> None:
         """Read what has arrived, up to a burst, and queue its messages as one event."""
         self.last_in = time.monotonic()
@@ -104,7 +115,7 @@ class PahoConn:
             self.inbox = []
         sock = client.socket()
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            self.loop.call_soon(self._readable)  # decrypted bytes the selector cannot see
+            self.loop.call_soon(self._on_readable)  # decrypted bytes the selector cannot see
 
     def flush(self) -> None:
         """Write what paho has queued now (acks after a commit) instead of next iteration."""

@@ -12,12 +12,19 @@ while it was down before its first delivery are not lost either. A server that r
 than needed (an unknown id means "all" to ntfy) costs bandwidth, never a duplicate: the
 store's UNIQUE id absorbs it.
 
-Two tasks per connection: the *reader* receives frames, parses them (``agent.ntfy``) and puts
-messages on a bounded queue; the *committer* takes everything queued (up to ``ws.max_batch``)
-and awaits the sink once for the lot (group commit), retrying on StoreBusy. While a commit
-runs, the reader keeps reading, so a burst commits in a few large transactions. When the
-reader hits the end of the connection (closed, dead, garbage) it queues the reason behind the
-messages it already read; the committer commits those first and then ends the connection.
+Three tasks per connection, owned together (``agent.tasks.supervise``): the *reader* receives
+frames, parses them (``agent.ntfy``) and puts messages on a bounded queue; the *committer*
+takes everything queued (up to ``ws.max_batch``) and awaits the sink once for the lot (group
+commit), retrying on StoreBusy; the *watchdog* (below). While a commit runs, the reader keeps
+reading, so a burst commits in a few large transactions. When the reader hits the end of the
+connection (closed, dead, garbage) it queues the reason behind the messages it already read;
+the committer commits those first and then ends the connection. A task that fails (a bug, or
+something no test foresaw) ends the session at once with the failure logged at ERROR and a
+reconnect from the committed cursor, never a reader dead unseen while the committer waits.
+
+A message frame the envelope refuses (``rejected`` event: ``1e400``, a bad priority) is kept
+raw in the batch's ``rejected`` list and stored with it; when the frame had a usable id the
+cursor moves past it, so a reconnect does not fetch it again.
 
 Dead links: the server sends ``keepalive`` when idle; no frame at all for 1.5x ``ws.keepalive``
 means the link is suspect, and one WebSocket ping decides: no pong within a third of that
@@ -53,13 +60,14 @@ from agent.errors import (
     AuthError,
     ConfigError,
     ConnectionLost,
+    InvalidState,
     MessageError,
     TransportError,
 )
 from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
-from agent.store import OutboxItem, Store
-from agent.tasks import reap
-from agent.transports import Batch, BatchSink, ConnState, commit, tls_context
+from agent.store import OutboxItem, Rejected, Store
+from agent.tasks import supervise
+from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
 
 log = logging.getLogger("pushagent.ws")
 
@@ -70,12 +78,8 @@ garbage at once keeps backing off instead of being hammered."""
 _RECEIPTS_PER_POST = 500
 
 
-class _Rejected:
-    """A message frame the envelope refused (counted in the batch, never stored)."""
-
-
-_REJECTED = _Rejected()
-_Item = Message | _Rejected | TransportError
+_Item = Message | tuple[Rejected, str | None] | TransportError
+"""Queued by the reader: a message, a refused frame with its id (if usable), or the end."""
 
 
 def make_transport(url: str, cfg: AgentConfig, client_id: str) -> WsTransport:
@@ -129,6 +133,7 @@ class WsTransport:
         self._dead: ConnectionLost | None = None
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._rejects = RejectLog(log)
 
     def _set_state(self, state: ConnState) -> None:
         if state != self.state:
@@ -159,9 +164,14 @@ class WsTransport:
             while True:
                 self._set_state("connecting")
                 started = time.monotonic()
+                crashed = False
                 try:
                     await self._session(sink)
                     why = "server closed the connection"
+                except InvalidState as exc:
+                    crashed = True
+                    why = str(exc)
+                    log.error("%s: session failed: %s", self.url, exc, exc_info=exc)
                 except (AuthError, ConfigError) as exc:
                     if self.fatal_auth:
                         raise
@@ -172,7 +182,8 @@ class WsTransport:
                     continue
                 except TransportError as exc:
                     why = str(exc)
-                if self.state == "connected" and time.monotonic() - started > STABLE_AFTER:
+                stable = time.monotonic() - started > STABLE_AFTER
+                if self.state == "connected" and stable and not crashed:
                     delays = backoff(cap=BACKOFF_CAP)  # it worked for a while: start over
                 self.last_error = why
                 self._set_state("connecting")
@@ -241,12 +252,9 @@ class WsTransport:
         queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=2 * self.cfg.ws.max_batch)
         self._last_frame = asyncio.get_running_loop().time()
         self._dead = None
-        reader = asyncio.create_task(self._read(ws, queue))
-        watchdog = asyncio.create_task(self._watch_link(ws))
-        try:
-            await self._commit(queue, sink)
-        finally:
-            await reap(reader, watchdog)
+        await supervise(
+            self._commit(queue, sink), reader=self._read(ws, queue), watchdog=self._watch_link(ws)
+        )
 
     async def _read(self, ws: ClientConnection, queue: asyncio.Queue[_Item]) -> None:
         """Frames → queue; the last item queued is always the reason the stream ended."""
@@ -263,8 +271,9 @@ class WsTransport:
                     else:  # the common case, without a coroutine per frame
                         queue.put_nowait(event.message)
                 elif event.kind == "rejected":
-                    log.warning("%s: rejected message %s: %s", self.url, event.id, event.reason)
-                    await queue.put(_REJECTED)
+                    item = Rejected.of(self.source, None, event.reason or "", frame, time.time())
+                    self._rejects.note(self.url, item)
+                    await queue.put((item, event.id))
                 elif event.kind == "poll_request":
                     raise ConnectionLost("server asked for a poll; resubscribing with since=")
         except ConnectionClosed as exc:
@@ -323,8 +332,10 @@ class WsTransport:
             for item in items:
                 if isinstance(item, Message):
                     batch.messages.append(item)
-                elif isinstance(item, _Rejected):
-                    batch.rejected += 1
+                    batch.last_id = None  # the last message's id is the position
+                elif isinstance(item, tuple):
+                    batch.rejected.append(item[0])
+                    batch.last_id = item[1] or batch.last_id or _last_id(batch)
                 else:
                     end = item
             if batch.messages or batch.rejected:
@@ -394,6 +405,10 @@ class WsTransport:
                 f"{self.server.http_base} --token-stdin"
             )
         return ConnectionLost(f"server answered HTTP {status} to the WebSocket upgrade")
+
+
+def _last_id(batch: Batch) -> str | None:
+    return batch.messages[-1].id if batch.messages else None
 
 
 def _publish_body(item: OutboxItem) -> bytes:
