@@ -11,13 +11,17 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from edge_relay import config
 from edge_relay.core import Filters
 from edge_relay.hub import Subscriber
 from edge_relay.livequeue import LiveQueue
-from tests.helpers import child_env
+from edge_relay.service import running
+from tests.helpers import child_env, free_port
 
 # --- imports: only what the configuration uses ---------------------------------------------
 
@@ -80,3 +84,84 @@ async def test_live_queue_get_cancelled_by_a_timeout_leaves_it_usable() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await q.get()
+
+
+# --- tasks per open stream, in a real relay (in this process) -------------------------------
+
+# The relay keys its state with a string (server.make_app); in a subprocess that warning is not
+# seen, in this process the suite's filterwarnings=error would make it the test's failure.
+in_process = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+
+_WS = (
+    "GET /alerts/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: ZWRnZXB1c2gtYmVuY2gtMQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+_SSE = "GET /alerts/sse HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def _tasks_per_stream(tmp_path: Path, request: str, n: int = 20) -> float:
+    port = free_port()
+    cfg = config.load({"listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / "data"),
+                       "advertise": False})  # fmt: skip
+    cfg = replace(cfg, keepalive=300.0)
+    async with running(cfg) as state:
+        idle = len(asyncio.all_tasks())
+        conns = []
+        for _ in range(n):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(request.encode())
+            await asyncio.wait_for(r.readuntil(b"open"), 10)
+            conns.append(w)
+        deadline = asyncio.get_running_loop().time() + 10
+        while state.hub.subscriber_count < n and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert state.hub.subscriber_count == n
+        per_stream = (len(asyncio.all_tasks()) - idle) / n
+        for w in conns:
+            w.close()
+        while state.hub.subscriber_count and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert state.hub.subscriber_count == 0  # each stream ended when its client left
+    return per_stream
+
+
+@in_process
+async def test_an_idle_websocket_stream_runs_three_tasks_not_four(tmp_path: Path) -> None:
+    # aiohttp's connection and request tasks, and the stream's body; the client's frames are
+    # read in the request's task (before: a fourth task of its own, plus asyncio.wait's).
+    assert await _tasks_per_stream(tmp_path, _WS) == 3
+
+
+@in_process
+async def test_an_idle_sse_stream_runs_three_tasks(tmp_path: Path) -> None:
+    assert await _tasks_per_stream(tmp_path, _SSE) == 3
+
+
+@in_process
+async def test_a_websocket_whose_stream_ends_first_is_closed_and_forgotten(
+    tmp_path: Path,
+) -> None:
+    """The body ending before the client (here ``poll=1``: replay, then done) must end the
+    reading it no longer runs in a task of its own: a close frame, and the stream forgotten."""
+    port = free_port()
+    cfg = config.load({"listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / "data"),
+                       "advertise": False})  # fmt: skip
+    async with running(cfg) as state:
+        from agent.envelope import from_fields
+
+        await state.hub.publish([from_fields({"message": "cached"}, topic="alerts")])
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(_WS.replace("/alerts/ws", "/alerts/ws?poll=1").encode())
+        async with asyncio.timeout(10):
+            head = await r.readuntil(b"\r\n\r\n")
+            frames = await r.read(65536)
+            while not frames.endswith(b"\x88\x02\x03\xe8"):  # close frame, code 1000
+                more = await r.read(65536)
+                assert more, f"closed without a close frame after {frames!r}"
+                frames += more
+        assert head.startswith(b"HTTP/1.1 101") and b'"message":"cached"' in frames
+        w.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while state.hub.subscriber_count and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert state.hub.subscriber_count == 0
