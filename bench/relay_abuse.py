@@ -2,6 +2,7 @@
 
     python bench/relay_abuse.py [--runs 3] [--seconds 5] [--rate 20]
                                 [--abuse bad_json,oversized,slow,silent] [--slow 100] [--silent 200]
+                                [--limits header_timeout=5,idle_timeout=10] [--tree CHECKOUT]
 
 Honest: ``--publishers`` (10) HTTP publishers, each with its own keep-alive connection, one
 PUT at a time, paced at ``--rate`` messages/s, and ``--subscribers`` (10) WebSocket
@@ -361,6 +362,7 @@ def main() -> None:
     ap.add_argument("--silent", type=int, default=200, help="silent connections")
     ap.add_argument("--trickle", type=float, default=1.0, help="seconds between slow bytes")
     ap.add_argument("--limits", default="", help="extra [limits] lines, e.g. 'header_timeout=5'")
+    ap.add_argument("--tree", type=Path, help="the checkout whose relay to run (default: this)")
     args = ap.parse_args()
     abuse = [b for b in args.abuse.split(",") if b]
     if unknown := set(abuse) - set(BEHAVIOURS):
@@ -369,7 +371,9 @@ def main() -> None:
     print(json.dumps({"loadavg_start": os.getloadavg()}), flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        relay = Relay(Path(tmp) / "relay", config=config).start()
+        env = child_env(PYTHONPATH=str(args.tree.resolve())) if args.tree else None
+        os.chdir(tmp)  # `python -m edge_relay` puts the working folder first on sys.path
+        relay = Relay(Path(tmp) / "relay", config=config, env=env).start()
         try:
             for run in range(args.runs):
                 order = ([], abuse) if run % 2 == 0 else (abuse, [])  # ABBA: drift cancels
