@@ -196,7 +196,8 @@ async def _abuser(port: int, behaviours: list[str], n_slow: int, n_silent: int,
         jobs += [_hold(port, "silent", b"", trickle, st, stop) for _ in range(n_silent)]
     print("ready", flush=True)
     await asyncio.gather(*jobs)
-    return {"status": dict(st.status), "opened": dict(st.opened), "closed": dict(st.closed)}
+    return {"status": dict(st.status), "opened": dict(st.opened), "closed": dict(st.closed),
+            "cpu_s": round(time.process_time(), 2)}  # fmt: skip
 
 
 # --- honest subscribers (their own process) ----------------------------------------------------
@@ -289,7 +290,15 @@ async def _honest(args: argparse.Namespace, port: int) -> tuple[dict[str, Any], 
     return pubs, start, health
 
 
-def scenario(args: argparse.Namespace, port: int, abuse: list[str]) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scenario(args: argparse.Namespace, relay: Relay, abuse: list[str]) -> dict[str, Any]:
+    assert relay.proc is not None
+    port, cpu0 = relay.port, _cpu_s(relay.proc.pid)
     subs = _child("--subscribers", str(port), str(args.subscribers))
     abuser = None
     if abuse:
@@ -297,6 +306,7 @@ def scenario(args: argparse.Namespace, port: int, abuse: list[str]) -> dict[str,
                         str(args.trickle), str(args.seconds + 2))  # fmt: skip
         time.sleep(1.0)  # its connections are open before the honest clients start
     pubs, start, health = asyncio.run(_honest(args, port))
+    cpu = _cpu_s(relay.proc.pid) - cpu0
     expected = len(pubs["lat"]) * args.subscribers
     out, _ = subs.communicate(f"{expected}\n", timeout=60)
     got = json.loads(out.strip().splitlines()[-1])
@@ -304,6 +314,9 @@ def scenario(args: argparse.Namespace, port: int, abuse: list[str]) -> dict[str,
     row.update(_figures(pubs, got, start, expected, args.seconds))
     row["health_p99_ms"] = round(_pct(health, 0.99) * 1000, 1)
     row["health_max_ms"] = round(max(health, default=float("nan")) * 1000, 1)
+    row["relay_cpu_s"] = round(
+        cpu, 2
+    )  # while the honest clients ran (and the abuser's 1 s head start)
     if abuser is not None:
         out, _ = abuser.communicate(timeout=args.seconds + 60)
         row["abuser"] = json.loads(out.strip().splitlines()[-1])
@@ -378,7 +391,7 @@ def main() -> None:
             for run in range(args.runs):
                 order = ([], abuse) if run % 2 == 0 else (abuse, [])  # ABBA: drift cancels
                 for which in order:
-                    rows.append({"run": run, **scenario(args, relay.port, which)})
+                    rows.append({"run": run, **scenario(args, relay, which)})
                     print(json.dumps(rows[-1]), flush=True)
         finally:
             code = relay.stop()
