@@ -275,7 +275,8 @@ async def _trace(n: int, fmt: str, top: int) -> None:
                                   sum(d.count_diff for d in diff) / n, 1)}))  # fmt: skip
             for d in diff[:top]:
                 where = d.traceback[0]
-                name = where.filename.split("site-packages/")[-1].split("python3.11/")[-1]
+                name = where.filename.replace(f"{ROOT}/", "").split("site-packages/")[-1]
+                name = name.split("python3.11/")[-1]
                 print(json.dumps({"bytes_per_sub": round(d.size_diff / n),
                                   "blocks_per_sub": round(d.count_diff / n, 2),
                                   "at": f"{name}:{where.lineno}"}))  # fmt: skip
