@@ -222,6 +222,11 @@ def parse_json(text: str, what: str) -> Any:
     not JSON or nests deeper than MAX_DEPTH (the caller decides what that means: plain text
     for a payload, a broken stream for an ntfy frame). Nothing else.
     """
+    if text.count("[") + text.count("{") > MAX_DEPTH and _text_depth(text) > MAX_DEPTH:
+        # Decided on the text, before decoding: whether the decoder meets a bad number or
+        # Python's recursion limit first depends on the caller's stack depth, and the same
+        # payload must get the same verdict in every process (the relay and its tests).
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
     try:
         obj = _DECODER.decode(text)
     except _Unrepresentable as exc:
@@ -237,6 +242,23 @@ def parse_json(text: str, what: str) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
         raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
     return obj
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _text_depth(text: str) -> int:
+    """The deepest nesting of brackets in JSON text, strings left out (only for text with
+    more than MAX_DEPTH opening brackets, so ordinary payloads never pay for it)."""
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_STRING.sub("", text)):
+        if m.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 class TooDeep(ValueError):

@@ -40,6 +40,7 @@ from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.store import Redelivery, Store, Stored
 from edge_relay.core import Filters, check_storable
+from edge_relay.livequeue import LiveQueue
 
 log = logging.getLogger(__name__)
 _MAX_GROUP = 1000
@@ -73,6 +74,11 @@ class Live:
 class Subscriber:
     """One live subscription: its topics, filters and bounded send queue."""
 
+    # One per open stream, so its size is paid per idle connection: slots and a LiveQueue
+    # instead of a __dict__ and an asyncio.Queue: 4,264 -> 529 bytes each (tracemalloc).
+    __slots__ = ("_filtered", "dead", "direct", "filters", "last_seq", "on_overflow", "queue",
+                 "topics")  # fmt: skip
+
     def __init__(
         self,
         topics: Iterable[str],
@@ -83,7 +89,7 @@ class Subscriber:
     ) -> None:
         self.topics = frozenset(topics)
         self.filters = filters
-        self.queue: asyncio.Queue[Live] = asyncio.Queue(queue_size)
+        self.queue: LiveQueue[Live] = LiveQueue(queue_size)
         self.on_overflow = on_overflow
         self.dead = False
         self.last_seq = 0

@@ -14,11 +14,9 @@ from aiohttp import web
 
 from agent.errors import ConfigError, EdgepushError
 from agent.store import Store
-from edge_relay.bridge import Bridge, forward_rule
 from edge_relay.config import RelayConfig
 from edge_relay.guard import MAX_FIELD, MAX_LINE, Gate
 from edge_relay.hub import Hub
-from edge_relay.mdns import Advertiser
 from edge_relay.server import make_app
 from edge_relay.state import RelayState
 
@@ -39,6 +37,10 @@ def _ssl(cfg: RelayConfig) -> ssl.SSLContext | None:
 @contextlib.asynccontextmanager
 async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
     """Start everything; yield the shared state; shut down in reverse order."""
+    if cfg.upstream is not None:
+        # Imported only with an upstream: the bridge brings paho and the agent's MQTT transport
+        # and config, ~3 MB of the relay's RSS (bench/relay_memory.py).
+        from edge_relay.bridge import Bridge, forward_rule
     store = Store(cfg.db).open()
     try:
         forward = forward_rule(cfg.forward) if cfg.upstream and cfg.forward else None
@@ -63,6 +65,8 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
             log.info("edge-relay listening on %s://%s:%d", scheme, cfg.host, cfg.port)
             try:
                 if cfg.advertise:
+                    from edge_relay.mdns import Advertiser  # zeroconf, ~3.4 MB: only for mDNS
+
                     async with Advertiser(cfg.host, cfg.port, tls=cfg.tls):
                         yield state
                 else:

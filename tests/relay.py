@@ -11,7 +11,7 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,13 @@ max_subscriptions = 2000
 
 class Relay:
     def __init__(
-        self, workdir: Path, *, config: str = FAST, args: Sequence[str] = (), port: int = 0
+        self,
+        workdir: Path,
+        *,
+        config: str = FAST,
+        args: Sequence[str] = (),
+        port: int = 0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +44,9 @@ class Relay:
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "relay.log"
+        self.env = dict(env) if env is not None else child_env()
+        """The relay's environment (default: this checkout's code; a benchmark may run
+        another tree's)."""
 
     @property
     def url(self) -> str:
@@ -51,7 +60,7 @@ class Relay:
         elif "--no-advertise" not in argv:
             argv.append("--no-advertise")
         with self.log.open("ab") as log:
-            self.proc = spawn("edge_relay", argv, env=child_env(), stdout=log, stderr=log)
+            self.proc = spawn("edge_relay", argv, env=self.env, stdout=log, stderr=log)
         wait_for(self._healthy, timeout=30, what=f"relay on {self.port} ({self.log})")
         return self
 
