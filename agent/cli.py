@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Import only the command being run: `history` must not pay for the imports of `run`
     # (asyncio, paho, notifier backends). --help and errors without a command build them all.
     parser = build_parser(_command_in(argv))
-    args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    args = parse(parser, argv)
+    # One-shot commands (send) set a quieter default: their output is the answer, not a log.
+    quiet = getattr(args, "default_log_level", logging.INFO)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else quiet
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -90,6 +92,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `pushagent history | head`: the reader left, nothing went wrong
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown argument is reported with its command's usage.
+
+    argparse hands a subcommand's leftovers back to the top-level parser, whose usage
+    (``pushagent [-h] ... COMMAND``) does not show the options the user was looking for.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = subparser(parser, getattr(args, "command", None))
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
+    """The parser of command ``name`` inside ``parser``, if there is one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return None
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

@@ -147,5 +147,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgepushError as exc:
         print(f"edge-relay: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ExceptionGroup as group:
+        error = only_error(group)
+        print(f"edge-relay: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def only_error(group: ExceptionGroup[Exception]) -> EdgepushError:
+    """The one EdgepushError a TaskGroup wrapped (``--listen`` on a busy port fails inside the
+    service's TaskGroup); anything else in the group is a bug and is re-raised whole."""
+    errors: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            errors.append(exc)
+    if len(errors) == 1 and isinstance(errors[0], EdgepushError):
+        return errors[0]
+    raise group
