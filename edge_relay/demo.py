@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import shlex
 import signal
 import socket
 import subprocess
@@ -20,9 +21,15 @@ from edge_relay.service import running
 
 
 def _port(wanted: int) -> int:
-    """``wanted`` if it is free on 127.0.0.1, else any free port."""
+    """``wanted`` if nothing listens on it on 127.0.0.1, else any free port.
+
+    SO_REUSEADDR as the relay's own listener has it: a restart within a minute finds the last
+    run's connections in TIME_WAIT, which block a plain bind but not a listener (it moved
+    off 8080 on 5 of 5 quick restarts without it). A socket that listens still blocks it.
+    """
     for port in (wanted, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -47,7 +54,27 @@ def _start_agent(url: str, topic: str, home: Path) -> subprocess.Popen[bytes] | 
     return subprocess.Popen(cmd, env=config.child_env(PUSHAGENT_HOME=str(home)))
 
 
-def _instructions(url: str, topic: str, agent: bool) -> str:
+def _pushagent() -> str:
+    """How to run this install's ``pushagent``: the script beside this Python (a venv's
+    ``bin``), which need not be on PATH, else ``python -m agent``."""
+    script = Path(sys.executable).parent / "pushagent"
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m agent"
+
+
+def _agent_commands(home: Path) -> list[str]:
+    """The lines that show the demo agent's data: it lives in its own PUSHAGENT_HOME, so a
+    plain ``pushagent history`` looks at (and would create) the user's real one instead."""
+    prefix = f"PUSHAGENT_HOME={shlex.quote(str(home.resolve()))} {_pushagent()}"
+    return [
+        f"The demo's agent keeps its messages under {home.resolve()}; look at them with:",
+        f"  {prefix} history",
+        f"  {prefix} status",
+    ]
+
+
+def _instructions(url: str, topic: str, agent: Path | None) -> str:
     lines = [
         f"edge-relay demo: a relay is running on {url}",
         "",
@@ -57,8 +84,9 @@ def _instructions(url: str, topic: str, agent: bool) -> str:
         "Subscribe from another terminal:",
         f"  curl -s {url}/{topic}/json",
     ]
-    if agent:
+    if agent is not None:
         lines += ["", f"A pushagent is subscribed to '{topic}': its notifications print here."]
+        lines += _agent_commands(agent)
     else:
         lines += ["", "(pushagent's WebSocket transport is not installed: relay only.)"]
     lines += ["", "Ctrl-C stops the demo."]
@@ -72,8 +100,9 @@ async def _run(cfg: config.RelayConfig, topic: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     url = f"http://127.0.0.1:{cfg.port}"
     async with running(cfg):
-        agent = _start_agent(url, topic, cfg.data_dir / "agent")
-        print(_instructions(url, topic, agent is not None), flush=True)
+        home = cfg.data_dir / "agent"
+        agent = _start_agent(url, topic, home)
+        print(_instructions(url, topic, home if agent is not None else None), flush=True)
         try:
             await stop.wait()
         finally:
