@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EdgepushError as exc:
-        print(f"pushagent: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # config: one per error
+            print(f"pushagent: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,12 @@
 Pure: no environment, no file system. ``agent.config`` (and the relay's config module) use it
 to build their dataclasses; a dataclass checks its own values in ``__post_init__`` by raising
 ValueError, which ``build`` turns into a ConfigError that points at the key.
+
+Every error in a table is reported at once, one per line of the ConfigError's text (a user
+with three typos fixes them in one go instead of three runs): ``build`` checks every key,
+and when ``__post_init__`` refuses the whole, it tries each given value on its own against
+the defaults to name each wrong one (a cross-field check that fails only in combination is
+reported as the whole's one error).
 """
 
 from __future__ import annotations
@@ -40,17 +46,40 @@ def build(
         if f.init and f.name not in fixed
     }
     kwargs: dict[str, Any] = dict(fixed)
+    errors: list[str] = []
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in fields:
             near = difflib.get_close_matches(name, list(fields), n=1)
             hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
-        kwargs[name] = convert(hints[name], value, where=where, key=f"{prefix}{key}")
+            errors.append(f"{where}: unknown key '{prefix}{key}'{hint}")
+            continue
+        try:
+            kwargs[name] = convert(hints[name], value, where=where, key=f"{prefix}{key}")
+        except ConfigError as exc:
+            errors.extend(str(exc).splitlines())
+    if errors:  # the values that did convert are still checked, each on its own
+        raise ConfigError("\n".join([*errors, *_each_wrong(cls, kwargs, fixed, where)]))
     try:
         return cls(**kwargs)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        each = _each_wrong(cls, kwargs, fixed, where) or [f"{where}: {exc}"]
+        raise ConfigError("\n".join(each)) from None
+
+
+def _each_wrong(
+    cls: type[T], kwargs: Mapping[str, Any], fixed: Mapping[str, Any], where: str
+) -> list[str]:
+    """The ValueError of each given value tried alone (all other fields at their defaults)."""
+    wrong = []
+    for name, value in kwargs.items():
+        if name in fixed:
+            continue
+        try:
+            cls(**{**fixed, name: value})
+        except ValueError as exc:
+            wrong.append(f"{where}: {exc}")
+    return wrong
 
 
 def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
@@ -71,9 +100,15 @@ def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             _wrong(where, key, value, "a list")
-        return tuple(
-            convert(args[0], v, where=where, key=f"{key}[{i}]") for i, v in enumerate(value)
-        )
+        items, errors = [], []
+        for i, v in enumerate(value):
+            try:
+                items.append(convert(args[0], v, where=where, key=f"{key}[{i}]"))
+            except ConfigError as exc:
+                errors.extend(str(exc).splitlines())
+        if errors:
+            raise ConfigError("\n".join(errors))
+        return tuple(items)
     if hint is bool:
         if not isinstance(value, bool):
             _wrong(where, key, value, "true or false")

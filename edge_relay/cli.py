@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EdgepushError as exc:
-        print(f"edge-relay: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # config: one per error
+            print(f"edge-relay: {line}", file=sys.stderr)
         return exc.exit_code
     except ExceptionGroup as group:
         error = only_error(group)
