@@ -42,7 +42,12 @@ def code_lines(text: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line in a fenced or indented code block, and of each
     inline code span that starts with one of the programs."""
     fenced = False
-    for n, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
+        k = n
+        while line.endswith("\\") and k < len(lines):  # a command continued on the next line
+            line, lines[k] = line[:-1] + lines[k], ""
+            k += 1
         if line.lstrip().startswith("```"):
             fenced = not fenced
             continue
