@@ -7,14 +7,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.config import default_paths
 from agent.errors import EdgepushError
 from edge_relay import config
 from edge_relay.service import running
@@ -52,6 +55,24 @@ def _start_agent(url: str, topic: str, home: Path) -> subprocess.Popen[bytes] | 
     cmd = [sys.executable, "-m", "agent", "run", "--server", url, "--topic", topic,
            "--notifier", "log"]  # fmt: skip
     return subprocess.Popen(cmd, env=config.child_env(PUSHAGENT_HOME=str(home)))
+
+
+async def _subscribed(agent: subprocess.Popen[bytes], home: Path, timeout: float = 30.0) -> bool:
+    """Wait until the agent reports itself connected (its status file), so the instructions
+    printed after it are true: the agent subscribes from the moment it connects, and a
+    message curl'd before that (the first second) was never shown to it. The pid must be
+    this agent's: a restarted demo finds the last run's file still saying "connected"."""
+    status = default_paths({"PUSHAGENT_HOME": str(home)}).status_file
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and agent.poll() is None:
+        try:
+            now = json.loads(status.read_text())
+            if now.get("state") == "connected" and now.get("pid") == agent.pid:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass  # not written yet, or not an object
+        await asyncio.sleep(0.05)
+    return False
 
 
 def _pushagent() -> str:
@@ -102,6 +123,8 @@ async def _run(cfg: config.RelayConfig, topic: str) -> int:
     async with running(cfg):
         home = cfg.data_dir / "agent"
         agent = _start_agent(url, topic, home)
+        if agent is not None and not await _subscribed(agent, home):
+            print("edge-relay demo: the agent has not connected yet (see its log below)")
         print(_instructions(url, topic, home if agent is not None else None), flush=True)
         try:
             await stop.wait()
