@@ -100,21 +100,22 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
 
     argparse hands a subcommand's leftovers back to the top-level parser, whose usage
     (``pushagent [-h] ... COMMAND``) does not show the options the user was looking for.
+    Also used by ``edge_relay.cli`` (``edge-relay token add ...``: the innermost command).
     """
     args, extra = parser.parse_known_args(argv)
     if extra:
-        sub = subparser(parser, getattr(args, "command", None))
-        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 
-def subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
-    """The parser of command ``name`` inside ``parser``, if there is one."""
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command that ``args`` were parsed for."""
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
-            found: argparse.ArgumentParser = action.choices[name]
-            return found
-    return None
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return innermost(chosen, args)
+    return parser
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import buildinfo
+from agent.cli import parse
 from agent.errors import EdgepushError
 from edge_relay import __version__, auth, config
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(buildinfo.describe("edge-relay", verbose=verbose))
         return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)  # an unknown option: the usage of the command it was given to
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         stream=sys.stderr,

@@ -228,6 +228,7 @@ def test_non_numeric_limit_is_an_argparse_error(filled: Path) -> None:
         (("history", "--bogus"), "usage: pushagent history"),
         (("send", "t", "m", "--nope", "1"), "usage: pushagent send"),
         (("config", "show", "extra"), "usage: pushagent config"),
+        (("autostart", "enable", "--bogus"), "usage: pushagent autostart"),
     ],
 )
 def test_unknown_flag_prints_the_subcommand_usage(
@@ -238,6 +239,22 @@ def test_unknown_flag_prints_the_subcommand_usage(
     err = result.stderr.decode()
     assert err.startswith(usage), err
     assert "unrecognized arguments" in err.splitlines()[-1], err
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (("serve", "--bogus"), "usage: edge-relay serve"),
+        (("token", "add", "x", "--bogus"), "usage: edge-relay token add"),
+    ],
+)
+def test_relay_unknown_flag_prints_the_subcommand_usage(
+    home: Path, args: tuple[str, ...], usage: str
+) -> None:
+    result = run_module("edge_relay", *args, home=home)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    assert "unrecognized arguments: --bogus" in result.stderr.splitlines()[-1], result.stderr
 
 
 @pytest.mark.parametrize("priority", ["0", "9", "-1", "loud", "6"])

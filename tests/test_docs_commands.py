@@ -135,12 +135,8 @@ def parse(program: str, args: list[str]) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            if program == "pushagent":
-                parser = agent_cli.build_parser()
-                agent_cli.parse(parser, args)
-            else:
-                parser = relay_cli.build_parser()
-                parser.parse_args(args)
+            build = agent_cli.build_parser if program == "pushagent" else relay_cli.build_parser
+            agent_cli.parse(build(), args)  # what both programs' main() parse with
     except SystemExit as exc:
         if exc.code not in (0, None):
             return err.getvalue().strip().splitlines()[-1]
