@@ -6,15 +6,17 @@ ValueError, which ``build`` turns into a ConfigError that points at the key.
 
 Every error in a table is reported at once, one per line of the ConfigError's text (a user
 with three typos fixes them in one go instead of three runs): ``build`` checks every key,
-and when ``__post_init__`` refuses the whole, it tries each given value on its own against
-the defaults to name each wrong one (a cross-field check that fails only in combination is
-reported as the whole's one error).
+and when ``__post_init__`` refuses the values, the field its message names ('mqtt.qos') is
+put back to its default and the rest tried again, until they pass or a message names no
+given field. Each error reported is then a real one of the values given, a check across
+fields ('tls_cert' and 'tls_key' together) included, and none is reported twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -58,28 +60,38 @@ def build(
             kwargs[name] = convert(hints[name], value, where=where, key=f"{prefix}{key}")
         except ConfigError as exc:
             errors.extend(str(exc).splitlines())
-    if errors:  # the values that did convert are still checked, each on its own
-        raise ConfigError("\n".join([*errors, *_each_wrong(cls, kwargs, fixed, where)]))
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        each = _each_wrong(cls, kwargs, fixed, where) or [f"{where}: {exc}"]
-        raise ConfigError("\n".join(each)) from None
+    built, wrong = _construct(cls, kwargs, fixed)
+    errors += [f"{where}: {w}" for w in wrong]  # the values that did convert are checked too
+    if errors or built is None:
+        raise ConfigError("\n".join(errors))
+    return built
 
 
-def _each_wrong(
-    cls: type[T], kwargs: Mapping[str, Any], fixed: Mapping[str, Any], where: str
-) -> list[str]:
-    """The ValueError of each given value tried alone (all other fields at their defaults)."""
-    wrong = []
-    for name, value in kwargs.items():
-        if name in fixed:
-            continue
+def _construct(
+    cls: type[T], kwargs: Mapping[str, Any], fixed: Mapping[str, Any]
+) -> tuple[T | None, list[str]]:
+    """``cls(**kwargs)`` and the messages of every ValueError on the way (see the module
+    docstring); the instance is None when any value was wrong."""
+    given, wrong = dict(kwargs), []
+    while True:
         try:
-            cls(**{**fixed, name: value})
+            built = cls(**given)
         except ValueError as exc:
-            wrong.append(f"{where}: {exc}")
-    return wrong
+            if str(exc) not in wrong:
+                wrong.append(str(exc))
+            named = [n for n in _names(str(exc)) if n in given and n not in fixed]
+            if not named:
+                return None, wrong
+            del given[named[0]]  # back to its default; try the rest
+        else:
+            return (None if wrong else built), wrong
+
+
+def _names(message: str) -> list[str]:
+    """The field names a check's message quotes: 'mqtt.qos' → qos, 'rules[0].topic' → topic."""
+    return [
+        re.sub(r"\[\d+\]", "", q).rsplit(".", 1)[-1] for q in re.findall(r"'([\w.\[\]]+)'", message)
+    ]
 
 
 def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:

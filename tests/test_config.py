@@ -203,3 +203,24 @@ def test_the_cli_prints_every_config_error_one_per_line_and_exits_2(env: dict[st
     assert len(lines) == 11, result.stderr.decode()
     assert all(line.startswith(f"pushagent: {path}: ") for line in lines), lines
     assert result.stdout == b""
+
+
+def test_a_check_across_fields_is_not_reported_against_each_alone(tmp_path: Path) -> None:
+    """tls_cert and tls_key together are right; only the wrong keepalive is reported."""
+    from edge_relay import config as relay_config
+
+    path = tmp_path / "relay.toml"
+    path.write_text('tls_cert = "c.pem"\ntls_key = "k.pem"\nkeepalive = 0.0\nprune_interval = 0\n')
+    with pytest.raises(ConfigError) as info:
+        relay_config.load({}, config_file=path, env={})
+    assert str(info.value).splitlines() == [
+        f"{path}: 'keepalive' must be 0.05-3600 seconds, not 0.0",
+        f"{path}: 'prune_interval' must be > 0",
+    ]
+    path.write_text('tls_cert = "c.pem"\nkeepalive = 0.0\n')
+    with pytest.raises(ConfigError) as info:
+        relay_config.load({}, config_file=path, env={})
+    assert str(info.value).splitlines() == [
+        f"{path}: 'tls_cert' and 'tls_key' must be given together",
+        f"{path}: 'keepalive' must be 0.05-3600 seconds, not 0.0",
+    ]
