@@ -57,14 +57,16 @@ def _start_agent(url: str, topic: str, home: Path) -> subprocess.Popen[bytes] | 
     return subprocess.Popen(cmd, env=config.child_env(PUSHAGENT_HOME=str(home)))
 
 
-async def _subscribed(agent: subprocess.Popen[bytes], home: Path, timeout: float = 30.0) -> bool:
+async def _subscribed(
+    agent: subprocess.Popen[bytes], home: Path, stop: asyncio.Event, timeout: float = 30.0
+) -> bool:
     """Wait until the agent reports itself connected (its status file), so the instructions
     printed after it are true: the agent subscribes from the moment it connects, and a
     message curl'd before that (the first second) was never shown to it. The pid must be
     this agent's: a restarted demo finds the last run's file still saying "connected"."""
     status = default_paths({"PUSHAGENT_HOME": str(home)}).status_file
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and agent.poll() is None:
+    while time.monotonic() < deadline and agent.poll() is None and not stop.is_set():
         try:
             now = json.loads(status.read_text())
             if now.get("state") == "connected" and now.get("pid") == agent.pid:
@@ -123,7 +125,7 @@ async def _run(cfg: config.RelayConfig, topic: str) -> int:
     async with running(cfg):
         home = cfg.data_dir / "agent"
         agent = _start_agent(url, topic, home)
-        if agent is not None and not await _subscribed(agent, home):
+        if agent is not None and not await _subscribed(agent, home, stop):
             print("edge-relay demo: the agent has not connected yet (see its log below)")
         print(_instructions(url, topic, home if agent is not None else None), flush=True)
         try:
