@@ -17,6 +17,7 @@ import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,33 @@ def test_the_python_and_files_the_docs_run_are_in_a_checkout() -> None:
                 if not (ROOT / path).exists():
                     wrong.append(f"{doc.relative_to(ROOT)}:{n}: {path} does not exist")
     assert wrong == []
+
+
+def toml_blocks() -> list[tuple[str, str]]:
+    """(file:line, text) of each ```toml block in the docs."""
+    found = []
+    for doc in DOCS:
+        lines = doc.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            if line.strip() == "```toml":
+                end = next(k for k in range(n, len(lines)) if lines[k].strip() == "```")
+                found.append((f"{doc.relative_to(ROOT)}:{n}", "\n".join(lines[n:end]) + "\n"))
+    return found
+
+
+@pytest.mark.parametrize(("where", "text"), toml_blocks(), ids=[w for w, _ in toml_blocks()])
+def test_each_config_the_docs_show_is_accepted(where: str, text: str, tmp_path: Path) -> None:
+    """An agent config (or, failing that, a relay config) the docs show loads without error."""
+    from agent import config as agent_config
+    from agent.errors import ConfigError
+    from edge_relay import config as relay_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    try:
+        agent_config.load(config_file=path, env={"PUSHAGENT_HOME": str(tmp_path)})
+    except ConfigError as agent_error:
+        try:
+            relay_config.load({}, config_file=path, env={})
+        except ConfigError as relay_error:
+            pytest.fail(f"{where}: as an agent config: {agent_error}; as a relay's: {relay_error}")
