@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent import __version__, buildinfo
+from agent import __version__, buildinfo, redact
 from agent.errors import EdgepushError
 
 # Order here is the order in --help.
@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redact.install()  # every handler, so third-party loggers too (agent.redact)
     try:
         return int(args.func(args))
     except EdgepushError as exc:

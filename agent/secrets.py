@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import stat
 import urllib.parse
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.errors import AuthError, ConfigError
+from agent.private import write_private
 
 SERVICE = "pushagent"
 log = logging.getLogger("pushagent.secrets")
@@ -65,11 +65,8 @@ def _set_indexed(cfg: AgentConfig, kind: str, key: str, present: bool) -> None:
     index = _read_index(cfg)
     names = [n for n in index[kind] if n != key] + ([key] if present else [])
     index[kind] = sorted(names)
-    path = _index_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a crash never leaves half an index
+    # atomic: a crash never leaves half an index; 0600 in a 0700 folder (agent.private)
+    write_private(_index_path(cfg), (json.dumps(index, indent=1) + "\n").encode())
 
 
 def _keyring() -> Any:

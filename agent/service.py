@@ -37,10 +37,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from agent import health
 from agent.config import AgentConfig
 from agent.envelope import new_id
-from agent.errors import ConfigError, ConnectionLost, EdgepushError
+from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
+from agent.private import write_private
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
 
@@ -225,14 +227,19 @@ class AgentService:
         if not batch.messages:
             return
         async with self._write_lock:
-            fresh = await asyncio.to_thread(
-                self.store.insert_batch,
-                batch.messages,
-                source=batch.source,
-                cursor=batch.cursor,
-                receipt_destination=self._receipts,
-                redelivery=batch.redelivery,
-            )
+            try:
+                fresh = await asyncio.to_thread(
+                    self.store.insert_batch,
+                    batch.messages,
+                    source=batch.source,
+                    cursor=batch.cursor,
+                    receipt_destination=self._receipts,
+                    redelivery=batch.redelivery,
+                )
+            except StoreError as exc:  # StoreBusy too: the transport retries, status says why
+                self._store_health(str(exc))
+                raise
+            self._store_health(None)
             if fresh:  # queued under the lock: the queue's order is the commit order
                 self._queued.append(fresh)
         self.last_message_id = batch.messages[-1].id
@@ -365,6 +372,22 @@ class AgentService:
         self._state_changed.set()
 
     _since: float = 0.0
+    _store: str = health.OK
+    _store_error: str | None = None
+    _store_since: float | None = None
+
+    def _store_health(self, error: str | None) -> None:
+        """Record the last commit's outcome; the status file is rewritten when the word changes
+        (``agent.health``: a disk-full agent must not look merely ``connected``)."""
+        word = health.OK if error is None else health.store_problem(error)
+        if word == self._store:
+            return
+        self._store, self._store_error = word, error
+        self._store_since = None if error is None else time.time()
+        if error is None:
+            log.info("store: commits work again")
+        self._write_status(self.state())
+
     _loop: asyncio.AbstractEventLoop
 
     def _write_status(self, state: str) -> None:
@@ -377,11 +400,11 @@ class AgentService:
             "last_message_id": self.last_message_id,
             "pid": os.getpid(),
             "client_id": self.client_id,
+            "store": self._store,
+            "store_error": self._store_error,
+            "store_since": self._store_since,
         }
-        tmp = path.with_suffix(".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(body) + "\n")
-            tmp.replace(path)
+            write_private(path, (json.dumps(body) + "\n").encode())
         except OSError as exc:
             log.warning("cannot write the status file %s: %s", path, exc.strerror)

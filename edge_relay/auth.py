@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.errors import AuthError, ConfigError, UsageError
+from agent.private import private_dir
 from agent.topics import glob_match
 
 Mode = Literal["read", "write"]
@@ -225,7 +226,7 @@ def save(path: Path, db: AuthDB) -> None:
         "anonymous": {"read": list(db.anonymous.read), "write": list(db.anonymous.write)},
         "tokens": db.tokens,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700 if we create it (agent.private)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

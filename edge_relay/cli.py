@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import buildinfo
+from agent import buildinfo, redact
 from agent.cli import parse
 from agent.errors import EdgepushError
 from edge_relay import __version__, auth, config
@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact.install()  # every handler, so third-party loggers too (agent.redact)
     try:
         return int(args.func(args))
     except EdgepushError as exc:

@@ -33,6 +33,17 @@ class Limits:
     send_queue: int = 1000
     retention_age: int = 12 * 3600
     retention_count: int = 100_000
+    header_timeout: float = 10.0
+    """Seconds to receive a request's headers, counted from its first byte (and, on a new
+    connection, from the accept: a silent connection is closed after this)."""
+    body_timeout: float = 30.0
+    """Seconds to receive a request's body once its headers are in (408 after that)."""
+    idle_timeout: float = 60.0
+    """Seconds a keep-alive connection may wait for its next request; subscriber streams
+    are exempt (they have keepalive events)."""
+    max_connections: int = 4096
+    """Open HTTP connections at most; beyond it (or what the file-descriptor limit allows)
+    new ones are refused at once."""
 
     def __post_init__(self) -> None:
         for name in ("message_size", "publish_burst", "max_subscriptions", "send_queue"):
@@ -42,6 +53,11 @@ class Limits:
             raise ValueError("'limits.max_topics_per_subscription' must be at least 1")
         if self.publish_rate <= 0:
             raise ValueError(f"'limits.publish_rate' must be > 0, not {self.publish_rate}")
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if not 0.05 <= getattr(self, name) <= 86400:
+                raise ValueError(f"'limits.{name}' must be 0.05-86400 seconds")
+        if self.max_connections < 1:
+            raise ValueError("'limits.max_connections' must be at least 1")
         if self.retention_age < 60 or self.retention_count < 1:
             raise ValueError("'limits.retention_age' must be >= 60 s and retention_count >= 1")
 

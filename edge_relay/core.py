@@ -15,12 +15,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from agent.envelope import Message, parse_priority
+from agent.envelope import Message, dumps, encode, parse_priority
 from agent.errors import MessageError
 
 TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")
 _LEVEL_RE = re.compile(r"[_A-Za-z0-9]{1,64}")
+_SQLITE_INT = range(-(2**63), 2**63)
+MAX_SINCE_TIME = 2**40  # a unix time in seconds (year 36812): what the store's integers hold
 RESERVED = frozenset({"v1", "metrics", "json", "sse", "ws", "raw", "docs", "static", "app"})
 
 
@@ -142,3 +145,45 @@ def parse_actions(header: str) -> list[dict[str, str]]:
                 action["url"] = extra
         actions.append(action)
     return actions
+
+
+def check_json_value(value: Any, name: str) -> None:
+    """MessageError naming ``name`` unless ``value`` re-encodes as JSON text.
+
+    ``json.loads`` accepts ``NaN``, ``Infinity`` and ``1e400`` (which becomes ``inf``), and
+    decodes deep nesting up to the recursion limit; none of them can be written back out
+    (``dumps`` refuses non-finite numbers), so each is refused here, at the request, naming
+    the field, instead of failing later where other clients' messages share the work.
+    """
+    try:
+        dumps(value).encode("utf-8")
+    except ValueError:
+        raise MessageError(
+            f"{name} holds a number JSON cannot carry (NaN, Infinity, or beyond 1e308)", name
+        ) from None
+    except RecursionError:
+        raise MessageError(f"{name} is nested too deeply", field=name) from None
+    except UnicodeEncodeError:
+        raise MessageError(f"{name} is not valid UTF-8 (a lone surrogate)", field=name) from None
+    except TypeError:
+        raise MessageError(f"{name} holds a value JSON cannot carry", field=name) from None
+
+
+def check_storable(msg: Message) -> None:
+    """MessageError unless ``Store.insert_batch`` can store ``msg``: every field re-encodes
+    as UTF-8 JSON and every integer fits SQLite's 64 bits.
+
+    The hub runs this on each publish before it joins a commit group, so one client's bad
+    message is refused alone instead of failing the transaction it would share.
+    """
+    for name in ("time", "expires", "priority"):
+        value = getattr(msg, name)
+        if value is not None and value not in _SQLITE_INT:
+            raise MessageError(f"{name} {value} is out of range", field=name)
+    out = encode(msg)
+    try:
+        dumps(out).encode("utf-8")
+    except (ValueError, RecursionError, UnicodeEncodeError, TypeError):
+        for key, value in out.items():  # the slow path: name the field that cannot go out
+            check_json_value(value, key)
+        raise MessageError("message cannot be encoded as JSON", field="message") from None

@@ -17,6 +17,11 @@ Each subscriber has a bounded queue. ``offer`` never waits: when the queue is fu
 subscriber is marked dead and its connection aborted (it resumes with ``since=``), so one slow
 reader never slows the writer, the other subscribers, or grows memory.
 
+One client's bad publish never fails another's: ``publish`` checks each message with
+``core.check_storable`` before it joins a group, and a group whose transaction still fails
+(for any reason but ``StoreBusy``, which is transient and everyone's) is retried member by
+member, so only the member that cannot be stored gets the error.
+
 Fast path: once a WebSocket subscriber has caught up (replay done, queue empty) it sets
 ``Subscriber.direct``, and fan-out writes the pre-built frames of a commit group's messages to
 its socket itself, in seq order, in one write, with no task wake-up; more than 1 MiB waiting
@@ -32,9 +37,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.envelope import Message, dumps, encode
-from agent.errors import EdgepushError, InvalidState
+from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.store import Redelivery, Store, Stored
-from edge_relay.core import Filters
+from edge_relay.core import Filters, check_storable
 
 log = logging.getLogger(__name__)
 _MAX_GROUP = 1000
@@ -214,7 +219,10 @@ class Hub:
         """Store (unless ``cache`` is off) then fan out; returns the messages that were new.
 
         ``redelivery`` is passed to ``Store.insert_batch`` (the upstream's id-less messages).
+        MessageError, before anything is stored, for a message the store could not take.
         """
+        for m in messages:
+            check_storable(m)  # refused here, alone, not in the commit it would share
         done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Publish(messages, cache, source, done, redelivery))
         return await done
@@ -233,40 +241,72 @@ class Hub:
                         p.done.set_exception(InvalidState(f"hub writer failed: {exc}"))
 
     async def _commit(self, group: list[_Publish]) -> None:
-        cached = [p for p in group if p.cache]
         by_source: dict[str, list[_Publish]] = defaultdict(list)
-        for p in cached:
-            by_source[p.source].append(p)
-        results: dict[int, list[Stored]] = {}
+        for p in group:
+            if p.cache:
+                by_source[p.source].append(p)
         for source, pubs in by_source.items():
-            msgs = [m for p in pubs for m in p.messages]
-            keys = {k: v for p in pubs if p.redelivery for k, v in p.redelivery.items()}
-            try:
-                forward = self.forward if source == "local" else None
-                stored = await asyncio.to_thread(
-                    self.store.insert_batch,
-                    msgs,
-                    source=source,
-                    forward=forward,
-                    redelivery=keys or None,
-                )
-            except EdgepushError as exc:
-                for p in pubs:
-                    if not p.done.done():
-                        p.done.set_exception(exc)
-                continue
-            new = {s.message.id: s for s in stored}
-            for p in pubs:
-                results[id(p)] = [new[m.id] for m in p.messages if m.id in new]
-            self._fan_out(stored)
-            for callback in self.on_stored:
-                callback(stored, source)
+            await self._store(source, pubs)
         for p in group:
             if not p.cache:
-                results[id(p)] = [Stored(0, m) for m in p.messages]
-                self._fan_out(results[id(p)])
+                live = [Stored(0, m) for m in p.messages]
+                self._fan_out(live)
+                if not p.done.done():
+                    p.done.set_result(live)
+
+    async def _store(self, source: str, pubs: list[_Publish]) -> None:
+        """Store ``pubs`` in one transaction and settle their futures.
+
+        ``StoreBusy`` (locked, disk full) is nobody's fault and passes: every member gets it
+        (503, retry). Any other failure of a group of several is retried member by member, so
+        only the publish that cannot be stored gets the error and the others are stored once
+        (a failed transaction stored nothing). One log line per group, however many failed.
+        """
+        failed = await self._insert(source, pubs)
+        if failed is None or isinstance(failed, StoreBusy):
+            return
+        if len(pubs) > 1:
+            alone = [(p, f) for p in pubs if (f := await self._insert(source, [p])) is not None]
+            log.warning("hub: a commit of %d publishes from %s failed (%s); stored one by one, "
+                        "%d could not be: %s", len(pubs), source, _short(failed), len(alone),
+                        _short(alone[0][1]) if alone else "-")  # fmt: skip
+            failures = [f for _, f in alone]
+        else:
+            log.warning("hub: cannot store a publish from %s: %s", source, _short(failed))
+            failures = [failed]
+        bug = next((f for f in failures if not isinstance(f, EdgepushError)), None)
+        if bug is not None:  # check_storable let through what the store refuses: shown in full
+            log.error("hub: the store refused a message that passed its checks", exc_info=bug)
+
+    async def _insert(self, source: str, pubs: list[_Publish]) -> BaseException | None:
+        """One ``insert_batch`` for ``pubs``; settles their futures on success or on
+        StoreBusy, and a lone member's on any failure. Returns the failure, if any."""
+        try:
+            stored = await asyncio.to_thread(
+                self.store.insert_batch,
+                [m for p in pubs for m in p.messages],
+                source=source,
+                forward=self.forward if source == "local" else None,
+                redelivery={k: v for p in pubs if p.redelivery for k, v in p.redelivery.items()}
+                or None,
+            )
+        except StoreBusy as exc:
+            _fail(pubs, exc)
+            return exc
+        except Exception as exc:  # noqa: BLE001 - whatever failed, _store retries and logs it
+            if len(pubs) == 1:
+                wrapped = exc if isinstance(exc, EdgepushError) else InvalidState(
+                    f"cannot store this message: {_short(exc)}")  # fmt: skip
+                _fail(pubs, wrapped)
+            return exc
+        new = {s.message.id: s for s in stored}
+        for p in pubs:
             if not p.done.done():
-                p.done.set_result(results.get(id(p), []))
+                p.done.set_result([new[m.id] for m in p.messages if m.id in new])
+        self._fan_out(stored)
+        for callback in self.on_stored:
+            callback(stored, source)
+        return None
 
     def _fan_out(self, stored: list[Stored]) -> None:
         # Per subscriber, the group's messages for it in seq order, so a caught-up WebSocket
@@ -297,3 +337,13 @@ class Hub:
         self.delivered += written
         if written and self.on_delivered is not None:
             self.on_delivered(written)
+
+
+def _fail(pubs: list[_Publish], exc: BaseException) -> None:
+    for p in pubs:
+        if not p.done.done():
+            p.done.set_exception(exc)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -7,6 +7,7 @@ server keeps serving everyone else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,14 +21,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
 from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
-from agent.errors import AuthError, MessageError, StoreBusy, StoreError
+from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
 from agent.store import STATES
-from edge_relay.core import check_relay_topic, parse_actions
+from edge_relay.core import check_json_value, check_relay_topic, parse_actions
+from edge_relay.guard import Throttle, track
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REFUSALS = Throttle()
 _JSON_FIELDS = ("topic", "message", "title", "priority", "tags", "click", "actions")
 
 
@@ -63,40 +66,72 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.content_type == "application/json":
             return exc
         answer = error(exc.status, exc.text or exc.reason)
+    except (ConnectionError, InvalidState) as exc:
+        if isinstance(exc, ConnectionError):
+            raise  # the client went away: nothing to answer
+        log.error("%s %s: %s", request.method, raw[:120], exc)
+        return error(500, "internal error; see the relay's log")
+    except Exception:
+        log.exception("%s %s: unexpected error", request.method, raw[:120])
+        return error(500, "internal error; see the relay's log")
     state.metrics.rejected.inc()
-    log.info("%s %s -> %s: %s", request.method, raw[:120], answer.status, answer.text)
+    # one line per client a minute: a client sending garbage in a loop is not a log flood
+    quiet = _REFUSALS.allow(request.remote or "?")
+    if quiet is not None:
+        more = f" (+{quiet} refused from {request.remote} since the last line)" if quiet else ""
+        log.info("%s %s -> %s: %s%s", request.method, raw[:120], answer.status, answer.text, more)
     return answer
 
 
-def _text(value: str, name: str) -> str:
+def _text(value: str, name: str, limit: int) -> str:
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         raise MessageError(f"{name} is not valid UTF-8", field=name.lower()) from None
+    if size > limit:
+        # the same limit (and 413) as an oversized body, whichever way the text came in
+        raise MessageError(f"{name} is {size} bytes, above the limit of {limit}", name.lower())
     return value
 
 
 def _param(request: web.Request, name: str, *aliases: str) -> str | None:
-    """A publish option from ``X-Name``/``Name``/alias headers or the ``name`` query param."""
+    """A publish option from ``X-Name``/``Name``/alias headers or the ``name``/alias query
+    params (ntfy's), each bounded by ``limits.message_size``."""
+    limit = request.app["state"].cfg.limits.message_size
     for key in (f"X-{name}", name, *aliases):
         if key in request.headers:
-            return _text(request.headers[key], name)
-    value = request.query.get(name.lower())
-    return None if value is None else _text(value, name)
+            return _text(request.headers[key], name, limit)
+    for key in (name.lower(), *(a.lower() for a in aliases)):
+        value = request.query.get(key)
+        if value is not None:
+            return _text(value, name, limit)
+    return None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, at most ``limit`` bytes (413), within ``limits.body_timeout`` s (408)."""
     if request.content_length is not None and request.content_length > limit:
         raise MessageError(
             f"body is {request.content_length} bytes, above the limit of {limit}", "message"
         )
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise MessageError(f"body is above the limit of {limit} bytes", field="message")
-        chunks.append(chunk)
+    timeout = request.app["state"].cfg.limits.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise MessageError(f"body is above the limit of {limit} bytes", "message")
+                chunks.append(chunk)
+    except TimeoutError:
+        late = web.HTTPRequestTimeout(
+            text=dumps({"code": 40801, "http": 408,
+                        "error": f"the body did not arrive within {timeout:g} s"}),
+            content_type="application/json",
+        )  # fmt: skip
+        late.force_close()  # the rest of the body is not worth waiting for
+        raise late from None
     return b"".join(chunks)
 
 
@@ -147,9 +182,10 @@ def _actions(text: str) -> list[dict[str, Any]]:
     if text.lstrip().startswith("["):
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MessageError("Actions is not valid JSON", field="actions") from None
         check_unicode(text, value, "actions")
+        check_json_value(value, "actions")
         if not isinstance(value, list):
             raise MessageError("Actions JSON must be a list", field="actions")
         return value
@@ -175,10 +211,12 @@ async def publish_json(request: web.Request) -> web.Response:
     state.require(state.identify(request), "write", topic)
     _check_rate(state, request)
     fields = {k: obj[k] for k in _JSON_FIELDS if k in obj}
-    if len(dumps(fields.get("message", "")).encode()) > state.cfg.limits.message_size:
-        raise MessageError(
-            f"message is above the limit of {state.cfg.limits.message_size} bytes", "message"
-        )
+    limit = state.cfg.limits.message_size
+    for name, value in fields.items():
+        check_json_value(value, name)
+        size = len(value.encode()) if isinstance(value, str) else len(dumps(value).encode())
+        if size > limit:
+            raise MessageError(f"{name} is {size} bytes, above the limit of {limit}", name)
     return await _accept(state, from_fields(fields, topic=topic), True)
 
 
@@ -320,7 +358,7 @@ async def not_found(request: web.Request) -> web.Response:
 
 def make_app(state: RelayState) -> web.Application:
     """The aiohttp application with every route of the relay's API."""
-    app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
     r = app.router
     r.add_get("/v1/health", health)

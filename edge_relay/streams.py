@@ -21,7 +21,7 @@ from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.auth import Identity
-from edge_relay.core import Filters, parse_topic_list
+from edge_relay.core import MAX_SINCE_TIME, Filters, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -165,6 +165,9 @@ def parse_request(
             since = parse_since(since_text, now=int(time.time()))
         except ValueError as exc:
             raise MessageError(str(exc), field="since") from None
+        if since.time is not None and since.time >= MAX_SINCE_TIME:
+            # checked before any header is sent: the store's integers are 64-bit
+            raise MessageError(f"since={since_text[:40]!r} is too far in the future", "since")
     elif poll:
         since = Since("all")  # ntfy: a poll without since= returns everything cached
     try:

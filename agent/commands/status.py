@@ -1,9 +1,12 @@
 """``pushagent status [--json]``: what the running agent is doing, from its data directory.
 
 The daemon rewrites ``status.json`` in its data directory on every state change (server,
-state, since, last message id, pid). This command reads it, checks that the pid is alive (a
-file left by a killed daemon is stale: "not running"), and adds what the store knows now:
-the outbox length, the number of stored messages and the last message's time.
+state, since, last message id, pid, and the store's health: ``ok`` or why its last commit
+failed). This command reads it, checks that the pid is alive (a file left by a killed daemon
+is stale: "not running"), and adds what the store knows now: the outbox length, the number
+of stored messages and the last message's time — and ``store``, which also says ``disk
+full`` when the store's file system has no room left (the daemon cannot even rewrite its
+status file then) or why the store cannot be opened (``agent.health``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent import health
 from agent.commands import common, load_config
 from agent.errors import StoreError
 from agent.store import Store
 
-KEYS = ("server", "state", "since", "last_message_id", "outbox", "messages")
+KEYS = ("server", "state", "since", "last_message_id", "outbox", "messages", "store")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,13 +63,23 @@ def read_status(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def report(raw: dict[str, Any] | None, *, alive: bool, counts: dict[str, Any]) -> dict[str, Any]:
-    """The status object (pure): the daemon's view if it runs, else ``offline``."""
+def report(
+    raw: dict[str, Any] | None,
+    *,
+    alive: bool,
+    counts: dict[str, Any],
+    free: int | None = None,
+) -> dict[str, Any]:
+    """The status object (pure): the daemon's view if it runs, else ``offline``; ``free`` is
+    the store's file system's free bytes."""
     out: dict[str, Any] = dict.fromkeys(KEYS)
     out.update(counts)
     out["running"] = alive
+    out["store"] = health.OK
     if raw is not None and alive:
-        for key in ("server", "state", "since", "last_message_id", "pid", "client_id"):
+        keys = ("server", "state", "since", "last_message_id", "pid", "client_id", "store",
+                "store_error", "store_since")  # fmt: skip
+        for key in keys:
             if key in raw:
                 out[key] = raw[key]
     else:
@@ -75,7 +89,25 @@ def report(raw: dict[str, Any] | None, *, alive: bool, counts: dict[str, Any]) -
             out["stale_pid"] = raw["pid"]
     if counts.get("last_message_id") and not out.get("last_message_id"):
         out["last_message_id"] = counts["last_message_id"]
+    if counts.get("store_error"):  # what we saw ourselves, now, beats the daemon's record
+        out["store"] = health.store_problem(counts["store_error"])
+        out["store_error"] = counts["store_error"]
+    elif free is not None and health.disk_full(free):
+        out["store"] = "disk full"
+        out["store_error"] = f"{free // 1024} KiB free on the store's file system"
+    if not isinstance(out["store"], str) or not out["store"]:
+        out["store"] = health.OK  # a status file from before the store field
     return out
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on ``folder``'s file system for us (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
 
 
 def _counts(db: Path) -> dict[str, Any]:
@@ -99,7 +131,7 @@ def status(args: argparse.Namespace) -> int:
         counts = _counts(cfg.paths.db)
     except StoreError as exc:
         counts = {"outbox": None, "messages": None, "store_error": str(exc)}
-    out = report(raw, alive=alive, counts=counts)
+    out = report(raw, alive=alive, counts=counts, free=free_bytes(cfg.paths.db.parent))
     if args.json:
         print(json.dumps(out))
     else:
@@ -139,6 +171,13 @@ def _text(o: dict[str, Any]) -> str:
         lines.append(f"last message: {o['last_message_id']} at {_when(o.get('last_message_time'))}")
     lines.append(f"outbox:       {o['outbox']} waiting")
     lines.append(f"messages:     {o['messages']} stored")
-    if o.get("store_error"):
-        lines.append(f"store:        {o['store_error']}")
+    lines.append(f"store:        {_store(o)}")
     return "\n".join(lines)
+
+
+def _store(o: dict[str, Any]) -> str:
+    if o["store"] == health.OK:
+        return health.OK
+    since = f" since {_when(o['store_since'])}" if o.get("store_since") else ""
+    why = f" ({o['store_error']})" if o.get("store_error") else ""
+    return f"{o['store']}{since}{why}"

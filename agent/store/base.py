@@ -13,6 +13,7 @@ from typing import Any, Self
 
 from agent.errors import InvalidState, StoreBusy, StoreError
 from agent.handoff import HandOffMark
+from agent.private import private_dir, private_file, tighten
 from agent.store.schema import _MAX_VARS, MIGRATIONS, _explain, _passing
 
 
@@ -31,7 +32,12 @@ class _Base:
     def open(self) -> Self:
         """Open (creating if needed) and migrate. Raises StoreError naming the file."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # SQLite gives -wal/-shm the main file's mode: so the main file is made 0600
+            # before SQLite creates it (agent.private), and older, looser files tightened.
+            private_file(self.path)
+            for side in ("-wal", "-shm", "-notified"):
+                tighten(self.path.with_name(self.path.name + side))
             conn = sqlite3.connect(
                 self.path, timeout=self._busy_timeout, isolation_level=None,
                 check_same_thread=False,

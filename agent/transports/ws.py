@@ -124,6 +124,7 @@ class WsTransport:
         self._token = token
         self._token_source = token_source
         self._quiet_noted = False
+        self._insecure_noted = False  # the stream's connect warned; its POSTs need not
         self._last_frame = 0.0
         self._dead: ConnectionLost | None = None
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
@@ -201,6 +202,7 @@ class WsTransport:
                 ssl=tls_context(self.cfg.tls) if self.server.tls else None,
                 user_agent_header="pushagent",
             ) as ws:
+                self._warn_insecure()  # on every connect, as MQTT does
                 await self._await_open(ws)
                 log.info("%s: subscribed to %s (%s)", self.url, self.subscription, _since(url))
                 self._set_state("connected")
@@ -369,10 +371,17 @@ class WsTransport:
     async def _post(self, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", **self._auth_headers()}
         ctx = tls_context(self.cfg.tls) if self.server.tls else None
+        if not self._insecure_noted:  # a POST before any stream connect: warn once
+            self._warn_insecure()
         timeout = self.cfg.ws.connect_timeout
         await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _warn_insecure(self) -> None:
+        if self.server.tls and self.cfg.tls.insecure:
+            log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", self.url)
+            self._insecure_noted = True
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
