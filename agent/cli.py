@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Import only the command being run: `history` must not pay for the imports of `run`
     # (asyncio, paho, notifier backends). --help and errors without a command build them all.
     parser = build_parser(_command_in(argv))
-    args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    args = parse(parser, argv)
+    # One-shot commands (send) set a quieter default: their output is the answer, not a log.
+    quiet = getattr(args, "default_log_level", logging.INFO)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else quiet
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -85,12 +87,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EdgepushError as exc:
-        print(f"pushagent: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # config: one per error
+            print(f"pushagent: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0  # `pushagent history | head`: the reader left, nothing went wrong
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown argument is reported with its command's usage.
+
+    argparse hands a subcommand's leftovers back to the top-level parser, whose usage
+    (``pushagent [-h] ... COMMAND``) does not show the options the user was looking for.
+    Also used by ``edge_relay.cli`` (``edge-relay token add ...``: the innermost command).
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command that ``args`` were parsed for."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return innermost(chosen, args)
+    return parser
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

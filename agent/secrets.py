@@ -78,9 +78,16 @@ def _keyring() -> Any:
     return keyring
 
 
+# keyring's stand-ins when no real backend is found: "null" accepts a password and keeps
+# nothing (login answered "stored"), "fail" raises NoKeyringError. Both mean: no keyring.
+KEEPS_NOTHING = ("keyring.backends.null", "keyring.backends.fail")
+
+
 def _call(what: str, func: Any, *args: str) -> Any:
     kr = _keyring()
     try:
+        if type(kr.get_keyring()).__module__ in KEEPS_NOTHING:
+            raise kr.errors.NoKeyringError(type(kr.get_keyring()).__module__)
         return func(*args)
     except kr.errors.NoKeyringError:
         raise AuthError(

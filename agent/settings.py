@@ -3,12 +3,20 @@
 Pure: no environment, no file system. ``agent.config`` (and the relay's config module) use it
 to build their dataclasses; a dataclass checks its own values in ``__post_init__`` by raising
 ValueError, which ``build`` turns into a ConfigError that points at the key.
+
+Every error in a table is reported at once, one per line of the ConfigError's text (a user
+with three typos fixes them in one go instead of three runs): ``build`` checks every key,
+and when ``__post_init__`` refuses the values, the field its message names ('mqtt.qos') is
+put back to its default and the rest tried again, until they pass or a message names no
+given field. Each error reported is then a real one of the values given, a check across
+fields ('tls_cert' and 'tls_key' together) included, and none is reported twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -40,17 +48,50 @@ def build(
         if f.init and f.name not in fixed
     }
     kwargs: dict[str, Any] = dict(fixed)
+    errors: list[str] = []
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in fields:
             near = difflib.get_close_matches(name, list(fields), n=1)
             hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
-        kwargs[name] = convert(hints[name], value, where=where, key=f"{prefix}{key}")
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+            errors.append(f"{where}: unknown key '{prefix}{key}'{hint}")
+            continue
+        try:
+            kwargs[name] = convert(hints[name], value, where=where, key=f"{prefix}{key}")
+        except ConfigError as exc:
+            errors.extend(str(exc).splitlines())
+    built, wrong = _construct(cls, kwargs, fixed)
+    errors += [f"{where}: {w}" for w in wrong]  # the values that did convert are checked too
+    if errors or built is None:
+        raise ConfigError("\n".join(errors))
+    return built
+
+
+def _construct(
+    cls: type[T], kwargs: Mapping[str, Any], fixed: Mapping[str, Any]
+) -> tuple[T | None, list[str]]:
+    """``cls(**kwargs)`` and the messages of every ValueError on the way (see the module
+    docstring); the instance is None when any value was wrong."""
+    given, wrong = dict(kwargs), []
+    while True:
+        try:
+            built = cls(**given)
+        except ValueError as exc:
+            if str(exc) not in wrong:
+                wrong.append(str(exc))
+            named = [n for n in _names(str(exc)) if n in given and n not in fixed]
+            if not named:
+                return None, wrong
+            del given[named[0]]  # back to its default; try the rest
+        else:
+            return (None if wrong else built), wrong
+
+
+def _names(message: str) -> list[str]:
+    """The field names a check's message quotes: 'mqtt.qos' → qos, 'rules[0].topic' → topic."""
+    return [
+        re.sub(r"\[\d+\]", "", q).rsplit(".", 1)[-1] for q in re.findall(r"'([\w.\[\]]+)'", message)
+    ]
 
 
 def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
@@ -71,9 +112,15 @@ def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             _wrong(where, key, value, "a list")
-        return tuple(
-            convert(args[0], v, where=where, key=f"{key}[{i}]") for i, v in enumerate(value)
-        )
+        items, errors = [], []
+        for i, v in enumerate(value):
+            try:
+                items.append(convert(args[0], v, where=where, key=f"{key}[{i}]"))
+            except ConfigError as exc:
+                errors.extend(str(exc).splitlines())
+        if errors:
+            raise ConfigError("\n".join(errors))
+        return tuple(items)
     if hint is bool:
         if not isinstance(value, bool):
             _wrong(where, key, value, "true or false")

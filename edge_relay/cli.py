@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import buildinfo, redact
+from agent.cli import parse
 from agent.errors import EdgepushError
 from edge_relay import __version__, auth, config
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(buildinfo.describe("edge-relay", verbose=verbose))
         return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)  # an unknown option: the usage of the command it was given to
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         stream=sys.stderr,
@@ -146,7 +147,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EdgepushError as exc:
-        print(f"edge-relay: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # config: one per error
+            print(f"edge-relay: {line}", file=sys.stderr)
         return exc.exit_code
+    except ExceptionGroup as group:
+        error = only_error(group)
+        print(f"edge-relay: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def only_error(group: ExceptionGroup[Exception]) -> EdgepushError:
+    """The one EdgepushError a TaskGroup wrapped (``--listen`` on a busy port fails inside the
+    service's TaskGroup); anything else in the group is a bug and is re-raised whole."""
+    errors: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            errors.append(exc)
+    if len(errors) == 1 and isinstance(errors[0], EdgepushError):
+        return errors[0]
+    raise group

@@ -7,22 +7,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.config import default_paths
 from agent.errors import EdgepushError
 from edge_relay import config
 from edge_relay.service import running
 
 
 def _port(wanted: int) -> int:
-    """``wanted`` if it is free on 127.0.0.1, else any free port."""
+    """``wanted`` if nothing listens on it on 127.0.0.1, else any free port.
+
+    SO_REUSEADDR as the relay's own listener has it: a restart within a minute finds the last
+    run's connections in TIME_WAIT, which block a plain bind but not a listener (it moved
+    off 8080 on 5 of 5 quick restarts without it). A socket that listens still blocks it.
+    """
     for port in (wanted, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -47,7 +57,47 @@ def _start_agent(url: str, topic: str, home: Path) -> subprocess.Popen[bytes] | 
     return subprocess.Popen(cmd, env=config.child_env(PUSHAGENT_HOME=str(home)))
 
 
-def _instructions(url: str, topic: str, agent: bool) -> str:
+async def _subscribed(
+    agent: subprocess.Popen[bytes], home: Path, stop: asyncio.Event, timeout: float = 30.0
+) -> bool:
+    """Wait until the agent reports itself connected (its status file), so the instructions
+    printed after it are true: the agent subscribes from the moment it connects, and a
+    message curl'd before that (the first second) was never shown to it. The pid must be
+    this agent's: a restarted demo finds the last run's file still saying "connected"."""
+    status = default_paths({"PUSHAGENT_HOME": str(home)}).status_file
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and agent.poll() is None and not stop.is_set():
+        try:
+            now = json.loads(status.read_text())
+            if now.get("state") == "connected" and now.get("pid") == agent.pid:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass  # not written yet, or not an object
+        await asyncio.sleep(0.05)
+    return False
+
+
+def _pushagent() -> str:
+    """How to run this install's ``pushagent``: the script beside this Python (a venv's
+    ``bin``), which need not be on PATH, else ``python -m agent``."""
+    script = Path(sys.executable).parent / "pushagent"
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m agent"
+
+
+def _agent_commands(home: Path) -> list[str]:
+    """The lines that show the demo agent's data: it lives in its own PUSHAGENT_HOME, so a
+    plain ``pushagent history`` looks at (and would create) the user's real one instead."""
+    prefix = f"PUSHAGENT_HOME={shlex.quote(str(home.resolve()))} {_pushagent()}"
+    return [
+        f"The demo's agent keeps its messages under {home.resolve()}; look at them with:",
+        f"  {prefix} history",
+        f"  {prefix} status",
+    ]
+
+
+def _instructions(url: str, topic: str, agent: Path | None) -> str:
     lines = [
         f"edge-relay demo: a relay is running on {url}",
         "",
@@ -57,8 +107,9 @@ def _instructions(url: str, topic: str, agent: bool) -> str:
         "Subscribe from another terminal:",
         f"  curl -s {url}/{topic}/json",
     ]
-    if agent:
+    if agent is not None:
         lines += ["", f"A pushagent is subscribed to '{topic}': its notifications print here."]
+        lines += _agent_commands(agent)
     else:
         lines += ["", "(pushagent's WebSocket transport is not installed: relay only.)"]
     lines += ["", "Ctrl-C stops the demo."]
@@ -72,8 +123,11 @@ async def _run(cfg: config.RelayConfig, topic: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     url = f"http://127.0.0.1:{cfg.port}"
     async with running(cfg):
-        agent = _start_agent(url, topic, cfg.data_dir / "agent")
-        print(_instructions(url, topic, agent is not None), flush=True)
+        home = cfg.data_dir / "agent"
+        agent = _start_agent(url, topic, home)
+        if agent is not None and not await _subscribed(agent, home, stop):
+            print("edge-relay demo: the agent has not connected yet (see its log below)")
+        print(_instructions(url, topic, home if agent is not None else None), flush=True)
         try:
             await stop.wait()
         finally:

@@ -12,7 +12,8 @@
 #
 # Files: /usr/local/bin/edge-relay, /etc/edge-relay/config.toml, /etc/edge-relay/auth.json
 # (token hashes, root-only 0600), /etc/systemd/system/edge-relay.service,
-# /etc/sysusers.d/edge-relay.conf; state in /var/lib/edge-relay (made by systemd).
+# /etc/sysusers.d/edge-relay.conf, /usr/local/share/man/man1/edge-relay.1.gz (the unit's
+# Documentation=man:edge-relay(1)); state in /var/lib/edge-relay (made by systemd).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -137,6 +138,22 @@ write_unit() {
   rm -f "$tmp"
 }
 
+write_man() {
+  # The unit names man:edge-relay(1); like the .deb's (packaging/deb.py), the page is the
+  # installed program's own --help, so it cannot drift from it. gzip -n: same bytes each run.
+  page="$root/usr/local/share/man/man1/edge-relay.1.gz"
+  tmp=$(mktemp)
+  {
+    printf '.TH EDGE-RELAY 1 "" "edgepush %s" "User Commands"\n' "$("$bin" --version | cut -d' ' -f2)"
+    printf '.SH NAME\nedge-relay \\- ntfy-compatible push hub for the LAN, bridged to a broker\n'
+    printf '.SH DESCRIPTION\n.nf\n'
+    COLUMNS=78 "$bin" --help | sed -e 's/\\/\\e/g' -e 's/^\([.'"'"']\)/\\\&\1/'
+    printf '.fi\n.SH SEE ALSO\n/etc/edge-relay/config.toml, docs/RELAY.md in the source\n'
+  } | gzip -9n > "$tmp"
+  put "$tmp" "$page" 0644
+  rm -f "$tmp"
+}
+
 first_token() {
   auth="$etc/auth.json"
   if [ -f "$auth" ]; then
@@ -178,6 +195,7 @@ install_binary
 make_user
 write_config
 write_unit
+write_man
 first_token
 enable_service
 print_url

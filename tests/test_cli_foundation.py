@@ -145,7 +145,56 @@ def test_history_table_is_readable_and_escapes_control_characters(filled: Path) 
 
 def test_history_on_an_empty_store(home: Path) -> None:
     assert history_ids(home) == []
+    out = pushagent("history", home=home).stdout.decode()
+    assert out.startswith("no messages stored"), out
+    with Store(home / "data" / "pushagent.db") as s:
+        assert s.count() == 0
     assert pushagent("history", home=home).stdout == b"no messages stored\n"
+
+
+def test_history_filter_matching_nothing_says_so(filled: Path) -> None:
+    result = pushagent("history", "--topic", "nothing", home=filled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"no stored message matches (5 stored)\n"
+    result = pushagent("history", "--search", "zebra", "--since", "all", home=filled)
+    assert result.stdout == b"no stored message matches (5 stored)\n"
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+NOTHING_TO_WRITE = [
+    ("history",), ("history", "--json"), ("status",), ("config", "show"), ("config", "path"),
+    ("read", "--all"), ("resume",), ("autostart", "status"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", NOTHING_TO_WRITE)
+def test_commands_without_config_or_agent_create_no_files(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """PUSHAGENT_HOME empty, and without it a user home with nothing in it: nothing appears."""
+    home = tmp_path / "agent"
+    home.mkdir()
+    result = pushagent(*command, home=home)
+    assert result.returncode in (0, 3), result.stderr  # status: 3 = none running/enabled
+    assert tree(home) == []
+    user = tmp_path / "user"
+    user.mkdir()
+    env = {k: v for k, v in child_env().items() if not k.startswith("XDG_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", *command], env={**env, "HOME": str(user)},
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode in (0, 3), result.stderr
+    assert tree(user) == []
+    if command[0] == "history":
+        db = user / ".local" / "share" / "pushagent" / "pushagent.db"
+        if "--json" in command:
+            assert result.stdout == b"[]\n"
+        else:
+            assert result.stdout.decode() == f"no messages stored (no database yet at {db})\n"
 
 
 @pytest.mark.parametrize(
@@ -168,6 +217,91 @@ def test_non_numeric_limit_is_an_argparse_error(filled: Path) -> None:
     result = pushagent("history", "--limit", "many", home=filled)
     assert result.returncode == 2
     assert "--limit" in result.stderr.decode().strip().splitlines()[-1]
+
+
+# --- usage errors name the command that was run ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (("history", "--bogus"), "usage: pushagent history"),
+        (("send", "t", "m", "--nope", "1"), "usage: pushagent send"),
+        (("config", "show", "extra"), "usage: pushagent config"),
+        (("autostart", "enable", "--bogus"), "usage: pushagent autostart"),
+    ],
+)
+def test_unknown_flag_prints_the_subcommand_usage(
+    home: Path, args: tuple[str, ...], usage: str
+) -> None:
+    result = pushagent(*args, home=home)
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert err.startswith(usage), err
+    assert "unrecognized arguments" in err.splitlines()[-1], err
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (("serve", "--bogus"), "usage: edge-relay serve"),
+        (("token", "add", "x", "--bogus"), "usage: edge-relay token add"),
+    ],
+)
+def test_relay_unknown_flag_prints_the_subcommand_usage(
+    home: Path, args: tuple[str, ...], usage: str
+) -> None:
+    result = run_module("edge_relay", *args, home=home)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    assert "unrecognized arguments: --bogus" in result.stderr.splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize("priority", ["0", "9", "-1", "loud", "6"])
+def test_send_priority_outside_1_to_5_is_exit_2_with_the_allowed_values(
+    home: Path, priority: str
+) -> None:
+    result = pushagent("send", "--server", "mqtt://127.0.0.1:1", "--priority", priority,
+                       "t", "m", home=home)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result, "--priority", repr(priority))
+    assert "1-5" in line and "min, low, default, high, urgent" in line, line
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize(
+    "backend", ["keyring.backends.null.Keyring", "keyring.backends.fail.Keyring"]
+)
+def test_login_with_a_keyring_that_keeps_nothing_says_so(home: Path, backend: str) -> None:
+    """keyring's null backend accepts a password and keeps nothing: that is no keyring."""
+    env = {"PYTHON_KEYRING_BACKEND": backend}
+    for args, stdin in (
+        (("login", "mqtt://broker.lan", "--user", "ann"), b"hunter2\n"),
+        (("login", "http://relay.lan:8080", "--token-stdin"), b"tk_abc\n"),
+    ):
+        result = pushagent(*args, home=home, input=stdin, env=env)
+        assert result.returncode == 1, result.stderr
+        one_error_line(result, "no OS keyring is available here")
+    assert tree(home) == []  # no login index for entries that were never kept
+
+
+def test_relay_serve_on_a_busy_port_is_one_line_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "edge_relay", "serve", "--listen", f"127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "d"), "--no-advertise"],
+            env=child_env(), capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.decode().splitlines()
+    assert len(err) == 1, result.stderr.decode()
+    assert err[0].startswith(f"edge-relay: --listen 127.0.0.1:{port}: "), err
+    assert "address already in use" in err[0], err
 
 
 # --- bad database and config files ----------------------------------------------------------------

@@ -149,3 +149,78 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(ConfigError, match=f"^{folder}: cannot read"):
         load(config_file=folder, env={"PUSHAGENT_HOME": str(tmp_path)})
+
+
+THREE_AND_MORE = """\
+notifer = "log"
+log_level = "loud"
+quiet_hours = "late"
+topics = [1, "ok", 2]
+[mqtt]
+keepalive = "x"
+qos = 3
+[store]
+max_mesages = 5
+max_age_days = -1
+[[rules]]
+min_priority = 9
+[[rules]]
+topik = "a"
+"""
+
+
+def test_every_error_in_the_file_is_reported_at_once(env: dict[str, str]) -> None:
+    path = write_config(env, THREE_AND_MORE)
+    with pytest.raises(ConfigError) as info:
+        load(env=env)
+    lines = str(info.value).splitlines()
+    assert sorted(lines) == sorted(
+        f"{path}: {e}"
+        for e in (
+            "unknown key 'notifer' (did you mean 'notifier'?)",
+            "'log_level' must be debug, info, warning or error, not 'loud'",
+            "'quiet_hours' must look like \"22:00-07:00\", not 'late'",
+            "'topics[0]' must be a string, not 1",
+            "'topics[2]' must be a string, not 2",
+            "'mqtt.keepalive' must be a whole number, not 'x'",
+            "'mqtt.qos' must be 0 or 1, not 3",
+            "unknown key 'store.max_mesages' (did you mean 'store.max_messages'?)",
+            "'store.max_age_days' must be > 0, not -1.0",
+            "'rules.min_priority' must be 1-5, not 9",
+            "unknown key 'rules[1].topik' (did you mean 'rules[1].topic'?)",
+        )
+    ), str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_the_cli_prints_every_config_error_one_per_line_and_exits_2(env: dict[str, str]) -> None:
+    from tests.helpers import pushagent
+
+    path = write_config(env, THREE_AND_MORE)
+    result = pushagent("config", "show", home=Path(env["PUSHAGENT_HOME"]))
+    assert result.returncode == 2
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 11, result.stderr.decode()
+    assert all(line.startswith(f"pushagent: {path}: ") for line in lines), lines
+    assert result.stdout == b""
+
+
+def test_a_check_across_fields_is_not_reported_against_each_alone(tmp_path: Path) -> None:
+    """tls_cert and tls_key together are right; only the wrong keepalive is reported."""
+    from edge_relay import config as relay_config
+
+    path = tmp_path / "relay.toml"
+    path.write_text('tls_cert = "c.pem"\ntls_key = "k.pem"\nkeepalive = 0.0\nprune_interval = 0\n')
+    with pytest.raises(ConfigError) as info:
+        relay_config.load({}, config_file=path, env={})
+    assert str(info.value).splitlines() == [
+        f"{path}: 'keepalive' must be 0.05-3600 seconds, not 0.0",
+        f"{path}: 'prune_interval' must be > 0",
+    ]
+    path.write_text('tls_cert = "c.pem"\nkeepalive = 0.0\n')
+    with pytest.raises(ConfigError) as info:
+        relay_config.load({}, config_file=path, env={})
+    assert str(info.value).splitlines() == [
+        f"{path}: 'tls_cert' and 'tls_key' must be given together",
+        f"{path}: 'keepalive' must be 0.05-3600 seconds, not 0.0",
+    ]

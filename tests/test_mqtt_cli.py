@@ -143,6 +143,8 @@ def test_send_is_seen_by_mosquitto_sub(home: Path, mosquitto: Mosquitto):
                       "--title", "Hi", "--priority", "high", "--tags", "a,b",
                       "--click", "https://example.com/", "--id", "send1", home=home)  # fmt: skip
         assert r.returncode == 0, r.stderr.decode()
+        # a one-shot command: the id on stdout and nothing on stderr (no INFO per call)
+        assert (r.stdout, r.stderr) == (b"send1\n", b"")
         out, _ = sub.communicate(timeout=30)
     finally:
         if sub.poll() is None:

@@ -442,23 +442,32 @@ def test_deb_installs_into_a_throwaway_root(installed: Path) -> None:
     assert cfg["listen"] == "0.0.0.0:8080"
 
 
-def test_systemd_analyze_verify_units(installed: Path) -> None:
-    """``systemd-analyze verify`` on both units as installed, so it also checks that each
-    ExecStart binary exists. The root gets the host's targets (sysinit.target, ...) because
-    verify loads the unit's dependencies; systemd 252 has no ``--user --root``, so the user
-    unit is verified by the same (system) loader — its directives are all valid there."""
-    system = installed / "usr/lib/systemd/system"
+def verify_unit(root: Path, unit: Path, manpath: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of ``unit`` inside ``root``, man pages checked too: each
+    ``Documentation=man:`` page must be found in ``manpath`` (the root's own man folder; the
+    host's has none of ours). The root gets the host's targets (sysinit.target, ...) because
+    verify loads the unit's dependencies."""
+    system = root / "usr/lib/systemd/system"
     system.mkdir(parents=True, exist_ok=True)
     for target in Path("/lib/systemd/system").glob("*.target"):
         if not (system / target.name).exists():
             shutil.copy(target, system / target.name)
+    env = {**os.environ, "MANPATH": str(manpath)}
+    return run(["systemd-analyze", "verify", f"--root={root}", "--man=yes", str(unit)], env=env)
+
+
+def test_systemd_analyze_verify_units(installed: Path) -> None:
+    """``systemd-analyze verify`` on both units as installed, so it also checks that each
+    ExecStart binary exists and each man page named in Documentation= is in the package.
+    systemd 252 has no ``--user --root``, so the user unit is verified by the same (system)
+    loader — its directives are all valid there."""
     # The system loader only looks in system unit directories: the user unit goes to /run.
     run_dir = installed / "run/systemd/system"
     run_dir.mkdir(parents=True, exist_ok=True)
     user_unit = installed / "usr/lib/systemd/user/pushagent.service"
     shutil.copy(user_unit, run_dir / user_unit.name)
     for unit in (installed / "lib/systemd/system/edge-relay.service", run_dir / user_unit.name):
-        out = run(["systemd-analyze", "verify", f"--root={installed}", "--man=no", str(unit)])
+        out = verify_unit(installed, unit, installed / "usr/share/man")
         assert (out.returncode, out.stderr) == (0, ""), f"{unit}: {out.stderr}"
     relay = (PACKAGING / "systemd/edge-relay.service").read_text()
     for must in (
@@ -527,6 +536,15 @@ def test_install_script_twice_leaves_the_same_files(binaries: Binaries, tmp_path
     assert second.returncode == 0, second.stdout + second.stderr
     assert tree(root) == before
     assert token not in second.stdout  # the token is shown once, never again
+    # the unit it wrote names only documentation that it installed (man:edge-relay(1))
+    unit = root / "etc/systemd/system/edge-relay.service"
+    out = verify_unit(root, unit, root / "usr/local/share/man")
+    assert (out.returncode, out.stderr) == (0, ""), f"{unit}: {out.stderr}"
+    page = subprocess.run(["man", "-M", str(root / "usr/local/share/man"), "-P", "cat",
+                           "edge-relay"], capture_output=True, text=True, timeout=30,
+                          check=False, env={**os.environ, "MANWIDTH": "100"})  # fmt: skip
+    assert page.returncode == 0, page.stderr
+    assert "serve" in page.stdout and "token" in page.stdout  # `edge-relay --help`'s commands
 
     unit = (root / "etc/systemd/system/edge-relay.service").read_text()
     assert "ExecStart=/usr/local/bin/edge-relay serve" in unit

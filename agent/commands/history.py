@@ -60,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     cfg = load_config(args)
+    if not cfg.paths.db.exists():
+        # Read-only: opening would create the database (and its folders) in a place the user
+        # may not have meant, e.g. the real data folder instead of a demo's PUSHAGENT_HOME.
+        what = "rejected payloads" if args.rejected else "messages"
+        sys.stdout.write("[]\n" if args.json else f"no {what} stored (no database yet at "
+                         f"{cfg.paths.db})\n")  # fmt: skip
+        return 0
     if args.rejected:
         return _rejected(args, cfg)
     store = open_store(cfg)
@@ -72,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 "(use a message id, a unix time, a duration such as 2h, or 'all')"
             )
         rows = store.query(topics=args.topic, since=since, search=args.search, limit=args.limit)
+        total = store.count() if not rows else len(rows)
     finally:
         store.close()
     out = sys.stdout
@@ -80,14 +88,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         import shutil  # only the table needs it; --json callers (scripts) skip the import
 
-        out.write(table(rows, width=shutil.get_terminal_size((100, 20)).columns))
+        out.write(table(rows, width=shutil.get_terminal_size((100, 20)).columns, total=total))
     return 0
 
 
-def table(rows: Sequence[Stored], *, width: int) -> str:
-    """A readable table; control characters in stored text are shown escaped, never raw."""
+def table(rows: Sequence[Stored], *, width: int, total: int = 0) -> str:
+    """A readable table; control characters in stored text are shown escaped, never raw.
+
+    ``total`` is how many messages the store holds: with no rows, it tells "nothing stored"
+    from "a filter that matched nothing".
+    """
     if not rows:
-        return "no messages stored\n"
+        return f"no stored message matches ({total} stored)\n" if total else "no messages stored\n"
     lines = [f"{'TIME':19}  {'TOPIC':16}  P  {'STATE':9}  MESSAGE"]
     for r in rows:
         m = r.message

@@ -62,7 +62,11 @@ def pause(args: argparse.Namespace) -> int:
 
 
 def resume(args: argparse.Namespace) -> int:
-    store = open_store(load_config(args))
+    cfg = load_config(args)
+    if not cfg.paths.db.exists():  # never paused here: nothing to end, no database to create
+        print("notifications resumed")
+        return 0
+    store = open_store(cfg)
     try:
         dnd.resume(store)
     finally:

@@ -48,11 +48,14 @@ def run(args: argparse.Namespace) -> int:
     except MessageError as exc:
         raise UsageError(f"read: {exc}") from None
     cfg = load_config(args)
-    store = open_store(cfg)
-    try:
-        count = mark_read(cfg, store, ids)
-    finally:
-        store.close()
+    if cfg.paths.db.exists():
+        store = open_store(cfg)
+        try:
+            count = mark_read(cfg, store, ids)
+        finally:
+            store.close()
+    else:
+        count = 0  # nothing stored yet: nothing to mark, and no database to create for it
     if ids is not None and count < len(ids):
         missing = len(ids) - count
         print(f"marked {count} read; {missing} id(s) not found")

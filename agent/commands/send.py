@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from agent import secrets
 from agent.commands import common, load_config
 from agent.config import AgentConfig
-from agent.envelope import encode_bytes, from_fields
+from agent.envelope import PRIORITY_WORDS, encode_bytes, from_fields
 from agent.errors import ConfigError, ConnectionLost, MessageError, UsageError
 from agent.topics import check_mqtt_topic
 
@@ -28,15 +29,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("topic", metavar="TOPIC")
     p.add_argument("message", metavar="MESSAGE")
     p.add_argument("--title")
-    p.add_argument("--priority", help="1-5 or min, low, default, high, urgent")
+    p.add_argument("--priority", help=f"1-5 or {', '.join(PRIORITY_WORDS)}")
     p.add_argument("--tags", help="comma-separated tags")
     p.add_argument("--click", metavar="URL")
     p.add_argument("--id", help="message id (default: a fresh one)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="give up after N seconds")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, default_log_level=logging.WARNING)
+
+
+def check_priority(value: str) -> str:
+    """``value`` if it is a priority a person meant; raise UsageError otherwise.
+
+    Messages from the wire clamp 9 to 5 (ntfy does); typed on the command line, 9 or 0 is a
+    mistake worth one line rather than a silently different priority.
+    """
+    if value.strip().lower() in PRIORITY_WORDS or value.strip() in ("1", "2", "3", "4", "5"):
+        return value
+    raise UsageError(
+        f"--priority: must be 1-5 or one of {', '.join(PRIORITY_WORDS)}, not {value!r}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.priority is not None:
+        check_priority(args.priority)
     cfg = load_config(args, servers=[args.server] if args.server else None)
     if not cfg.servers:
         raise ConfigError("no server: give --server URL or 'servers' in the config")
