@@ -31,6 +31,8 @@ import secrets
 import string
 from typing import Any
 
+from agent.envelope import check_unicode
+from agent.errors import MessageError
 from agent.ntfyproto.errors import NtfyError
 
 MAX_ACTIONS = 3
@@ -107,6 +109,9 @@ def _normalised(a: dict[str, Any]) -> dict[str, Any]:
 def _from_json(text: str) -> list[dict[str, Any]]:
     try:
         value = json.loads(text, parse_constant=_no_constant)
+        check_unicode(text, value, "actions")
+    except MessageError as exc:
+        raise _Invalid(f"JSON error: {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise _Invalid(f"JSON error: {exc}") from None
     return _typed(value)

@@ -70,7 +70,7 @@ class NtfyError(MessageError):
     ``errHTTP.Wrap``), so a client sees ntfy's words and ours says what exactly was wrong.
     """
 
-    def __init__(self, code: int, detail: str = "", *, field: str | None = None) -> None:
+    def __init__(self, code: int, detail: str = "", field: str | None = None) -> None:
         status, text, link = CODES[code]
         super().__init__(f"{text}; {detail}" if detail else text, field=field)
         self.code = code

@@ -129,13 +129,15 @@ class Request:
         return default if not value else value in _TRUE
 
     def _bounded(self, value: str, param: Param) -> str:
-        if self.max_value is not None:
-            size = len(value.encode("utf-8", "surrogatepass"))
-            if size > self.max_value:
-                raise NtfyError(
-                    41301, f"{param.key} is {size} bytes, above the limit of {self.max_value}",
-                    field=param.key,
-                )  # fmt: skip
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a header's bytes that were not UTF-8 (surrogateescape)
+            raise NtfyError(40000, f"{param.key} is not valid UTF-8", field=param.key) from None
+        if self.max_value is not None and size > self.max_value:
+            raise NtfyError(
+                41301, f"{param.key} is {size} bytes, above the limit of {self.max_value}",
+                field=param.key,
+            )  # fmt: skip
         return value
 
 

@@ -36,6 +36,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent.envelope import check_unicode
+from agent.errors import MessageError
 from agent.ntfyproto import fields as f
 from agent.ntfyproto.actions import check_types, parse_actions
 from agent.ntfyproto.errors import NtfyError
@@ -73,7 +75,12 @@ class Publish:
 
 
 def parse_publish(req: Request, body: bytes) -> Publish:
-    """``PUT/POST /<topic>`` (and GET ``/<topic>/publish``): NtfyError for what ntfy refuses."""
+    """``PUT/POST /<topic>`` (and GET ``/<topic>/publish``): NtfyError for what ntfy refuses.
+
+    A body above ``req.max_value`` is 413 (ntfy would keep it as an attachment file)."""
+    if req.max_value is not None and len(body) > req.max_value:
+        raise NtfyError(41301, f"body is {len(body)} bytes, above the limit of "
+                        f"{req.max_value}", field="message")  # fmt: skip
     out: dict[str, Any] = {}
     cache = req.read_bool(f.CACHE, True)
     firebase = req.read_bool(f.FIREBASE, True)
@@ -193,7 +200,11 @@ def parse_json_publish(req: Request, body: bytes, *, max_size: int) -> tuple[str
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        text = body.decode("utf-8")
+        obj = json.loads(text, parse_constant=_no_constant)
+        check_unicode(text, obj, "body")
+    except MessageError as exc:
+        raise NtfyError(40024, str(exc), field="body") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise NtfyError(40024, field="body") from None
     if not isinstance(obj, dict):
@@ -203,6 +214,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         name = key.lower()  # Go's encoding/json matches field names case-insensitively
         if name not in _JSON or value is None:
             continue  # unknown keys are ignored; null leaves the zero value
+        if isinstance(value, _Constant):
+            raise NtfyError(40024, f"'{key}' holds {value.name}, which is not JSON", field=name)
         kind = _JSON[name][0]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is list and ok and name == "tags":
@@ -210,9 +223,30 @@ def _json_object(body: bytes) -> dict[str, Any]:
         if not ok or (kind is int and not -(2**63) <= value < 2**63):
             raise NtfyError(40024, f"'{key}' must be {_GO_NAMES[kind]}", field=name)
         typed[name] = value
+    if _holds_constant(obj):  # NaN/Infinity anywhere is a syntax error to Go's decoder
+        raise NtfyError(40024, "NaN and Infinity are not JSON", field="body")
     if "actions" in typed:
         typed["actions"] = check_types(typed["actions"], code=40024)
     return typed
+
+
+class _Constant:
+    """``NaN``/``Infinity`` as parsed (kept, not raised, so the error can name the key)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _holds_constant(value: Any) -> bool:
+    if isinstance(value, _Constant):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_constant(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_constant(v) for v in value)
+    return False
 
 
 _GO_NAMES = {str: "a string", int: "an integer", list: "an array", bool: "a boolean"}
@@ -230,4 +264,4 @@ def _header_value(key: str, value: Any) -> str:
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    return _Constant(name)
