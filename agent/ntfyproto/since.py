@@ -11,8 +11,8 @@ In ntfy's order:
 
 One extension: the relay also stores messages whose ids came from MQTT publishers (any
 ``agent.envelope.check_id`` id), and an agent resumes with ``since=<last id>``; so a valid id
-that holds a digit or one of ``-_.:`` (which no plain word such as ``garbage`` does) is taken
-as an id too, after the rules above.
+that holds one of ``-_.:`` (which ntfy's ids, plain words such as ``garbage`` and ``10d``
+never do) is taken as an id too, after the rules above.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def parse_since(value: str, *, poll: bool, now: float) -> Since | None:
     seconds = go_duration(value)
     if seconds is not None:
         return _at(int(now - seconds) if seconds <= now else -1)
-    if any(c.isdigit() or c in "-_.:" for c in value):
+    if any(c in "-_.:" for c in value):
         try:
             return Since("id", id=check_id(value))
         except MessageError:
