@@ -1,8 +1,10 @@
 """The relay's HTTP API (aiohttp): publish, the ``/v1/`` extensions, metrics, and routing.
 
 Every error a client can cause is a 4xx with ntfy's JSON error shape
-(``{"code": 40001, "http": 400, "error": "..."}``) naming the problem; it is logged and the
-server keeps serving everyone else.
+(``{"code": 40007, "http": 400, "error": "...", "link": "..."}``) naming the problem; it is
+logged and the server keeps serving everyone else. The publish handlers only read the request
+(body within its limit and timeout, auth, rate) and hand its parts to ``agent.ntfyproto``,
+which holds ntfy's rules.
 """
 
 from __future__ import annotations
