@@ -79,7 +79,7 @@ def parse_publish(req: Request, body: bytes) -> Publish:
 
     A body above ``req.max_value`` is 413 (ntfy would keep it as an attachment file)."""
     if req.max_value is not None and len(body) > req.max_value:
-        raise NtfyError(41301, f"body is {len(body)} bytes, above the limit of "
+        raise NtfyError(41301, f"message is {len(body)} bytes, above the limit of "
                         f"{req.max_value}", field="message")  # fmt: skip
     out: dict[str, Any] = {}
     cache = req.read_bool(f.CACHE, True)
