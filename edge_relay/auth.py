@@ -110,10 +110,14 @@ def hash_token(token: str) -> str:
 
 
 def token_from_request(authorization: str | None, auth_param: str | None) -> str | None:
-    """The bearer token from ``Authorization`` or ntfy's ``?auth=`` (base64 of that header).
+    """The token from ``Authorization`` or ntfy's ``?auth=`` (base64 of that header).
 
-    ntfy encodes the whole header value (``Bearer tk_...``) as base64 without padding; both
-    the standard and URL-safe alphabets are accepted. AuthError for anything malformed.
+    As ntfy's server reads it (``authenticate`` in its ``server/server.go``): ``Bearer <token>``,
+    or ``Basic base64(":<token>")`` — an empty user name and the token as the password, how
+    ``curl -u :tk_...`` and python-ntfy send a token. A user name with a password is refused
+    (the relay has tokens, no users); any other scheme (``WebPush``, ``vapid``) is not a
+    credential and counts as none, as on ntfy. ``?auth=`` is ntfy's base64 of the header
+    value without padding (standard or URL-safe alphabet). AuthError for anything malformed.
     """
     header = authorization
     if auth_param is not None:
@@ -129,9 +133,28 @@ def token_from_request(authorization: str | None, auth_param: str | None) -> str
     if header is None:
         return None
     scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise AuthError("only 'Authorization: Bearer <token>' is supported")
+    if scheme.lower() == "basic":
+        return _basic_token(value.strip())
+    if scheme.lower() != "bearer":
+        return None
+    if not value.strip():
+        raise AuthError("'Authorization: Bearer' without a token")
     return value.strip()
+
+
+def _basic_token(value: str) -> str:
+    try:
+        user, colon, password = (
+            base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+        )
+    except (binascii.Error, ValueError):
+        raise AuthError("'Authorization: Basic' is not base64 of user:password") from None
+    if not colon or user or not password:
+        raise AuthError(
+            "user/password login is not supported: send a token as the password with an "
+            "empty user name (curl -u :tk_...), or 'Authorization: Bearer <token>'"
+        )
+    return password
 
 
 def load(path: Path) -> AuthDB:

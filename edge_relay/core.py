@@ -126,32 +126,6 @@ class TokenBucket:
             del self._buckets[c]
 
 
-def parse_actions(header: str) -> list[dict[str, str]]:
-    """ntfy's short ``Actions`` header form: ``view, Open, https://x; http, Ping, https://y``.
-
-    Each action is ``action, label, url`` optionally followed by ``key=value`` pairs; the JSON
-    form (a list of objects) is handled by the caller.
-    """
-    actions: list[dict[str, str]] = []
-    for part in header.split(";"):
-        fields = [f.strip() for f in part.split(",")]
-        if not any(fields):
-            continue
-        if len(fields) < 2 or not fields[0] or not fields[1]:
-            raise MessageError(
-                "Actions must be 'action, label, url' entries separated by ';'", field="actions"
-            )
-        action = {"action": fields[0], "label": fields[1]}
-        for extra in fields[2:]:
-            key, eq, value = extra.partition("=")
-            if eq and key.isidentifier():
-                action[key] = value
-            elif extra:
-                action["url"] = extra
-        actions.append(action)
-    return actions
-
-
 def check_json_value(value: Any, name: str) -> None:
     """MessageError naming ``name`` unless ``value`` re-encodes as JSON text.
 

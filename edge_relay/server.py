@@ -1,8 +1,10 @@
 """The relay's HTTP API (aiohttp): publish, the ``/v1/`` extensions, metrics, and routing.
 
 Every error a client can cause is a 4xx with ntfy's JSON error shape
-(``{"code": 40001, "http": 400, "error": "..."}``) naming the problem; it is logged and the
-server keeps serving everyone else.
+(``{"code": 40007, "http": 400, "error": "...", "link": "..."}``) naming the problem; it is
+logged and the server keeps serving everyone else. The publish handlers only read the request
+(body within its limit and timeout, auth, rate) and hand its parts to ``agent.ntfyproto``,
+which holds ntfy's rules.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent import __version__
 from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
+from agent.ntfyproto import NtfyError
+from agent.ntfyproto.errors import CODES
+from agent.ntfyproto.fields import Request
+from agent.ntfyproto.publish import TOPIC, Publish, parse_json_publish, parse_publish
 from agent.store import STATES
-from edge_relay.core import check_json_value, check_relay_topic, parse_actions
+from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
@@ -31,14 +37,20 @@ from edge_relay.streams import subscribe
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REFUSALS = Throttle()
-_JSON_FIELDS = ("topic", "message", "title", "priority", "tags", "click", "actions")
 
 
-def error(status: int, text: str) -> web.Response:
-    """ntfy's error shape."""
-    return web.json_response(
-        {"code": status * 100 + 1, "http": status, "error": text}, status=status, dumps=dumps
-    )
+def error(status: int, text: str, code: int | None = None) -> web.Response:
+    """ntfy's error shape, ``link`` included where ntfy's error of that code has one.
+
+    Without a code: ``40000`` (ntfy's "invalid request") for a 400, else ``status*100+1``
+    (40101, 40301, 40401, 41301, 50001: ntfy's numbers for the same statuses).
+    """
+    code = code or (40000 if status == 400 else status * 100 + 1)
+    body: dict[str, Any] = {"code": code, "http": status, "error": text}
+    known = CODES.get(code)
+    if known is not None and known[0] == status and known[2]:
+        body["link"] = known[2]
+    return web.json_response(body, status=status, dumps=dumps)
 
 
 @web.middleware
@@ -50,6 +62,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if "/." in raw or "%00" in raw.lower() or "%2e" in raw.lower() or "%2f" in raw.lower():
             raise MessageError(f"path {raw[:80]!r} holds '.', '/' or NUL inside a name", "path")
         return await handler(request)
+    except NtfyError as exc:
+        answer = web.json_response(exc.body(), status=exc.http, dumps=dumps)
     except MessageError as exc:
         answer = error(413 if "above the limit" in str(exc) else 400, str(exc))
     except AuthError as exc:
@@ -83,37 +97,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return answer
 
 
-def _text(value: str, name: str, limit: int) -> str:
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise MessageError(f"{name} is not valid UTF-8", field=name.lower()) from None
-    if size > limit:
-        # the same limit (and 413) as an oversized body, whichever way the text came in
-        raise MessageError(f"{name} is {size} bytes, above the limit of {limit}", name.lower())
-    return value
-
-
-def _param(request: web.Request, name: str, *aliases: str) -> str | None:
-    """A publish option from ``X-Name``/``Name``/alias headers or the ``name``/alias query
-    params (ntfy's), each bounded by ``limits.message_size``."""
+def _parts(request: web.Request) -> Request:
+    """The request as ntfyproto reads it: headers, query, each value bounded by
+    ``limits.message_size`` (413 above it, whichever way the text came in)."""
     limit = request.app["state"].cfg.limits.message_size
-    for key in (f"X-{name}", name, *aliases):
-        if key in request.headers:
-            return _text(request.headers[key], name, limit)
-    for key in (name.lower(), *(a.lower() for a in aliases)):
-        value = request.query.get(key)
-        if value is not None:
-            return _text(value, name, limit)
-    return None
+    return Request(request.headers.items(), request.query, max_value=limit)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, at most ``limit`` bytes (413), within ``limits.body_timeout`` s (408)."""
+async def _read_body(request: web.Request, limit: int, code: int = 41301) -> bytes:
+    """The body, at most ``limit`` bytes (413, ntfy's ``code``), within
+    ``limits.body_timeout`` s (408)."""
     if request.content_length is not None and request.content_length > limit:
-        raise MessageError(
-            f"body is {request.content_length} bytes, above the limit of {limit}", "message"
-        )
+        raise NtfyError(
+            code, f"body is {request.content_length} bytes, above the limit of {limit}",
+            field="message",
+        )  # fmt: skip
     chunks: list[bytes] = []
     size = 0
     timeout = request.app["state"].cfg.limits.body_timeout
@@ -122,7 +120,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             while chunk := await request.content.read(64 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise MessageError(f"body is above the limit of {limit} bytes", "message")
+                    raise NtfyError(code, f"body is above the limit of {limit} bytes", "message")
                 chunks.append(chunk)
     except TimeoutError:
         late = web.HTTPRequestTimeout(
@@ -139,85 +137,60 @@ def _check_rate(state: RelayState, request: web.Request) -> None:
     if not state.rate_ok(request.remote or "?"):
         raise web.HTTPTooManyRequests(
             text=dumps(
-                {"code": 42901, "http": 429, "error": "publish rate limit reached; slow down"}
+                {"code": 42901, "http": 429, "error": "publish rate limit reached; slow down",
+                 "link": CODES[42901][2]}
             ),
             content_type="application/json",
-        )
+        )  # fmt: skip
 
 
-async def _accept(state: RelayState, msg: Message, cache: bool) -> web.Response:
-    if cache:
+def _topic(name: str) -> str:
+    """A relay topic, or ntfy's 40009 (not a topic name) / 40010 (a reserved one)."""
+    try:
+        return check_relay_topic(name)
+    except MessageError as exc:
+        raise NtfyError(40010 if TOPIC.fullmatch(name) else 40009, str(exc), "topic") from None
+
+
+async def _accept(state: RelayState, topic: str, parsed: Publish) -> web.Response:
+    """Store and fan out what ``ntfyproto`` parsed; what the relay does not do yet is refused
+    by name (never accepted and then dropped)."""
+    for wanted, what in ((parsed.delay, "scheduled delivery (X-Delay, In, At, delay=)"),
+                         (parsed.template, "templates (X-Template, tpl=)"),
+                         (parsed.poll_id, "poll requests (X-Poll-ID)")):  # fmt: skip
+        if wanted:
+            raise NtfyError(40000, f"{what} is not supported by this relay yet")
+    msg: Message = from_fields(parsed.fields, topic=topic)
+    if parsed.cache:
         msg = replace(msg, expires=msg.time + state.cfg.limits.retention_age)
-    stored = await state.hub.publish([msg], cache=cache)
+    stored = await state.hub.publish([msg], cache=parsed.cache)
     state.metrics.published.inc()
     out = encode(stored[0].message if stored else msg)
     return web.json_response({**out, "event": "message"}, dumps=dumps)
 
 
 async def publish(request: web.Request) -> web.Response:
-    """``PUT|POST /<topic>``: the body is the message; options come from headers."""
+    """``PUT|POST /<topic>``: the body is the message; options from headers and query
+    (ntfyproto.publish has the rules)."""
     state: RelayState = request.app["state"]
-    topic = check_relay_topic(request.match_info["topic"])
+    topic = _topic(request.match_info["topic"])
     state.require(state.identify(request), "write", topic)
     _check_rate(state, request)
     body = await _read_body(request, state.cfg.limits.message_size)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MessageError(f"body is not valid UTF-8 (byte {exc.start})", "message") from None
-    fields: dict[str, Any] = {"message": _param(request, "Message", "m") or text or "triggered"}
-    for name, *aliases in (("Title", "t"), ("Priority", "Prio", "p"), ("Tags", "Tag", "ta"),
-                           ("Click",)):  # fmt: skip
-        value = _param(request, name, *aliases)
-        if value is not None:
-            fields[name.lower()] = value
-    actions = _param(request, "Actions", "Action")
-    if actions:
-        fields["actions"] = _actions(actions)
-    cache = (_param(request, "Cache") or "yes").lower() not in ("no", "0", "false")
-    return await _accept(state, from_fields(fields, topic=topic), cache)
-
-
-def _actions(text: str) -> list[dict[str, Any]]:
-    if text.lstrip().startswith("["):
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            raise MessageError("Actions is not valid JSON", field="actions") from None
-        check_unicode(text, value, "actions")
-        check_json_value(value, "actions")
-        if not isinstance(value, list):
-            raise MessageError("Actions JSON must be a list", field="actions")
-        return value
-    return list(parse_actions(text))
+    return await _accept(state, topic, parse_publish(_parts(request), body))
 
 
 async def publish_json(request: web.Request) -> web.Response:
-    """``POST /`` with a JSON body ``{topic, message, title, priority, tags, click, actions}``."""
+    """``POST /`` with ntfy's JSON message object, merged with the headers beside it as
+    ntfy merges them (ntfyproto.publish.parse_json_publish)."""
     state: RelayState = request.app["state"]
-    body = await _read_body(request, state.cfg.limits.message_size + 4096)
-    try:
-        text = body.decode("utf-8")
-        obj = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MessageError("body is not a JSON object", field="body") from None
-    check_unicode(text, obj, "body")
-    if not isinstance(obj, dict):
-        raise MessageError("body must be a JSON object", field="body")
-    topic = obj.get("topic")
-    if not isinstance(topic, str):
-        raise MessageError("'topic' is required and must be a string", field="topic")
-    check_relay_topic(topic)
+    limit = 2 * state.cfg.limits.message_size  # ntfy: twice the message limit for the JSON
+    body = await _read_body(request, limit, code=41303)
+    topic, parsed = parse_json_publish(_parts(request), body, max_size=limit)
+    topic = _topic(topic)
     state.require(state.identify(request), "write", topic)
     _check_rate(state, request)
-    fields = {k: obj[k] for k in _JSON_FIELDS if k in obj}
-    limit = state.cfg.limits.message_size
-    for name, value in fields.items():
-        check_json_value(value, name)
-        size = len(value.encode()) if isinstance(value, str) else len(dumps(value).encode())
-        if size > limit:
-            raise MessageError(f"{name} is {size} bytes, above the limit of {limit}", name)
-    return await _accept(state, from_fields(fields, topic=topic), True)
+    return await _accept(state, topic, parsed)
 
 
 async def receipts_post(request: web.Request) -> web.Response:

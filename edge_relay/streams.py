@@ -18,10 +18,13 @@ from aiohttp import web
 
 from agent.envelope import dumps, new_id
 from agent.errors import MessageError
+from agent.ntfyproto import fields
+from agent.ntfyproto.fields import Request
+from agent.ntfyproto.since import parse_since
 from agent.store import Stored
-from agent.timeparse import Since, parse_since
+from agent.timeparse import Since
 from edge_relay.auth import Identity
-from edge_relay.core import MAX_SINCE_TIME, Filters, parse_topic_list
+from edge_relay.core import Filters, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -175,19 +178,10 @@ def parse_request(
         request.match_info["topics"], limit=state.cfg.limits.max_topics_per_subscription
     )
     q = request.query
-    poll = q.get("poll", request.headers.get("X-Poll", "")).lower() in ("1", "yes", "true")
-    since_text = q.get("since", request.headers.get("X-Since"))
-    since: Since | None = None
-    if since_text is not None:
-        try:
-            since = parse_since(since_text, now=int(time.time()))
-        except ValueError as exc:
-            raise MessageError(str(exc), field="since") from None
-        if since.time is not None and since.time >= MAX_SINCE_TIME:
-            # checked before any header is sent: the store's integers are 64-bit
-            raise MessageError(f"since={since_text[:40]!r} is too far in the future", "since")
-    elif poll:
-        since = Since("all")  # ntfy: a poll without since= returns everything cached
+    parts = Request(request.headers.items(), q, max_value=state.cfg.limits.message_size)
+    poll = parts.read_bool(fields.POLL, False)
+    # ntfy's since= rule: none/empty → nothing, since=30 a unix time, garbage → 40008
+    since = parse_since(parts.read(fields.SINCE), poll=poll, now=time.time())
     try:
         filters = Filters.parse(
             q.get("priority", request.headers.get("X-Priority")),

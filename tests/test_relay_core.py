@@ -15,7 +15,6 @@ from edge_relay.core import (
     TokenBucket,
     check_relay_topic,
     mqtt_to_relay,
-    parse_actions,
     parse_topic_list,
     relay_to_mqtt,
 )
@@ -64,16 +63,6 @@ def test_token_bucket_refills() -> None:
     assert b.take("other", now=0.0)
     assert b.take("c", now=1.0)
     assert not b.take("c", now=1.0)
-
-
-def test_actions_short_form() -> None:
-    got = parse_actions("view, Open, https://x; http, Ping, https://y, method=POST")
-    assert got == [
-        {"action": "view", "label": "Open", "url": "https://x"},
-        {"action": "http", "label": "Ping", "url": "https://y", "method": "POST"},
-    ]
-    with pytest.raises(MessageError):
-        parse_actions("view")
 
 
 def test_auth_param_is_base64_of_the_header() -> None:

@@ -1,0 +1,267 @@
+"""A publish request (headers, query, body) → envelope fields, as ntfy's server reads it.
+
+``parse_publish`` is ``parsePublishParams`` + ``handlePublishBody`` (``server/server.go``);
+``parse_json_publish`` is ``transformBodyJSON``: the JSON object becomes ``X-`` headers (a
+non-empty JSON field *replaces* the header of that name, an empty or absent one leaves the
+client's header alone) and its ``message`` the body, then the same ``parse_publish`` runs. So
+Apprise's JSON body beside ``X-Priority``/``X-Tags``/``X-Click``/``X-Actions``/``X-Icon``
+keeps all of them, and ``{"priority": 5}`` beats a ``Priority: 1`` header, as on ntfy.
+
+Rules worth knowing (all ntfy's):
+
+* A non-empty body is the message, trimmed — it wins over ``X-Message`` (which applies to an
+  empty body, as with GET publishing); ``X-Message``'s ``\\n`` becomes a newline; an empty
+  message is ``triggered``.
+* ``Priority: 9`` / ``0`` / ``purple`` is NtfyError 40007 (not clamped); an RFC 9218
+  ``Priority: u=3, i`` header is skipped (see ``fields``).
+* ``X-Markdown: yes`` / ``md=1`` / ``Content-Type: text/markdown`` (exactly, any case) →
+  ``content_type: text/markdown``.
+* ``X-Icon`` and ``X-Attach`` must be http(s) URLs (40021, 40013). An attachment by URL is
+  kept as ``attachment: {name, url}``; a body *as* a file (``X-Filename`` without a URL, or a
+  body that is not UTF-8 text) is 40014: this package's callers store no files.
+* ``X-Email`` → 40001, ``X-Call`` → 40032: e-mail and phone calls are not offered, and a
+  message is never accepted with them silently dropped.
+* ``up=1`` / ``Content-Encoding: aes128gcm``: UnifiedPush: the body is kept untrimmed, base64
+  with ``encoding: base64`` when it is not UTF-8.
+
+What is parsed but left to the caller to act on: ``cache``, ``delay`` (the raw text, after
+ntfy's 40002 check), ``template``, ``poll_id``, ``firebase``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent.envelope import check_unicode
+from agent.errors import MessageError
+from agent.ntfyproto import fields as f
+from agent.ntfyproto.actions import check_types, parse_actions
+from agent.ntfyproto.errors import NtfyError
+from agent.ntfyproto.fields import Request
+
+EMPTY_MESSAGE = "triggered"
+POLL_MESSAGE = "New message"
+PRIORITIES = {"1": 1, "min": 1, "2": 2, "low": 2, "3": 3, "default": 3, "4": 4, "high": 4,
+              "5": 5, "max": 5, "urgent": 5}  # fmt: skip
+TOPIC = re.compile(r"[-_A-Za-z0-9]{1,64}")
+_URL = re.compile(r"https?://")  # ntfy's urlRegex: a prefix, case-sensitive
+# publishMessage (server/types.go): JSON key → (Go type, the header transformBodyJSON sets)
+_JSON: dict[str, tuple[type, str]] = {
+    "topic": (str, ""), "message": (str, ""), "title": (str, "X-Title"),
+    "priority": (int, "X-Priority"), "tags": (list, "X-Tags"), "click": (str, "X-Click"),
+    "icon": (str, "X-Icon"), "actions": (list, "X-Actions"), "attach": (str, "X-Attach"),
+    "markdown": (bool, "X-Markdown"), "filename": (str, "X-Filename"),
+    "email": (str, "X-Email"), "call": (str, "X-Call"), "cache": (str, "X-Cache"),
+    "firebase": (str, "X-Firebase"), "delay": (str, "X-Delay"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """What a publish request asks for: envelope ``fields`` (for ``envelope.from_fields``;
+    ``icon``/``encoding`` land in ``extra``) and the options the caller acts on."""
+
+    fields: dict[str, Any]
+    cache: bool = True
+    firebase: bool = True
+    delay: str = ""
+    template: bool = False
+    unifiedpush: bool = False
+    poll_id: str = ""
+
+
+def parse_publish(req: Request, body: bytes) -> Publish:
+    """``PUT/POST /<topic>`` (and GET ``/<topic>/publish``): NtfyError for what ntfy refuses.
+
+    A body above ``req.max_value`` is 413 (ntfy would keep it as an attachment file)."""
+    if req.max_value is not None and len(body) > req.max_value:
+        raise NtfyError(41301, f"message is {len(body)} bytes, above the limit of "
+                        f"{req.max_value}", field="message")  # fmt: skip
+    out: dict[str, Any] = {}
+    cache = req.read_bool(f.CACHE, True)
+    firebase = req.read_bool(f.FIREBASE, True)
+    for param in (f.TITLE, f.CLICK):
+        if value := req.read(param):
+            out[param.key] = value
+    _attachment(req, out)
+    if icon := req.read(f.ICON):
+        if not _URL.match(icon):
+            raise NtfyError(40021, f"{icon[:80]!r} is not an http(s) URL", field="icon")
+        out["icon"] = icon
+    if req.read(f.EMAIL):
+        raise NtfyError(40001, "this server does not send e-mail", field="email")
+    if req.read(f.CALL):
+        raise NtfyError(40032, "this server does not make phone calls", field="call")
+    message = req.read(f.MESSAGE).replace("\\n", "\n")
+    out["priority"] = parse_priority(req.read(f.PRIORITY))
+    if tags := [t.strip() for t in req.read(f.TAGS).split(",") if t.strip()]:
+        out["tags"] = tags  # ntfy keeps a whitespace-only tag as ""; an empty tag is dropped
+    delay = req.read(f.DELAY)
+    if delay and not cache:
+        raise NtfyError(40002, field="delay")
+    if actions := req.read(f.ACTIONS):
+        out["actions"] = parse_actions(actions)
+    markdown = req.read_bool(f.MARKDOWN, False)
+    if markdown or req.read(f.CONTENT_TYPE).lower() == "text/markdown":
+        out["content_type"] = "text/markdown"
+    template = req.read_bool(f.TEMPLATE, False)
+    unifiedpush = req.read_bool(f.UNIFIEDPUSH, False)
+    if unifiedpush or req.read(f.CONTENT_ENCODING) == "aes128gcm":
+        unifiedpush, firebase = True, False
+    poll_id = req.read(f.POLL_ID)
+    if poll_id:
+        unifiedpush, cache = False, False
+    out["message"] = _body(out, body, message, unifiedpush=unifiedpush, poll=bool(poll_id))
+    return Publish(out, cache, firebase, delay, template, unifiedpush, poll_id)
+
+
+def parse_priority(text: str) -> int:
+    """ntfy's ``util.ParsePriority``: 1-5 or min/low/default/high/max/urgent; ``""`` is the
+    default (3); anything else — ``0``, ``9``, ``05`` — NtfyError 40007."""
+    if not text:
+        return 3
+    value = PRIORITIES.get(text.strip().lower())
+    if value is None:
+        raise NtfyError(40007, f"{text[:40]!r} is not 1-5 or a priority name", field="priority")
+    return value
+
+
+def _attachment(req: Request, out: dict[str, Any]) -> None:
+    filename, attach = req.read(f.FILENAME), req.read(f.ATTACH)
+    if not (filename or attach):
+        return
+    name = filename
+    if attach:
+        if not _URL.match(attach):
+            raise NtfyError(40013, f"{attach[:80]!r} is not an http(s) URL", field="attachment")
+        name = name or _go_base(attach)
+        out["attachment"] = {"name": name or "attachment", "url": attach}
+    else:
+        out["attachment"] = {"name": name}
+
+
+def _go_base(url: str) -> str:
+    # path.Base(url.Parse(u).Path), "" for "." and "/" (server.go parsePublishParams)
+    path = url.split("://", 1)[1].partition("/")[2].split("?", 1)[0].split("#", 1)[0]
+    path = path.rstrip("/")
+    return path.rsplit("/", 1)[-1] if path else ""
+
+
+def _body(out: dict[str, Any], body: bytes, header: str, *, unifiedpush: bool, poll: bool) -> str:
+    """handlePublishBody: which of body and ``X-Message`` is the message."""
+    if poll:
+        return POLL_MESSAGE  # the body is discarded
+    if unifiedpush:
+        try:
+            return body.decode("utf-8") or EMPTY_MESSAGE  # not trimmed
+        except UnicodeDecodeError:
+            out["encoding"] = "base64"
+            return base64.b64encode(body).decode("ascii")
+    attachment = out.get("attachment")
+    if attachment is not None and "url" not in attachment:
+        raise NtfyError(40014, "this server stores no attachment files", field="attachment")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if attachment is not None:
+            raise NtfyError(40011, f"byte {exc.start}", field="message") from None
+        # ntfy would keep a non-UTF-8 body as an attachment file
+        raise NtfyError(
+            40014, f"the body is not UTF-8 text (byte {exc.start}) and this server stores "
+            "no attachment files", field="message",
+        ) from None  # fmt: skip
+    message = text.strip() if body else header
+    if not message and attachment is not None:
+        message = f"You received a file: {attachment['name']}"
+    return message or EMPTY_MESSAGE
+
+
+def parse_json_publish(req: Request, body: bytes, *, max_size: int) -> tuple[str, Publish]:
+    """``PUT/POST /`` with a JSON object: (topic, what it asks for). ``req`` is changed in
+    place (its headers take the JSON fields). ``max_size`` is the body limit (ntfy: twice the
+    message limit): 41303 above it; 40024 for JSON that is not ntfy's message object."""
+    if len(body) > max_size:
+        raise NtfyError(41303, f"{len(body)} bytes, above the limit of {max_size}", field="body")
+    obj = _json_object(body)
+    topic = obj.get("topic") or ""
+    if not TOPIC.fullmatch(topic):
+        raise NtfyError(40009, f"{topic[:40]!r}", field="topic")
+    for key, (_, header) in _JSON.items():
+        value = obj.get(key)
+        if header and value not in (None, "", [], False, 0):
+            req.set_header(header, _header_value(key, value))
+    message = obj.get("message") or EMPTY_MESSAGE
+    return topic, parse_publish(req, message.encode("utf-8", "surrogatepass"))
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+        obj = json.loads(text, parse_constant=_no_constant)
+        check_unicode(text, obj, "body")
+    except MessageError as exc:
+        raise NtfyError(40024, str(exc), field="body") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise NtfyError(40024, field="body") from None
+    if not isinstance(obj, dict):
+        raise NtfyError(40024, "the body must be a JSON object", field="body")
+    typed: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = key.lower()  # Go's encoding/json matches field names case-insensitively
+        if name not in _JSON or value is None:
+            continue  # unknown keys are ignored; null leaves the zero value
+        if isinstance(value, _Constant):
+            raise NtfyError(40024, f"'{key}' holds {value.name}, which is not JSON", field=name)
+        kind = _JSON[name][0]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is list and ok and name == "tags":
+            ok = all(isinstance(t, str) for t in value)
+        if not ok or (kind is int and not -(2**63) <= value < 2**63):
+            raise NtfyError(40024, f"'{key}' must be {_GO_NAMES[kind]}", field=name)
+        typed[name] = value
+    if _holds_constant(obj):  # NaN/Infinity anywhere is a syntax error to Go's decoder
+        raise NtfyError(40024, "NaN and Infinity are not JSON", field="body")
+    if "actions" in typed:
+        typed["actions"] = check_types(typed["actions"], code=40024)
+    return typed
+
+
+class _Constant:
+    """``NaN``/``Infinity`` as parsed (kept, not raised, so the error can name the key)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _holds_constant(value: Any) -> bool:
+    if isinstance(value, _Constant):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_constant(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_constant(v) for v in value)
+    return False
+
+
+_GO_NAMES = {str: "a string", int: "an integer", list: "an array", bool: "a boolean"}
+
+
+def _header_value(key: str, value: Any) -> str:
+    if key == "tags":
+        return ",".join(value)
+    if key == "markdown":
+        return "yes"
+    if key == "actions":
+        # transformBodyJSON marshals the typed actions back to JSON for X-Actions
+        return json.dumps(value)
+    return str(value)
+
+
+def _no_constant(name: str) -> Any:
+    return _Constant(name)
