@@ -140,7 +140,9 @@ async def test_ws_agent_rejects_a_1e400_frame_and_stores_the_next_once(home: Pat
             assert agent.status().get("state") == "connected"
             assert len(paths) == 1  # no reconnect: the bad frame did not break the stream
         finally:
-            assert agent.stop() == 0
+            # In a thread: the fake server runs on this loop, and the agent's orderly close
+            # (close frame, receipts POST) needs it to answer while we wait for the exit.
+            assert await asyncio.to_thread(agent.stop) == 0
     assert_exactly(stored_ids(home), ["good1"])
     rows = rejected(home)
     assert len(rows) == 1 and "1e400" in rows[0]["payload"] and "bad1" in rows[0]["payload"]
