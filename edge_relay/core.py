@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.envelope import Message, dumps, encode, parse_priority
+from agent.envelope import Message, dumps, encode
 from agent.errors import MessageError
 
 TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")
@@ -66,24 +66,63 @@ def relay_to_mqtt(topic: str) -> str:
     return "/".join(check_relay_topic(topic).split("-"))
 
 
+_PRIORITY_WORDS = {"1": 1, "min": 1, "2": 2, "low": 2, "3": 3, "default": 3, "4": 4,
+                   "high": 4, "5": 5, "max": 5, "urgent": 5}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """ntfy's subscribe filters: ``priority`` (any of) and ``tags`` (all of)."""
+    """ntfy's subscribe filters, matched as its server matches them (``queryFilter.Pass``):
+    ``id``, ``message`` and ``title`` equal exactly (case too), ``priority`` any of,
+    ``tags`` all of (each exactly). Only ``message`` events are filtered; other events
+    (``poll_request``) always pass."""
 
     priorities: frozenset[int] = frozenset()
     tags: frozenset[str] = frozenset()
+    id: str | None = None
+    message: str | None = None
+    title: str | None = None
 
     @classmethod
-    def parse(cls, priority: str | None, tags: str | None) -> Filters:
+    def parse(
+        cls,
+        priority: str | None,
+        tags: str | None,
+        *,
+        id: str | None = None,
+        message: str | None = None,
+        title: str | None = None,
+    ) -> Filters:
+        """From the parameter values (None or empty: no filter). A priority that is not
+        1-5 or one of ntfy's words is a MessageError on field ``priority`` (ntfy: 40007);
+        tags are split on ``,`` without trimming, as ntfy's server does."""
         prios: set[int] = set()
-        if priority:
-            for word in priority.split(",")[:10]:
-                if word.strip():
-                    prios.add(parse_priority(word.strip()))
-        tag_set = {t.strip() for t in (tags or "").split(",")[:50] if t.strip()}
-        return cls(frozenset(prios), frozenset(tag_set))
+        for word in (priority or "").split(",")[:10]:
+            if word:
+                value = _PRIORITY_WORDS.get(word.strip().lower())
+                if value is None:
+                    raise MessageError(
+                        f"priority filter {word[:20]!r} is not 1-5 or min, low, default, "
+                        "high, max, urgent",
+                        field="priority",
+                    )
+                prios.add(value)
+        tag_set = {t for t in (tags or "").split(",")[:50] if t}
+        return cls(frozenset(prios), frozenset(tag_set), id or None, message or None,
+                   title or None)  # fmt: skip
+
+    @property
+    def active(self) -> bool:
+        """True if any filter is set (an unfiltered subscriber skips ``match``)."""
+        return bool(self.priorities or self.tags or self.id or self.message or self.title)
 
     def match(self, msg: Message) -> bool:
+        if self.id is not None and msg.id != self.id:
+            return False
+        if self.message is not None and msg.message != self.message:
+            return False
+        if self.title is not None and msg.title != self.title:
+            return False
         if self.priorities and msg.priority not in self.priorities:
             return False
         return not self.tags or self.tags.issubset(msg.tags)

@@ -92,7 +92,7 @@ class Subscriber:
         WebSocket): fan-out then writes them to it directly, all of one commit group in one
         write, with no task wake-up; it returns False when the connection's buffer is over its
         limit (a slow reader)."""
-        self._filtered = bool(filters.priorities or filters.tags)
+        self._filtered = filters.active
 
     def offer(self, item: Live) -> None:
         """Queue a live message (never waits); overflow kills this subscriber only."""
