@@ -23,6 +23,7 @@ from agent import __version__
 from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
 from agent.store import STATES
+from edge_relay import ntfy_api
 from edge_relay.core import check_json_value, check_relay_topic, parse_actions
 from edge_relay.guard import Throttle, track
 from edge_relay.state import Forbidden, RelayState
@@ -34,11 +35,9 @@ _REFUSALS = Throttle()
 _JSON_FIELDS = ("topic", "message", "title", "priority", "tags", "click", "actions")
 
 
-def error(status: int, text: str) -> web.Response:
-    """ntfy's error shape."""
-    return web.json_response(
-        {"code": status * 100 + 1, "http": status, "error": text}, status=status, dumps=dumps
-    )
+def error(status: int, text: str, code: int | None = None, link: str | None = None) -> web.Response:
+    """ntfy's error shape, with ntfy's code and link where it has one (``ntfy_api.error``)."""
+    return ntfy_api.error(status, text, code, link)
 
 
 @web.middleware
@@ -51,7 +50,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise MessageError(f"path {raw[:80]!r} holds '.', '/' or NUL inside a name", "path")
         return await handler(request)
     except MessageError as exc:
-        answer = error(413 if "above the limit" in str(exc) else 400, str(exc))
+        status = 413 if "above the limit" in str(exc) else 400
+        answer = error(status, str(exc), *ntfy_api.message_error_code(status, exc))
     except AuthError as exc:
         answer = error(401, str(exc))
     except Forbidden as exc:
@@ -326,15 +326,6 @@ async def receipts_get(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
-async def stats(request: web.Request) -> web.Response:
-    """``GET /v1/stats``: per readable topic, published/delivered/displayed/clicked."""
-    state: RelayState = request.app["state"]
-    ident = state.identify(request)
-    table = await state.to_thread(state.store.topic_stats)
-    visible = {t: v for t, v in table.items() if ident.grant.allows("read", t)}
-    return web.json_response({"topics": visible})
-
-
 async def health(request: web.Request) -> web.Response:
     """``GET /v1/health``: up, counts, and the upstream bridge's state."""
     state: RelayState = request.app["state"]
@@ -353,21 +344,25 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    return error(404, f"no such endpoint: {request.method} {request.path[:80]!r}")
+    return error(404, f"page not found: no endpoint {request.method} {request.path[:80]!r}")
 
 
 def make_app(state: RelayState) -> web.Application:
     """The aiohttp application with every route of the relay's API."""
     app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
+    app.on_response_prepare.append(ntfy_api.cors)
     r = app.router
     r.add_get("/v1/health", health)
     r.add_post("/v1/receipts", receipts_post)
     r.add_get("/v1/messages/{id}/receipts", receipts_get)
-    r.add_get("/v1/stats", stats)
     r.add_get("/metrics", metrics)
+    ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS
     r.add_post("/", publish_json)
-    r.add_get(r"/{topics}/{fmt:json|sse|ws}", subscribe)
+    r.add_put("/", publish_json)
+    r.add_get(r"/{topics}/{fmt:json|sse|raw|ws}", subscribe)
+    r.add_get(r"/{topic}/{verb:publish|send|trigger}", publish)  # ntfy's GET publishing
+    r.add_get("/{topic}", ntfy_api.topic_get)
     r.add_route("PUT", "/{topic}", publish)
     r.add_route("POST", "/{topic}", publish)
     r.add_route("*", "/{tail:.*}", not_found)
