@@ -66,6 +66,19 @@ def relay_to_mqtt(topic: str) -> str:
     return "/".join(check_relay_topic(topic).split("-"))
 
 
+@dataclass(frozen=True, slots=True)
+class PollRequest(Message):
+    """ntfy's ``poll_request`` event (a publish with ``X-Poll-ID``): tells subscribers to poll
+    for message ``extra["poll_id"]`` themselves. Sent to the subscribers connected now,
+    never stored (ntfy: no cache), its ``message`` is ntfy's ``New message``. A type of its
+    own, not a field, so no envelope from the outside can turn itself into one."""
+
+
+def event_of(msg: Message) -> str:
+    """The ntfy event a message goes out as: ``poll_request`` or ``message``."""
+    return "poll_request" if isinstance(msg, PollRequest) else "message"
+
+
 _PRIORITY_WORDS = {"1": 1, "min": 1, "2": 2, "low": 2, "3": 3, "default": 3, "4": 4,
                    "high": 4, "5": 5, "max": 5, "urgent": 5}  # fmt: skip
 
@@ -117,6 +130,8 @@ class Filters:
         return bool(self.priorities or self.tags or self.id or self.message or self.title)
 
     def match(self, msg: Message) -> bool:
+        if isinstance(msg, PollRequest):
+            return True  # ntfy filters message events only
         if self.id is not None and msg.id != self.id:
             return False
         if self.message is not None and msg.message != self.message:

@@ -39,15 +39,15 @@ from dataclasses import dataclass, field
 from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.store import Redelivery, Store, Stored
-from edge_relay.core import Filters, check_storable
+from edge_relay.core import Filters, check_storable, event_of
 
 log = logging.getLogger(__name__)
 _MAX_GROUP = 1000
 
 
 def wire(item: Stored) -> str:
-    """The ntfy ``message`` event of a stored message, as compact JSON."""
-    return dumps({**encode(item.message), "event": "message"})
+    """The ntfy event of a message (``message``, or ``poll_request``), as compact JSON."""
+    return dumps({**encode(item.message), "event": event_of(item.message)})
 
 
 class Live:

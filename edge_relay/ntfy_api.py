@@ -14,6 +14,10 @@
   key when it has none too).
 * ``GET /v1/stats``: ntfy's ``{"messages", "messages_rate"}`` plus the relay's per-topic
   receipt counts under ``topics`` (extra keys do not disturb ntfy's clients).
+* ``X-Poll-ID`` (``Poll-ID``, ``?poll-id=``) on a publish: ntfy's ``poll_request`` event
+  instead of a message (``parsePublishParams``/``newPollRequestMessage``): ``message`` "New
+  message", ``poll_id``, not stored, the body ignored, sent to the subscribers connected now
+  (``/raw`` shows it as an empty line; filters let it through, as ntfy's do).
 * Error codes: ntfy's numeric ``code`` and ``link`` (``server/errors.go``) for the errors
   that have one, chosen by status and by the field a ``MessageError`` names.
 """
@@ -21,14 +25,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.envelope import dumps
+from agent.envelope import dumps, encode, new_id
 from agent.errors import MessageError
-from edge_relay.core import check_relay_topic, parse_topic_list
+from edge_relay.core import PollRequest, check_relay_topic, event_of, parse_topic_list
 from edge_relay.state import RelayState
 from edge_relay.streams import param
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _DOCS = "https://ntfy.sh/docs"
 _AUTH_LINK = f"{_DOCS}/publish/#authentication"
@@ -159,6 +166,35 @@ async def stats(request: web.Request) -> web.Response:
          "topics": visible},
         dumps=dumps,
     )  # fmt: skip
+
+
+def poll_requests(publish: Handler) -> Handler:
+    """``publish`` for a topic, but a request carrying a poll id becomes a ``poll_request``
+    (see the module docstring); everything else goes to ``publish`` as it is."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        poll_id = param(request, "X-Poll-ID", "Poll-ID")
+        if poll_id is None:
+            return await publish(request)
+        return await _poll_request(request, poll_id)
+
+    return handler
+
+
+async def _poll_request(request: web.Request, poll_id: str) -> web.Response:
+    state: RelayState = request.app["state"]
+    topic = check_relay_topic(request.match_info["topic"])
+    state.require(state.identify(request), "write", topic)
+    if not state.rate_ok(request.remote or "?"):
+        raise json_error(web.HTTPTooManyRequests, "publish rate limit reached; slow down",
+                         (42901, _LIMITS_LINK))  # fmt: skip
+    limit = state.cfg.limits.message_size
+    if len(poll_id.encode("utf-8", "replace")) > limit:  # the bound of every text field
+        raise MessageError(f"Poll-ID is above the limit of {limit} bytes", field="poll_id")
+    msg = PollRequest(id=new_id(), time=int(time.time()), topic=topic, message="New message",
+                      extra={"poll_id": poll_id})  # fmt: skip
+    await state.hub.publish([msg], cache=False)
+    return web.json_response({**encode(msg), "event": event_of(msg)}, dumps=dumps)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -361,9 +361,10 @@ def make_app(state: RelayState) -> web.Application:
     r.add_post("/", publish_json)
     r.add_put("/", publish_json)
     r.add_get(r"/{topics}/{fmt:json|sse|raw|ws}", subscribe)
-    r.add_get(r"/{topic}/{verb:publish|send|trigger}", publish)  # ntfy's GET publishing
+    topic_publish = ntfy_api.poll_requests(publish)  # X-Poll-ID: a poll_request, else publish
+    r.add_get(r"/{topic}/{verb:publish|send|trigger}", topic_publish)  # ntfy's GET publishing
     r.add_get("/{topic}", ntfy_api.topic_get)
-    r.add_route("PUT", "/{topic}", publish)
-    r.add_route("POST", "/{topic}", publish)
+    r.add_route("PUT", "/{topic}", topic_publish)
+    r.add_route("POST", "/{topic}", topic_publish)
     r.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -21,7 +21,7 @@ from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.auth import Identity
-from edge_relay.core import MAX_SINCE_TIME, Filters, parse_topic_list
+from edge_relay.core import MAX_SINCE_TIME, Filters, event_of, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -61,8 +61,8 @@ class Sink:
         await self.send_text(ev["event"], ev["id"], dumps(ev))
 
     async def send_message(self, item: Stored, data: str) -> None:
-        """A stored message; ``data`` is its ``message`` event as JSON text."""
-        await self.send_text("message", item.message.id, data)
+        """A message; ``data`` is its event (``hub.wire``) as JSON text."""
+        await self.send_text(event_of(item.message), item.message.id, data)
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         """An event already encoded as JSON text."""
@@ -102,6 +102,9 @@ class RawSink(Sink):
         super().__init__(request, "raw")
 
     async def send_message(self, item: Stored, data: str) -> None:
+        if event_of(item.message) != "message":
+            await self.response.write(b"\n")  # ntfy: only message events carry text
+            return
         await self.response.write(item.message.message.replace("\n", " ").encode() + b"\n")
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:

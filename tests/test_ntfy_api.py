@@ -156,6 +156,51 @@ async def test_since_none_replays_nothing(relay: Relay) -> None:
         assert ev["id"] == new["id"] and ev["message"] == "new"
 
 
+# --- X-Poll-ID: poll_request -----------------------------------------------------------------
+
+
+async def _first_event(resp: aiohttp.ClientResponse, kind: str) -> bytes:
+    """The next line of a /json stream whose event is ``kind`` (keepalives skipped)."""
+    while True:
+        line = await resp.content.readline()
+        assert line, "stream ended"
+        if json.loads(line)["event"] == kind:
+            return line
+
+
+async def test_poll_id_publishes_a_poll_request_event_that_is_not_stored(relay: Relay) -> None:
+    t = topic()
+    async with aiohttp.ClientSession() as s:
+        plain = await s.get(f"{relay.url}/{t}/json")
+        filtered = await s.get(f"{relay.url}/{t}/json?title=nothing+has+this+title")
+        raw = await s.get(f"{relay.url}/{t}/raw")
+        async with asyncio.timeout(15):
+            for resp in (plain, filtered):
+                await _first_event(resp, "open")
+            assert await raw.content.readline() == b"\n"  # its open
+            status, answer = await asyncio.to_thread(
+                relay.request, "POST", f"/{t}", b"ignored body", {"X-Poll-ID": "abcDEF123456"}
+            )
+            assert status == 200, answer
+            assert (answer["event"], answer["poll_id"], answer["message"]) == (
+                "poll_request", "abcDEF123456", "New message")  # fmt: skip
+            for resp in (plain, filtered):  # ntfy's filters apply to message events only
+                ev = json.loads(await _first_event(resp, "poll_request"))
+                assert (ev["id"], ev["topic"], ev["poll_id"]) == (answer["id"], t, "abcDEF123456")
+            status, again = await asyncio.to_thread(
+                relay.request, "PUT", f"/{t}?poll-id=xyz", b"", {}
+            )  # the query form
+            assert status == 200 and again["event"] == "poll_request"
+            relay.publish(t, "after")
+            lines = []
+            while b"after\n" not in lines:  # raw: poll requests and keepalives are empty lines
+                lines.append(await raw.content.readline())
+            assert set(lines[:-1]) == {b"\n"}
+        for resp in (plain, filtered, raw):
+            resp.close()
+    assert [m["message"] for m in relay.poll(t)] == ["after"]  # poll requests are not stored
+
+
 # --- publishing by GET, PUT / ----------------------------------------------------------------
 
 
