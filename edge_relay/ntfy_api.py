@@ -31,7 +31,7 @@ from aiohttp import web
 
 from agent.envelope import dumps, encode, new_id
 from agent.errors import MessageError
-from edge_relay.core import PollRequest, check_relay_topic, event_of, parse_topic_list
+from edge_relay.core import TOPIC_RE, PollRequest, check_relay_topic, event_of, parse_topic_list
 from edge_relay.state import RelayState
 from edge_relay.streams import param
 
@@ -121,9 +121,9 @@ async def topic_auth(request: web.Request) -> web.Response:
 async def topic_get(request: web.Request) -> web.Response:
     """``GET /<topic>``: UnifiedPush discovery with ``up=1``; otherwise ntfy's web app, which
     the relay does not serve (404, as ntfy with its web app off)."""
-    check_relay_topic(request.match_info["topic"])
+    # ntfy matches the path against its topic pattern only (a reserved name such as v1 too)
     up = (param(request, "X-UnifiedPush", "unifiedpush", "up") or "").lower()
-    if up in ("1", "yes", "true"):
+    if TOPIC_RE.fullmatch(request.match_info["topic"]) and up in ("1", "yes", "true"):
         return web.json_response({"unifiedpush": {"version": 1}}, dumps=dumps)
     return error(404, "page not found (the relay has no web app; subscribe with /<topic>/json)")
 

@@ -260,6 +260,9 @@ def test_unifiedpush_discovery_and_no_web_app(relay: Relay) -> None:
     assert (status, body) == (200, {"unifiedpush": {"version": 1}})
     status, body = relay.request("GET", f"/{t}")
     assert status == 404 and body["code"] == 40401
+    for path in ("/v1", "/a.b?up=1", "/v1?up=0"):  # ntfy: no web app → 404, never a 400
+        status, body = relay.request("GET", path)
+        assert status == 404 and body["code"] == 40401, (path, body)
 
 
 # --- CORS, error codes -----------------------------------------------------------------------
