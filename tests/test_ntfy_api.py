@@ -174,10 +174,12 @@ async def test_poll_id_publishes_a_poll_request_event_that_is_not_stored(relay: 
         plain = await s.get(f"{relay.url}/{t}/json")
         filtered = await s.get(f"{relay.url}/{t}/json?title=nothing+has+this+title")
         raw = await s.get(f"{relay.url}/{t}/raw")
+        sse = await s.get(f"{relay.url}/{t}/sse")
         async with asyncio.timeout(15):
             for resp in (plain, filtered):
                 await _first_event(resp, "open")
             assert await raw.content.readline() == b"\n"  # its open
+            assert await sse.content.readline() == b"event: open\n"
             status, answer = await asyncio.to_thread(
                 relay.request, "POST", f"/{t}", b"ignored body", {"X-Poll-ID": "abcDEF123456"}
             )
@@ -187,6 +189,11 @@ async def test_poll_id_publishes_a_poll_request_event_that_is_not_stored(relay: 
             for resp in (plain, filtered):  # ntfy's filters apply to message events only
                 ev = json.loads(await _first_event(resp, "poll_request"))
                 assert (ev["id"], ev["topic"], ev["poll_id"]) == (answer["id"], t, "abcDEF123456")
+            # SSE: a named event, as ntfy sends every event but message
+            while (line := await sse.content.readline()) != b"event: poll_request\n":
+                assert line, "SSE stream ended"
+            data = await sse.content.readline()
+            assert json.loads(data.removeprefix(b"data: "))["poll_id"] == "abcDEF123456"
             status, again = await asyncio.to_thread(
                 relay.request, "PUT", f"/{t}?poll-id=xyz", b"", {}
             )  # the query form
@@ -196,7 +203,7 @@ async def test_poll_id_publishes_a_poll_request_event_that_is_not_stored(relay: 
             while b"after\n" not in lines:  # raw: poll requests and keepalives are empty lines
                 lines.append(await raw.content.readline())
             assert set(lines[:-1]) == {b"\n"}
-        for resp in (plain, filtered, raw):
+        for resp in (plain, filtered, raw, sse):
             resp.close()
     assert [m["message"] for m in relay.poll(t)] == ["after"]  # poll requests are not stored
 
