@@ -21,7 +21,7 @@ from agent.errors import MessageError
 from agent.store import Stored
 from agent.timeparse import Since, parse_since
 from edge_relay.auth import Identity
-from edge_relay.core import MAX_SINCE_TIME, Filters, event_of, parse_topic_list
+from edge_relay.core import MAX_SINCE_TIME, Filters, event_of, header_value, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -176,10 +176,11 @@ def _forget(failure: BaseException | None) -> None:
 
 def param(request: web.Request, *names: str) -> str | None:
     """A parameter as ntfy's server reads one (``readParam``): the first non-empty of the
-    headers ``names``, then of the query parameters ``names`` (lower case), trimmed; None
-    when none is set. Headers win over the query."""
+    headers ``names`` (RFC 2047 decoded, see ``core.header_value``), then of the query
+    parameters ``names`` (lower case), trimmed; None when none is set. Headers win over the
+    query."""
     for name in names:
-        value = request.headers.get(name, "").strip()
+        value = header_value(name, request.headers.get(name, "")).strip()
         if value:
             return value
     for name in names:

@@ -127,6 +127,24 @@ def test_filters_as_headers_and_aliases(relay: Relay) -> None:
     assert status == 200 and body["id"] == b["id"]
 
 
+def test_filter_headers_are_rfc2047_decoded_and_rfc9218_priority_ignored(relay: Relay) -> None:
+    t = topic()
+    status, a = relay.request("POST", "/", json.dumps({"topic": t, "message": "x",
+                                                      "title": "Grüße"}).encode())  # fmt: skip
+    assert status == 200, a
+    b = relay.publish(t, "y", Title="plain", Priority="2")
+    status, body = relay.request("GET", f"/{t}/json?poll=1", None,
+                                 {"X-Title": "=?UTF-8?B?R3LDvMOfZQ==?="})  # fmt: skip
+    assert status == 200 and body["id"] == a["id"] and body["title"] == "Grüße"
+    status, body = relay.request("GET", f"/{t}/json?poll=1", None, {"X-Title": "=?UTF-8?Q?plain?="})
+    assert status == 200 and body["id"] == b["id"]
+    # a proxy's RFC 9218 "Priority: u=3, i" is no priority filter (and no 40007), as in ntfy
+    status, body = relay.request("GET", f"/{t}/json?poll=1", None, {"Priority": "u=3, i"})
+    assert status == 200 and [json.loads(x)["id"] for x in body.splitlines()] == [a["id"], b["id"]]
+    status, body = relay.request("GET", f"/{t}/json?poll=1&p=2", None, {"Priority": "u=1"})
+    assert status == 200 and body["id"] == b["id"]  # ignored, so the query's p=2 counts
+
+
 def test_invalid_priority_filter_is_ntfys_40007(relay: Relay) -> None:
     t = topic()
     for bad in ("9", "0", "highest"):
