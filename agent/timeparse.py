@@ -29,20 +29,24 @@ def parse_duration(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Since:
-    """Where a replay starts: everything, the newest only, after a message id, or a time."""
+    """Where a replay starts: everything, the newest only, after a message id, a time, or
+    nowhere (``none``: live messages only, ntfy's default without ``poll=1``)."""
 
-    kind: Literal["all", "latest", "id", "time"]
+    kind: Literal["all", "latest", "id", "time", "none"]
     id: str | None = None
     time: int | None = None
 
 
 def parse_since(text: str, *, now: int) -> Since:
-    """Parse ntfy's ``since=``: ``all``, ``latest``, a unix time, a duration, or a message id."""
+    """Parse ntfy's ``since=``: ``all``, ``latest``, ``none``, a unix time, a duration, or a
+    message id."""
     value = text.strip()
     if value in ("all", ""):
         return Since("all")
     if value == "latest":
         return Since("latest")
+    if value == "none":
+        return Since("none")
     if value.isdigit() and len(value) >= 9:
         return Since("time", time=int(value))
     try:

@@ -12,12 +12,14 @@ message is refused with a logged reason.
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.envelope import Message, dumps, encode, parse_priority
+from agent.envelope import Message, dumps, encode
 from agent.errors import MessageError
 
 TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")
@@ -66,26 +68,99 @@ def relay_to_mqtt(topic: str) -> str:
     return "/".join(check_relay_topic(topic).split("-"))
 
 
+_RFC9218 = re.compile(r"u=\d,\s*(i|\d)|u=\d")  # ntfy's priorityHeaderIgnoreRegex
+
+
+def header_value(name: str, raw: str) -> str:
+    """A header's value as ntfy's server reads it (``maybeDecodeHeader``): RFC 2047 encoded
+    words decoded (``=?UTF-8?B?R3LDvMOfZQ==?=`` → ``Grüße``; one that does not decode is kept
+    as it came), and an RFC 9218 ``Priority: u=3, i`` (added by proxies such as Cloudflare)
+    read as no value, so it neither filters nor fails as a priority."""
+    value = raw
+    if "=?" in raw:
+        try:
+            value = str(email.header.make_header(email.header.decode_header(raw)))
+        except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
+            value = raw
+    if name.lower() == "priority" and _RFC9218.fullmatch(value.strip()):
+        return ""
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PollRequest(Message):
+    """ntfy's ``poll_request`` event (a publish with ``X-Poll-ID``): tells subscribers to poll
+    for message ``extra["poll_id"]`` themselves. Sent to the subscribers connected now,
+    never stored (ntfy: no cache), its ``message`` is ntfy's ``New message``. A type of its
+    own, not a field, so no envelope from the outside can turn itself into one."""
+
+
+def event_of(msg: Message) -> str:
+    """The ntfy event a message goes out as: ``poll_request`` or ``message``."""
+    return "poll_request" if isinstance(msg, PollRequest) else "message"
+
+
+_PRIORITY_WORDS = {"1": 1, "min": 1, "2": 2, "low": 2, "3": 3, "default": 3, "4": 4,
+                   "high": 4, "5": 5, "max": 5, "urgent": 5}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """ntfy's subscribe filters: ``priority`` (any of) and ``tags`` (all of)."""
+    """ntfy's subscribe filters, matched as its server matches them (``queryFilter.Pass``):
+    ``id``, ``message`` and ``title`` equal exactly (case too), ``priority`` any of,
+    ``tags`` all of (each exactly). Only ``message`` events are filtered; other events
+    (``poll_request``) always pass."""
 
     priorities: frozenset[int] = frozenset()
     tags: frozenset[str] = frozenset()
+    id: str | None = None
+    message: str | None = None
+    title: str | None = None
 
     @classmethod
-    def parse(cls, priority: str | None, tags: str | None) -> Filters:
+    def parse(
+        cls,
+        priority: str | None,
+        tags: str | None,
+        *,
+        id: str | None = None,
+        message: str | None = None,
+        title: str | None = None,
+    ) -> Filters:
+        """From the parameter values (None or empty: no filter). A priority that is not
+        1-5 or one of ntfy's words is a MessageError on field ``priority`` (ntfy: 40007);
+        tags are split on ``,`` without trimming, as ntfy's server does."""
         prios: set[int] = set()
-        if priority:
-            for word in priority.split(",")[:10]:
-                if word.strip():
-                    prios.add(parse_priority(word.strip()))
-        tag_set = {t.strip() for t in (tags or "").split(",")[:50] if t.strip()}
-        if not prios and not tag_set:
+        for word in (priority or "").split(",")[:10]:
+            if word:
+                value = _PRIORITY_WORDS.get(word.strip().lower())
+                if value is None:
+                    raise MessageError(
+                        f"priority filter {word[:20]!r} is not 1-5 or min, low, default, "
+                        "high, max, urgent",
+                        field="priority",
+                    )
+                prios.add(value)
+        tag_set = {t for t in (tags or "").split(",")[:50] if t}
+        if not (prios or tag_set or id or message or title):
             return NO_FILTERS  # shared: two new empty frozensets per subscriber were ~0.5 KiB
-        return cls(frozenset(prios), frozenset(tag_set))
+        return cls(frozenset(prios), frozenset(tag_set), id or None, message or None,
+                   title or None)  # fmt: skip
+
+    @property
+    def active(self) -> bool:
+        """True if any filter is set (an unfiltered subscriber skips ``match``)."""
+        return bool(self.priorities or self.tags or self.id or self.message or self.title)
 
     def match(self, msg: Message) -> bool:
+        if isinstance(msg, PollRequest):
+            return True  # ntfy filters message events only
+        if self.id is not None and msg.id != self.id:
+            return False
+        if self.message is not None and msg.message != self.message:
+            return False
+        if self.title is not None and msg.title != self.title:
+            return False
         if self.priorities and msg.priority not in self.priorities:
             return False
         return not self.tags or self.tags.issubset(msg.tags)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.store import Redelivery, Store, Stored
-from edge_relay.core import Filters, check_storable
+from edge_relay.core import Filters, check_storable, event_of
 from edge_relay.livequeue import LiveQueue
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ _MAX_GROUP = 1000
 
 
 def wire(item: Stored) -> str:
-    """The ntfy ``message`` event of a stored message, as compact JSON."""
-    return dumps({**encode(item.message), "event": "message"})
+    """The ntfy event of a message (``message``, or ``poll_request``), as compact JSON."""
+    return dumps({**encode(item.message), "event": event_of(item.message)})
 
 
 class Live:
@@ -98,7 +98,7 @@ class Subscriber:
         WebSocket): fan-out then writes them to it directly, all of one commit group in one
         write, with no task wake-up; it returns False when the connection's buffer is over its
         limit (a slow reader)."""
-        self._filtered = bool(filters.priorities or filters.tags)
+        self._filtered = filters.active
 
     def offer(self, item: Live) -> None:
         """Queue a live message (never waits); overflow kills this subscriber only."""

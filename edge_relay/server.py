@@ -29,6 +29,7 @@ from agent.ntfyproto.errors import CODES
 from agent.ntfyproto.fields import Request
 from agent.ntfyproto.publish import TOPIC, Publish, parse_json_publish, parse_publish
 from agent.store import STATES
+from edge_relay import ntfy_api
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
 from edge_relay.state import Forbidden, RelayState
@@ -39,7 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REFUSALS = Throttle()
 
 
-def error(status: int, text: str, code: int | None = None) -> web.Response:
+def error(status: int, text: str, code: int | None = None, link: str | None = None) -> web.Response:
     """ntfy's error shape, ``link`` included where ntfy's error of that code has one.
 
     Without a code: ``40000`` (ntfy's "invalid request") for a 400, else ``status*100+1``
@@ -48,8 +49,10 @@ def error(status: int, text: str, code: int | None = None) -> web.Response:
     code = code or (40000 if status == 400 else status * 100 + 1)
     body: dict[str, Any] = {"code": code, "http": status, "error": text}
     known = CODES.get(code)
-    if known is not None and known[0] == status and known[2]:
-        body["link"] = known[2]
+    link = link or (known[2] if known is not None and known[0] == status else None)
+    link = link or ntfy_api.status_link(status)
+    if link:
+        body["link"] = link
     return web.json_response(body, status=status, dumps=dumps)
 
 
@@ -65,7 +68,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except NtfyError as exc:
         answer = web.json_response(exc.body(), status=exc.http, dumps=dumps)
     except MessageError as exc:
-        answer = error(413 if "above the limit" in str(exc) else 400, str(exc))
+        status = 413 if "above the limit" in str(exc) else 400
+        answer = error(status, str(exc), *ntfy_api.message_error_code(status, exc))
     except AuthError as exc:
         answer = error(401, str(exc))
     except Forbidden as exc:
@@ -299,15 +303,6 @@ async def receipts_get(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
-async def stats(request: web.Request) -> web.Response:
-    """``GET /v1/stats``: per readable topic, published/delivered/displayed/clicked."""
-    state: RelayState = request.app["state"]
-    ident = state.identify(request)
-    table = await state.to_thread(state.store.topic_stats)
-    visible = {t: v for t, v in table.items() if ident.grant.allows("read", t)}
-    return web.json_response({"topics": visible})
-
-
 async def health(request: web.Request) -> web.Response:
     """``GET /v1/health``: up, counts, and the upstream bridge's state."""
     state: RelayState = request.app["state"]
@@ -326,22 +321,27 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    return error(404, f"no such endpoint: {request.method} {request.path[:80]!r}")
+    return error(404, f"page not found: no endpoint {request.method} {request.path[:80]!r}")
 
 
 def make_app(state: RelayState) -> web.Application:
     """The aiohttp application with every route of the relay's API."""
     app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
+    app.on_response_prepare.append(ntfy_api.cors)
     r = app.router
     r.add_get("/v1/health", health)
     r.add_post("/v1/receipts", receipts_post)
     r.add_get("/v1/messages/{id}/receipts", receipts_get)
-    r.add_get("/v1/stats", stats)
     r.add_get("/metrics", metrics)
+    ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS
     r.add_post("/", publish_json)
-    r.add_get(r"/{topics}/{fmt:json|sse|ws}", subscribe)
-    r.add_route("PUT", "/{topic}", publish)
-    r.add_route("POST", "/{topic}", publish)
+    r.add_put("/", publish_json)
+    r.add_get(r"/{topics}/{fmt:json|sse|raw|ws}", subscribe)
+    topic_publish = ntfy_api.poll_requests(publish)  # X-Poll-ID: a poll_request, else publish
+    r.add_get(r"/{topic}/{verb:publish|send|trigger}", topic_publish)  # ntfy's GET publishing
+    r.add_get("/{topic}", ntfy_api.topic_get)
+    r.add_route("PUT", "/{topic}", topic_publish)
+    r.add_route("POST", "/{topic}", topic_publish)
     r.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -1,4 +1,4 @@
-"""Subscribe endpoints: ``GET /<topics>/json|sse|ws`` with ``since=``, ``poll=1`` and filters.
+"""Subscribe endpoints: ``GET /<topics>/json|sse|raw|ws`` with ``since=``, ``poll=1`` and filters.
 
 One handler serves the three formats; a small sink per format writes events. The order of
 operations is what makes the replay/live seam exact (see ``edge_relay.hub``): register the
@@ -17,14 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from agent.envelope import dumps, new_id
-from agent.errors import MessageError
 from agent.ntfyproto import fields
 from agent.ntfyproto.fields import Request
 from agent.ntfyproto.since import parse_since
 from agent.store import Stored
 from agent.timeparse import Since
 from edge_relay.auth import Identity
-from edge_relay.core import Filters, parse_topic_list
+from edge_relay.core import Filters, event_of, header_value, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -39,6 +38,9 @@ def event(kind: str, topics: str, **extra: Any) -> dict[str, Any]:
     return {"id": new_id(), "time": int(time.time()), "event": kind, "topic": topics, **extra}
 
 
+_CONTENT_TYPES = {"json": "application/x-ndjson", "sse": "text/event-stream", "raw": "text/plain"}
+
+
 class Sink:
     """Writes events to one HTTP stream (``json`` or ``sse``)."""
 
@@ -48,7 +50,7 @@ class Sink:
         self.body: asyncio.Task[None] | None = None
         self.ended: str | None = None
         """Why the auth file no longer allows this stream (``end``), or None."""
-        ctype = "application/x-ndjson" if fmt == "json" else "text/event-stream"
+        ctype = _CONTENT_TYPES.get(fmt, "application/json")  # ws: replaced by its own response
         self.response: web.StreamResponse = web.StreamResponse(
             headers={"Content-Type": f"{ctype}; charset=utf-8", "Cache-Control": "no-cache"}
         )
@@ -59,6 +61,10 @@ class Sink:
     async def send(self, ev: dict[str, Any]) -> None:
         """A control event (``open``, ``keepalive``)."""
         await self.send_text(ev["event"], ev["id"], dumps(ev))
+
+    async def send_message(self, item: Stored, data: str) -> None:
+        """A message; ``data`` is its event (``hub.wire``) as JSON text."""
+        await self.send_text(event_of(item.message), item.message.id, data)
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         """An event already encoded as JSON text."""
@@ -87,6 +93,24 @@ class Sink:
     def direct(self) -> Callable[[list[Live]], bool] | None:
         """A synchronous writer for live messages, if this sink has one."""
         return None
+
+
+class RawSink(Sink):
+    """ntfy's ``/raw`` stream (``handleSubscribeRaw``): a message event is its text on one
+    line (newlines in it become spaces); every other event (``open``, ``keepalive``) is an
+    empty line."""
+
+    def __init__(self, request: web.Request) -> None:
+        super().__init__(request, "raw")
+
+    async def send_message(self, item: Stored, data: str) -> None:
+        if event_of(item.message) != "message":
+            await self.response.write(b"\n")  # ntfy: only message events carry text
+            return
+        await self.response.write(item.message.message.replace("\n", " ").encode() + b"\n")
+
+    async def send_text(self, kind: str, event_id: str, data: str) -> None:
+        await self.response.write(b"\n")
 
 
 class WsSink(Sink):
@@ -170,10 +194,33 @@ def _forget(failure: BaseException | None) -> None:
         failure.__context__ = None
 
 
+def param(request: web.Request, *names: str) -> str | None:
+    """A parameter as ntfy's server reads one (``readParam``): the first non-empty of the
+    headers ``names`` (RFC 2047 decoded, see ``core.header_value``), then of the query
+    parameters ``names`` (lower case), trimmed; None when none is set. Headers win over the
+    query."""
+    for name in names:
+        value = header_value(name, request.headers.get(name, "")).strip()
+        if value:
+            return value
+    for name in names:
+        value = request.query.get(name.lower(), "").strip()
+        if value:
+            return value
+    return None
+
+
 def parse_request(
     request: web.Request, state: RelayState
 ) -> tuple[tuple[str, ...], Since | None, bool, Filters]:
-    """Topics, since, poll and filters from a subscribe request; MessageError for bad ones."""
+    """Topics, since, poll and filters from a subscribe request; MessageError for bad ones.
+
+    Each parameter has ntfy's names (``parseSubscribeParams``): ``X-Poll``/``poll``/``po``,
+    ``X-Since``/``since``/``si``, and the filters ``X-ID``/``id``, ``X-Message``/
+    ``message``/``m``, ``X-Title``/``title``/``t``, ``X-Priority``/``priority``/``prio``/``p``,
+    ``X-Tags``/``tags``/``tag``/``ta``. ``since=none`` (and no ``since`` without ``poll``)
+    replays nothing: returned as None.
+    """
     topics = parse_topic_list(
         request.match_info["topics"], limit=state.cfg.limits.max_topics_per_subscription
     )
@@ -182,20 +229,27 @@ def parse_request(
     poll = parts.read_bool(fields.POLL, False)
     # ntfy's since= rule: none/empty → nothing, since=30 a unix time, garbage → 40008
     since = parse_since(parts.read(fields.SINCE), poll=poll, now=time.time())
-    try:
-        filters = Filters.parse(
-            q.get("priority", request.headers.get("X-Priority")),
-            q.get("tags", request.headers.get("X-Tags")),
-        )
-    except MessageError as exc:
-        raise MessageError(f"priority filter: {exc}", field="priority") from None
+    filters = Filters.parse(
+        parts.read(fields.PRIORITY),
+        parts.read(fields.TAGS),
+        id=parts.read(fields.FILTER_ID),
+        message=parts.read(fields.MESSAGE),
+        title=parts.read(fields.TITLE),
+    )
     return topics, since, poll, filters
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:
-    """``GET /<t1>,<t2>/json|sse|ws``."""
+    """``GET /<t1>,<t2>/json|sse|raw|ws``."""
     state: RelayState = request.app["state"]
     fmt = request.match_info["fmt"]
+    if fmt == "ws" and request.headers.get("Upgrade", "").lower() != "websocket":
+        raise web.HTTPBadRequest(
+            text=dumps({"code": 40016, "http": 400,
+                        "error": "invalid request: client not using the websocket protocol",
+                        "link": "https://ntfy.sh/docs/subscribe/api/#websockets"}),
+            content_type="application/json",
+        )  # fmt: skip
     topics, since, poll, filters = parse_request(request, state)
     ident = state.identify(request)
     for topic in topics:
@@ -203,12 +257,15 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     client = request.remote or "?"
     if state.subs_per_client[client] >= state.cfg.limits.max_subscriptions:
         raise web.HTTPTooManyRequests(
-            text=dumps({"code": 42901, "http": 429,
+            text=dumps({"code": 42903, "http": 429,  # ntfy's code for this limit
                         "error": f"too many subscriptions from this client "
-                                 f"(limit {state.cfg.limits.max_subscriptions})"}),
+                                 f"(limit {state.cfg.limits.max_subscriptions})",
+                        "link": "https://ntfy.sh/docs/publish/#limitations"}),
             content_type="application/json",
         )  # fmt: skip
-    sink: Sink = WsSink(request) if fmt == "ws" else Sink(request, fmt)
+    sink: Sink = (
+        WsSink(request) if fmt == "ws" else RawSink(request) if fmt == "raw" else Sink(request, fmt)
+    )
 
     def overflow() -> None:
         state.metrics.dropped.inc()
@@ -272,7 +329,7 @@ async def _stream(
         if item is None:
             await sink.send(event("keepalive", topics))
         else:
-            await sink.send_text("message", item.stored.message.id, item.text)
+            await sink.send_message(item.stored, item.text)
             state.metrics.delivered.inc()
 
 
@@ -288,7 +345,7 @@ async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) 
         )  # fmt: skip
         for item in rows:
             if sub.fresh(item) and sub.filters.match(item.message):
-                await sink.send_text("message", item.message.id, wire(item))
+                await sink.send_message(item, wire(item))
                 state.metrics.delivered.inc()
         if len(rows) < _PAGE or since.kind == "latest":
             return

@@ -97,7 +97,10 @@ def test_relay_sigkilled_twice_during_a_backlog(tmp_path: Path) -> None:
             r = pushagent("status", "--json", home=agent.home)
             return r.returncode, json.loads(r.stdout)
 
-        wait_for(lambda: status()[1].get("state") == "connected", timeout=30)
+        # The daemon rewrites its status file on a state change at once and for a new last
+        # message within a second: wait for both, not just the first.
+        wait_for(lambda: status()[1].get("state") == "connected"
+                 and status()[1].get("last_message_id") == ids[-1], timeout=30)  # fmt: skip
         code, st = status()
         assert code == 0 and st["server"] == relay.url and st["messages"] == N
         assert st["last_message_id"] == ids[-1] and isinstance(st["since"], float)
