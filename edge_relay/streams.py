@@ -228,7 +228,10 @@ def parse_request(
     parts = Request(request.headers.items(), q, max_value=state.cfg.limits.message_size)
     poll = parts.read_bool(fields.POLL, False)
     # ntfy's since= rule: none/empty → nothing, since=30 a unix time, garbage → 40008
-    since = parse_since(parts.read(fields.SINCE), poll=poll, now=time.time())
+    # An id the relay stores but ntfy's id rule does not know (a publisher's own) resumes
+    # too: one indexed lookup on the loop, only for such a value.
+    since = parse_since(parts.read(fields.SINCE), poll=poll, now=time.time(),
+                        known_id=lambda i: state.store.seq_of(i) is not None)  # fmt: skip
     filters = Filters.parse(
         parts.read(fields.PRIORITY),
         parts.read(fields.TAGS),

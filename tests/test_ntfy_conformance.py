@@ -382,3 +382,13 @@ def test_subscribe_reads_since_by_its_aliases() -> None:
                            ({}, {"since": "all"})):  # fmt: skip
         assert Request(headers, query).read(fields.SINCE) == "all"
     assert Request({}, {"po": "1"}).read_bool(fields.POLL, False) is True
+
+
+def test_since_a_stored_id_outside_ntfys_id_rule_resumes_and_an_unknown_word_is_40008() -> None:
+    """A publisher's own id (``m0001``: not 12 characters, no ``-_.:``) that the relay stores is
+    a resume point, or an agent resuming with it would get 400 forever (the failover test's
+    relay restart did); the same word, not stored, keeps ntfy's 40008."""
+    stored = {"m0001"}.__contains__
+    assert parse_since("m0001", poll=False, now=NOW, known_id=stored) == Since("id", id="m0001")
+    assert code_of(parse_since, "garbage", poll=False, now=NOW, known_id=stored) == 40008
+    assert code_of(parse_since, "m0001", poll=False, now=NOW) == 40008

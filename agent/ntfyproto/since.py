@@ -18,6 +18,7 @@ never do) is taken as an id too, after the rules above.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from agent.envelope import check_id
 from agent.errors import MessageError
@@ -35,9 +36,16 @@ _GO_DURATION = re.compile(r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs
 _GO_MAX = (2**63 - 1) / 1e9  # time.Duration is int64 nanoseconds
 
 
-def parse_since(value: str, *, poll: bool, now: float) -> Since | None:
+def parse_since(
+    value: str, *, poll: bool, now: float, known_id: Callable[[str], bool] | None = None
+) -> Since | None:
     """The replay start for ``value`` (already trimmed, ``""`` when absent), or None for
-    "nothing cached"; NtfyError 40008 for a value ntfy refuses."""
+    "nothing cached"; NtfyError 40008 for a value ntfy refuses.
+
+    ``known_id`` (the relay: "is this the id of a stored message?") is asked last, for a
+    valid id that matches no other rule: a publisher may choose ids such as ``door42`` and an
+    agent resumes with ``since=<its last id>``, which must never turn into a 400 it retries
+    forever. Only a word that is no stored id gets 40008."""
     if not value:
         return Since("all") if poll else None
     if value == "all":
@@ -61,11 +69,21 @@ def parse_since(value: str, *, poll: bool, now: float) -> Since | None:
             return Since("id", id=check_id(value))
         except MessageError:
             pass
+    if known_id is not None and _is_id(value) and known_id(value):
+        return Since("id", id=value)
     raise NtfyError(
         40008,
         f"{value[:40]!r} is not all, latest, none, a message id, a unix time or a duration",
         field="since",
     )
+
+
+def _is_id(value: str) -> bool:
+    try:
+        check_id(value)
+    except MessageError:
+        return False
+    return True
 
 
 def go_duration(text: str) -> float | None:
