@@ -370,8 +370,10 @@ def check_unicode(text: str, obj: Any, field: str) -> None:
                 "not Unicode text",
                 field=field,
             ) from None
-        except (ValueError, RecursionError):
-            pass  # NaN or depth from another decoder: not this check's to judge (from_fields)
+        except (ValueError, RecursionError, TypeError):
+            # NaN, depth or a placeholder object from another decoder (ntfyproto keeps NaN as
+            # one to name its key): not this check's to judge (from_fields / its caller)
+            pass
 
 
 # check_unicode's encoder: NaN allowed, so the only thing it can find is the surrogate.

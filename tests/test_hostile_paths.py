@@ -251,8 +251,9 @@ def _post(relay: Relay, body: bytes) -> tuple[int, Any]:
 
 
 HOSTILE_PUBLISHES = [
-    b'{"topic": "alerts", "message": "m", "actions": [{"action": "view", "label": "x", '
-    b'"url": "http://x", "n": 1e400}]}',
+    # In a key the relay reads (ntfy drops unknown action keys, so "n": 1e400 is just dropped)
+    b'{"topic": "alerts", "message": "m", "actions": [{"action": "http", "label": "x", '
+    b'"url": "http://x", "headers": {"n": 1e400}}]}',
     b'{"topic": "alerts", "message": "m", "actions": [{"action": "view", "label": "x", '
     b'"url": "http://x", "n": NaN}]}',
     b'{"topic": "alerts", "message": "m", "tags": {"\\ud800\\udc00": -1e400}}',

@@ -392,3 +392,11 @@ def test_since_a_stored_id_outside_ntfys_id_rule_resumes_and_an_unknown_word_is_
     assert parse_since("m0001", poll=False, now=NOW, known_id=stored) == Since("id", id="m0001")
     assert code_of(parse_since, "garbage", poll=False, now=NOW, known_id=stored) == 40008
     assert code_of(parse_since, "m0001", poll=False, now=NOW) == 40008
+
+
+def test_json_publish_with_nan_beside_a_surrogate_escape_is_40024_not_a_crash() -> None:
+    """Found by tests/test_hostile_paths.py's generator: the surrogate check re-encoded the
+    parsed body, met the NaN placeholder, and raised TypeError (a 500 at the relay)."""
+    body = b'{"topic":"alerts","message":"m","id":{"":NaN,"\\ud800\\udc00":1e400}}'
+    assert code_of(parse_json_publish, Request([], {}, max_value=4096), body,
+                   max_size=4096) == 40024  # fmt: skip
