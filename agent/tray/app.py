@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import webbrowser
+from types import ModuleType
 from typing import Any
 
 from agent import dnd
@@ -19,6 +20,7 @@ from agent.commands.read import mark_read
 from agent.config import AgentConfig
 from agent.notify.desktop import safe_url
 from agent.store import Store
+from agent.tray import backend
 from agent.tray import icon as drawing
 from agent.tray.model import UNREAD_STATES, Entry, Recent, Snapshot, menu_entries
 from agent.tray.service import ServiceHandle, start_service
@@ -69,16 +71,18 @@ def _enable_clicks(icon: Any) -> None:
 class TrayApp:
     """``run()`` blocks in pystray's loop until Quit (or ``stop()``)."""
 
-    def __init__(self, cfg: AgentConfig, *, with_service: bool = True) -> None:
+    def __init__(
+        self, cfg: AgentConfig, *, with_service: bool = True, pystray: ModuleType | None = None
+    ) -> None:
+        # pystray first (``backend.load``): without a tray, no store is opened, no service run.
+        self._pystray = backend.load() if pystray is None else pystray
         self.cfg = cfg
         self.store = Store(cfg.paths.db).open()
         self.service = start_service(cfg) if with_service else None
         self.snapshot: Snapshot | None = None
         self._stopping = threading.Event()
         self._history: subprocess.Popen[bytes] | None = None
-        import pystray
-
-        self._pystray = pystray
+        pystray = self._pystray
         snap = read_snapshot(cfg, self.store, self.service)
         self.icon = pystray.Icon(
             "edgepush", drawing.draw(snap.state, snap.unread, connected=snap.connected),
