@@ -1,7 +1,8 @@
 """The pystray side of the tray: icon, menu, callbacks, and the refresh thread.
 
-Only this module imports pystray. On plain X11 (pystray's xorg backend) there is no popup
-menu: a click runs the default entry, "Open history", whose window offers the rest.
+pystray comes from ``agent.tray.backend`` (which imports it); its X11 icon is mended in
+``agent.tray.xembed``. On plain X11 (pystray's xorg backend) there is no popup menu: a click
+runs the default entry, "Open history", whose window offers the rest.
 """
 
 from __future__ import annotations
@@ -56,16 +57,14 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
     )
 
 
-def _enable_clicks(icon: Any) -> None:
-    """pystray 0.19's X11 backend handles ButtonPress but never selects it on its window, so
-    a click on the icon did nothing; select it (only on that backend)."""
-    window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
-    if window is None or display is None or not hasattr(window, "change_attributes"):
-        return
-    from Xlib import X
+def icon_class(pystray: ModuleType) -> Any:
+    """pystray's Icon for the backend it picked; its X11 one mended (``agent.tray.xembed``)."""
+    base = pystray.Icon
+    if base.__module__ != "pystray._xorg":
+        return base
+    from agent.tray import xembed
 
-    window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
-    display.flush()
+    return xembed.subclass(base)
 
 
 class TrayApp:
@@ -84,7 +83,7 @@ class TrayApp:
         self._history: subprocess.Popen[bytes] | None = None
         pystray = self._pystray
         snap = read_snapshot(cfg, self.store, self.service)
-        self.icon = pystray.Icon(
+        self.icon = icon_class(pystray)(
             "edgepush", drawing.draw(snap.state, snap.unread, connected=snap.connected),
             snap.title, self._menu(snap),
         )  # fmt: skip
@@ -95,7 +94,6 @@ class TrayApp:
 
         def setup(icon: Any) -> None:
             icon.visible = True
-            _enable_clicks(icon)
             refresher.start()
 
         try:
