@@ -70,6 +70,13 @@ def _install_doc_tray_command(server: str) -> list[str]:
     return [server if a == "mqtt://broker.lan:1883" else a for a in argv[1:]]
 
 
+def _one_icon(desktop: Desktop) -> list[str] | None:
+    """Exactly one icon window, once docking settles (for an instant while pystray docks into
+    the tray, a search can see two windows of that name; CI saw it once)."""
+    found = desktop.windows("^edgepush: ")
+    return found if len(found) == 1 else None
+
+
 def _shot(desktop: Desktop, path: Path, window: str) -> Image.Image:
     desktop.screenshot(path, window=window)
     with Image.open(path) as img:
@@ -96,13 +103,7 @@ def test_tray_icon_under_xvfb(
             env={**child_env(home), **desktop.env}, stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
     try:
-        # Exactly one icon window once docking settles (for an instant while pystray docks
-        # into the tray, a search can see two windows of that name; CI saw it once).
-        def one_icon() -> list[str] | None:
-            found = desktop.windows("^edgepush: ")
-            return found if len(found) == 1 else None
-
-        (win,) = wait_for(one_icon, timeout=30, what="exactly one tray icon window")
+        (win,) = wait_for(lambda: _one_icon(desktop), timeout=30, what="one icon window")
         wait_for(
             lambda: desktop.xdotool("getwindowname", win) == f"edgepush: {state}",
             timeout=30,
@@ -234,7 +235,7 @@ def _icon_in_panel(desktop: Desktop, home: Path, shot: Path) -> Image.Image:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        (win,) = wait_for(lambda: desktop.windows("^edgepush: "), timeout=30, what="icon")
+        (win,) = wait_for(lambda: _one_icon(desktop), timeout=30, what="one icon window")
         slot = desktop.wait_docked(win)
 
         def drawn() -> Image.Image | None:
@@ -276,3 +277,27 @@ def test_icon_docks_when_the_panel_comes_later(
     log_text = (tmp_path / "tray.log").read_text()
     assert "Traceback" not in log_text
     assert log_text.count(xembed.UNDOCKED) == 1, log_text
+
+
+@pytest.mark.desktop
+def test_sigterm_while_the_tray_starts(desktop: Desktop, home: Path, tmp_path: Path) -> None:
+    """SIGTERM the moment the icon window exists (logout right after login): the tray ends.
+
+    Before, 3 of 15 such tries hung for good: the loop ended while pystray's setup thread
+    waited on it for an answer to ``visible = True``, and that thread kept the process alive.
+    """
+    desktop.start_tray_host()
+    for i in range(12):
+        tray = spawn(
+            "agent", ["tray", "--no-service"], env={**child_env(home), **desktop.env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: desktop.windows("^edgepush: "), timeout=30, interval=0.001)
+            tray.send_signal(signal.SIGTERM)
+            # 0: stopped by the handler; -15: the signal came before it was installed
+            assert tray.wait(15) in (0, -signal.SIGTERM), f"round {i}"
+        finally:
+            if tray.poll() is None:
+                tray.kill()
+                tray.wait()

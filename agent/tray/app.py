@@ -80,6 +80,8 @@ class TrayApp:
         self.service = start_service(cfg) if with_service else None
         self.snapshot: Snapshot | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._loop_ready = self._icon_stopped = False
         self._history: subprocess.Popen[bytes] | None = None
         pystray = self._pystray
         snap = read_snapshot(cfg, self.store, self.service)
@@ -94,16 +96,39 @@ class TrayApp:
 
         def setup(icon: Any) -> None:
             icon.visible = True
+            with self._lock:
+                self._loop_ready = True
+            if self._stopping.is_set():  # stop() came before the loop could take it
+                self._stop_icon()
+                return
             refresher.start()
 
+        if self._stopping.is_set():
+            self._shutdown()
+            return
         try:
             self.icon.run(setup=setup)
         finally:
             self._shutdown()
 
     def stop(self) -> None:
+        """End the tray, from any thread or a signal handler, also before its loop runs."""
         self._stopping.set()
-        self.icon.stop()
+        with self._lock:
+            ready = self._loop_ready
+        if ready:
+            self._stop_icon()
+
+    def _stop_icon(self) -> None:
+        with self._lock:
+            if self._icon_stopped:
+                return
+            self._icon_stopped = True
+        request = getattr(self.icon, "request_stop", None)  # agent.tray.xembed's
+        if request is not None:
+            request()
+        else:
+            self.icon.stop()
 
     def _shutdown(self) -> None:
         self._stopping.set()

@@ -25,6 +25,7 @@ from agent.tray import icon as drawing
 
 UNDOCKED = "no system tray to dock the icon into yet; it appears when one starts"
 UNDOCKED_EVERY = 60.0  # seconds between two of those lines
+_WAITERS = 8  # answers posted when the loop ends: more than the threads that call into it
 
 
 class _QuietUndocked(logging.Filter):
@@ -55,6 +56,7 @@ class _QuietUndocked(logging.Filter):
 
 def subclass(base: Any) -> Any:
     """``base`` (``pystray._xorg.Icon``) with the three mends above."""
+    import Xlib.display
     from PIL import Image
     from Xlib import X
 
@@ -78,6 +80,45 @@ def subclass(base: Any) -> Any:
                     pystray_messages(event)
 
             self._message_handlers[X.ClientMessage] = on_client_message
+            self._loop_done = False
+            for name in ("_show", "_hide", "_update_icon", "_update_title", "_stop"):
+                setattr(self, name, self._unless_done(getattr(self, name)))
+
+        def request_stop(self) -> None:
+            """Ask the loop to stop, from any thread or a signal handler, through an X
+            connection of its own: pystray's ``stop()`` from another thread posts on the loop's
+            shared connection and waits, and python-xlib then hung now and then with the loop
+            waiting for a reply the other thread had read."""
+            display = Xlib.display.Display(self._display.get_display_name())
+            try:
+                window = display.create_resource_object("window", self._window.id)
+                event = Xlib.display.event.ClientMessage(
+                    window=window,
+                    client_type=display.intern_atom("_PYSTRAY__STOP"),  # pystray's name for _stop
+                    data=(32, (X.CurrentTime, 0, 0, 0, 0)),
+                )
+                window.send_event(event, event_mask=X.NoEventMask)
+                display.flush()
+            finally:
+                display.close()
+
+        def _unless_done(self, dispatched: Any) -> Any:
+            def call() -> None:
+                if not self._loop_done:
+                    dispatched()
+
+            return call
+
+        def _mainloop(self) -> None:
+            try:
+                super()._mainloop()
+            finally:
+                # pystray's calls from other threads post to the loop and wait for its
+                # answer; one posted as the loop ended (SIGTERM during start-up: the setup
+                # thread's ``visible = True``) waited forever and the process never exited.
+                self._loop_done = True
+                for _ in range(_WAITERS):
+                    self._queue.put(True)
 
         def _announces_manager(self, event: Any) -> bool:
             if event.client_type != self._manager_atom:
