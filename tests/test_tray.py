@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from agent.store import Store
-from agent.tray import icon, xembed
+from agent.tray import history, icon, xembed
 from agent.tray.model import Recent, Snapshot, menu_entries
 from tests.desktop import Desktop
 from tests.helpers import ROOT, child_env, spawn, wait_for
@@ -301,3 +301,15 @@ def test_sigterm_while_the_tray_starts(desktop: Desktop, home: Path, tmp_path: P
             if tray.poll() is None:
                 tray.kill()
                 tray.wait()
+
+
+def test_history_window_lists_like_history_newest_last(home: Path) -> None:
+    with Store(home / "data" / "pushagent.db").open() as store:
+        store.insert_batch([msg(title=f"m{i}") for i in range(3)])
+        window = history.lines(store)
+    assert [w.split("  ")[-1] for w in window] == ["m0: hello", "m1: hello", "m2: hello"]
+    r = subprocess.run(
+        [*_agent(), "history"], env=child_env(home), capture_output=True, text=True, check=True
+    )
+    listed = [t for line in r.stdout.splitlines() for t in ("m0", "m1", "m2") if t in line]
+    assert listed == ["m0", "m1", "m2"]  # the same order as the window's
