@@ -285,6 +285,12 @@ def location_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: str(Path(env[k]).expanduser().resolve()) for k in LOCATION_VARS if env.get(k)}
 
 
+def pystray_backend(env: Mapping[str, str] | None = None) -> str | None:
+    """``PYSTRAY_BACKEND`` when set: pystray reads it itself; the tray then does not choose."""
+    env = os.environ if env is None else env
+    return env.get("PYSTRAY_BACKEND") or None
+
+
 def read_toml(path: Path, *, required: bool) -> dict[str, Any]:
     """The TOML table in ``path``; a missing optional file is an empty table."""
     try:

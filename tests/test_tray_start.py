@@ -10,6 +10,7 @@ non-blocking ``accept`` after the process has exited shows whether it ever conne
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from agent.tray import backend
-from tests.helpers import child_env
+from tests.desktop import Desktop
+from tests.helpers import child_env, wait_for
 
 
 @pytest.fixture
@@ -128,3 +130,57 @@ def test_install_hint_per_install_method(
         checkout=Path(checkout) if checkout else None,
     )
     assert got.startswith(hint), got
+
+
+@pytest.mark.parametrize(
+    ("sni_host", "appindicator", "chosen"),
+    [(True, True, "appindicator"), (True, False, "xorg"), (False, True, "xorg"),
+     (False, False, "xorg")],
+)  # fmt: skip
+def test_backend_choice(sni_host: bool, appindicator: bool, chosen: str) -> None:
+    assert backend.choose(sni_host=sni_host, appindicator=appindicator) == chosen
+
+
+# Owns org.kde.StatusNotifierWatcher on the session bus until its stdin closes. Only the
+# name, not a real SNI host: enough for detection; a real host is not proven here.
+WATCHER_NAME = """
+import asyncio, sys
+from dbus_fast.aio import MessageBus
+async def main():
+    bus = await MessageBus().connect()
+    await bus.request_name("org.kde.StatusNotifierWatcher")
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.desktop
+def test_sni_host_detected_on_the_session_bus(bare_desktop: Desktop, home: Path) -> None:
+    env = {**child_env(home), **bare_desktop.env}
+    probe = [sys.executable, "-c", "from agent.tray import backend as b; "
+             "print(b.sni_host_present())"]  # fmt: skip
+    assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout == "False\n"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", WATCHER_NAME], env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == "ready\n"
+        assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout == "True\n"
+        # no PyGObject here: the tray says what the menu needs and keeps the X11 icon
+        bare_desktop.start_tray_host()
+        tray = subprocess.Popen(
+            [sys.executable, "-m", "agent", "tray", "--no-service"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            (win,) = wait_for(lambda: bare_desktop.windows("^edgepush: "), timeout=30)
+            assert bare_desktop.wait_docked(win) == (24, 46)
+        finally:
+            tray.send_signal(signal.SIGTERM)
+            _, err = tray.communicate(timeout=20)
+        assert tray.returncode == 0
+        assert err.count(backend.SNI_PACKAGES) == 1, err
+    finally:
+        owner.communicate("", timeout=10)

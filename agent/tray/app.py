@@ -58,8 +58,11 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
 
 
 def icon_class(pystray: ModuleType) -> Any:
-    """pystray's Icon for the backend it picked; its X11 one mended (``agent.tray.xembed``)."""
-    base = pystray.Icon
+    """The Icon of the backend for this desktop (``backend.icon_class``: StatusNotifierItem
+    where there is a host for it, else X11); the X11 one mended (``agent.tray.xembed``)."""
+    from agent.config import pystray_backend
+
+    base = backend.icon_class(pystray, forced=pystray_backend())
     if base.__module__ != "pystray._xorg":
         return base
     from agent.tray import xembed

@@ -9,13 +9,16 @@ service, so a tray that cannot show leaves nothing behind: no database, no conne
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import agent
 from agent.errors import UsageError
 
+log = logging.getLogger("pushagent.tray")
 # The source checkout this agent runs from (``pip install -e`` or PYTHONPATH), if it is one.
 _ROOT = Path(agent.__file__).resolve().parent.parent
 CHECKOUT: Path | None = _ROOT if (_ROOT / "pyproject.toml").is_file() else None
@@ -61,6 +64,82 @@ def _no_display(exc: BaseException) -> UsageError:
     else:
         why = f"cannot open the display: {exc}"
     return UsageError(f"the tray needs a graphical session, and {why}; {NO_TRAY}")
+
+
+SNI_WATCHER = "org.kde.StatusNotifierWatcher"
+SNI_PACKAGES = "python3-gi gir1.2-ayatanaappindicator3-0.1"
+
+
+def choose(*, sni_host: bool, appindicator: bool) -> str:
+    """pystray's backend for this desktop. Pure.
+
+    A StatusNotifierItem host (GNOME with the AppIndicator extension, KDE, XFCE, most
+    panels) shows a real menu and the count through pystray's ``appindicator`` backend,
+    which needs PyGObject and AyatanaAppIndicator; plain X11 trays keep the ``xorg`` one.
+    """
+    return "appindicator" if sni_host and appindicator else "xorg"
+
+
+def sni_host_present(timeout: float = 2.0) -> bool:
+    """Whether the session bus has a StatusNotifierWatcher (the SNI host's registry)."""
+    import asyncio
+
+    async def ask() -> bool:
+        from dbus_fast import BusType, Message
+        from dbus_fast.aio import MessageBus
+
+        bus = await MessageBus(bus_type=BusType.SESSION).connect()
+        try:
+            reply = await bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="NameHasOwner",
+                    signature="s",
+                    body=[SNI_WATCHER],
+                )
+            )
+        finally:
+            bus.disconnect()
+        return bool(reply is not None and reply.body and reply.body[0])
+
+    try:
+        return asyncio.run(asyncio.wait_for(ask(), timeout))
+    except Exception:  # no bus, no dbus-fast, a slow bus: no SNI host we can use  # noqa: BLE001
+        return False
+
+
+def _appindicator_importable() -> bool:
+    try:
+        import gi  # type: ignore[import-not-found, unused-ignore]
+
+        gi.require_version("AyatanaAppIndicator3", "0.1")
+        from gi.repository import AyatanaAppIndicator3  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def icon_class(pystray: ModuleType, *, forced: str | None) -> Any:
+    """The Icon class to use: ``forced`` (PYSTRAY_BACKEND, honoured by pystray itself) or
+    ``choose``'s pick; on Linux only (macOS and Windows have one backend each)."""
+    if forced or not sys.platform.startswith("linux"):
+        return pystray.Icon
+    sni = sni_host_present()
+    appindicator = sni and _appindicator_importable()
+    name = choose(sni_host=sni, appindicator=appindicator)
+    if sni and not appindicator:
+        log.warning(
+            "this desktop has a StatusNotifierItem host, but the tray menu there needs "
+            "PyGObject and AyatanaAppIndicator (Debian: %s); using the plain X11 icon",
+            SNI_PACKAGES,
+        )
+    try:
+        return importlib.import_module(f"pystray._{name}").Icon
+    except Exception as exc:  # noqa: BLE001 - the backend pystray picked still works
+        log.warning("pystray's %s backend cannot load (%s); using its default", name, exc)
+        return pystray.Icon
 
 
 def load() -> ModuleType:
