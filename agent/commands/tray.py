@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 
 from agent.commands import common, load_config
@@ -51,7 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from agent.tray.app import TrayApp
 
     app = TrayApp(cfg, with_service=not args.no_service, pystray=pystray)
-    # SIGTERM (logout, autostart stop) ends the tray like Quit does.
-    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    # SIGTERM (logout, autostart stop) and Ctrl-C end the tray like Quit does; the wakeup
+    # pipe lets the refresh thread see them too (see TrayApp.watch_signals).
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    app.watch_signals(read_end)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: app.stop())
     app.run()
     return 0
