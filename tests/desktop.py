@@ -151,6 +151,18 @@ class Desktop:
             env={**os.environ, **self.env},
         )  # fmt: skip
         wait_for(lambda: self.windows("^panel$"), timeout=20, what="trayer's panel")
+        # and until it owns the tray selection: its panel window comes first, and a dock
+        # request in between is dropped (the icon then waits for trayer's MANAGER message)
+        wait_for(self._tray_selection_owned, timeout=20, what="trayer owning the tray")
+
+    def _tray_selection_owned(self) -> bool:
+        from Xlib import X, display
+
+        d = display.Display(self.env["DISPLAY"])
+        try:
+            return bool(d.get_selection_owner(d.intern_atom("_NET_SYSTEM_TRAY_S0")) != X.NONE)
+        finally:
+            d.close()
 
     def stop_tray_host(self) -> None:
         trayer, self._trayer = self._trayer, None

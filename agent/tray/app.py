@@ -184,11 +184,8 @@ class TrayApp:
         return self._stopping.is_set()
 
     def _refresh_loop(self) -> None:
-        redock = getattr(self.icon, "redock_if_needed", None)  # agent.tray.xembed's
         while not self._wait():
             try:
-                if redock is not None:
-                    redock()
                 self.refresh()
             except Exception:  # one bad read must not freeze the icon for good
                 log.exception("tray refresh failed")

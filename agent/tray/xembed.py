@@ -96,30 +96,6 @@ def subclass(base: Any) -> Any:
             finally:
                 display.close()
 
-        def redock_if_needed(self) -> None:
-            """Ask the loop to dock again if the icon is still not in a tray though one is
-            there: a dock request that reaches a tray still setting up is dropped, and its
-            MANAGER announcement came before. Called by the tray's refresh thread (only
-            it), over an X connection of its own, as ``request_stop``."""
-            if self._loop_done:
-                return
-            side = getattr(self, "_side", None)
-            if side is None:
-                side = self._side = Xlib.display.Display(self._display.get_display_name())
-            window = side.create_resource_object("window", self._window.id)
-            root = side.screen().root
-            if window.query_tree().parent.id != root.id:
-                self._undocked_seen = 0
-                return  # docked
-            if side.get_selection_owner(self._net_system_tray_sx) == X.NONE:
-                return  # no tray: MANAGER will come
-            # twice in a row (a second apart): not a dock that is under way
-            self._undocked_seen = getattr(self, "_undocked_seen", 0) + 1
-            if self._undocked_seen < 2:
-                return
-            self._undocked_seen = 0
-            self._post(side, window, "_PYSTRAY__SHOW")  # pystray's name for _show
-
         def _post(self, display: Any, window: Any, atom: str) -> None:
             event = Xlib.display.event.ClientMessage(
                 window=window,
