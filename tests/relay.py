@@ -11,7 +11,8 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,19 @@ class Relay:
             status, raw = r.status, r.read()
         assert status == 200
         return [json.loads(line) for line in raw.decode().splitlines() if line]
+
+
+def module_relay(tmp_path_factory: Any, name: str) -> Iterator[Relay]:
+    """Body of a module-scoped ``relay`` fixture: one relay for the module's tests, which
+    must stop cleanly and never have logged a traceback."""
+    r = Relay(tmp_path_factory.mktemp(name)).start()
+    try:
+        yield r
+    finally:
+        assert r.stop() == 0, r.log.read_text()
+        assert "Traceback" not in r.log.read_text(), r.log.read_text()
+
+
+def unique_topic(prefix: str) -> str:
+    """A topic no other test of a shared relay uses."""
+    return prefix + uuid.uuid4().hex[:12]

@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,16 @@ import aiohttp
 import pytest
 
 from tests.helpers import child_env
-from tests.relay import Relay
+from tests.relay import Relay, module_relay, unique_topic
 
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("ntfyapi")).start()
-    try:
-        yield r
-    finally:
-        assert r.stop() == 0, r.log.read_text()
-        assert "Traceback" not in r.log.read_text(), r.log.read_text()
+    yield from module_relay(tmp_path_factory, "ntfyapi")
 
 
 def topic() -> str:
-    return "n" + uuid.uuid4().hex[:12]
+    return unique_topic("n")
 
 
 def q(**params: str) -> str:

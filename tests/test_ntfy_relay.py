@@ -17,17 +17,12 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from edge_relay import auth
-from tests.relay import FAST, Relay
+from tests.relay import FAST, Relay, module_relay
 
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("relay")).start()
-    try:
-        yield r
-    finally:
-        assert r.stop() == 0, r.log.read_text()
-        assert "Traceback" not in r.log.read_text(), r.log.read_text()
+    yield from module_relay(tmp_path_factory, "relay")
 
 
 @pytest.fixture(scope="module")

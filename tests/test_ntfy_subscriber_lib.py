@@ -9,7 +9,6 @@ fields ntfy does not define: what it gets must be ntfy's shape exactly.
 from __future__ import annotations
 
 import queue
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import ntfy_api  # the dev extra; missing, this module fails to import (never a 
 import pytest
 
 from tests.helpers import wait_for
-from tests.relay import Relay
+from tests.relay import Relay, module_relay, unique_topic
 
 # 0.0.x only publishes: say which version is needed instead of an AttributeError later
 assert hasattr(ntfy_api, "NtfyClient"), "ntfy-api>=1.0.0rc1 is needed: pip install -e '.[dev]'"
@@ -25,16 +24,11 @@ assert hasattr(ntfy_api, "NtfyClient"), "ntfy-api>=1.0.0rc1 is needed: pip insta
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("ntfylib")).start()
-    try:
-        yield r
-    finally:
-        assert r.stop() == 0, r.log.read_text()
-        assert "Traceback" not in r.log.read_text(), r.log.read_text()
+    yield from module_relay(tmp_path_factory, "ntfylib")
 
 
 def topic() -> str:
-    return "l" + uuid.uuid4().hex[:12]
+    return unique_topic("l")
 
 
 def test_library_polls_json_with_its_filters(relay: Relay) -> None:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from statistics import median
@@ -18,21 +17,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.relay import FAST, Relay
+from tests.relay import FAST, Relay, module_relay, unique_topic
 
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("relay")).start()
-    try:
-        yield r
-    finally:
-        assert r.stop() == 0, r.log.read_text()
-        assert "Traceback" not in r.log.read_text(), r.log.read_text()
+    yield from module_relay(tmp_path_factory, "relay")
 
 
 def topic() -> str:
-    return "t" + uuid.uuid4().hex[:12]
+    return unique_topic("t")
 
 
 async def read_events(
