@@ -86,8 +86,8 @@ def parse_future_time(text: str, now: float, *, tz: dt.tzinfo | None = None) -> 
     """ntfy's ``ParseFutureTime``: the unix time ``text`` names, or None if no rule reads it
     (no minimum or maximum checked here)."""
     s = text.strip()
-    if _ATOI.fullmatch(s) and int(s) >= int(now):
-        return int(s)
+    if _ATOI.fullmatch(s) and len(s) <= 20 and -(2**63) <= int(s) < 2**63 and int(s) >= now:
+        return int(s)  # Go's Atoi: an int64 (longer digit strings read as no unix time)
     seconds = 0.0 if s in ("0", "+0", "-0") else go_duration(s)  # Go's special case
     if seconds is None and (m := _NTFY_DURATION.fullmatch(s)) is not None:
         seconds = float(int(m.group(1)) * _UNIT[m.group(2)[0].lower()])
