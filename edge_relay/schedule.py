@@ -56,7 +56,11 @@ class Scheduler:
         self.cap = cap
         self.retry = retry
         self.released = 0
+        """Messages released (stored and fanned out) since start."""
         self.failures = 0
+        """Times the loop failed and was restarted (``/v1/health``: a stall never hides)."""
+        self.next_due: int | None = None
+        """The earliest due time last read from the store (None: nothing scheduled)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -78,7 +82,7 @@ class Scheduler:
         self._wake.set()
 
     async def _run(self) -> None:
-        delay = self.retry
+        delay, last = self.retry, 0.0
         while True:
             try:
                 await self._loop()
@@ -87,13 +91,17 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler failed; restarting in %g s", delay)
             self.failures += 1
+            now = time.monotonic()
+            if now - last > 300:  # an isolated failure: back to the short retry
+                delay = self.retry
+            last = now
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
     async def _loop(self) -> None:
         while True:
             self._wake.clear()  # before the read: a schedule after it sets it again
-            due = await asyncio.to_thread(self.store.next_due)
+            due = self.next_due = await asyncio.to_thread(self.store.next_due)
             now = self.clock()
             if due is not None and due <= now:
                 moved = await self.release(now)

@@ -320,10 +320,15 @@ async def health(request: web.Request) -> web.Response:
     """``GET /v1/health``: up, counts, and the upstream bridge's state."""
     state: RelayState = request.app["state"]
     up = state.upstream
+    sched = state.hub.scheduler
     return web.json_response(
         {"healthy": True, "version": __version__, "uptime": round(time.time() - state.started, 1),
          "subscribers": state.hub.subscriber_count, "rejected": state.rejected,
-         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox}}
+         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox},
+         "scheduler": {"running": sched is not None and sched.running,
+                       "next_due": sched.next_due if sched else None,
+                       "released": sched.released if sched else 0,
+                       "failures": sched.failures if sched else 0}}
     )  # fmt: skip
 
 

@@ -240,6 +240,10 @@ def test_every_form_is_answered_with_its_time_and_delivered_then(tmp_path: Path)
         due = {a["id"]: a["time"] for a in answers}
         mine = [a["id"] for a in answers[:4]]
         # invisible until due: poll, since=, a live stream
+        wait_for(lambda: relay.request("GET", "/v1/health")[1]["scheduler"]["next_due"]
+                 == min(due.values()), timeout=10, what="health's next_due")  # fmt: skip
+        h = relay.request("GET", "/v1/health")[1]["scheduler"]
+        assert (h["running"], h["released"], h["failures"]) == (True, 0, 0)
         assert relay.poll(t) == [] and relay.poll(t, "since=all") == []
         assert relay.poll(t, f"since={before - 5}") == []
         assert live.ids() == []
@@ -254,6 +258,8 @@ def test_every_form_is_answered_with_its_time_and_delivered_then(tmp_path: Path)
             assert at >= due[mid] - 0.05, (mid, at, due[mid])  # not before its second
             assert ev["time"] == due[mid]
         assert Counter(m["id"] for m in relay.poll(t)) == Counter(mine)
+        sched = relay.request("GET", "/v1/health")[1]["scheduler"]
+        assert sched["running"] is True and sched["failures"] == 0 and sched["released"] >= 4
         wait_for(lambda: len(relay.poll(gone)) == 1, timeout=20, what="topic-gone delivery")
         assert relay.poll(gone)[0]["message"] == "topic gone"
         assert relay.poll(t, "scheduled=1") == relay.poll(t)  # nothing pending any more
