@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import http.client
 import json
 import logging
@@ -301,5 +302,31 @@ def test_sigkill_between_accept_and_due_delivers_once_everywhere(
             wait_for(lambda: health(relay)["upstream"]["outbox"] == 0, timeout=20, what="empty")
             assert Counter(p["id"] for p in payloads(out)) == Counter([a["id"], b["id"]])
             live.close()
+    finally:
+        assert relay.stop() == 0
+
+
+def test_python_ntfy_schedule_and_scheduled_poll(tmp_path: Path) -> None:
+    """python-ntfy (a third-party client): ``send(schedule=datetime)`` sends ``Delay: <unix>``;
+    ``get_cached_messages(scheduled=True)`` sends ``scheduled=True``."""
+    pytest.importorskip("python_ntfy")
+    from python_ntfy import NtfyClient
+
+    relay = Relay(tmp_path / "relay").start()
+    try:
+        t = unique_topic("pyntfy")
+        client = NtfyClient(topic=t, server=relay.url)
+        at = datetime.datetime.now() + datetime.timedelta(seconds=12)
+        client.send(message="later, via python-ntfy", schedule=at)
+        assert client.get_cached_messages() == []
+        pending = client.get_cached_messages(scheduled=True)
+        assert [(m["message"], m["time"]) for m in pending] == [
+            ("later, via python-ntfy", int(at.timestamp()))
+        ]
+        wait_for(lambda: len(client.get_cached_messages()) == 1, timeout=40,
+                 what="scheduled message delivered")  # fmt: skip
+        (got,) = client.get_cached_messages()
+        assert (got["id"], got["time"]) == (pending[0]["id"], pending[0]["time"])
+        assert client.get_cached_messages(scheduled=True) == [got]  # nothing pending, no repeat
     finally:
         assert relay.stop() == 0
