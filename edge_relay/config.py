@@ -44,6 +44,9 @@ class Limits:
     max_connections: int = 4096
     """Open HTTP connections at most; beyond it (or what the file-descriptor limit allows)
     new ones are refused at once."""
+    max_delay: int = 3 * 86400
+    """Seconds ahead a message may be scheduled (ntfy's ``message-delay-limit``, default 3
+    days; further is 40006). The minimum is ntfy's fixed 10 s."""
 
     def __post_init__(self) -> None:
         for name in ("message_size", "publish_burst", "max_subscriptions", "send_queue"):
@@ -58,6 +61,8 @@ class Limits:
                 raise ValueError(f"'limits.{name}' must be 0.05-86400 seconds")
         if self.max_connections < 1:
             raise ValueError("'limits.max_connections' must be at least 1")
+        if not 10 <= self.max_delay <= 366 * 86400:
+            raise ValueError(f"'limits.max_delay' must be 10 s to 366 days, not {self.max_delay}")
         if self.retention_age < 60 or self.retention_count < 1:
             raise ValueError("'limits.retention_age' must be >= 60 s and retention_count >= 1")
 

@@ -22,6 +22,12 @@ One client's bad publish never fails another's: ``publish`` checks each message 
 (for any reason but ``StoreBusy``, which is transient and everyone's) is retried member by
 member, so only the member that cannot be stored gets the error.
 
+Scheduled messages (ntfy's delayed delivery) are stored by ``schedule`` in the store's
+``scheduled`` table and released by the scheduler (``edge_relay.schedule``) at their time:
+``_release`` moves the due rows into ``messages`` in one transaction and fans them out, under
+the same lock as the writer's commit-then-fan-out, so no two commits' fan-outs interleave and
+a subscriber never sees a lower seq after a higher one (it would drop it as already sent).
+
 Fast path: once a WebSocket subscriber has caught up (replay done, queue empty) it sets
 ``Subscriber.direct``, and fan-out writes the pre-built frames of a commit group's messages to
 its socket itself, in seq order, in one write, with no task wake-up; more than 1 MiB waiting
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,8 +46,10 @@ from dataclasses import dataclass, field
 from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.store import Redelivery, Store, Stored
+from agent.store.scheduled import RELEASE_MAX
 from edge_relay.core import Filters, check_storable, event_of
 from edge_relay.livequeue import LiveQueue
+from edge_relay.schedule import Scheduler
 
 log = logging.getLogger(__name__)
 _MAX_GROUP = 1000
@@ -188,15 +197,58 @@ class Hub:
     by their stream task)."""
     on_delivered: Callable[[int], None] | None = None
     """Told, once per fan-out, how many messages fan-out wrote directly (the metrics counter)."""
+    clock: Callable[[], float] = time.time
+    """The wall clock the scheduler releases by (a test moves it)."""
+    schedule_cap: float = 1.0
+    """Seconds the scheduler sleeps at most before re-reading the clock (see schedule.py)."""
+    scheduler: Scheduler | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by each commit-then-fan-out (the writer's and the scheduler's release)."""
 
     async def __aenter__(self) -> Hub:
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="hub-writer")
+        self.scheduler = Scheduler(
+            self.store, self._release, clock=self.clock, cap=self.schedule_cap
+        )
+        await self.scheduler.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.__aexit__(*exc)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def schedule(self, message: Message) -> bool:
+        """Store ``message`` durably for delivery at its ``time`` (the scheduler releases it
+        then: stored, fanned out, forwarded upstream). MessageError for one the store could
+        not take, before anything is kept; False if its id is already known."""
+        check_storable(message)
+        kept = await asyncio.to_thread(self.store.schedule, message)
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return kept
+
+    async def cancel_scheduled(self, topic: str, sequence_id: str) -> int:
+        """Drop pending scheduled messages of ``topic`` and ``sequence_id``; how many."""
+        n = await asyncio.to_thread(self.store.cancel_scheduled, topic, sequence_id)
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return n
+
+    async def _release(self, now: float) -> int:
+        """Move what is due at ``now`` into the store and fan it out, as a local publish
+        (forwarded upstream by the same rule). Returns how many it stored."""
+        async with self._lock:
+            stored = await asyncio.to_thread(
+                self.store.release_due, now, forward=self.forward, limit=RELEASE_MAX
+            )
+            if stored:
+                self._fan_out(stored)
+                for callback in self.on_stored:
+                    callback(stored, "local")
+        return len(stored)
 
     @property
     def subscriber_count(self) -> int:
@@ -239,7 +291,8 @@ class Hub:
             while not self._queue.empty() and len(group) < _MAX_GROUP:
                 group.append(self._queue.get_nowait())
             try:
-                await self._commit(group)
+                async with self._lock:
+                    await self._commit(group)
             except Exception as exc:  # a bug must fail these publishes, not hang all later ones
                 log.exception("hub writer: commit failed")
                 for p in group:

@@ -25,6 +25,7 @@ from agent import __version__
 from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
 from agent.ntfyproto import NtfyError
+from agent.ntfyproto.delay import parse_delay
 from agent.ntfyproto.errors import CODES
 from agent.ntfyproto.fields import Request
 from agent.ntfyproto.publish import TOPIC, Publish, parse_json_publish, parse_publish
@@ -159,18 +160,30 @@ def _topic(name: str) -> str:
 async def _accept(state: RelayState, topic: str, parsed: Publish) -> web.Response:
     """Store and fan out what ``ntfyproto`` parsed; what the relay does not do yet is refused
     by name (never accepted and then dropped)."""
-    for wanted, what in ((parsed.delay, "scheduled delivery (X-Delay, In, At, delay=)"),
-                         (parsed.template, "templates (X-Template, tpl=)"),
+    for wanted, what in ((parsed.template, "templates (X-Template, tpl=)"),
                          (parsed.poll_id, "poll requests (X-Poll-ID)")):  # fmt: skip
         if wanted:
             raise NtfyError(40000, f"{what} is not supported by this relay yet")
     msg: Message = from_fields(parsed.fields, topic=topic)
+    if parsed.delay:
+        return await _schedule(state, msg, parsed.delay)
     if parsed.cache:
         msg = replace(msg, expires=msg.time + state.cfg.limits.retention_age)
     stored = await state.hub.publish([msg], cache=parsed.cache)
     state.metrics.published.inc()
     out = encode(stored[0].message if stored else msg)
     return web.json_response({**out, "event": "message"}, dumps=dumps)
+
+
+async def _schedule(state: RelayState, msg: Message, delay: str) -> web.Response:
+    """A delayed publish (ntfy's scheduled delivery): kept durably before the answer, which
+    carries the delivery time as ``time`` (as ntfy answers); the hub's scheduler stores,
+    fans out and forwards it then. ``parse_delay`` has ntfy's rules and codes."""
+    due = parse_delay(delay, time.time(), max_delay=state.cfg.limits.max_delay)
+    msg = replace(msg, time=due, expires=due + state.cfg.limits.retention_age)
+    await state.hub.schedule(msg)
+    state.metrics.published.inc()
+    return web.json_response({**encode(msg), "event": "message"}, dumps=dumps)
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -307,10 +320,15 @@ async def health(request: web.Request) -> web.Response:
     """``GET /v1/health``: up, counts, and the upstream bridge's state."""
     state: RelayState = request.app["state"]
     up = state.upstream
+    sched = state.hub.scheduler
     return web.json_response(
         {"healthy": True, "version": __version__, "uptime": round(time.time() - state.started, 1),
          "subscribers": state.hub.subscriber_count, "rejected": state.rejected,
-         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox}}
+         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox},
+         "scheduler": {"running": sched is not None and sched.running,
+                       "next_due": sched.next_due if sched else None,
+                       "released": sched.released if sched else 0,
+                       "failures": sched.failures if sched else 0}}
     )  # fmt: skip
 
 

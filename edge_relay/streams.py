@@ -281,7 +281,9 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     state.metrics.subscribers.inc()
     try:
         await sink.prepare()
-        body = asyncio.ensure_future(_stream(state, sink, sub, ",".join(topics), since, poll))
+        body = asyncio.ensure_future(
+            _stream(state, sink, sub, ",".join(topics), since, poll, _scheduled(request, state))
+        )
         sink.body = body
         if sink.ended is not None:
             body.cancel()
@@ -312,13 +314,28 @@ def _watch(state: RelayState, ident: Identity, sub: Subscriber, sink: Sink) -> O
     return opened
 
 
+def _scheduled(request: web.Request, state: RelayState) -> bool:
+    """ntfy's ``X-Scheduled``/``scheduled``/``sched``: the replay includes messages not yet
+    due (without it they are invisible until their time)."""
+    parts = Request(request.headers.items(), request.query, max_value=64)
+    return parts.read_bool(fields.SCHEDULED, False)
+
+
 async def _stream(
-    state: RelayState, sink: Sink, sub: Subscriber, topics: str, since: Since | None, poll: bool
+    state: RelayState,
+    sink: Sink,
+    sub: Subscriber,
+    topics: str,
+    since: Since | None,
+    poll: bool,
+    scheduled: bool = False,
 ) -> None:
     if not poll:
         await sink.send(event("open", topics))
     if since is not None:
         await _replay(state, sink, sub, since)
+        if scheduled and since.kind != "latest":
+            await _replay_scheduled(state, sink, sub)
     if poll:
         return
     keepalive = state.cfg.keepalive
@@ -353,3 +370,15 @@ async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) 
         if len(rows) < _PAGE or since.kind == "latest":
             return
         after = rows[-1].seq
+
+
+async def _replay_scheduled(state: RelayState, sink: Sink, sub: Subscriber) -> None:
+    """The pending scheduled messages of the subscription, soonest first, after the stored
+    ones (their ``time`` is later). They carry no seq (not stored yet): sending one does not
+    move the seam, and it comes again, live, when it is delivered (as in ntfy)."""
+    pending = await state.to_thread(state.store.scheduled_messages, sub.topics)
+    for m in pending:
+        item = Stored(0, m)
+        if sub.filters.match(m):
+            await sink.send_message(item, wire(item))
+            state.metrics.delivered.inc()

@@ -92,7 +92,9 @@ def test_long_form_actions_quoted_values_headers_and_clear_false(relay: Relay) -
         ({"Priority": "0"}, 40007),
         ({"X-Email": "me@example.com"}, 40001),
         ({"X-Call": "+4912345"}, 40032),
-        ({"X-Delay": "10m"}, 40000),
+        ({"X-Delay": "5s"}, 40005),
+        ({"In": "later, maybe"}, 40004),
+        ({"At": "4d"}, 40006),
         ({"X-Template": "yes"}, 40000),
     ],
 )  # fmt: skip

@@ -53,7 +53,6 @@ def test_rejected_roll_back_with_their_batch(store: Store, monkeypatch: pytest.M
 
     m = from_fields({"id": "ok1", "message": "honest"}, topic="t")
     monkeypatch.setattr(store_schema, "_row", boom)
-    monkeypatch.setattr("agent.store._row", boom)
     with pytest.raises(StoreError):
         store.insert_batch([m], source="s", rejected=[rej(1)])
     assert store.rejected_count() == 0 and store.rejected_list() == []

@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.envelope import Message, dumps, encode
+from agent.envelope import Message
 from agent.store.ledger import _Ledger
+from agent.store.scheduled import _Scheduled
 from agent.store.schema import (
-    _INSERT,
     _SEARCH,
     _SELECT,
     MIGRATIONS,
@@ -42,10 +42,10 @@ from agent.store.schema import (
     Rejected,
     Stored,
     _fts_query,
+    _insert_new,
     _insert_rejected,
-    _last_seq,
+    _queue_forward,
     _redelivered,
-    _row,
     _stored,
 )
 from agent.timeparse import Since
@@ -53,7 +53,7 @@ from agent.timeparse import Since
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_Ledger):
+class Store(_Scheduled, _Ledger):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------
@@ -116,16 +116,7 @@ class Store(_Ledger):
                 if m.id not in known:
                     known.add(m.id)
                     fresh.append(m)
-            before = _last_seq(conn) if fresh else 0
-            if fresh:
-                conn.executemany(_INSERT, [_row(m, source, now) for m in fresh])
-            last = _last_seq(conn) if fresh else 0
-            if fresh:
-                conn.execute(
-                    "INSERT INTO messages_fts (rowid, title, message, tags) "
-                    "SELECT seq, title, message, tags FROM messages WHERE seq > ?",
-                    (before,),
-                )
+            first = _insert_new(conn, fresh, source, now)
             position = cursor_id or (messages[-1].id if messages else None)
             if cursor is not None and position is not None:
                 conn.execute(
@@ -139,12 +130,7 @@ class Store(_Ledger):
                     conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device
                 )
             if forward is not None:
-                rows = [(dest, m) for m in fresh if (dest := forward(m)) is not None]
-                conn.executemany(
-                    "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)",
-                    [("message", dest, dumps(encode(m)), now) for dest, m in rows],
-                )
-        first = last - len(fresh) + 1
+                _queue_forward(conn, fresh, forward, now)
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
 
     def get(self, message_id: str) -> Stored | None:

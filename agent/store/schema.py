@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
-from agent.envelope import Message, dumps
+from agent.envelope import Message, dumps, encode
 
 STATES = ("received", "delivered", "displayed", "clicked", "dismissed", "read")
 # A message's state only moves forward: a late "displayed" never hides a "clicked".
@@ -239,6 +239,24 @@ def _m006_receipt_owner(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE receipts_new RENAME TO receipts")
 
 
+def _m007_scheduled(db: sqlite_utils.Database) -> None:
+    # Messages published with a delay wait here, outside `messages`, so no replay, poll or
+    # search can see them early; at their time they move into `messages` in one transaction
+    # (agent/store/scheduled.py). `sequence_id` (ntfy 2.16) lets a newer one replace them.
+    db.execute(
+        """CREATE TABLE scheduled (
+            id TEXT NOT NULL UNIQUE,
+            topic TEXT NOT NULL,
+            due INTEGER NOT NULL,
+            sequence_id TEXT,
+            payload TEXT NOT NULL,
+            created REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX scheduled_due ON scheduled (due)")
+    db.execute("CREATE INDEX scheduled_sequence ON scheduled (topic, sequence_id)")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -246,6 +264,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("004_mqtt_redelivery", _m004_mqtt_redelivery),
     ("005_rejected", _m005_rejected),
     ("006_receipt_owner", _m006_receipt_owner),
+    ("007_scheduled", _m007_scheduled),
 )
 
 
@@ -261,6 +280,38 @@ def _row(m: Message, source: str | None, now: float) -> tuple[Any, ...]:
         source,
         now,
     )  # fmt: skip
+
+
+def _insert_new(
+    conn: sqlite3.Connection, fresh: Sequence[Message], source: str | None, now: float
+) -> int:
+    """Insert messages known to be new and index them for search, in the caller's
+    transaction (one INSERT ... SELECT for the whole batch); returns the first one's seq."""
+    if not fresh:
+        return 1
+    before = _last_seq(conn)
+    conn.executemany(_INSERT, [_row(m, source, now) for m in fresh])
+    conn.execute(
+        "INSERT INTO messages_fts (rowid, title, message, tags) "
+        "SELECT seq, title, message, tags FROM messages WHERE seq > ?",
+        (before,),
+    )
+    return _last_seq(conn) - len(fresh) + 1
+
+
+def _queue_forward(
+    conn: sqlite3.Connection,
+    fresh: Sequence[Message],
+    forward: Callable[[Message], str | None],
+    now: float,
+) -> None:
+    """Queue each message that ``forward`` names a destination for in the outbox (kind
+    ``message``), in the caller's transaction: the relay's upstream forwarding."""
+    rows = [(dest, m) for m in fresh if (dest := forward(m)) is not None]
+    conn.executemany(
+        "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)",
+        [("message", dest, dumps(encode(m)), now) for dest, m in rows],
+    )
 
 
 def _json_strings(items: tuple[str, ...]) -> str:
