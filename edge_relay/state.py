@@ -127,6 +127,7 @@ class RelayState:
         assert self._bucket is not None
         wait = self._bucket.wait(key)
         if wait > 0:
+            self.metrics.rejected.inc()  # a 4xx like any other (the middleware passes it on)
             seconds = max(1, math.ceil(wait))
             body = {"code": 42901, "http": 429, "link": CODES[42901][2],
                     "error": f"limit reached: too many requests (publish rate limit; "

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from agent.errors import ConfigError
 from edge_relay import config
 from edge_relay.config import Limits
 from edge_relay.core import ExemptHosts, TokenBucket, rate_key
-from tests.helpers import child_env
+from tests.helpers import child_env, wait_for
 from tests.relay import Relay
+from tests.relay_proc import AgentProc
 
 
 def test_one_message_a_second_for_90_s_passes_with_the_default_limits() -> None:
@@ -175,4 +177,41 @@ def test_buckets_are_per_token_for_authenticated_clients(tmp_path: Path) -> None
             200, 200, 429]  # fmt: skip
         assert _publish(relay.url, "t", "a", a, source="127.0.0.2")[0] == 429
     finally:
+        assert relay.stop() == 0
+
+
+def _rejected(relay: Relay) -> float:
+    with urllib.request.urlopen(relay.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith("edge_relay_rejected_requests_total")]
+    return float(line.split()[1])
+
+
+def test_agent_outbox_posts_wait_for_retry_after(tmp_path: Path) -> None:
+    """The agent's own HTTP publishes (outbox items, POST /) honour a 429's Retry-After:
+    one refusal, then nothing until it has passed, instead of a retry at every 2 s wake-up."""
+    from agent.store import Store
+
+    relay = Relay(tmp_path / "r", config="[limits]\npublish_burst = 1\npublish_rate = 0.2\n"
+                  "exempt_hosts = []\n").start()  # fmt: skip
+    home = tmp_path / "agent"
+    store = Store(home / "data" / "pushagent.db").open()
+    for text in ("one", "two"):
+        store.outbox_add("message", "fwd", json.dumps({"message": text}))
+    store.close()
+    agent = AgentProc(home, ["--server", relay.url, "--topic", "fwdsub"])
+    try:
+        agent.start()
+        start = time.monotonic()
+        wait_for(lambda: len(relay.poll("fwd")) == 2, timeout=60, what=agent.stderr())
+        elapsed = time.monotonic() - start
+        first, second = relay.poll("fwd")
+        assert second["time"] - first["time"] >= 4  # Retry-After was 5 s (one token per 5 s)
+        assert _rejected(relay) == 1  # one 429, no retry before its Retry-After
+        assert elapsed >= 4.5
+        store = Store(home / "data" / "pushagent.db").open()
+        wait_for(lambda: store.outbox_len() == 0, timeout=10, what="outbox drained")
+        store.close()
+    finally:
+        agent.stop()
         assert relay.stop() == 0
