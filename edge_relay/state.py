@@ -113,6 +113,12 @@ class RelayState:
         self.rejected += n
         self.metrics.rejected_messages.set(self.rejected)
 
+    def rate_ok(self, client: str) -> bool:
+        """One token for the anonymous client at address ``client`` (exempt hosts always
+        pass). Kept for callers without a request; handlers use ``check_rate``."""
+        assert self._bucket is not None
+        return self._exempt.contains(client) or self._bucket.take(rate_key(client, None))
+
     def check_rate(self, request: web.Request) -> None:
         """Spend one of the client's publish tokens, or raise ntfy's 429 (42901) with
         ``Retry-After``: the whole seconds until the bucket has a token again.
