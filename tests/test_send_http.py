@@ -9,6 +9,7 @@ does not have those routes yet; the seqid and sched branches add them)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -254,3 +255,43 @@ def test_pure_parts_retry_after_header_text_error_line() -> None:
         "HTTP 400 (code 40010): reserved topic"
     )
     assert error_line(502, b"<html>\n bad gateway</html>") == "HTTP 502: <html> bad gateway</html>"
+
+
+def test_https_uses_the_tls_settings(tmp_path: Path, home: Path) -> None:
+    import ssl
+    import urllib.request
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    relay = Relay(tmp_path / "r", args=["--tls-cert", str(tmp_path / "cert.pem"),
+                                        "--tls-key", str(tmp_path / "key.pem")])  # fmt: skip
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    url = f"https://127.0.0.1:{relay.port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/v1/health", context=ctx, timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    relay._healthy = healthy  # type: ignore[method-assign]
+    relay.start()
+    try:
+        untrusted = pushagent("send", "--server", url, "tls", "m", home=home)
+        out, err = _lines(untrusted)
+        assert (untrusted.returncode, out) == (1, "") and "\n" not in err
+        assert "CERTIFICATE_VERIFY_FAILED" in err or "certificate verify failed" in err
+        (home / "config.toml").write_text(f'[tls]\nca_file = "{tmp_path / "ca.pem"}"\n')
+        ok = pushagent("send", "--server", url, "tls", "over tls", home=home)
+        assert ok.returncode == 0, ok.stderr
+        req = urllib.request.Request(url + "/tls/json?poll=1")
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            assert json.loads(r.read())["id"] == _lines(ok)[0]
+    finally:
+        assert relay.stop() == 0
