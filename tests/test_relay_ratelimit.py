@@ -121,6 +121,16 @@ def test_429_has_retry_after_and_ntfys_error_then_passes_after_it(tmp_path: Path
         assert body["link"] == "https://ntfy.sh/docs/publish/#limitations"
         wait = int(headers["Retry-After"])
         assert 1 <= wait <= 2  # one token per 2 s, some of it already refilled
+        # the JSON publish to / and a poll request count against the same bucket
+        port = int(relay.url.rsplit(":", 1)[1])
+        for path, body, extra in (("/", b'{"topic":"lim","message":"j"}', {}),
+                                  ("/lim", b"", {"X-Poll-ID": "p1"})):  # fmt: skip
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            conn.request("POST", path, body=body, headers=extra)
+            resp = conn.getresponse()
+            assert resp.status == 429 and json.loads(resp.read())["code"] == 42901, path
+            assert 1 <= int(resp.headers["Retry-After"]) <= 2
+            conn.close()
         time.sleep(wait)
         assert _publish(relay.url, "lim", "after")[0] == 200
         assert [m["message"] for m in relay.poll("lim")] == ["m0", "m1", "m2", "after"]
