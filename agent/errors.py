@@ -11,6 +11,7 @@ Split by what the caller does next::
     │   └── StoreBusy      locked or disk full at commit: retry later, nothing acked
     ├── TransportError     a connection problem
     │   └── ConnectionLost retry with backoff
+    │       └── RateLimited  the server said 429: retry after its Retry-After, not sooner
     └── InvalidState       a bug: an operation in a state that should be impossible
 
 Adapters convert foreign errors at their boundary (``raise TransportError(...) from exc``),
@@ -68,6 +69,15 @@ class TransportError(EdgepushError):
 
 class ConnectionLost(TransportError):
     """The connection dropped or could not be made; retry with backoff."""
+
+
+class RateLimited(ConnectionLost):
+    """The server answered 429; ``retry_after`` is the seconds it asked us to wait (its
+    ``Retry-After``), or None when it gave none."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidState(EdgepushError):

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.settings import build, merge
+from edge_relay.core import ExemptHosts
 
 DEFAULT_PORT = 8080
 _ENV_KEYS = ("listen", "data_dir", "upstream", "auth_file")
@@ -27,7 +28,15 @@ class Limits:
 
     message_size: int = 4096
     publish_burst: int = 60
-    publish_rate: float = 0.2  # tokens per second: ntfy replenishes one request per 5 s
+    """Publishes a client may make at once (ntfy's ``visitor-request-limit-burst``)."""
+    publish_rate: float = 2.0
+    """Tokens per second refilling each client's bucket. ntfy's default is one per 5 s
+    (0.2), sized for a public server; a LAN hub's clients are sensors and home-automation
+    boxes that publish once a second for hours, so the relay sustains 2/s per client (a
+    1/s publisher with room for bursts) and keeps ntfy's burst of 60."""
+    exempt_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    """Clients never rate limited: addresses, CIDRs and host names (resolved at start), as
+    ntfy's ``visitor-request-limit-exempt-hosts``; default loopback (the relay's own host)."""
     max_subscriptions: int = 30
     max_topics_per_subscription: int = 100
     send_queue: int = 1000
@@ -59,6 +68,7 @@ class Limits:
         for name in ("header_timeout", "body_timeout", "idle_timeout"):
             if not 0.05 <= getattr(self, name) <= 86400:
                 raise ValueError(f"'limits.{name}' must be 0.05-86400 seconds")
+        ExemptHosts.parse(self.exempt_hosts)  # ValueError naming a bad entry
         if self.max_connections < 1:
             raise ValueError("'limits.max_connections' must be at least 1")
         if not 10 <= self.max_delay <= 366 * 86400:

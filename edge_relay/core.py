@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import email.errors
 import email.header
+import ipaddress
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,35 +172,129 @@ NO_FILTERS = Filters()
 
 
 class TokenBucket:
-    """A token bucket per client: ``burst`` requests at once, refilled at ``rate`` per second."""
+    """A token bucket per client (ntfy's visitor request limiter): ``burst`` requests at once,
+    refilled at ``rate`` per second.
 
-    def __init__(self, burst: int, rate: float) -> None:
+    Memory is bounded: past ``max_clients`` buckets, the full ones are forgotten (a full
+    bucket is the same as none), and if that is not enough the least recently seen go too,
+    down to half the bound, so the cleanup costs O(1) per request amortised. Forgetting a
+    bucket that is not full gives its client a fresh burst: no more than a new address gets.
+    """
+
+    def __init__(self, burst: int, rate: float, *, max_clients: int = 10_000) -> None:
         self.burst = burst
         self.rate = rate
+        self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def wait(self, client: str, now: float | None = None) -> float:
+        """Spend one token for ``client`` and return 0.0, or return the seconds until it
+        has one (spending nothing: a refused request costs the client no token)."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(now - last, 0.0) * self.rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self._buckets[client] = (tokens - 1.0, now)
+        if len(self._buckets) > self.max_clients:
+            self._shrink(now)
+        return 0.0
 
     def take(self, client: str, now: float | None = None) -> bool:
         """Spend one token for ``client``; False when the client is over its rate."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return False
-        self._buckets[client] = (tokens - 1.0, now)
-        if len(self._buckets) > 10_000:
-            self._forget_full(now)
-        return True
+        return self.wait(client, now) == 0.0
 
-    def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled is the same as no bucket: drop them to bound memory.
-        full = [
-            c
+    def _shrink(self, now: float) -> None:
+        self._buckets = {
+            c: (t, last)
             for c, (t, last) in self._buckets.items()
-            if t + (now - last) * self.rate >= self.burst
-        ]
-        for c in full:
-            del self._buckets[c]
+            if t + (now - last) * self.rate < self.burst
+        }
+        keep = self.max_clients // 2
+        if len(self._buckets) > keep:
+            newest = sorted(self._buckets.items(), key=lambda kv: kv[1][1])[-keep:]
+            self._buckets = dict(newest)
+
+
+_IPV6_VISITOR_BITS = 64  # ntfy's visitor-prefix-bits-ipv6 default (IPv4: the whole address)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
+    return addr
+
+
+def rate_key(remote: str, token_name: str | None) -> str:
+    """The bucket a request counts against: its token's for an authenticated client (two
+    devices behind one NAT with their own tokens are independent; one token used from many
+    addresses is one visitor), else its address's — an IPv6 client's /64, as ntfy does."""
+    if token_name is not None:
+        return f"token:{token_name}"
+    addr = _address(remote)
+    if isinstance(addr, ipaddress.IPv6Address):
+        net = ipaddress.IPv6Network((addr, _IPV6_VISITOR_BITS), strict=False)
+        return f"ip:{net.network_address}"
+    return f"ip:{addr if addr is not None else remote}"
+
+
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ExemptHosts:
+    """``[limits] exempt_hosts`` as ntfy reads ``visitor-request-limit-exempt-hosts``: IP
+    addresses, CIDRs (host bits masked) and host names (resolved at start by the I/O layer:
+    ``resolved``). A client whose address is in one of them is never rate limited."""
+
+    networks: tuple[_Network, ...] = ()
+    hostnames: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Sequence[str]) -> ExemptHosts:
+        """ValueError naming the first entry that is none of an address, a CIDR or a host
+        name."""
+        nets: list[_Network] = []
+        names: list[str] = []
+        for entry in entries:
+            try:
+                nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+                continue
+            except ValueError:
+                pass
+            if (
+                "/" in entry
+                or entry.replace(".", "").isdigit()
+                or not _HOSTNAME_RE.fullmatch(entry)
+            ):
+                raise ValueError(
+                    f"'limits.exempt_hosts' entry {entry[:80]!r} is not an IP address, "
+                    "a CIDR (10.0.0.0/8) or a host name"
+                )
+            names.append(entry)
+        return cls(tuple(nets), tuple(names))
+
+    def resolved(self, addresses: Mapping[str, Sequence[str]]) -> ExemptHosts:
+        """These networks plus each host name's ``addresses`` (what it resolved to)."""
+        more = [ipaddress.ip_network(a, strict=False) for n in self.hostnames
+                for a in addresses.get(n, ()) if _address(a) is not None]  # fmt: skip
+        return ExemptHosts(self.networks + tuple(more), self.hostnames)
+
+    def contains(self, remote: str) -> bool:
+        addr = _address(remote)
+        return addr is not None and any(addr in net for net in self.networks)
 
 
 def check_json_value(value: Any, name: str) -> None:

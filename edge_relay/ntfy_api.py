@@ -140,7 +140,7 @@ async def account(request: web.Request) -> web.Response:
     ident = state.identify(request)
     lim = state.cfg.limits
     limits = {
-        "basis": "ip",  # the publish rate is counted per client address
+        "basis": "ip",  # counted per client address (per token for authenticated ones)
         "messages": int(lim.publish_rate * 86400),  # ntfy's approximation of a daily limit
         "messages_expiry_duration": int(lim.retention_age),
         "emails": 0, "calls": 0, "reservations": 0,
@@ -190,9 +190,7 @@ async def _poll_request(request: web.Request, poll_id: str) -> web.Response:
     state: RelayState = request.app["state"]
     topic = check_relay_topic(request.match_info["topic"])
     state.require(state.identify(request), "write", topic)
-    if not state.rate_ok(request.remote or "?"):
-        raise json_error(web.HTTPTooManyRequests, "publish rate limit reached; slow down",
-                         (42901, _LIMITS_LINK))  # fmt: skip
+    state.check_rate(request)
     limit = state.cfg.limits.message_size
     if len(poll_id.encode("utf-8", "replace")) > limit:  # the bound of every text field
         raise MessageError(f"Poll-ID is above the limit of {limit} bytes", field="poll_id")

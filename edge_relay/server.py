@@ -139,14 +139,7 @@ async def _read_body(request: web.Request, limit: int, code: int = 41301) -> byt
 
 
 def _check_rate(state: RelayState, request: web.Request) -> None:
-    if not state.rate_ok(request.remote or "?"):
-        raise web.HTTPTooManyRequests(
-            text=dumps(
-                {"code": 42901, "http": 429, "error": "publish rate limit reached; slow down",
-                 "link": CODES[42901][2]}
-            ),
-            content_type="application/json",
-        )  # fmt: skip
+    state.check_rate(request)  # 429 with Retry-After (RelayState.check_rate has the rules)
 
 
 def _topic(name: str) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,10 +20,11 @@ from prometheus_client import Counter as PCounter
 
 from agent.envelope import dumps
 from agent.errors import AuthError, ConfigError
+from agent.ntfyproto.errors import CODES
 from agent.store import Store
 from edge_relay import auth
 from edge_relay.config import RelayConfig
-from edge_relay.core import TokenBucket
+from edge_relay.core import ExemptHosts, TokenBucket, rate_key
 from edge_relay.hub import Hub
 from edge_relay.revoke import Streams
 
@@ -94,6 +97,7 @@ class RelayState:
     rejected: int = 0
     """Payloads ever kept in the store's ``rejected`` table (``/v1/health``)."""
     _bucket: TokenBucket | None = None
+    _exempt: ExemptHosts = field(default_factory=ExemptHosts)
     _auth: auth.AuthDB | None = None
     """The last valid version of the auth file (None: none read yet)."""
     _auth_key: _FileKey | None = None
@@ -101,6 +105,7 @@ class RelayState:
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.cfg.limits.publish_burst, self.cfg.limits.publish_rate)
+        self._exempt = _resolve(ExemptHosts.parse(self.cfg.limits.exempt_hosts))
         self.note_rejected(self.store.rejected_count())
 
     def note_rejected(self, n: int) -> None:
@@ -109,8 +114,34 @@ class RelayState:
         self.metrics.rejected_messages.set(self.rejected)
 
     def rate_ok(self, client: str) -> bool:
+        """One token for the anonymous client at address ``client`` (exempt hosts always
+        pass). Kept for callers without a request; handlers use ``check_rate``."""
         assert self._bucket is not None
-        return self._bucket.take(client)
+        return self._exempt.contains(client) or self._bucket.take(rate_key(client, None))
+
+    def check_rate(self, request: web.Request) -> None:
+        """Spend one of the client's publish tokens, or raise ntfy's 429 (42901) with
+        ``Retry-After``: the whole seconds until the bucket has a token again.
+
+        Keyed by token for an authenticated request, by address otherwise; an address in
+        ``limits.exempt_hosts`` is never limited (ntfy exempts by address, token or not)."""
+        remote = request.remote or "?"
+        if self._exempt.contains(remote):
+            return
+        ident = self.identify(request)
+        key = rate_key(remote, None if ident.name == "anonymous" else ident.name)
+        assert self._bucket is not None
+        wait = self._bucket.wait(key)
+        if wait > 0:
+            self.metrics.rejected.inc()  # a 4xx like any other (the middleware passes it on)
+            seconds = max(1, math.ceil(wait))
+            body = {"code": 42901, "http": 429, "link": CODES[42901][2],
+                    "error": f"limit reached: too many requests (publish rate limit; "
+                             f"retry in {seconds} s)"}  # fmt: skip
+            raise web.HTTPTooManyRequests(
+                text=dumps(body), content_type="application/json",
+                headers={"Retry-After": str(seconds)},
+            )  # fmt: skip
 
     def authdb(self) -> auth.AuthDB | None:
         """The auth file, re-read when it changed (so ``token add`` needs no restart).
@@ -186,6 +217,21 @@ class RelayState:
 
     async def to_thread(self, fn: Any, *args: Any, **kw: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kw)
+
+
+def _resolve(exempt: ExemptHosts) -> ExemptHosts:
+    """The exempt host names' addresses, looked up once at start (as ntfy does); a name that
+    does not resolve is logged and left out, so a DNS hiccup cannot stop the relay."""
+    found: dict[str, list[str]] = {}
+    for name in exempt.hostnames:
+        try:
+            infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            log.warning("limits.exempt_hosts: cannot resolve %r (%s); it is not exempt", name, exc)
+            continue
+        found[name] = sorted({str(info[4][0]) for info in infos})
+        log.info("limits.exempt_hosts: %s is %s", name, ", ".join(found[name]))
+    return exempt.resolved(found)
 
 
 def _file_key(path: Path) -> _FileKey:

@@ -23,6 +23,7 @@ publish_burst = 5
 publish_rate = 0.01
 max_subscriptions = 2
 retention_count = 3
+exempt_hosts = []  # these tests run on loopback, which is exempt by default
 """
 
 

@@ -1,4 +1,7 @@
-"""``pushagent send``: publish one message (QoS 1) and wait for the broker's PUBACK."""
+"""``pushagent send``: publish one message. To an MQTT broker: QoS 1, waiting for the PUBACK.
+To a relay or any ntfy server (``--server http(s)://...``): one HTTP publish
+(agent.httppublish), with the token ``pushagent login`` stored for that server; there also
+``--clear`` / ``--delete`` a notification by its sequence id (ntfy 2.16)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from agent import secrets
 from agent.commands import common, load_config
@@ -15,24 +19,32 @@ from agent.errors import ConfigError, ConnectionLost, MessageError, UsageError
 from agent.topics import check_mqtt_topic
 
 DEFAULT_TIMEOUT = 10.0
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "send",
         help="publish a message",
-        description="Publish one message as a JSON envelope with QoS 1 and wait for the "
-        "broker's acknowledgement. MESSAGE '-' reads it from stdin.",
+        description="Publish one message: to an MQTT broker as a JSON envelope with QoS 1, "
+        "waiting for the broker's acknowledgement; to a relay or ntfy server (http(s)://) "
+        "as ntfy's HTTP publish. MESSAGE '-' reads it from stdin. Prints the message id.",
     )
     common(p)
-    p.add_argument("--server", metavar="URL", help="broker (default: the config's first)")
+    p.add_argument("--server", metavar="URL", help="server (default: the config's first)")
     p.add_argument("topic", metavar="TOPIC")
-    p.add_argument("message", metavar="MESSAGE")
+    p.add_argument("message", metavar="MESSAGE", nargs="?")
     p.add_argument("--title")
     p.add_argument("--priority", help=f"1-5 or {', '.join(PRIORITY_WORDS)}")
     p.add_argument("--tags", help="comma-separated tags")
     p.add_argument("--click", metavar="URL")
-    p.add_argument("--id", help="message id (default: a fresh one)")
+    p.add_argument("--id", help="message id (MQTT; default: a fresh one)")
+    p.add_argument("--markdown", action="store_true", help="the message is Markdown")
+    p.add_argument("--delay", metavar="WHEN", help="deliver later: 10m, 2h, a unix time (HTTP)")
+    p.add_argument("--sequence-id", metavar="ID", help="update the notification ID (HTTP)")
+    gone = p.add_mutually_exclusive_group()
+    gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
+    gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="give up after N seconds")
     p.set_defaults(func=run, default_log_level=logging.WARNING)
 
@@ -50,20 +62,36 @@ def check_priority(value: str) -> str:
     )
 
 
+_HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
+              "sequence_id": "--sequence-id"}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     if args.priority is not None:
         check_priority(args.priority)
     cfg = load_config(args, servers=[args.server] if args.server else None)
     if not cfg.servers:
         raise ConfigError("no server: give --server URL or 'servers' in the config")
-    text = sys.stdin.read() if args.message == "-" else args.message
+    from agent.ntfy import server_kind
+
+    if server_kind(cfg.servers[0]) == "ntfy":
+        print(_send_http(cfg, args)["id"])
+        return 0
+    for key, flag in _HTTP_ONLY.items():
+        if getattr(args, key) is not None:
+            raise UsageError(
+                f"{flag}: MQTT has no such operation; it needs a relay or ntfy server "
+                "(--server http(s)://HOST:PORT)"
+            )
+    text = _message(args)
     fields = {
-        "message": text.rstrip("\n") if args.message == "-" else text,
+        "message": text,
         "title": args.title,
         "priority": args.priority,
         "tags": args.tags,
         "click": args.click,
         "id": args.id,
+        "content_type": "text/markdown" if args.markdown else None,
     }
     try:
         msg = from_fields({k: v for k, v in fields.items() if v is not None}, topic=args.topic)
@@ -72,6 +100,46 @@ def run(args: argparse.Namespace) -> int:
     asyncio.run(_publish(cfg.servers[0], cfg, args.topic, encode_bytes(msg), args.timeout))
     print(msg.id)
     return 0
+
+
+def _message(args: argparse.Namespace) -> str:
+    if args.message is None:
+        raise UsageError("MESSAGE: missing (give the text, or '-' to read it from stdin)")
+    if args.message == "-":
+        return sys.stdin.read().rstrip("\n")
+    return str(args.message)
+
+
+def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Publish (or clear, or delete) over HTTP(S); the server's JSON answer."""
+    from agent import httppublish
+    from agent.ntfy import parse_server
+    from agent.transports import tls_context
+
+    server = parse_server(cfg.servers[0])
+    if args.id is not None:
+        raise UsageError("--id: an ntfy server picks the message id; use --sequence-id")
+    gone = args.clear if args.clear is not None else args.delete
+    if gone is not None:
+        if args.message is not None:
+            raise UsageError("--clear/--delete ID TOPIC take no MESSAGE")
+        make = httppublish.clear_request if args.clear is not None else httppublish.delete_request
+        req = make(args.topic, gone)
+    else:
+        req = httppublish.publish_request(
+            args.topic, _message(args), title=args.title, priority=args.priority,
+            tags=args.tags, click=args.click, markdown=args.markdown, delay=args.delay,
+            sequence_id=args.sequence_id,
+        )  # fmt: skip
+    if server.tls and cfg.tls.insecure:
+        log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", server.url)
+    sender = httppublish.Sender(
+        server.http_base,
+        token=secrets.token_for(cfg, server.http_base),
+        context=tls_context(cfg.tls) if server.tls else None,
+        timeout=args.timeout,
+    )
+    return sender.send(req)
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:

@@ -62,8 +62,10 @@ from agent.errors import (
     ConnectionLost,
     InvalidState,
     MessageError,
+    RateLimited,
     TransportError,
 )
+from agent.httppublish import DEFAULT_RETRY_AFTER, retry_after
 from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
 from agent.store import OutboxItem, Rejected, Store
 from agent.tasks import supervise
@@ -76,6 +78,9 @@ STABLE_AFTER = 10.0
 """A connection that lived this long resets the backoff; a server that accepts and then sends
 garbage at once keeps backing off instead of being hammered."""
 _RECEIPTS_PER_POST = 500
+MAX_RETRY_AFTER = 3600.0
+"""The longest a 429's ``Retry-After`` holds POSTs (a server asking for more is capped: the
+outbox keeps the items, and an hour later it asks again if it still means it)."""
 
 
 _Item = Message | tuple[Rejected, str | None] | TransportError
@@ -129,6 +134,7 @@ class WsTransport:
         self._token_source = token_source
         self._quiet_noted = False
         self._insecure_noted = False  # the stream's connect warned; its POSTs need not
+        self._hold_until = 0.0  # loop time before which no POST is sent (a 429's Retry-After)
         self._last_frame = 0.0
         self._dead: ConnectionLost | None = None
         self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
@@ -380,12 +386,24 @@ class WsTransport:
                         fut.set_result(None)
 
     async def _post(self, url: str, body: bytes) -> None:
+        """POST to the server; after a 429, no request at all until its ``Retry-After`` has
+        passed (each outbox retry before then fails at once, the items staying queued)."""
+        loop = asyncio.get_running_loop()
+        left = self._hold_until - loop.time()
+        if left > 0:
+            raise ConnectionLost(f"{self.server.url}: rate limited; next POST in {left:.0f} s")
         headers = {"Content-Type": "application/json", **self._auth_headers()}
         ctx = tls_context(self.cfg.tls) if self.server.tls else None
         if not self._insecure_noted:  # a POST before any stream connect: warn once
             self._warn_insecure()
         timeout = self.cfg.ws.connect_timeout
-        await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
+        try:
+            await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
+        except RateLimited as exc:
+            wait = DEFAULT_RETRY_AFTER if exc.retry_after is None else exc.retry_after
+            self._hold_until = max(self._hold_until, loop.time() + min(wait, MAX_RETRY_AFTER))
+            log.info("%s; holding POSTs for %.0f s", exc, wait)
+            raise
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -452,7 +470,10 @@ def _http_post(
             # and keeping it would grow the outbox forever.
             log.warning("%s: no receipts endpoint (HTTP %d); receipt dropped", shown, exc.code)
             return
-        if exc.code == 429 or exc.code >= 500:
+        if exc.code == 429:
+            wait = retry_after(exc.headers.get("Retry-After"))
+            raise RateLimited(f"{shown}: POST answered HTTP 429", retry_after=wait) from None
+        if exc.code >= 500:
             raise ConnectionLost(f"{shown}: POST answered HTTP {exc.code}") from None
         raise MessageError(f"{shown}: POST refused (HTTP {exc.code}): {detail}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
