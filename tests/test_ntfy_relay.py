@@ -93,7 +93,7 @@ def test_long_form_actions_quoted_values_headers_and_clear_false(relay: Relay) -
         ({"X-Email": "me@example.com"}, 40001),
         ({"X-Call": "+4912345"}, 40032),
         ({"X-Delay": "10m"}, 40000),
-        ({"X-Template": "yes"}, 40000),
+        ({"X-Template": "yes"}, 40042),  # the body "x" is not JSON
     ],
 )  # fmt: skip
 def test_refused_with_ntfys_code_and_nothing_stored(

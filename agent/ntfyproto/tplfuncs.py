@@ -85,7 +85,7 @@ def _sprint(*args: Any) -> str:
     return "".join(out)
 
 
-_VERB = re.compile(r"%([-+# 0]*)(\d*|\*)(?:\.(\d*|\*))?(.)|%$", re.S)
+_VERB = re.compile(r"%([-+# 0]*)(\*|\d*)(?:\.(\*|\d*))?(.)|%$", re.S)
 
 
 def printf(format_: str, *args: Any) -> str:
