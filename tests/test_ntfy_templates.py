@@ -172,9 +172,9 @@ def test_the_data_must_be_json_and_bounded() -> None:
 
 
 def test_inline_mode_templates_title_message_and_priority() -> None:
+    prio = '{{if eq .state "down"}}5{{end}}'
     req = Request({"X-Template": "yes", "X-Title": "{{.host}} is {{.state}}",
-                   "X-Message": "since {{.since}}", "X-Priority": "{{if eq .state \"down\"}}5{{end}}"},
-                  max_value=4096)  # fmt: skip
+                   "X-Message": "since {{.since}}", "X-Priority": prio}, max_value=4096)  # fmt: skip
     p = parse_publish(req, b'{"host": "nas", "state": "down", "since": "3am"}')
     assert p.fields["title"] == "nas is down"
     assert p.fields["message"] == "since 3am"
@@ -237,7 +237,7 @@ def test_named_templates_refuse_a_foreign_payload(name: str) -> None:
         assert err.value.code == 40045, body
 
 
-_PIECES = list("{}.$|()-= \"`'\\abfilnxt0123,:*/") + [
+_PIECES = [*"{}.$|()-= \"`'\\abfilnxt0123,:*/",
     "{{", "}}", "{{-", "-}}", " if ", " else ", " end ", " range ", " with ", ".a", ".l",
     " $x := ", " printf ", " len ", " index ", " default ", " eq ", " and ", "(", ")",
 ]  # fmt: skip
