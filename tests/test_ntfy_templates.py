@@ -173,8 +173,9 @@ def test_the_data_must_be_json_and_bounded() -> None:
 
 def test_inline_mode_templates_title_message_and_priority() -> None:
     prio = '{{if eq .state "down"}}5{{end}}'
-    req = Request({"X-Template": "yes", "X-Title": "{{.host}} is {{.state}}",
-                   "X-Message": "since {{.since}}", "X-Priority": prio}, max_value=4096)  # fmt: skip
+    headers = {"X-Template": "yes", "X-Title": "{{.host}} is {{.state}}",
+               "X-Message": "since {{.since}}", "X-Priority": prio}  # fmt: skip
+    req = Request(headers, max_value=4096)
     p = parse_publish(req, b'{"host": "nas", "state": "down", "since": "3am"}')
     assert p.fields["title"] == "nas is down"
     assert p.fields["message"] == "since 3am"
