@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent import __version__
 from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
-from agent.ntfyproto import NtfyError
+from agent.ntfyproto import NtfyError, fields, templates
 from agent.ntfyproto.delay import parse_delay
 from agent.ntfyproto.errors import CODES
 from agent.ntfyproto.fields import Request
@@ -153,8 +153,7 @@ def _topic(name: str) -> str:
 async def _accept(state: RelayState, topic: str, parsed: Publish) -> web.Response:
     """Store and fan out what ``ntfyproto`` parsed; what the relay does not do yet is refused
     by name (never accepted and then dropped)."""
-    for wanted, what in ((parsed.template, "templates (X-Template, tpl=)"),
-                         (parsed.poll_id, "poll requests (X-Poll-ID)")):  # fmt: skip
+    for wanted, what in ((parsed.poll_id, "poll requests (X-Poll-ID)"),):  # fmt: skip
         if wanted:
             raise NtfyError(40000, f"{what} is not supported by this relay yet")
     msg: Message = from_fields(parsed.fields, topic=topic)
@@ -186,8 +185,11 @@ async def publish(request: web.Request) -> web.Response:
     topic = _topic(request.match_info["topic"])
     state.require(state.identify(request), "write", topic)
     _check_rate(state, request)
-    body = await _read_body(request, state.cfg.limits.message_size)
-    return await _accept(state, topic, parse_publish(_parts(request), body))
+    parts, limit, code = _parts(request), state.cfg.limits.message_size, 41301
+    if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
+        limit, code = templates.body_limit(limit), 41303
+    body = await _read_body(request, limit, code)
+    return await _accept(state, topic, parse_publish(parts, body))
 
 
 async def publish_json(request: web.Request) -> web.Response:

@@ -152,8 +152,8 @@ def test_publish_options_for_the_caller() -> None:
     assert pub({"Firebase": "no"}, body=b"x").firebase is False
     assert pub({"In": "30m"}, body=b"x").delay == "30m"
     assert pub(query={"at": "tomorrow, 10am"}, body=b"x").delay == "tomorrow, 10am"
-    assert pub({"Template": "yes"}, body=b"{}").template is True
-    assert pub(query={"tpl": "1"}, body=b"{}").template is True
+    assert pub({"Template": "yes"}, body=b"{}").template == "inline"
+    assert pub(query={"tpl": "1"}, body=b"{}").template == "inline"
     poll = pub({"X-Poll-ID": "abc"}, body=b"ignored")
     assert (poll.poll_id, poll.cache, poll.fields["message"]) == ("abc", False, "New message")
     up = pub(query={"up": "1"}, body=b"\x00\xff")

@@ -95,7 +95,7 @@ def test_long_form_actions_quoted_values_headers_and_clear_false(relay: Relay) -
         ({"X-Delay": "5s"}, 40005),
         ({"In": "later, maybe"}, 40004),
         ({"At": "4d"}, 40006),
-        ({"X-Template": "yes"}, 40000),
+        ({"X-Template": "yes"}, 40042),  # the body "x" is not JSON
     ],
 )  # fmt: skip
 def test_refused_with_ntfys_code_and_nothing_stored(

@@ -51,6 +51,7 @@ CODES: dict[int, tuple[int, str, str]] = {
     40044: (400, "invalid request: template contains disallowed function calls, e.g. "
             "template, call, or define", _TEMPLATES),
     40045: (400, "invalid request: template execution failed", _TEMPLATES),
+    40046: (400, "invalid request: template file not found", _TEMPLATES),
     40101: (401, "unauthorized", f"{_DOCS}/publish/#authentication"),
     40301: (403, "forbidden", f"{_DOCS}/publish/#authentication"),
     40401: (404, "page not found", ""),

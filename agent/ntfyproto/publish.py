@@ -24,8 +24,11 @@ Rules worth knowing (all ntfy's):
 * ``up=1`` / ``Content-Encoding: aes128gcm``: UnifiedPush: the body is kept untrimmed, base64
   with ``encoding: base64`` when it is not UTF-8.
 
+* ``X-Template`` / ``tpl=``: title, message and priority rendered from a JSON body
+  (``templates``), unless the request is a poll request, UnifiedPush or has an attachment.
+
 What is parsed but left to the caller to act on: ``cache``, ``delay`` (the raw text, after
-ntfy's 40002 check), ``template``, ``poll_id``, ``firebase``.
+ntfy's 40002 check), ``poll_id``, ``firebase``; ``template`` says which template was used.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 from agent.envelope import check_unicode
 from agent.errors import MessageError
 from agent.ntfyproto import fields as f
+from agent.ntfyproto import templates
 from agent.ntfyproto.actions import check_types, parse_actions
 from agent.ntfyproto.errors import NtfyError
 from agent.ntfyproto.fields import Request
@@ -69,7 +73,7 @@ class Publish:
     cache: bool = True
     firebase: bool = True
     delay: str = ""
-    template: bool = False
+    template: str = ""  # "" (off), templates.INLINE or a template's name
     unifiedpush: bool = False
     poll_id: str = ""
 
@@ -77,10 +81,11 @@ class Publish:
 def parse_publish(req: Request, body: bytes) -> Publish:
     """``PUT/POST /<topic>`` (and GET ``/<topic>/publish``): NtfyError for what ntfy refuses.
 
-    A body above ``req.max_value`` is 413 (ntfy would keep it as an attachment file)."""
-    if req.max_value is not None and len(body) > req.max_value:
-        raise NtfyError(41301, f"message is {len(body)} bytes, above the limit of "
-                        f"{req.max_value}", field="message")  # fmt: skip
+    A body above ``req.max_value`` is 413 (ntfy would keep it as an attachment file), unless
+    it is a template's JSON data (``templates.apply`` bounds that)."""
+    template = templates.mode(req.read(f.TEMPLATE))
+    if not template:
+        _check_size(req, body)
     out: dict[str, Any] = {}
     cache = req.read_bool(f.CACHE, True)
     firebase = req.read_bool(f.FIREBASE, True)
@@ -97,7 +102,8 @@ def parse_publish(req: Request, body: bytes) -> Publish:
     if req.read(f.CALL):
         raise NtfyError(40032, "this server does not make phone calls", field="call")
     message = req.read(f.MESSAGE).replace("\\n", "\n")
-    out["priority"] = parse_priority(req.read(f.PRIORITY))
+    priority = req.read(f.PRIORITY)
+    out["priority"] = 3 if template == templates.INLINE else parse_priority(priority)
     if tags := [t.strip() for t in req.read(f.TAGS).split(",") if t.strip()]:
         out["tags"] = tags  # ntfy keeps a whitespace-only tag as ""; an empty tag is dropped
     delay = req.read(f.DELAY)
@@ -108,15 +114,45 @@ def parse_publish(req: Request, body: bytes) -> Publish:
     markdown = req.read_bool(f.MARKDOWN, False)
     if markdown or req.read(f.CONTENT_TYPE).lower() == "text/markdown":
         out["content_type"] = "text/markdown"
-    template = req.read_bool(f.TEMPLATE, False)
     unifiedpush = req.read_bool(f.UNIFIEDPUSH, False)
     if unifiedpush or req.read(f.CONTENT_ENCODING) == "aes128gcm":
         unifiedpush, firebase = True, False
     poll_id = req.read(f.POLL_ID)
     if poll_id:
         unifiedpush, cache = False, False
-    out["message"] = _body(out, body, message, unifiedpush=unifiedpush, poll=bool(poll_id))
+    if template and not (poll_id or unifiedpush or "attachment" in out):
+        # handlePublishBody's case 5: after poll requests, UnifiedPush and attachments
+        _templated(req, out, template, body, message, priority)
+    else:
+        if template:  # asked for, but the body is not a template's data here
+            _check_size(req, body)
+            out["priority"] = parse_priority(priority)
+        template = ""
+        out["message"] = _body(out, body, message, unifiedpush=unifiedpush, poll=bool(poll_id))
     return Publish(out, cache, firebase, delay, template, unifiedpush, poll_id)
+
+
+def _templated(
+    req: Request, out: dict[str, Any], template: str, body: bytes, message: str, priority: str
+) -> None:
+    """Title, message (and priority) rendered from the JSON body (``templates.apply``)."""
+    limit = req.max_value if req.max_value is not None else 4096
+    text, title, prio = templates.apply(
+        template, body, message=message, title=out.get("title", ""), priority=priority,
+        limit=limit,
+    )  # fmt: skip
+    out.pop("title", None)
+    if title:
+        out["title"] = title
+    if prio is not None:
+        out["priority"] = parse_priority(prio)
+    out["message"] = text or EMPTY_MESSAGE
+
+
+def _check_size(req: Request, body: bytes) -> None:
+    if req.max_value is not None and len(body) > req.max_value:
+        raise NtfyError(41301, f"message is {len(body)} bytes, above the limit of "
+                        f"{req.max_value}", field="message")  # fmt: skip
 
 
 def parse_priority(text: str) -> int:
