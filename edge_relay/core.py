@@ -97,9 +97,17 @@ class PollRequest(Message):
     own, not a field, so no envelope from the outside can turn itself into one."""
 
 
+ACTION_EVENTS = ("message_clear", "message_delete")
+"""ntfy 2.16's events for a sequence id, stored as messages with ``extra["event"]``."""
+
+
 def event_of(msg: Message) -> str:
-    """The ntfy event a message goes out as: ``poll_request`` or ``message``."""
-    return "poll_request" if isinstance(msg, PollRequest) else "message"
+    """The ntfy event a message goes out as: ``poll_request``, ``message_clear`` /
+    ``message_delete`` (``extra["event"]``), or ``message``."""
+    if isinstance(msg, PollRequest):
+        return "poll_request"
+    kind = msg.extra.get("event")
+    return kind if kind in ACTION_EVENTS else "message"
 
 
 _PRIORITY_WORDS = {"1": 1, "min": 1, "2": 2, "low": 2, "3": 3, "default": 3, "4": 4,

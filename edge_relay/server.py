@@ -28,7 +28,13 @@ from agent.ntfyproto import NtfyError, fields, templates
 from agent.ntfyproto.delay import parse_delay
 from agent.ntfyproto.errors import CODES
 from agent.ntfyproto.fields import Request
-from agent.ntfyproto.publish import TOPIC, Publish, parse_json_publish, parse_publish
+from agent.ntfyproto.publish import (
+    TOPIC,
+    Publish,
+    check_sequence_id,
+    parse_json_publish,
+    parse_publish,
+)
 from agent.store import STATES
 from edge_relay import ntfy_api
 from edge_relay.core import check_relay_topic
@@ -189,7 +195,37 @@ async def publish(request: web.Request) -> web.Response:
     if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
         limit, code = templates.body_limit(limit), 41303
     body = await _read_body(request, limit, code)
-    return await _accept(state, topic, parse_publish(parts, body))
+    parsed = parse_publish(parts, body)
+    if sid := request.match_info.get("sid"):  # ntfy: the path's sequence id wins
+        parsed = replace(parsed, fields={**parsed.fields, "sequence_id": check_sequence_id(sid)})
+    return await _accept(state, topic, parsed)
+
+
+async def publish_sequence(request: web.Request) -> web.Response:
+    """``PUT|POST /<topic>/<sequence_id>`` (ntfy 2.16): a publish whose sequence id is the
+    path's, above any ``X-Sequence-ID``; it replaces the notification with that id. Also
+    ``POST /<topic>/json`` or ``/publish``: ntfy routes those here too (sequence id "json")."""
+    return await publish(request)
+
+
+async def sequence_event(request: web.Request) -> web.Response:
+    """``PUT /<topic>/<sid>/clear`` (or ``/read``) and ``DELETE /<topic>/<sid>``: ntfy 2.16's
+    ``message_clear`` / ``message_delete`` event, stored and streamed like a message (so
+    ``since=`` and the upstream see it), needing write permission as publishing does."""
+    state: RelayState = request.app["state"]
+    topic = _topic(request.match_info["topic"])
+    state.require(state.identify(request), "write", topic)
+    _check_rate(state, request)
+    sid = check_sequence_id(request.match_info["sid"])
+    kind = "message_delete" if request.method == "DELETE" else "message_clear"
+    msg = from_fields({"message": "", "event": kind, "sequence_id": sid}, topic=topic)
+    msg = replace(msg, expires=msg.time + state.cfg.limits.retention_age)
+    stored = await state.hub.publish([msg], cache=True)
+    if kind == "message_delete":  # ntfy: a delete also cancels what is still scheduled
+        await state.hub.cancel_scheduled(topic, sid)
+    state.metrics.published.inc()
+    out = encode(stored[0].message if stored else msg)
+    return web.json_response({**out, "event": kind}, dumps=dumps)
 
 
 async def publish_json(request: web.Request) -> web.Response:
@@ -356,5 +392,10 @@ def make_app(state: RelayState) -> web.Application:
     r.add_get("/{topic}", ntfy_api.topic_get)
     r.add_route("PUT", "/{topic}", topic_publish)
     r.add_route("POST", "/{topic}", topic_publish)
+    topic_sequence = ntfy_api.poll_requests(publish_sequence)
+    r.add_route("PUT", "/{topic}/{sid}", topic_sequence)  # after GET /<t>/json|publish
+    r.add_route("POST", "/{topic}/{sid}", topic_sequence)
+    r.add_route("DELETE", "/{topic}/{sid}", sequence_event)
+    r.add_route("PUT", r"/{topic}/{sid}/{verb:clear|read}", sequence_event)
     r.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -23,7 +23,7 @@ from agent.ntfyproto.since import parse_since
 from agent.store import Stored
 from agent.timeparse import Since
 from edge_relay.auth import Identity
-from edge_relay.core import Filters, event_of, header_value, parse_topic_list
+from edge_relay.core import ACTION_EVENTS, Filters, event_of, header_value, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -70,7 +70,7 @@ class Sink:
         """An event already encoded as JSON text."""
         if self.fmt == "json":
             await self.response.write(data.encode() + b"\n")
-        elif kind == "message":
+        elif kind in ("message", *ACTION_EVENTS):  # ntfy: no ``event:`` line for these
             await self.response.write(f"id: {event_id}\ndata: {data}\n\n".encode())
         else:
             await self.response.write(f"event: {kind}\ndata: {data}\n\n".encode())

@@ -36,6 +36,8 @@ DOC_TABLE: list[tuple[str, list[str], str, dict[str, Any]]] = [
     ("X-Actions", ["Actions", "Action"], "view, Open, https://o.example",
      {"actions": [{"action": "view", "label": "Open", "clear": False,
                    "url": "https://o.example"}]}),
+    # ntfy 2.16: readParam(r, "x-sequence-id", "sequence-id", "sid")
+    ("X-Sequence-ID", ["Sequence-ID", "SID"], "dl-1_A", {"sequence_id": "dl-1_A"}),
 ]  # fmt: skip
 
 
@@ -400,3 +402,23 @@ def test_json_publish_with_nan_beside_a_surrogate_escape_is_40024_not_a_crash() 
     body = b'{"topic":"alerts","message":"m","id":{"":NaN,"\\ud800\\udc00":1e400}}'
     assert code_of(parse_json_publish, Request([], {}, max_value=4096), body,
                    max_size=4096) == 40024  # fmt: skip
+
+
+@pytest.mark.parametrize("sid", ["a.b", "x" * 65, "a b", "ü"])
+def test_sequence_id_refused_40049_in_every_form(sid: str) -> None:
+    """ntfy 2.16: sequenceIDRegex is the topic rule, errHTTPBadRequestSequenceIDInvalid."""
+    forms = [Request([("X-Sequence-ID", sid)], {}), Request([], {"sid": sid})]
+    for req in forms:
+        with pytest.raises(NtfyError) as err:
+            parse_publish(req, b"m")
+        assert err.value.code == 40049
+    body = json.dumps({"topic": "t", "sequence_id": sid}).encode()
+    with pytest.raises(NtfyError) as err:
+        parse_json_publish(Request([], {}), body, max_size=8192)
+    assert err.value.code == 40049
+
+
+def test_json_sequence_id_is_kept() -> None:
+    body = json.dumps({"topic": "t", "message": "m", "sequence_id": "job-7"}).encode()
+    _, parsed = parse_json_publish(Request([], {}), body, max_size=8192)
+    assert parsed.fields["sequence_id"] == "job-7"

@@ -43,6 +43,8 @@ CODES: dict[int, tuple[int, str, str]] = {
     40032: (400, "invalid request: calling is disabled", f"{_DOCS}/config/#phone-calls"),
     40033: (400, "invalid request: phone number invalid", _CALLS),
     40037: (400, "invalid request: delayed call notifications are not supported", ""),
+    40049: (400, "invalid request: sequence ID invalid",
+            f"{_DOCS}/publish/#updating-deleting-notifications"),
     40041: (400, "invalid request: message or title is too large after replacing template",
             _TEMPLATES),
     40042: (400, "invalid request: message body must be JSON if templating is enabled",

@@ -63,6 +63,8 @@ TEMPLATE = _p("template", "x-template", "template", "tpl")
 UNIFIEDPUSH = _p("unifiedpush", "x-unifiedpush", "unifiedpush", "up")
 CONTENT_ENCODING = _p("content_encoding", "content-encoding")
 POLL_ID = _p("poll_id", "x-poll-id", "poll-id")
+# ntfy 2.16: readParam(r, "x-sequence-id", "sequence-id", "sid"); JSON publishMessage.SequenceID
+SEQUENCE_ID = _p("sequence_id", "x-sequence-id", "sequence-id", "sid", json="sequence_id")
 CACHE = _p("cache", "x-cache", "cache", json="cache")
 FIREBASE = _p("firebase", "x-firebase", "firebase", json="firebase")
 # Subscribe (handleSubscribeHTTP, parseSince, parseQueryFilters)
@@ -73,6 +75,7 @@ FILTER_ID = _p("id", "x-id", "id")
 
 PUBLISH = (TITLE, CLICK, ICON, FILENAME, ATTACH, EMAIL, CALL, MESSAGE, PRIORITY, TAGS, DELAY,
            ACTIONS, CONTENT_TYPE, MARKDOWN, TEMPLATE, UNIFIEDPUSH, CONTENT_ENCODING, POLL_ID,
+           SEQUENCE_ID,
            CACHE, FIREBASE)  # fmt: skip
 SUBSCRIBE = (SINCE, POLL, SCHEDULED, FILTER_ID, MESSAGE, TITLE, TAGS, PRIORITY)
 

@@ -59,7 +59,8 @@ _JSON: dict[str, tuple[type, str]] = {
     "priority": (int, "X-Priority"), "tags": (list, "X-Tags"), "click": (str, "X-Click"),
     "icon": (str, "X-Icon"), "actions": (list, "X-Actions"), "attach": (str, "X-Attach"),
     "markdown": (bool, "X-Markdown"), "filename": (str, "X-Filename"),
-    "email": (str, "X-Email"), "call": (str, "X-Call"), "cache": (str, "X-Cache"),
+    "sequence_id": (str, "X-Sequence-ID"), "email": (str, "X-Email"), "call": (str, "X-Call"),
+    "cache": (str, "X-Cache"),
     "firebase": (str, "X-Firebase"), "delay": (str, "X-Delay"),
 }  # fmt: skip
 
@@ -87,6 +88,8 @@ def parse_publish(req: Request, body: bytes) -> Publish:
     if not template:
         _check_size(req, body)
     out: dict[str, Any] = {}
+    if sid := req.read(f.SEQUENCE_ID):
+        out["sequence_id"] = check_sequence_id(sid)
     cache = req.read_bool(f.CACHE, True)
     firebase = req.read_bool(f.FIREBASE, True)
     for param in (f.TITLE, f.CLICK):
@@ -153,6 +156,14 @@ def _check_size(req: Request, body: bytes) -> None:
     if req.max_value is not None and len(body) > req.max_value:
         raise NtfyError(41301, f"message is {len(body)} bytes, above the limit of "
                         f"{req.max_value}", field="message")  # fmt: skip
+
+
+def check_sequence_id(sid: str) -> str:
+    """ntfy 2.16's ``sequenceIDRegex`` (the topic rule: 1-64 of ``-_A-Za-z0-9``), else
+    NtfyError 40049. The id ties an update, clear or delete to the notification it replaces."""
+    if not TOPIC.fullmatch(sid):
+        raise NtfyError(40049, f"{sid[:80]!r} is not 1-64 of A-Z a-z 0-9 - _", "sequence_id")
+    return sid
 
 
 def parse_priority(text: str) -> int:
