@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
 import struct
+import subprocess
 import threading
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -53,9 +53,9 @@ def png() -> bytes:
 
 
 class _Icon(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         _Icon.hits.append(self.path)
         body, kind = (png(), "image/png") if self.path == "/icon.png" else (b"<html>", "text/html")
         self.send_response(200)
