@@ -17,7 +17,7 @@ import struct
 import subprocess
 import threading
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +31,7 @@ from agent.config import ReceiptsConfig, WsConfig
 from agent.service import AgentService
 from tests.desktop import Desktop
 from tests.notifyhelp import until
+from tests.relay import Relay, module_relay, unique_topic
 
 pytestmark = pytest.mark.desktop
 
@@ -224,3 +225,29 @@ async def test_icon_markdown_and_action_buttons_reach_dunst(
     first = next(c for c in calls if '"md"' in c)
     # view and http are buttons; broadcast (an Android intent) gets none on a desktop
     assert '"Open"' in first and '"Retry"' in first and '"Intent"' not in first
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    yield from module_relay(tmp_path_factory, "seqrelay")
+
+
+async def test_icon_and_markdown_published_to_the_relay_reach_dunst(
+    desktop: Desktop, relay: Relay, icon_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real relay (what it streams today): X-Icon and X-Markdown survive the way through.
+    Update/clear/delete through the relay need its sequence_id support (the "seqid" branch):
+    the JSON publish ignores unknown keys as ntfy does, so that part is proven with the stub."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    topic = unique_topic("seq")
+    cfg = replace(agent_cfg(tmp_path, 0), servers=(relay.url,), topics=(topic,))
+    async with AgentService(cfg):
+        await asyncio.sleep(1.0)  # subscribed (the agent asks since= its start either way)
+        await asyncio.to_thread(relay.publish, topic, "**up** again", Title="relayed",
+                                **{"X-Icon": f"{icon_url}/icon.png", "X-Markdown": "yes"})  # fmt: skip
+        await until(lambda: desktop.count("displayed") == 1, what="relayed notification")
+        desktop.dunstctl("close-all")
+        history = await until(lambda: desktop.history())
+    assert history[0]["summary"] == "relayed" and history[0]["body"] == "<b>up</b> again"
+    assert Path(history[0]["icon_path"]).read_bytes() == png()
