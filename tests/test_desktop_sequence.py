@@ -243,9 +243,9 @@ async def test_icon_and_markdown_published_to_the_relay_reach_dunst(
     topic = unique_topic("seq")
     cfg = replace(agent_cfg(tmp_path, 0), servers=(relay.url,), topics=(topic,))
     async with AgentService(cfg):
-        await asyncio.sleep(1.0)  # subscribed (the agent asks since= its start either way)
-        await asyncio.to_thread(relay.publish, topic, "**up** again", Title="relayed",
-                                **{"X-Icon": f"{icon_url}/icon.png", "X-Markdown": "yes"})  # fmt: skip
+        # no wait for the subscription: the agent's first since= is its start time
+        headers = {"X-Icon": f"{icon_url}/icon.png", "X-Markdown": "yes"}
+        await asyncio.to_thread(relay.publish, topic, "**up** again", Title="relayed", **headers)
         await until(lambda: desktop.count("displayed") == 1, what="relayed notification")
         desktop.dunstctl("close-all")
         history = await until(lambda: desktop.history())
