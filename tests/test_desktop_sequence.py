@@ -30,6 +30,7 @@ from agent import config
 from agent.config import ReceiptsConfig, WsConfig
 from agent.service import AgentService
 from tests.desktop import Desktop
+from tests.helpers import pushagent
 from tests.notifyhelp import until
 from tests.relay import Relay, module_relay, unique_topic
 
@@ -180,6 +181,13 @@ async def test_update_in_place_then_clear_then_delete_and_restart_shows_nothing_
         await asyncio.sleep(0.5)  # the whole backlog is one hand-off: give it its moment
         replayed = desktop.count("displayed")
     assert replayed == 1, "only the unrelated message shows again, not the deleted sequence"
+    out = pushagent("history", "--json", home=tmp_path / "home")
+    assert out.returncode == 0, out.stderr
+    rows = {r["id"]: r for r in json.loads(out.stdout)}
+    assert (rows["m1"]["state"], rows["m2"]["state"]) == ("deleted", "deleted")
+    assert rows["m2"]["sequence_id"] == "job-7" and rows["d1"]["event"] == "message_delete"
+    text = pushagent("history", home=tmp_path / "home").stdout.decode()
+    assert "deleted" in text and "50%" in text  # kept and shown, with its state
 
 
 async def test_icon_markdown_and_action_buttons_reach_dunst(
