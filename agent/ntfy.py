@@ -14,10 +14,16 @@ one per WebSocket text frame (or per line on ``/json``), each with an ``event`` 
 ``message``
     a message with ntfy's envelope fields (``id``, ``time``, ``topic``, ``message``, ...).
 ``poll_request``
-    the server asks the client to fetch (used by ntfy for iOS); we answer by reconnecting with
-    ``since=<cursor>``, which fetches the same thing.
+    the server asks the client to fetch (used by ntfy for iOS, whose push carries no content);
+    we answer by reconnecting with ``since=<cursor>``, which fetches exactly what is missing.
+``message_clear`` / ``message_delete`` (ntfy 2.16)
+    the notification of a sequence (``sequence_id``) was cleared (read and dismissed) or
+    deleted. They become Messages too, with ``extra["event"]`` naming the event (absent means
+    ``message``), so they go through the same store transaction as messages: the ``since=``
+    cursor moves past them and a replay stores (and acts on) each once. The service routes
+    them to the notifier as close/update instead of a new notification.
 
-Other event names (a newer server's ``message_delete``, ``message_clear``) are ignored.
+Other event names (a future server's) are ignored.
 
 What is wrong is split in two, because the caller does different things next:
 
@@ -57,6 +63,9 @@ DEAD_FACTOR = 1.5
 NTFY_SCHEMES = ("http", "https", "ws", "wss")
 MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl", "ws+mqtt", "wss+mqtt")
 AUTO = "auto"
+
+MESSAGE_EVENTS = frozenset({"message", "message_clear", "message_delete"})
+"""Events stored as Messages (``extra["event"]`` keeps the two that are not ``message``)."""
 
 EventKind = Literal["open", "keepalive", "message", "poll_request", "rejected", "other"]
 
@@ -198,10 +207,11 @@ def parse_frame(frame: str | bytes, *, max_size: int) -> Event:
         raise ConnectionLost(f"server sent an object without an 'event' field: {_shown(frame)}")
     if event in ("open", "keepalive", "poll_request"):
         return Event(event)  # type: ignore[arg-type]
-    if event != "message":
+    if event not in MESSAGE_EVENTS:
         return Event("other")
     fields = obj  # freshly decoded and ours alone: drop the event name in place, no copy
-    del fields["event"]
+    if event == "message":
+        del fields["event"]  # absent means "message": the common case carries no extra
     try:
         check_unicode(frame, fields, "message")
         return Event("message", message=from_fields(fields))

@@ -278,7 +278,13 @@ class AgentService:
         async with self._write_lock:
             for start in range(0, len(items), step):
                 part = items[start : start + step]
-                await notifier.show(part)
+                # Superseded or closed members of a notification sequence are not shown (a
+                # restart's backlog of message, update, clear shows nothing); still marked.
+                live = part
+                if any(s.message.extra and "sequence_id" in s.message.extra for s in part):
+                    live = await asyncio.to_thread(self.store.current, part)
+                if live:
+                    await notifier.show(live)
                 # No await between show() and the mark, and the mark takes no lock
                 # (agent.handoff): a crash repeats at most this one slice.
                 self.store.mark_notified(part[-1].seq)

@@ -77,6 +77,8 @@ async def test_slow_command_does_not_delay_the_next(store: Store, tmp_path: Path
         "PUSHAGENT_PRIORITY": "5",
         "PUSHAGENT_TAGS": "warning,disk",
         "PUSHAGENT_CLICK": "https://example.org/d",
+        "PUSHAGENT_EVENT": "message",
+        "PUSHAGENT_SEQUENCE_ID": fast.message.id,  # no sequence_id: its own sequence
     }
     assert got["stdin"]["id"] == fast.message.id and got["stdin"]["tags"] == ["warning", "disk"]
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()  # no shell

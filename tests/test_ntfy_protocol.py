@@ -53,7 +53,7 @@ def test_bad_message_is_rejected_with_its_field_and_id_not_raised() -> None:
 
 
 def test_unknown_events_are_ignored() -> None:
-    assert parse_frame('{"event":"message_delete","id":"x"}', max_size=MAX).kind == "other"
+    assert parse_frame('{"event":"message_shred","id":"x"}', max_size=MAX).kind == "other"
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def make_backend(cfg: AgentConfig, on_event: EventSink) -> Notifier:
     if name == "desktop":
         from agent.notify.desktop import DesktopNotifier
 
-        return DesktopNotifier(cfg.desktop, on_event)
+        return DesktopNotifier(cfg.desktop, on_event, cache_dir=cfg.paths.cache_dir)
     raise NotImplementedError(f"notifier {name!r} is not built yet")  # config checked the name
 
 

@@ -1,7 +1,11 @@
 """``--notifier command``: run the user's command once per message.
 
 The envelope goes in environment variables (``PUSHAGENT_ID``, ``_TOPIC``, ``_TITLE``,
-``_MESSAGE``, ``_PRIORITY``, ``_TAGS``, ``_CLICK``) and as JSON on stdin. ``show`` only
+``_MESSAGE``, ``_PRIORITY``, ``_TAGS``, ``_CLICK``, ``_EVENT``, ``_SEQUENCE_ID``) and as
+JSON on stdin. ``PUSHAGENT_EVENT`` is ``message``, ``message_clear`` or ``message_delete``
+(ntfy 2.16: the notification of sequence ``PUSHAGENT_SEQUENCE_ID`` was cleared or deleted;
+a ``message`` whose sequence id was seen before is an update). The sequence id is the
+message's ``sequence_id``, else its own id. ``show`` only
 queues; a fixed pool of workers runs the commands, each with a timeout after which it is
 killed, so one slow command holds one worker and never the next message. No shell unless
 ``command.shell = true`` (then the argv is joined and given to ``/bin/sh -c``).
@@ -24,6 +28,7 @@ from agent.envelope import Message, dumps, encode
 from agent.errors import ConfigError
 from agent.notify import EventSink
 from agent.store import Stored
+from agent.store.sequences import event_of, sequence_key
 from agent.tasks import reap
 
 log = logging.getLogger("pushagent.notify.command")
@@ -40,6 +45,8 @@ def message_env(msg: Message) -> dict[str, str]:
         "PUSHAGENT_PRIORITY": str(msg.priority),
         "PUSHAGENT_TAGS": ",".join(msg.tags),
         "PUSHAGENT_CLICK": msg.click or "",
+        "PUSHAGENT_EVENT": event_of(msg),
+        "PUSHAGENT_SEQUENCE_ID": sequence_key(msg),
     }
     return {k: v.replace("\0", "") for k, v in values.items()}
 

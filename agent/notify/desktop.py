@@ -4,7 +4,21 @@ Linux: D-Bus ``org.freedesktop.Notifications``; macOS and Windows: their notific
 centres (through desktop-notifier; untested here). Priority 1-2 → low urgency, 3 → normal,
 4-5 → critical; 5 also asks for the default sound. A click on the body opens the message's
 ``click`` URL and records ``clicked``; closing records ``dismissed``; the server accepting it
-records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request.
+records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request
+(10 s timeout, the answer's status logged). ``broadcast`` (an Android intent) has no meaning
+on a desktop and gets no button: a button that does nothing is worse than none.
+
+ntfy 2.16 sequences (agent.store.sequences): a message whose ``(topic, sequence key)`` is on
+screen replaces that notification in place (D-Bus ``Notify`` with its ``replaces_id``: the
+same notification id, the new text); ``message_clear`` and ``message_delete`` close it
+(``CloseNotification``). What is on screen is known to this process only: after a restart an
+update shows as a new notification and a clear cannot close one shown before.
+desktop-notifier always sends ``replaces_id = 0``, so for an update its ``call_notify`` is
+wrapped for that one call (under a lock) to pass the id of the notification it replaces.
+
+``icon`` (an http(s) URL) is fetched into the cache folder (agent.notify.icons) and passed
+as a file; ``content_type: text/markdown`` is rendered (agent.notify.markdown) to the
+server's body markup when it advertises ``body-markup``, else to plain text.
 
 No D-Bus, no notification daemon, no display: one warning, then every message goes to the
 ``log`` backend instead (it is stored either way; ``displayed`` is not recorded).
@@ -19,17 +33,23 @@ import contextlib
 import logging
 import re
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from agent.config import DesktopConfig
 from agent.envelope import Message
-from agent.notify import EventSink, LogNotifier
+from agent.notify import EventSink, LogNotifier, markdown
+from agent.notify.icons import IconCache
 from agent.store import Stored
+from agent.store.sequences import event_of, sequence_key
 
 log = logging.getLogger("pushagent.notify.desktop")
 PROBE_TIMEOUT = 5.0
+SCREEN_KEEP = 1000
+"""Sequences remembered as on screen (oldest forgotten first: then an update shows anew)."""
 # C0/C1 controls and the Unicode bidi overrides that can disguise text; newlines and tabs
 # are kept in the body (turned into spaces in the title).
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -73,8 +93,14 @@ class DesktopNotifier:
     name = "desktop"
     hand_off_size = 0  # the whole batch: the service marks after it
 
-    def __init__(self, cfg: DesktopConfig, on_event: EventSink) -> None:
+    def __init__(
+        self, cfg: DesktopConfig, on_event: EventSink, *, cache_dir: Path | None = None
+    ) -> None:
         self._cfg = cfg
+        self._icons = IconCache(cache_dir / "icons") if cache_dir is not None else None
+        self._screen: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """``(topic, sequence key)`` → desktop-notifier identifier of what is on screen."""
+        self._notify_lock = asyncio.Lock()
         self._on_event = on_event
         self._dn: Any = None  # desktop_notifier.DesktopNotifier once probed
         self._pending_dn: Any = None  # the same, from before the probe (to close its bus)
@@ -147,7 +173,10 @@ class DesktopNotifier:
         """Send each item to the notification server; what it cannot take goes to the log."""
         failed: list[Stored] = []
         for item in items:
-            if self._dn is not None:
+            if event_of(item.message) != "message":
+                if not await self._close(item):
+                    failed.append(item)  # the log shows the clear/delete instead
+            elif self._dn is not None:
                 if not await self._send(item):
                     failed.append(item)
             elif self._plyer is not None:
@@ -176,21 +205,83 @@ class DesktopNotifier:
             self._open(msg.click)
             self._event(item, "clicked")
 
+        key = (msg.topic, sequence_key(msg))
+        icon = await self._icon(msg)
         notification = dn.Notification(
             title=clean(msg.title or msg.topic, self._cfg.max_title, markup=False, oneline=True),
-            message=clean(msg.message, self._cfg.max_body, markup=self._markup),
+            message=self._body(msg),
             urgency=dn.Urgency(urgency_name(msg.priority)),
+            icon=dn.Icon(path=icon) if icon is not None else None,
             buttons=tuple(self._buttons(item)),
             sound=dn.DEFAULT_SOUND if msg.priority >= 5 and self._cfg.sound else None,
             on_dispatched=on_dispatched,
             on_clicked=on_clicked,
             on_dismissed=lambda: self._event(item, "dismissed"),
         )
-        await self._dn.send_notification(notification)
+        await self._notify(notification, self._screen.get(key))
         if dispatched:
+            self._screen[key] = notification.identifier
+            self._screen.move_to_end(key)
+            while len(self._screen) > SCREEN_KEEP:
+                self._screen.popitem(last=False)
             self._event(item, "displayed")
         log.debug("notification for %s dispatched=%s", mid, dispatched)
         return dispatched
+
+    def _body(self, msg: Message) -> str:
+        if not markdown.is_markdown(msg.content_type):
+            return clean(msg.message, self._cfg.max_body, markup=self._markup)
+        text = clean(msg.message, self._cfg.max_body, markup=False)
+        return markdown.to_markup(text) if self._markup else markdown.to_plain(text)
+
+    async def _icon(self, msg: Message) -> Path | None:
+        url = safe_url(msg.extra.get("icon") if msg.extra else None)
+        if url is None or self._icons is None:
+            return None
+        return await self._icons.get(url)
+
+    def _mapping(self) -> Any:
+        """desktop-notifier's D-Bus id ↔ identifier map (None on other backends)."""
+        backend = getattr(self._dn, "_backend", None)
+        return getattr(backend, "_platform_to_interface_notification_identifier", None)
+
+    async def _notify(self, notification: Any, replaces: str | None) -> None:
+        """Send ``notification``; in place of the one identified by ``replaces`` if it is
+        still on screen (its D-Bus id passed as ``replaces_id``)."""
+        backend: Any = getattr(self._dn, "_backend", None)
+        mapping = self._mapping()
+        iface = getattr(backend, "interface", None)
+        pid = mapping.inverse.get(replaces) if mapping is not None and replaces else None
+        if pid is None or iface is None or not hasattr(iface, "call_notify"):
+            await self._dn.send_notification(notification)
+            return
+        async with self._notify_lock:
+            del mapping.inverse[replaces]  # the new identifier takes the same D-Bus id
+            backend._notification_cache.pop(replaces, None)
+            original = iface.call_notify
+
+            async def notify(app: str, _replaces_id: int, *rest: Any) -> Any:
+                return await original(app, pid, *rest)
+
+            iface.call_notify = notify
+            try:
+                await self._dn.send_notification(notification)
+            finally:
+                iface.call_notify = original
+
+    async def _close(self, item: Stored) -> bool:
+        """A clear or delete: close the sequence's notification if this process shows it."""
+        msg = item.message
+        identifier = self._screen.pop((msg.topic, sequence_key(msg)), None)
+        if self._dn is None:
+            return self._plyer is not None  # plyer cannot close; nothing to log either
+        if identifier is not None:
+            mapping = self._mapping()
+            if mapping is None or identifier in mapping.inverse:
+                await self._dn.clear(identifier)
+        log.debug("%s for %s/%s: closed=%s", event_of(msg), msg.topic, sequence_key(msg),
+                  identifier is not None)  # fmt: skip
+        return True
 
     def _buttons(self, item: Stored) -> list[Any]:
         import desktop_notifier as dn

@@ -21,6 +21,7 @@ from agent import dnd, rules
 from agent.config import AgentConfig
 from agent.envelope import Message, new_id
 from agent.store import Store, Stored
+from agent.store.sequences import event_of
 
 if TYPE_CHECKING:
     from agent.notify import Notifier
@@ -104,6 +105,12 @@ class RulesNotifier:
 
     async def show(self, items: Sequence[Stored]) -> None:
         """Apply the rules to ``items`` and show what passes (plus any due summaries)."""
+        closing = [s for s in items if event_of(s.message) != "message"]
+        if closing:  # clears and deletes close what is shown: no rule holds them back
+            await self.backend.show(closing)
+            items = [s for s in items if event_of(s.message) == "message"]
+            if not items:
+                return
         now = self._clock()
         paused = None
         if self._store is not None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import Message
+from agent.store import sequences
 from agent.store.ledger import _Ledger
 from agent.store.scheduled import _Scheduled
 from agent.store.schema import (
@@ -117,6 +118,8 @@ class Store(_Scheduled, _Ledger):
                     known.add(m.id)
                     fresh.append(m)
             first = _insert_new(conn, fresh, source, now)
+            if fresh:
+                sequences.record(conn, fresh, now)
             position = cursor_id or (messages[-1].id if messages else None)
             if cursor is not None and position is not None:
                 conn.execute(
@@ -248,6 +251,34 @@ class Store(_Scheduled, _Ledger):
             (source,),
         )
         return str(rows[0][0]) if rows else None
+
+    def sequence(self, topic: str, sequence_id: str) -> tuple[str | None, str] | None:
+        """``(last message id, state)`` of a notification sequence (agent.store.sequences)."""
+        rows = self._read(
+            "SELECT message_id, state FROM sequences WHERE topic = ? AND sequence_id = ?",
+            (topic, sequence_id),
+        )
+        return (rows[0][0], str(rows[0][1])) if rows else None
+
+    def current(self, items: Sequence[Stored]) -> list[Stored]:
+        """The items that should still reach the notifier: messages superseded by a later
+        one of their sequence, or of a cleared or deleted sequence, are left out (the rows
+        stay; see agent.store.sequences.current)."""
+        keys = [(s.message.topic, sid) for s in items if (sid := sequences.sequence_id(s.message))]
+        if not keys:
+            return list(items)
+        rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for topic, sid in set(keys):
+            row = self.sequence(topic, sid)
+            if row is not None:
+                rows[(topic, sid)] = row
+        return [
+            s
+            for s in items
+            if sequences.current(
+                s.message, rows.get((s.message.topic, sequences.sequence_id(s.message) or ""))
+            )
+        ]
 
     def pending_notifications(self, limit: int = 1000) -> list[Stored]:
         """Stored messages not yet handed to the notifier, oldest first."""

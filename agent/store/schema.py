@@ -257,6 +257,21 @@ def _m007_scheduled(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX scheduled_sequence ON scheduled (topic, sequence_id)")
 
 
+def _m008_sequence(db: sqlite_utils.Database) -> None:
+    # ntfy 2.16's sequence_id: per (topic, sequence_id) the last message shown and its state
+    # (shown / updated / cleared / deleted), written with the messages (agent.store.sequences).
+    db.execute(
+        """CREATE TABLE sequences (
+            topic TEXT NOT NULL,
+            sequence_id TEXT NOT NULL,
+            message_id TEXT,
+            state TEXT NOT NULL,
+            updated REAL NOT NULL,
+            PRIMARY KEY (topic, sequence_id)
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -265,6 +280,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("005_rejected", _m005_rejected),
     ("006_receipt_owner", _m006_receipt_owner),
     ("007_scheduled", _m007_scheduled),
+    ("008_sequence", _m008_sequence),
 )
 
 

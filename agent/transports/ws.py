@@ -281,7 +281,11 @@ class WsTransport:
                     self._rejects.note(self.url, item)
                     await queue.put((item, event.id))
                 elif event.kind == "poll_request":
-                    raise ConnectionLost("server asked for a poll; resubscribing with since=")
+                    # "Fetch now" (ntfy's iOS wake-up): this stream is live and in order, so
+                    # whatever the poll would fetch has already come down it. Reconnecting
+                    # would add nothing but a reconnect per X-Poll-ID publish (a churn any
+                    # publisher could cause), so it is only noted.
+                    log.debug("%s: poll_request ignored: the stream is live", self.url)
         except ConnectionClosed as exc:
             await queue.put(self._dead or ConnectionLost(_closed_reason(exc, max_size)))
         except TransportError as exc:
