@@ -34,4 +34,4 @@ def test_old_receipts_survive_the_migration_as_the_local_owner(
         assert s.receipts_for("aaaaaaaaaaaa") == [("displayed", "phone", 5.0),
                                                   ("displayed", "phone", 9.0)]  # fmt: skip
         applied = [r[0] for r in s.conn.execute("SELECT name FROM _migrations ORDER BY name")]
-        assert applied[-1] == "006_receipt_owner"
+        assert "006_receipt_owner" in applied
