@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -36,8 +37,12 @@ class Relay:
         args: Sequence[str] = (),
         port: int = 0,
         env: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.dir = workdir
+        self.tls = tls
+        """The client context that trusts the relay's certificate, for one started with
+        ``--tls-cert``/``--tls-key``: the url is https and the health check uses it."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.config = self.dir / "relay.toml"
@@ -51,7 +56,7 @@ class Relay:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Relay:
         argv = ["serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir",
@@ -70,7 +75,7 @@ class Relay:
         if self.proc.poll() is not None:
             raise AssertionError(f"relay exited {self.proc.returncode}: {self.log.read_text()}")
         try:
-            with urllib.request.urlopen(self.url + "/v1/health", timeout=2) as r:
+            with urllib.request.urlopen(self.url + "/v1/health", timeout=2, context=self.tls) as r:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False

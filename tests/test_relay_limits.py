@@ -54,21 +54,11 @@ def test_tls(tmp_path: Path) -> None:
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    relay = Relay(tmp_path / "r", config=FAST, args=["--tls-cert", str(tmp_path / "cert.pem"),
-                  "--tls-key", str(tmp_path / "key.pem")])  # fmt: skip
-    relay.port = free_port()
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
-    url = f"https://127.0.0.1:{relay.port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/v1/health", context=ctx, timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    relay._healthy = healthy  # type: ignore[method-assign]
+    relay = Relay(tmp_path / "r", config=FAST, args=["--tls-cert", str(tmp_path / "cert.pem"),
+                  "--tls-key", str(tmp_path / "key.pem")], tls=ctx)  # fmt: skip
+    url = relay.url
     relay.start()
     try:
         req = urllib.request.Request(url + "/secure", data=b"over tls", method="PUT")
