@@ -179,24 +179,38 @@ class Sender:
         return obj
 
     def _once(self, req: HttpRequest) -> tuple[int, dict[str, str], bytes]:
-        """One request (no proxy from the environment: a LAN relay is reached directly, as
-        the agent's own transports do); our errors out, never urllib's."""
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if self.context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=self.context))
-        opener = urllib.request.build_opener(*handlers)
         headers = dict(req.headers)
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = req.body if req.method in ("POST", "PUT") else None
         url = self.base + req.path  # the base is http(s):// (ntfy.parse_server checked it)
-        request = urllib.request.Request(url, data=data, headers=headers, method=req.method)  # noqa: S310
         try:
-            with opener.open(request, timeout=self.timeout) as resp:
-                return int(resp.status), dict(resp.headers), resp.read(1 << 20)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return int(exc.code), dict(exc.headers), exc.read(1 << 16)
+            return exchange(url, req.method, data, headers, self.context, self.timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ConnectionLost(f"{self.base}: cannot reach the server: {reason}") from None
+
+
+def exchange(
+    url: str,
+    method: str,
+    data: bytes | None,
+    headers: dict[str, str],
+    context: ssl.SSLContext | None,
+    timeout: float,
+) -> tuple[int, dict[str, str], bytes]:
+    """One blocking HTTP request → (status, headers, body), an error status included (so the
+    caller reads ntfy's JSON error). No proxy from the environment: a LAN relay is reached
+    directly, as the agent's own transports do. URLError/OSError/TimeoutError are the
+    caller's to word (the server could not be reached)."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with opener.open(request, timeout=timeout) as resp:
+            return int(resp.status), dict(resp.headers), resp.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), dict(exc.headers), exc.read(1 << 16)

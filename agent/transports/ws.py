@@ -46,7 +46,6 @@ import logging
 import ssl
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -65,7 +64,7 @@ from agent.errors import (
     RateLimited,
     TransportError,
 )
-from agent.httppublish import DEFAULT_RETRY_AFTER, retry_after
+from agent.httppublish import DEFAULT_RETRY_AFTER, exchange, retry_after
 from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
 from agent.store import OutboxItem, Rejected, Store
 from agent.tasks import supervise
@@ -454,34 +453,28 @@ def _http_post(
     shown: str,
 ) -> None:
     """Blocking POST (worker thread); our errors out, never urllib's."""
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-    if ctx is not None:
-        handlers.append(urllib.request.HTTPSHandler(context=ctx))
-    opener = urllib.request.build_opener(*handlers)
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            detail = exc.read(300).decode("utf-8", "replace").strip()
-        if exc.code in (401, 403):
-            raise AuthError(
-                f"{shown}: POST answered {exc.code}; run: pushagent login {shown} --token-stdin"
-            ) from None
-        if exc.code in (404, 405, 501):
-            # A plain ntfy server has no /v1/receipts: the receipt can never be delivered,
-            # and keeping it would grow the outbox forever.
-            log.warning("%s: no receipts endpoint (HTTP %d); receipt dropped", shown, exc.code)
-            return
-        if exc.code == 429:
-            wait = retry_after(exc.headers.get("Retry-After"))
-            raise RateLimited(f"{shown}: POST answered HTTP 429", retry_after=wait) from None
-        if exc.code >= 500:
-            raise ConnectionLost(f"{shown}: POST answered HTTP {exc.code}") from None
-        raise MessageError(f"{shown}: POST refused (HTTP {exc.code}): {detail}") from None
+        status, answer_headers, raw = exchange(url, "POST", body, headers, ctx, timeout)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise ConnectionLost(f"{shown}: POST failed: {exc}") from None
+    if status < 300:
+        return
+    if status in (401, 403):
+        raise AuthError(
+            f"{shown}: POST answered {status}; run: pushagent login {shown} --token-stdin"
+        )
+    if status in (404, 405, 501):
+        # A plain ntfy server has no /v1/receipts: the receipt can never be delivered,
+        # and keeping it would grow the outbox forever.
+        log.warning("%s: no receipts endpoint (HTTP %d); receipt dropped", shown, status)
+        return
+    if status == 429:
+        wait = retry_after(answer_headers.get("Retry-After"))
+        raise RateLimited(f"{shown}: POST answered HTTP 429", retry_after=wait)
+    if status >= 500:
+        raise ConnectionLost(f"{shown}: POST answered HTTP {status}")
+    detail = raw[:300].decode("utf-8", "replace").strip()
+    raise MessageError(f"{shown}: POST refused (HTTP {status}): {detail}")
 
 
 def _closed_reason(exc: ConnectionClosed, max_frame: int) -> str:
