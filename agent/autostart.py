@@ -99,7 +99,8 @@ def systemd_unit(argv: list[str]) -> str:
         f"ExecStart={' '.join(_quote(a) for a in argv)}\n"
         f"{env}"
         "Restart=on-failure\n"
-        "RestartSec=5\n\n"
+        "RestartSec=5\n"
+        "RestartPreventExitStatus=2\n\n"
         "[Install]\n"
         "WantedBy=default.target\n"
     )

@@ -359,9 +359,9 @@ class AgentService:
         return "offline"
 
     async def _status(self) -> None:
-        shown: tuple[str, str | None] | None = None
+        shown: tuple[str, str | None, tuple[str | None, float | None]] | None = None
         while True:
-            now = (self.state(), self.last_message_id)
+            now = (self.state(), self.last_message_id, self._why())
             if now != shown:
                 if shown is None or now[0] != shown[0]:
                     self._since = time.time()
@@ -374,6 +374,14 @@ class AgentService:
                 async with asyncio.timeout(1.0):
                     await self._state_changed.wait()
             self._state_changed.clear()
+
+    def _why(self) -> tuple[str | None, float | None]:
+        """The last connection error and the seconds until the next try, of the first server
+        not connected (None, None when all are): ``status`` shows them."""
+        for t in self.transports:
+            if t.state != "connected":
+                return getattr(t, "last_error", None), getattr(t, "retry_in", None)
+        return None, None
 
     def _on_state(self, _state: str) -> None:
         # Written at once (not on the next tick) so a quick drop-and-reconnect still shows.
@@ -414,6 +422,7 @@ class AgentService:
             "store_error": self._store_error,
             "store_since": self._store_since,
         }
+        body["last_error"], body["retry_in"] = self._why()
         try:
             write_private(path, (json.dumps(body) + "\n").encode())
         except OSError as exc:

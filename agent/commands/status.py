@@ -78,7 +78,7 @@ def report(
     out["store"] = health.OK
     if raw is not None and alive:
         keys = ("server", "state", "since", "last_message_id", "pid", "client_id", "store",
-                "store_error", "store_since")  # fmt: skip
+                "store_error", "store_since", "last_error", "retry_in")  # fmt: skip
         for key in keys:
             if key in raw:
                 out[key] = raw[key]
@@ -167,12 +167,22 @@ def _text(o: dict[str, Any]) -> str:
             f"server:       {o['server']}",
             f"state:        {o['state']} since {_when(o['since'])}",
         ]
+        if o.get("last_error") and o["state"] != "connected":
+            lines.append(f"last error:   {o['last_error']}{_retry(o.get('retry_in'))}")
     if o.get("last_message_id"):
         lines.append(f"last message: {o['last_message_id']} at {_when(o.get('last_message_time'))}")
     lines.append(f"outbox:       {o['outbox']} waiting")
     lines.append(f"messages:     {o['messages']} stored")
     lines.append(f"store:        {_store(o)}")
     return "\n".join(lines)
+
+
+def _retry(seconds: object) -> str:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return ""
+    if seconds >= 60:  # the cap: a refusal a person must fix
+        return f" (retrying every {seconds:.0f} s)"
+    return f" (retrying in {seconds:.1f} s)"
 
 
 def _store(o: dict[str, Any]) -> str:
