@@ -170,6 +170,7 @@ class AgentService:
         self.handed_over = 0
         self._queued: deque[list[Stored]] = deque()
         self._shown_seq = 0
+        self._events: list[tuple[str, str, float]] = []
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -296,17 +297,23 @@ class AgentService:
     def _on_event(self, message_id: str, state: str) -> None:
         """A notifier reported what the user did; record it and queue the receipt."""
         # Backends may call this from their own thread: hop onto the loop first.
-        self._loop.call_soon_threadsafe(lambda: self._spawn(self._record(message_id, state)))
+        self._loop.call_soon_threadsafe(self._note_event, message_id, state, time.time())
 
-    async def _record(self, message_id: str, state: str) -> None:
+    def _note_event(self, message_id: str, state: str, when: float) -> None:
+        # Events reported together (the log notifier's slice of 64) are recorded by one task
+        # in one transaction, not a task and a commit each.
+        self._events.append((message_id, state, when))
+        if len(self._events) == 1:
+            self._spawn(self._record())
+
+    async def _record(self) -> None:
+        events, self._events = self._events, []
         try:
             await asyncio.to_thread(
-                self.store.record_states,
-                [(message_id, state, time.time())],
-                receipt_destination=self._receipts,
+                self.store.record_states, events, receipt_destination=self._receipts
             )
         except EdgepushError as exc:
-            log.warning("could not record %s for %s: %s", state, message_id, exc)
+            log.warning("could not record %d events (%s ...): %s", len(events), events[0], exc)
             return
         self._outbox_wake.set()
 
