@@ -339,7 +339,8 @@ async def test_401_stops_a_transport_never_accepted_and_one_accepted_before_wait
     accepted, a refusal (a token revoked, a proxy mid-deploy) retries at the cap instead."""
     cfg = make_cfg(tmp_path)
     stub.reject = 401
-    with pytest.raises(ServerRefused, match=r"HTTP 401\): unauthorized; run: pushagent login"):
+    wanted = r"HTTP 401\): unauthorized \(no access token was sent\); run: pushagent login"
+    with pytest.raises(ServerRefused, match=wanted):
         async with asyncio.timeout(10):
             await transport(stub, cfg, store).run(Sink(store))
 

@@ -48,14 +48,18 @@ def refusal_text(status: int, body: bytes) -> str:
     return f"server refused the subscription ({head})" + (f": {detail}" if detail else "")
 
 
-def ws_refusal(status: int, body: bytes, *, login: str) -> ServerRefused | ConnectionLost:
+def ws_refusal(
+    status: int, body: bytes, *, login: str, had_token: bool
+) -> ServerRefused | ConnectionLost:
     """The error for a WebSocket upgrade answered ``status``: ServerRefused when permanent
-    (401/403 say how to log in: ``login`` is the server's base), else ConnectionLost."""
+    (401/403 say whether a token was sent and how to log in: ``login`` is the server's
+    base), else ConnectionLost."""
     if not is_permanent(status):
         return ConnectionLost(f"server answered HTTP {status} to the WebSocket upgrade")
     text = refusal_text(status, body)
     if status in (401, 403):
-        text += f"; run: pushagent login {login} --token-stdin"
+        sent = "the access token sent was refused" if had_token else "no access token was sent"
+        text += f" ({sent}); run: pushagent login {login} --token-stdin"
     return ServerRefused(text)
 
 

@@ -231,8 +231,9 @@ class WsTransport:
                 self._set_state("connected")
                 await self._pump(ws, sink)
         except InvalidStatus as exc:
-            answer = exc.response
-            raise ws_refusal(answer.status_code, bytes(answer.body), login=self.source) from None
+            code, body = exc.response.status_code, bytes(exc.response.body)
+            token = bool(self._token)
+            raise ws_refusal(code, body, login=self.source, had_token=token) from None
         except ConnectionClosed as exc:
             raise ConnectionLost(_closed_reason(exc, ws_cfg.max_frame)) from None
         except (OSError, TimeoutError, WebSocketException) as exc:
