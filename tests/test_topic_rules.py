@@ -91,3 +91,12 @@ def test_mqtt_filters_follow_the_mqtt_rules(home: Path) -> None:
     assert "mqtt://broker.lan" in line and "pw" not in line, line  # no password in errors
     cfg.write_text('servers = ["mqtt://broker.lan"]\ntopics = ["home/+/door", "my topic"]\n')
     assert pushagent("config", "show", home=home).returncode == 0
+
+
+def test_send_checks_an_ntfy_topic_before_any_request(home: Path) -> None:
+    """Port 9 (discard) is closed here: the line must come before any connection attempt."""
+    result = pushagent("send", "--server", "http://127.0.0.1:9", "my topic", "hi", home=home)
+    assert result.returncode == 2
+    (line,) = errors(result)
+    assert line == ("pushagent: TOPIC: 'my topic': an ntfy topic is 1-64 letters, digits, '-' "
+                    "or '_' (^[-_A-Za-z0-9]{1,64}$)"), line  # fmt: skip

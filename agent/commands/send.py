@@ -16,7 +16,7 @@ from agent.commands import common, load_config
 from agent.config import AgentConfig
 from agent.envelope import PRIORITY_WORDS, encode_bytes, from_fields
 from agent.errors import ConfigError, ConnectionLost, MessageError, UsageError
-from agent.topics import check_mqtt_topic
+from agent.topics import check_mqtt_topic, topic_problem
 
 DEFAULT_TIMEOUT = 10.0
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
     from agent.transports import tls_context
 
     server = parse_server(cfg.servers[0])
+    problem = topic_problem("ntfy", args.topic)
+    if problem is not None:  # said here, not as the server's 400 after a round trip
+        raise UsageError(f"TOPIC: {args.topic!r}: {problem}")
     if args.id is not None:
         raise UsageError("--id: an ntfy server picks the message id; use --sequence-id")
     gone = args.clear if args.clear is not None else args.delete
