@@ -195,3 +195,22 @@ def test_a_connected_mqtt_agent_that_is_then_refused_backs_off_to_the_cap(
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.kill()
+
+
+def test_a_relay_whose_upstream_refuses_it_keeps_serving_its_lan(
+    tmp_path: Path, auth_broker: tuple[Mosquitto, Path]
+) -> None:
+    """The relay's upstream is the agent's MQTT transport; a refusal there must not end the
+    relay (its LAN keeps pushing without the cloud): it retries at the cap and says why."""
+    broker, _ = auth_broker
+    relay = Relay(tmp_path / "relay", args=["--upstream", broker.url, "--upstream-topic",
+                                            "cloud/#"]).start()  # fmt: skip
+    try:
+        wait_for(lambda: "retrying in 60 s" in relay.log.read_text(), timeout=30,
+                 what=f"the upstream's backoff ({relay.log})")  # fmt: skip
+        assert "refused the connection" in relay.log.read_text()
+        assert relay.proc is not None and relay.proc.poll() is None
+        relay.publish("lan", "still here")
+        assert [m["message"] for m in relay.poll("lan")] == ["still here"]
+    finally:
+        assert relay.stop() == 0

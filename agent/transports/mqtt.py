@@ -154,13 +154,13 @@ class MqttTransport:
         self.on_state: Callable[[ConnState], None] | None = None
         self._conn: PahoConn | None = None
         self._rejects = RejectLog(log)
-        self.accepted = False
+        self.keep_retrying = False
         self.last_error: str | None = None
         self.retry_in: float | None = None
 
     def _set_state(self, state: ConnState) -> None:
         if state == "connected":  # for status and agent.transports.refusal
-            self.accepted, self.retry_in = True, None
+            self.keep_retrying, self.retry_in = True, None
         if state != self.state:
             self.state = state
             if self.on_state is not None:
@@ -178,7 +178,7 @@ class MqttTransport:
                 try:
                     conn = await self.open()
                 except (AuthError, ConfigError) as exc:
-                    if must_stop(exc, fatal=self.fatal_auth, connected_before=self.accepted):
+                    if must_stop(exc, fatal=self.fatal_auth, keep_retrying=self.keep_retrying):
                         raise stopped(self.url, exc) from None
                     delay = BACKOFF_CAP
                     self.last_error, self.retry_in = str(exc), delay

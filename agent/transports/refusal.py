@@ -63,11 +63,13 @@ def ws_refusal(
     return ServerRefused(text)
 
 
-def must_stop(exc: AuthError | ConfigError, *, fatal: bool, connected_before: bool) -> bool:
+def must_stop(exc: AuthError | ConfigError, *, fatal: bool, keep_retrying: bool) -> bool:
     """True when a transport's ``run`` must raise ``exc`` instead of retrying at the cap:
     always for a one-shot command (``fatal``: ``pushagent send``), and for a refusal the
-    server made before it ever accepted this transport."""
-    return fatal or (isinstance(exc, ServerRefused) and not connected_before)
+    server made before it ever accepted this transport — unless ``keep_retrying`` (it was
+    accepted before in this run, or its owner must not end: a failover child, whose owner
+    moves on; the relay's upstream bridge, whose LAN keeps working without it)."""
+    return fatal or (isinstance(exc, ServerRefused) and not keep_retrying)
 
 
 def stopped(url: str, exc: AuthError | ConfigError) -> AuthError | ConfigError:

@@ -127,9 +127,9 @@ class WsTransport:
         self.state: ConnState = "offline"
         self.on_state: Callable[[ConnState], None] | None = None
         self.connected_since: float | None = None
-        self.accepted = False
-        """Connected at least once in this run: a refusal then retries at the cap
-        (``agent.transports.refusal``)."""
+        self.keep_retrying = False
+        """Set once connected in this run (or by an owner that must not end: failover, the
+        relay's bridge): a refusal then retries at the cap (``agent.transports.refusal``)."""
         self.last_error: str | None = None
         self.retry_in: float | None = None
         self._store = store
@@ -150,7 +150,7 @@ class WsTransport:
             self.state = state
             self.connected_since = time.time() if state == "connected" else None
             if state == "connected":
-                self.accepted, self.retry_in = True, None
+                self.keep_retrying, self.retry_in = True, None
             if self.on_state is not None:
                 self.on_state(state)
 
@@ -185,7 +185,7 @@ class WsTransport:
                     why = str(exc)
                     log.error("%s: session failed: %s", self.url, exc, exc_info=exc)
                 except (AuthError, ConfigError) as exc:
-                    if must_stop(exc, fatal=self.fatal_auth, connected_before=self.accepted):
+                    if must_stop(exc, fatal=self.fatal_auth, keep_retrying=self.keep_retrying):
                         raise stopped(self.url, exc) from None
                     self.last_error, self.retry_in = str(exc), BACKOFF_CAP
                     log.error("%s: %s; retrying in %.0f s", self.url, exc, BACKOFF_CAP)
