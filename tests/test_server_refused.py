@@ -210,6 +210,8 @@ def test_a_relay_whose_upstream_refuses_it_keeps_serving_its_lan(
                  what=f"the upstream's backoff ({relay.log})")  # fmt: skip
         assert "refused the connection" in relay.log.read_text()
         assert relay.proc is not None and relay.proc.poll() is None
+        up = relay.request("GET", "/v1/health")[1]["upstream"]
+        assert up["state"] == "connecting" and "refused the connection" in up["last_error"], up
         relay.publish("lan", "still here")
         assert [m["message"] for m in relay.poll("lan")] == ["still here"]
     finally:
