@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import struct
 import subprocess
@@ -305,3 +306,29 @@ async def test_relay_update_and_clear_reach_a_notification_an_earlier_run_showed
         assert svc.store.sequence(topic, "job-7")[1] == "cleared"  # type: ignore[index]
         assert svc.store.sequence(topic, "job-8")[1] == "deleted"  # type: ignore[index]
         assert svc.store.count() == 6, "every message and event kept: 4 messages, clear, delete"
+
+
+async def test_copy_button_puts_its_value_on_the_clipboard(
+    desktop: Desktop, stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ntfy 2.16's ``copy`` action: a button (pressed through dunst's context menu) that
+    puts ``value`` on the X clipboard (xclip, read back with xclip -o) and records a click."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    desktop.dunstctl("close-all")
+    cfg = agent_cfg(tmp_path, stub.port)
+    actions = [{"id": "c1", "action": "copy", "label": "Copy code", "value": "493 812"}]
+    env = {**os.environ, **desktop.env}
+
+    def clipboard() -> str:
+        out = subprocess.run(["xclip", "-selection", "clipboard", "-out"], env=env,
+                             capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+        return out.stdout
+
+    async with AgentService(cfg) as svc:
+        await stub.frames.put(frame("message", "cp1", title="login", message="your code",
+                                    actions=actions))  # fmt: skip
+        await until(lambda: desktop.count("displayed") == 1, what="shown")
+        await asyncio.to_thread(desktop.press, "Copy code")
+        await until(lambda: clipboard() == "493 812", what="the value on the clipboard")
+        await until(lambda: svc.store.get("cp1").state == "clicked")  # type: ignore[union-attr]

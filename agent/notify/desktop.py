@@ -5,7 +5,8 @@ centres (through desktop-notifier; untested here). Priority 1-2 → low urgency,
 4-5 → critical; 5 also asks for the default sound. A click on the body opens the message's
 ``click`` URL and records ``clicked``; closing records ``dismissed``; the server accepting it
 records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request
-(10 s timeout, the answer's status logged). ``broadcast`` (an Android intent) has no meaning
+(10 s timeout, the answer's status logged), ``copy`` puts its ``value`` on the clipboard
+(agent.notify.clipboard; no button without a clipboard tool). ``broadcast`` (an Android intent) has no meaning
 on a desktop and gets no button: a button that does nothing is worse than none.
 
 ntfy 2.16 sequences (agent.store.sequences): a message whose ``(topic, sequence key)`` is on
@@ -42,7 +43,7 @@ from typing import Any, Self
 
 from agent.config import DesktopConfig
 from agent.envelope import Message
-from agent.notify import EventSink, LogNotifier, markdown
+from agent.notify import EventSink, LogNotifier, clipboard, markdown
 from agent.notify.icons import IconCache
 from agent.notify.screen import ScreenMemory
 from agent.store import Stored
@@ -349,17 +350,22 @@ class DesktopNotifier:
         buttons = []
         for action in item.message.actions[:3]:
             kind, label = action.get("action"), str(action.get("label") or "")[:40]
-            url = safe_url(action.get("url"))
-            if not label or url is None:
+            if not label:
                 continue
-            if kind in ("view", "http"):
+            if kind == "copy":
+                usable = isinstance(action.get("value"), str) and clipboard.command() is not None
+            else:
+                usable = kind in ("view", "http") and safe_url(action.get("url")) is not None
+            if usable:
                 title = clean(label, 40, markup=False)
                 buttons.append(dn.Button(title=title, on_pressed=self._pressed(item, action)))
         return buttons
 
     def _pressed(self, item: Stored, action: dict[str, Any]) -> Callable[[], None]:
         def pressed() -> None:
-            if action.get("action") == "http":
+            if action.get("action") == "copy":
+                self._spawn(clipboard.copy(str(action.get("value"))))
+            elif action.get("action") == "http":
                 self._spawn(self._http(action))
             else:
                 self._open(action.get("url"))
