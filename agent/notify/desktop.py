@@ -6,8 +6,9 @@ centres (through desktop-notifier; untested here). Priority 1-2 → low urgency,
 ``click`` URL and records ``clicked``; closing records ``dismissed``; the server accepting it
 records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request
 (10 s timeout, the answer's status logged), ``copy`` puts its ``value`` on the clipboard
-(agent.notify.clipboard; no button without a clipboard tool). ``broadcast`` (an Android intent) has no meaning
-on a desktop and gets no button: a button that does nothing is worse than none.
+(agent.notify.clipboard; no button without a clipboard tool). ``broadcast`` (an Android
+intent) has no meaning on a desktop and gets no button: a button that does nothing is worse
+than none.
 
 ntfy 2.16 sequences (agent.store.sequences): a message whose ``(topic, sequence key)`` is on
 screen replaces that notification in place (D-Bus ``Notify`` with its ``replaces_id``: the

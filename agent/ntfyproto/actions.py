@@ -9,8 +9,9 @@ Simple form (``;`` between actions, ``,`` between sections)::
 
 A section is ``key=value`` (key: ``[-.\\w]+``) or a bare value; bare values are, in order,
 ``action``, ``label`` and — compared *before* lowercasing, as the server does — ``url`` for
-``view``/``http`` or ``value`` for ``copy``; any other bare value is an error. A value may be quoted with ``"`` or
-``'`` (``\\"`` inside is a quote) to hold ``,`` and ``;``; unquoted values are trimmed.
+``view``/``http`` or ``value`` for ``copy``; any other bare value is an error. A value may
+be quoted with ``"`` or ``'`` (``\\"`` inside is a quote) to hold ``,`` and ``;``; unquoted
+values are trimmed.
 ``headers.X=`` / ``extras.X=`` fill those maps; ``clear`` is a bool (true/yes/1/false/no/0).
 
 JSON form: a string starting with ``[``: a list of action objects, typed as ntfy's Go struct
