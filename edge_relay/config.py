@@ -103,8 +103,8 @@ class Attachments:
         for name in ("file_size_limit", "total_size_limit", "daily_bandwidth_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"'attachments.{name}' must be >= 0 bytes (0: no files)")
-        if not 60 <= self.expiry <= 366 * 86400:
-            raise ValueError(f"'attachments.expiry' must be 60 s to 366 days, not {self.expiry}")
+        if not 1 <= self.expiry <= 366 * 86400:
+            raise ValueError(f"'attachments.expiry' must be 1 s to 366 days, not {self.expiry}")
 
 
 @dataclass(frozen=True)
