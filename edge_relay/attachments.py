@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class FileCache:
         self.size = 0
         self.budget = Budget(cfg.daily_bandwidth_limit)
         self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()  # the sweep runs in a thread, uploads on the loop
         self.in_flight: set[str] = set()
         """Ids being uploaded or renamed but not yet committed: the sweep leaves them."""
 
@@ -179,8 +181,9 @@ class FileCache:
         self.in_flight.discard(mid)
 
     def added(self, mid: str, size: int) -> None:
-        self.size += size - self._sizes.get(mid, 0)
-        self._sizes[mid] = size
+        with self._lock:
+            self.size += size - self._sizes.get(mid, 0)
+            self._sizes[mid] = size
 
     def path(self, mid: str) -> Path | None:
         """The file of message ``mid``, if there is one."""
@@ -190,7 +193,8 @@ class FileCache:
         n = 0
         for mid in ids:
             (self.dir / mid).unlink(missing_ok=True)
-            self.size -= self._sizes.pop(mid, 0)
+            with self._lock:
+                self.size -= self._sizes.pop(mid, 0)
             n += 1
         return n
 

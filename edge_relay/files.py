@@ -149,8 +149,12 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         raise NtfyError(40401, f"no attachment file for message {mid!r}")
     state.require(ident, "read", stored.message.topic)
     mime = str(att.get("type") or "application/octet-stream")
+    if mime.startswith("text/html"):  # ntfy's ContentTypeWriter: never render HTML
+        mime = mime.replace("text/html", "text/plain", 1)
     headers = {"Content-Type": mime, "X-Content-Type-Options": "nosniff",
                "Content-Disposition": disposition(str(att.get("name", mid)), mime),
+               # a file opened in a browser runs no script and loads nothing
+               "Content-Security-Policy": "default-src 'none'; sandbox",
                "Cache-Control": "private"}  # fmt: skip
     return web.FileResponse(path, headers=headers)
 

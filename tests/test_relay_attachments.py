@@ -99,6 +99,8 @@ def test_curl_upload_with_filename_becomes_an_attachment_typed_by_its_content(
     assert status == 200 and body == data
     assert headers["Content-Type"] == "image/png" and headers["Content-Length"] == str(len(data))
     assert headers["Content-Disposition"] == 'inline; filename="door.jpg"'
+    assert headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in headers[
+        "Content-Security-Policy"]  # fmt: skip
     assert msg["id"] in files_of(relay)  # on disk under the message id alone
 
 
@@ -236,6 +238,22 @@ def test_an_expired_file_is_removed_by_the_pruner(tmp_path: Path) -> None:
         wait_for(lambda: msg["id"] not in files_of(r), timeout=10, what="the expired file gone")
         assert get(msg["attachment"]["url"])[0] == 404
         assert r.poll("expiring")[0]["id"] == msg["id"]  # the message itself stays
+    finally:
+        assert r.stop() == 0, r.log.read_text()
+
+
+def test_a_delayed_file_is_kept_until_delivered_and_then_served(tmp_path: Path) -> None:
+    r = Relay(tmp_path, config="prune_interval = 0.2\n" + FAST).start()
+    try:
+        status, body = r.request("PUT", "/later", b"\x00x", {"Filename": "a.bin", "Delay": "5h"})
+        assert (status, body["code"]) == (400, 40015)  # after the file's 3 h expiry
+        data = os.urandom(3000)
+        status, msg = r.request("PUT", "/later", data, {"Filename": "a.bin", "Delay": "10s"})
+        assert status == 200, msg
+        assert r.poll("later") == []
+        # meanwhile the sweep runs every 0.2 s: a scheduled message's file is kept
+        wait_for(lambda: r.poll("later"), timeout=30, what="the delayed message delivered")
+        assert get(msg["attachment"]["url"])[2] == data
     finally:
         assert r.stop() == 0, r.log.read_text()
 
