@@ -387,3 +387,18 @@ def test_a_client_cut_mid_upload_leaves_no_message_and_no_file(relay: Relay) -> 
         wait_for(lambda: set(os.listdir(cache)) - before, timeout=15, what="the upload begun")
     wait_for(lambda: set(os.listdir(cache)) == before, timeout=15, what="the cut upload removed")
     assert relay.poll(t) == []
+
+
+def test_an_upload_that_stalls_is_cut_with_408_and_leaves_nothing(tmp_path: Path) -> None:
+    r = Relay(tmp_path, config=FAST + "body_timeout = 1.0\n").start()
+    cache = tmp_path / "data" / "attachments"
+    try:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=15) as s:
+            s.sendall(b"PUT /stall HTTP/1.1\r\nHost: x\r\nFilename: big.bin\r\n"
+                      b"Content-Length: 15000000\r\n\r\n" + b"s" * 300_000)  # fmt: skip
+            answer = s.recv(4096)  # the link stalls: nothing more is sent
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        wait_for(lambda: os.listdir(cache) == [], timeout=10, what="the stalled upload removed")
+        assert r.poll("stall") == []
+    finally:
+        assert r.stop() == 0, r.log.read_text()
