@@ -156,11 +156,16 @@ class Desktop:
         wait_for(self._tray_selection_owned, timeout=20, what="trayer owning the tray")
 
     def _tray_selection_owned(self) -> bool:
+        return self._tray_owner() is not None
+
+    def _tray_owner(self) -> str | None:
+        """The id of the window owning the tray selection, if any."""
         from Xlib import X, display
 
         d = display.Display(self.env["DISPLAY"])
         try:
-            return bool(d.get_selection_owner(d.intern_atom("_NET_SYSTEM_TRAY_S0")) != X.NONE)
+            owner = d.get_selection_owner(d.intern_atom("_NET_SYSTEM_TRAY_S0"))
+            return None if owner == X.NONE else hex(owner.id)
         finally:
             d.close()
 
@@ -210,8 +215,23 @@ class Desktop:
             )
         except AssertionError as exc:
             now = f"docked={self.docked(window)}, size={self.geometry(window)}"
-            raise AssertionError(f"{exc}; now {now}") from None
+            raise AssertionError(f"{exc}; now {now}\n{self.describe(window)}") from None
         return slot
+
+    def describe(self, window: str | None = None) -> str:
+        """What the X server holds now, for a failure message: who owns the tray selection,
+        the whole window tree, and ``window``'s properties."""
+        lines = [f"_NET_SYSTEM_TRAY_S0 owner: {self._tray_owner()}"]
+        commands = [["xwininfo", "-root", "-tree"]]
+        if window is not None:
+            commands += [["xwininfo", "-id", window], ["xprop", "-id", window]]
+        for argv in commands:
+            r = subprocess.run(
+                argv, env={**os.environ, **self.env}, capture_output=True, text=True,
+                timeout=20, check=False,
+            )  # fmt: skip
+            lines.append(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}")
+        return "\n".join(lines)
 
     def windows(self, name_regex: str) -> list[str]:
         """X window ids whose name matches (xdotool search)."""

@@ -21,6 +21,50 @@ from tests.mosquitto import Mosquitto
 from tests.notifyhelp import msg
 
 
+class Tray:
+    """A ``pushagent tray`` process with its stderr in a file. ``end()`` sends SIGTERM; if the
+    process hangs, a SIGABRT makes it print every thread's stack (PYTHONFAULTHANDLER), and
+    the failure shows that, its log and the X window tree."""
+
+    def __init__(self, desktop: Desktop, home: Path, log: Path, args: list[str]) -> None:
+        self.desktop, self.log = desktop, log
+        env = {**child_env(home), **desktop.env, "PYTHONFAULTHANDLER": "1"}
+        with log.open("wb") as err:
+            argv = ["-vv", *args]  # the icon's docking steps are logged at debug
+            self.proc = spawn("agent", argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def problem(self, window: str | None = None) -> str:
+        """The tray's log and the desktop's windows, for a failure message."""
+        log = self.log.read_text(errors="replace")[-6000:]
+        return f"tray log:\n{log}\n{self.desktop.describe(window)}"
+
+    def wait_docked(self, window: str) -> tuple[int, int]:
+        try:
+            return self.desktop.wait_docked(window)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\ntray log:\n{self.log.read_text()[-6000:]}") from None
+
+    def end(self, timeout: float = 20) -> int:
+        """SIGTERM, and the exit status; a hang fails with the threads' stacks."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: all threads' stacks
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            raise AssertionError(
+                f"the tray did not end within {timeout}s of SIGTERM\n{self.problem()}"
+            ) from None
+
+
 def test_menu_entries() -> None:
     recent = tuple(Recent(f"id{i}", "home", f"msg {i}", unread=i > 7) for i in range(10))
     snap = Snapshot(connected=True, unread=2, paused=False, recent=recent)
@@ -97,11 +141,7 @@ def test_tray_icon_under_xvfb(
 ) -> None:
     state = "connected"  # the tray runs agent.service in-process, subscribed to the broker
     desktop.start_tray_host()
-    with (tmp_path / "tray.log").open("wb") as log:
-        tray = spawn(
-            "agent", _install_doc_tray_command(mosquitto.url),
-            env={**child_env(home), **desktop.env}, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
+    tray = Tray(desktop, home, tmp_path / "tray.log", _install_doc_tray_command(mosquitto.url))
     try:
         (win,) = wait_for(lambda: _one_icon(desktop), timeout=30, what="one icon window")
         wait_for(
@@ -111,7 +151,7 @@ def test_tray_icon_under_xvfb(
         )
         # Screenshots only of the docked window at its final size, once the icon is drawn in
         # it: taken of the 1x1 window pystray creates, two screenshots were equal (flaky).
-        assert desktop.wait_docked(win) == (24, 46)
+        assert tray.wait_docked(win) == (24, 46)
         shots = iter(range(100))
 
         def drawn(colour: tuple[int, int, int]) -> Image.Image | None:
@@ -144,13 +184,7 @@ def test_tray_icon_under_xvfb(
             what="unread count back to 0",
         )
     finally:
-        tray.send_signal(signal.SIGTERM)
-        try:
-            assert tray.wait(20) == 0
-        finally:
-            if tray.poll() is None:
-                tray.kill()
-                tray.wait()
+        assert tray.end() == 0, tray.problem()
     assert not desktop.windows("^edgepush history$")  # closed with the tray
 
 
@@ -230,13 +264,10 @@ def test_icon_square_in_panels_of_every_height(
 
 def _icon_in_panel(desktop: Desktop, home: Path, shot: Path) -> Image.Image:
     """A screenshot of ``pushagent tray --no-service``'s icon, docked and drawn."""
-    tray = spawn(
-        "agent", ["tray", "--no-service"], env={**child_env(home), **desktop.env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    tray = Tray(desktop, home, shot.with_suffix(".log"), ["tray", "--no-service"])
     try:
         (win,) = wait_for(lambda: _one_icon(desktop), timeout=30, what="one icon window")
-        slot = desktop.wait_docked(win)
+        slot = tray.wait_docked(win)
 
         def drawn() -> Image.Image | None:
             img = _shot(desktop, shot, win)
@@ -245,8 +276,7 @@ def _icon_in_panel(desktop: Desktop, home: Path, shot: Path) -> Image.Image:
 
         return wait_for(drawn, timeout=20, what=f"icon drawn in {shot.name}")
     finally:
-        tray.send_signal(signal.SIGTERM)
-        assert tray.wait(20) == 0
+        assert tray.end() == 0, tray.problem()
 
 
 @pytest.mark.desktop
@@ -255,24 +285,19 @@ def test_icon_docks_when_the_panel_comes_later(
 ) -> None:
     """Started before any tray (autostart at login can beat the panel), and across a panel
     restart: the icon docks when the tray manager announces itself."""
-    with (tmp_path / "tray.log").open("wb") as log:
-        tray = spawn(
-            "agent", ["tray", "--no-service"], env={**child_env(home), **desktop.env},
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
+    tray = Tray(desktop, home, tmp_path / "tray.log", ["tray", "--no-service"])
     try:
         (win,) = wait_for(lambda: desktop.windows("^edgepush: "), timeout=30, what="icon")
         assert not desktop.docked(win)
         desktop.start_tray_host(height=32)
-        assert desktop.wait_docked(win) == (24, 30)
+        assert tray.wait_docked(win) == (24, 30)
         desktop.stop_tray_host()
         wait_for(lambda: not desktop.docked(win), timeout=20, what="icon undocked")
         desktop.start_tray_host(height=48)
-        assert desktop.wait_docked(win) == (24, 46)
+        assert tray.wait_docked(win) == (24, 46)
         assert tray.poll() is None
     finally:
-        tray.send_signal(signal.SIGTERM)
-        assert tray.wait(20) == 0
+        assert tray.end() == 0, tray.problem()
     # no tray yet is not an error: one plain line (rate-limited), no pystray traceback
     log_text = (tmp_path / "tray.log").read_text()
     assert "Traceback" not in log_text
@@ -290,19 +315,12 @@ def test_sigterm_while_the_tray_starts(desktop: Desktop, home: Path, tmp_path: P
     # 4 rounds, not 12: one round of 12 still hung once in a loaded full-suite run (a race
     # left to find, named in the closing note); 72 rounds alone all ended.
     for i in range(4):
-        tray = spawn(
-            "agent", ["tray", "--no-service"], env={**child_env(home), **desktop.env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        tray = Tray(desktop, home, tmp_path / f"tray-{i}.log", ["tray", "--no-service"])
         try:
             wait_for(lambda: desktop.windows("^edgepush: "), timeout=30, interval=0.001)
-            tray.send_signal(signal.SIGTERM)
-            # 0: stopped by the handler; -15: the signal came before it was installed
-            assert tray.wait(15) in (0, -signal.SIGTERM), f"round {i}"
         finally:
-            if tray.poll() is None:
-                tray.kill()
-                tray.wait()
+            # 0: stopped by the handler; -15: the signal came before it was installed
+            assert tray.end(15) in (0, -signal.SIGTERM), f"round {i}: {tray.problem()}"
 
 
 def test_history_window_lists_like_history_newest_last(home: Path) -> None:
