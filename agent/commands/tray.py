@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 
 from agent.commands import common, load_config
@@ -53,11 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     app = TrayApp(cfg, with_service=not args.no_service, pystray=pystray)
     # SIGTERM (logout, autostart stop) and Ctrl-C end the tray like Quit does; the wakeup
-    # pipe lets the refresh thread see them too (see TrayApp.watch_signals).
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    signal.set_wakeup_fd(write_end)
-    app.watch_signals(read_end)
+    # pipe wakes the tray's loop for them (see TrayApp.wakeup_fd).
+    signal.set_wakeup_fd(app.wakeup_fd)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: app.stop())
     app.run()

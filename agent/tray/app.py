@@ -1,12 +1,15 @@
-"""The pystray side of the tray: icon, menu, callbacks, and the refresh thread.
+"""The pystray side of the tray: icon, menu, callbacks, and the periodic refresh.
 
 pystray comes from ``agent.tray.backend`` (which imports it); its X11 icon is mended in
-``agent.tray.xembed``. On plain X11 (pystray's xorg backend) there is no popup menu: a click
-runs the default entry, "Open history", whose window offers the rest.
+``agent.tray.xembed``, whose loop runs the refresh on its own thread (the only one that
+may touch that icon). Other backends get a refresh thread. On plain X11 (pystray's xorg
+backend) there is no popup menu: a click runs the default entry, "Open history", whose
+window offers the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,10 +31,10 @@ from agent.tray import backend
 from agent.tray import icon as drawing
 from agent.tray.model import UNREAD_STATES, Entry, Recent, Snapshot, menu_entries
 from agent.tray.service import ServiceHandle, start_service
+from agent.tray.xembed import drain
 
 log = logging.getLogger("pushagent.tray")
 REFRESH = 1.0
-STOP_ATTEMPTS = 10  # a second apart
 
 
 def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None) -> Snapshot:
@@ -87,10 +90,9 @@ class TrayApp:
         self.service = start_service(cfg) if with_service else None
         self.snapshot: Snapshot | None = None
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._signal_fd: int | None = None
-        self._loop_ended = threading.Event()
-        self._loop_ready = self._icon_stopped = False
+        self._wake_r, self._wake_w = os.pipe()  # stop() and signals wake the loop with it
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
         self._history: subprocess.Popen[bytes] | None = None
         pystray = self._pystray
         snap = read_snapshot(cfg, self.store, self.service)
@@ -100,61 +102,68 @@ class TrayApp:
         )  # fmt: skip
         self.snapshot = snap
 
+    @property
+    def wakeup_fd(self) -> int:
+        """A non-blocking pipe's write end for ``signal.set_wakeup_fd``: SIGTERM and SIGINT
+        then wake the loop wherever the Python-level handler runs (only on the main thread,
+        at its next bytecode, which may be long coming while it waits in C)."""
+        return self._wake_w
+
     def run(self) -> None:
-        refresher = threading.Thread(target=self._refresh_loop, name="tray-refresh", daemon=True)
-
-        def setup(icon: Any) -> None:
-            icon.visible = True
-            with self._lock:
-                self._loop_ready = True
-            if self._stopping.is_set():  # stop() came before the loop could take it
-                self._stop_icon()
-                return
-            refresher.start()
-
         if self._stopping.is_set():
             self._shutdown()
             return
         try:
-            self.icon.run(setup=setup)
+            run_in_loop = getattr(self.icon, "run_in_loop", None)  # agent.tray.xembed's
+            if run_in_loop is not None:
+                run_in_loop(self._tick, wake_fd=self._wake_r, every=REFRESH)
+            else:
+                self._run_threaded()
         finally:
-            self._loop_ended.set()
             self._shutdown()
 
     def stop(self) -> None:
         """End the tray, from any thread or a signal handler, also before its loop runs."""
         self._stopping.set()
-        with self._lock:
-            ready = self._loop_ready
-        if ready:
-            self._stop_icon()
+        # a full pipe has a wake-up waiting already
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
 
-    def _stop_icon(self) -> None:
-        with self._lock:
-            if self._icon_stopped:
-                return
-            self._icon_stopped = True
-        request = getattr(self.icon, "request_stop", None)  # agent.tray.xembed's
-        if request is None:
+    def _tick(self, woken: bytes) -> None:
+        """The X11 loop's periodic call, on its thread: stop, or refresh the icon."""
+        if {signal.SIGTERM, signal.SIGINT} & set(woken):
+            self._stopping.set()
+        if self._stopping.is_set():
             self.icon.stop()
             return
-        threading.Thread(
-            target=self._request_stop, args=(request,), name="tray-stop", daemon=True
-        ).start()
+        self._refresh_logged()
 
-    def _request_stop(self, request: Any) -> None:
-        """Ask the X11 loop to stop until it has: under load, about 1 in 30 stops asked
-        right after start-up was never taken (the loop kept waiting for events), and the
-        process never exited. Asking again a second later ends it."""
-        for attempt in range(STOP_ATTEMPTS):
-            if attempt:
-                log.info("the tray's loop has not stopped yet; asking again")
-            try:
-                request()
-            except Exception:  # the display went away: the loop ends by itself
-                log.warning("could not ask the tray's loop to stop", exc_info=True)
-            if self._loop_ended.wait(1.0):
+    def _run_threaded(self) -> None:
+        """Other backends (StatusNotifierItem): pystray's own thread-safe calls, and a
+        refresh thread that also ends the loop."""
+        refresher = threading.Thread(target=self._refresh_loop, name="tray-refresh", daemon=True)
+
+        def setup(icon: Any) -> None:
+            icon.visible = True
+            refresher.start()
+
+        self.icon.run(setup=setup)
+
+    def _refresh_loop(self) -> None:
+        while True:
+            readable, _, _ = select.select([self._wake_r], [], [], REFRESH)
+            if readable and {signal.SIGTERM, signal.SIGINT} & set(drain(self._wake_r)):
+                self._stopping.set()
+            if self._stopping.is_set():
+                self.icon.stop()
                 return
+            self._refresh_logged()
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # one bad read must not freeze the icon for good
+            log.exception("tray refresh failed")
 
     def _shutdown(self) -> None:
         self._stopping.set()
@@ -164,31 +173,6 @@ class TrayApp:
             self._history.terminate()
             self._history.wait(5)
         self.store.close()
-
-    def watch_signals(self, fd: int) -> None:
-        """Also stop when SIGTERM/SIGINT shows up on ``fd`` (``signal.set_wakeup_fd``'s pipe).
-
-        The Python-level handler runs only on the main thread, which sits in pystray's X11
-        loop waiting for an event; a signal delivered to another thread ran it only at the
-        next X event, which may never come: 2 of 50 test runs hung on SIGTERM."""
-        self._signal_fd = fd
-
-    def _wait(self) -> bool:
-        """Wait one refresh period; True when it is time to stop."""
-        fd = self._signal_fd
-        if fd is None:
-            return self._stopping.wait(REFRESH)
-        readable, _, _ = select.select([fd], [], [], REFRESH)
-        if readable and {signal.SIGTERM, signal.SIGINT} & set(os.read(fd, 64)):
-            self.stop()
-        return self._stopping.is_set()
-
-    def _refresh_loop(self) -> None:
-        while not self._wait():
-            try:
-                self.refresh()
-            except Exception:  # one bad read must not freeze the icon for good
-                log.exception("tray refresh failed")
 
     def refresh(self) -> None:
         snap = read_snapshot(self.cfg, self.store, self.service)
