@@ -16,13 +16,15 @@
    and centred.
 3. **Clicks.** It handles ButtonPress but never selects it on its window, so a click did
    nothing.
-4. **Docking.** It asks the tray manager to dock the icon at start only, and remembers that
-   manager whether or not it took the icon. A tray that is not there yet (started at login
-   before the panel, or the panel restarted) left the icon undocked for good, a 1x1 window
-   nobody sees. The System Tray Protocol has a new manager announce itself with a
-   ``MANAGER`` client message on the root window; the icon docks then, and, judged by its
-   window's real parent (ReparentNotify), asks again while a manager exists and it is
-   still not docked.
+4. **Docking.** It asks the tray manager to dock the icon when it finds one (twice at
+   start, and again on every icon change), and remembers that manager whether or not it
+   took the icon. Two requests in a row made trayer embed the icon into two sockets and
+   hand it back to the root window, unmapped; a tray that is not there yet (started at
+   login before the panel, or the panel restarted) left the icon undocked for good. Either
+   way a 1x1 window nobody sees. Here one request is pending at a time; the icon docks when
+   a new manager announces itself (``MANAGER`` on the root window, System Tray Protocol),
+   and, judged by its window's real parent (ReparentNotify), asks again while a manager
+   exists and it is still not docked.
 
 Only imported when pystray runs on that backend (``subclass`` is given its Icon class).
 """
@@ -41,7 +43,7 @@ from agent.tray import icon as drawing
 log = logging.getLogger("pushagent.tray")
 UNDOCKED = "no system tray to dock the icon into yet; it appears when one starts"
 UNDOCKED_EVERY = 60.0  # seconds between two of those lines
-REDOCK_AFTER = 3.0  # seconds a dock request may take before it is sent again
+REDOCK_AFTER = 5.0  # seconds a dock request may take before it is sent again
 
 
 class _QuietUndocked(logging.Filter):
@@ -175,22 +177,38 @@ def subclass(base: Any) -> Any:
             log.debug("tray manager 0x%x announced; docked=%s", data[2], self.docked)
             if self.docked and current is not None and current.id == data[2]:
                 return
-            self._systray_manager = None
-            self._show()
+            self._dock_again()
 
         def _redock_if_dropped(self) -> None:
-            """A dock request the manager dropped (sent while it was still setting up)
-            would leave the icon undocked until the next manager: ask again."""
+            """A dock request the manager dropped (sent while it was still setting up), or
+            a manager that came while the icon was between two, would leave the icon
+            undocked until the next one: ask again, one request at a time."""
             asked = self._dock_asked
-            if self.docked or not self.visible or asked is None:
+            if self.docked or not self.visible:
                 return
-            if time.monotonic() - asked < REDOCK_AFTER:
+            if asked is not None and time.monotonic() - asked < REDOCK_AFTER:
                 return
-            log.debug("still not docked %.0fs after asking; asking again", REDOCK_AFTER)
+            if self._get_systray_manager() is None:
+                return  # no tray: its MANAGER message will say when there is one
+            log.debug("not docked, and a tray is there; asking it")
+            self._dock_again()
+
+        def _dock_again(self) -> None:
             self._systray_manager = None
+            self._dock_asked = None
             self._show()
 
         def _dock_window(self) -> None:
+            """pystray asks for docking on every icon change and twice at start (its
+            ``_update_icon`` and ``_show``). trayer took the second request of a pair
+            into a second socket and then handed the icon back to the root window,
+            unmapped: seen under load as "reparented into 0x600026, 0x600027, then the
+            root", a 1x1 icon for good. So: no request while docked or while one is
+            pending (up to ``REDOCK_AFTER``)."""
+            asked = self._dock_asked
+            pending = asked is not None and time.monotonic() - asked < REDOCK_AFTER
+            if self._systray_manager is not None and (self.docked or pending):
+                return
             super()._dock_window()
             if self._systray_manager is not None:
                 self._dock_asked = time.monotonic()
