@@ -39,6 +39,7 @@ from agent.store import STATES
 from edge_relay import ntfy_api
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
+from edge_relay.hub import event_json
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
 
@@ -224,8 +225,7 @@ async def sequence_event(request: web.Request) -> web.Response:
     if kind == "message_delete":  # ntfy: a delete also cancels what is still scheduled
         await state.hub.cancel_scheduled(topic, sid)
     state.metrics.published.inc()
-    out = encode(stored[0].message if stored else msg)
-    return web.json_response({**out, "event": kind}, dumps=dumps)
+    return web.json_response(event_json(stored[0].message if stored else msg), dumps=dumps)
 
 
 async def publish_json(request: web.Request) -> web.Response:

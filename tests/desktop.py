@@ -28,6 +28,7 @@ DUNSTRC = """\
     format = "%s\\n%b"
     sticky_history = yes
     notification_limit = 0
+    dmenu = {dmenu}
 [record]
     summary = "*"
     script = {script}
@@ -132,13 +133,24 @@ class Desktop:
             f'#!/bin/sh\nprintf "%s\\t%s\\n" "$DUNST_ID" "$DUNST_URGENCY" >> "{self.shown_file}"\n'
         )
         script.chmod(0o755)
-        rc.write_text(DUNSTRC.format(script=script))
+        # dunst's context menu (`dunstctl context`) asks "dmenu" to pick an action: this one
+        # picks the line with the label press() left in the choice file.
+        dmenu = self.root / "dmenu.sh"
+        dmenu.write_text(f'#!/bin/sh\ngrep -m1 -F -- "$(cat "{self.root}/dmenu-choice")"\n')
+        dmenu.chmod(0o755)
+        rc.write_text(DUNSTRC.format(script=script, dmenu=dmenu))
         self._spawn(["dunst", "-config", str(rc)], "dunst", env={**os.environ, **self.env})
         wait_for(
             lambda: self.dunstctl("is-paused", check=False).returncode == 0,
             timeout=20,
             what=f"dunst on the bus ({self.log('dunst')})",
         )
+
+    def press(self, label: str) -> None:
+        """Press the action button ``label`` of the newest notification (dunst's context
+        menu, answered by the dmenu stand-in above: dunst then emits ``ActionInvoked``)."""
+        (self.root / "dmenu-choice").write_text(label)
+        self.dunstctl("context")
 
     def start_tray_host(self, height: int = 48) -> None:
         """trayer, a small XEmbed system tray, so tray icons have somewhere to dock."""
