@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from agent import secrets
@@ -42,6 +43,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--markdown", action="store_true", help="the message is Markdown")
     p.add_argument("--delay", metavar="WHEN", help="deliver later: 10m, 2h, a unix time (HTTP)")
     p.add_argument("--sequence-id", metavar="ID", help="update the notification ID (HTTP)")
+    p.add_argument(
+        "--attach",
+        metavar="FILE|URL",
+        help="upload FILE as the attachment, or refer to an http(s) URL (HTTP)",
+    )
+    p.add_argument("--filename", metavar="NAME",
+                   help="the attachment's name (default: FILE's name)")  # fmt: skip
     gone = p.add_mutually_exclusive_group()
     gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
     gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
@@ -63,7 +71,8 @@ def check_priority(value: str) -> str:
 
 
 _HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
-              "sequence_id": "--sequence-id"}  # fmt: skip
+              "sequence_id": "--sequence-id", "attach": "--attach",
+              "filename": "--filename"}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,10 +138,12 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
         make = httppublish.clear_request if args.clear is not None else httppublish.delete_request
         req = make(args.topic, gone)
     else:
+        url, data, name = _attachment(args)
+        text = _message(args) if data is None or args.message is not None else ""
         req = httppublish.publish_request(
-            args.topic, _message(args), title=args.title, priority=args.priority,
+            args.topic, text, title=args.title, priority=args.priority,
             tags=args.tags, click=args.click, markdown=args.markdown, delay=args.delay,
-            sequence_id=args.sequence_id,
+            sequence_id=args.sequence_id, attach_url=url, file=data, filename=name,
         )  # fmt: skip
     if server.tls and cfg.tls.insecure:
         log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", server.url)
@@ -143,6 +154,24 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
     )
     return sender.send(req)
+
+
+def _attachment(args: argparse.Namespace) -> tuple[str | None, bytes | None, str | None]:
+    """``--attach``/``--filename`` → (external URL, file bytes, name); UsageError naming the
+    flag for a file that cannot be read."""
+    where: str | None = args.attach
+    if where is None:
+        if args.filename is not None:
+            raise UsageError("--filename: names an attachment; give --attach FILE or URL")
+        return None, None, None
+    if where.startswith(("http://", "https://")):
+        return where, None, args.filename
+    path = Path(where)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--attach: cannot read {where!r}: {exc.strerror}") from None
+    return None, data, args.filename or path.name
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:
