@@ -71,13 +71,17 @@ def publish_request(
     markdown: bool = False,
     delay: str | None = None,
     sequence_id: str | None = None,
+    content_type: str | None = None,
 ) -> HttpRequest:
-    """``POST /<topic>`` (``/<topic>/<sequence_id>`` to update a notification)."""
+    """``POST /<topic>`` (``/<topic>/<sequence_id>`` to update a notification).
+
+    ``content_type`` ``application/jose``: the body is an encrypted message (docs/E2E.md)."""
     path = "/" + _segment(topic, "TOPIC")
     if sequence_id is not None:
         path += "/" + _segment(sequence_id, "--sequence-id")
     options = {"Title": title, "Priority": priority, "Tags": tags, "Click": click,
-               "Delay": delay, "Markdown": "yes" if markdown else None}  # fmt: skip
+               "Delay": delay, "Markdown": "yes" if markdown else None,
+               "Content-Type": content_type}  # fmt: skip
     headers = {k: header_text(v) for k, v in options.items() if v is not None}
     return HttpRequest("POST", path, headers, message.encode("utf-8"))
 
