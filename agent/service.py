@@ -39,6 +39,7 @@ from typing import Any, Self
 
 from agent import health
 from agent.config import AgentConfig
+from agent.e2e.receive import Decryptor
 from agent.envelope import new_id
 from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
@@ -170,10 +171,12 @@ class AgentService:
         self.handed_over = 0
         self._queued: deque[list[Stored]] = deque()
         self._shown_seq = 0
+        self._e2e = Decryptor(cfg)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.store.open)
+        await asyncio.to_thread(self._e2e.load)  # the keyring only for topics with keys
         try:
             self.client_id = client_id(self.cfg, self.store)
             self._receipts = receipt_destination(self.cfg, self.store)
@@ -229,16 +232,7 @@ class AgentService:
             return
         async with self._write_lock:
             try:
-                fresh = await asyncio.to_thread(
-                    self.store.insert_batch,
-                    batch.messages,
-                    source=batch.source,
-                    cursor=batch.cursor,
-                    receipt_destination=self._receipts,
-                    redelivery=batch.redelivery,
-                    rejected=batch.rejected,
-                    cursor_id=batch.last_id,
-                )
+                fresh = await asyncio.to_thread(self._commit, batch)
             except StoreError as exc:  # StoreBusy too: the transport retries, status says why
                 self._store_health(str(exc))
                 raise
@@ -250,6 +244,20 @@ class AgentService:
         if fresh:
             self._new.set()
             self._outbox_wake.set()
+
+    def _commit(self, batch: Batch) -> list[Stored]:
+        """Decrypt what arrived encrypted (agent.e2e), then store; in a worker thread."""
+        messages, encrypted = self._e2e.open_batch(batch.messages)
+        return self.store.insert_batch(
+            messages,
+            source=batch.source,
+            cursor=batch.cursor,
+            receipt_destination=self._receipts,
+            redelivery=batch.redelivery,
+            rejected=batch.rejected,
+            cursor_id=batch.last_id,
+            encrypted=encrypted,
+        )
 
     async def _hand_off(self) -> None:
         """Hand stored messages to the notifier, oldest first, each once.

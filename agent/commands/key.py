@@ -107,6 +107,12 @@ def key_import(args: argparse.Namespace) -> int:
 
     kid, where = KeyStore(cfg).add(topic, key)
     print(f"{topic}: imported key {kid} ({where})", file=sys.stderr)
+    from agent.e2e.receive import retry_stored
+
+    opened, still = retry_stored(cfg, topic)
+    if opened or still:
+        print(f"{topic}: decrypted {opened} stored message(s), {still} still undecryptable",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

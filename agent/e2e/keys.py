@@ -19,8 +19,6 @@ import hashlib
 import os
 import re
 
-from joserfc.jwk import OctKey
-
 from agent.e2e.jwe import KEY_BYTES
 
 ITERATIONS = 600_000
@@ -45,6 +43,8 @@ def from_passphrase(passphrase: str, topic: str, *, iterations: int = ITERATIONS
 
 def kid_of(key: bytes) -> str:
     """The key's id: its RFC 7638 thumbprint, cut to 16 characters."""
+    from joserfc.jwk import OctKey
+
     return str(OctKey.import_key(key).thumbprint())[:KID_LENGTH]
 
 

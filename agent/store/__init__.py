@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import Message
-from agent.store import sequences
+from agent.store import sealed, sequences
 from agent.store.ledger import _Ledger
 from agent.store.scheduled import _Scheduled
 from agent.store.schema import (
@@ -49,12 +49,13 @@ from agent.store.schema import (
     _redelivered,
     _stored,
 )
+from agent.store.sealed import _Sealed
 from agent.timeparse import Since
 
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_Scheduled, _Ledger):
+class Store(_Sealed, _Scheduled, _Ledger):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class Store(_Scheduled, _Ledger):
         redelivery: Mapping[str, Redelivery] | None = None,
         rejected: Sequence[Rejected] = (),
         cursor_id: str | None = None,
+        encrypted: Mapping[str, str | None] | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction; return the messages that were new, in order.
 
@@ -104,6 +106,11 @@ class Store(_Scheduled, _Ledger):
         in this transaction, so acknowledging the batch never loses one unseen. The cursor's
         position is the last message's id unless ``cursor_id`` names a later one (a rejected
         ntfy frame's id: a reconnect then does not fetch it again).
+
+        ``encrypted`` maps the id of each message that arrived end-to-end encrypted to its
+        JWE when it could not be decrypted (stored as ``undecryptable``), or to None when it
+        was (agent.store.sealed); a known id arriving with the other encryption status is
+        kept in ``rejected``, never merged into the stored message.
         """
         if not messages and not rejected:
             return []
@@ -112,6 +119,11 @@ class Store(_Scheduled, _Ledger):
             if redelivery:
                 messages = _redelivered(conn, messages, source or "", redelivery)
             known = self._existing_ids(conn, [m.id for m in messages])
+            if known:
+                rejected = [
+                    *rejected,
+                    *sealed.mismatched(conn, messages, known, encrypted or {}, source, now),
+                ]
             fresh: list[Message] = []
             for m in messages:
                 if m.id not in known:
@@ -120,6 +132,8 @@ class Store(_Scheduled, _Ledger):
             first = _insert_new(conn, fresh, source, now)
             if fresh:
                 sequences.record(conn, fresh, now)
+            if encrypted:
+                sealed.mark(conn, fresh, encrypted)
             position = cursor_id or (messages[-1].id if messages else None)
             if cursor is not None and position is not None:
                 conn.execute(
@@ -134,6 +148,8 @@ class Store(_Scheduled, _Ledger):
                 )
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
+        if encrypted:
+            return [Stored(first + i, m, _state(m, encrypted), source) for i, m in enumerate(fresh)]
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
 
     def get(self, message_id: str) -> Stored | None:
@@ -283,3 +299,7 @@ class Store(_Scheduled, _Ledger):
     def pending_notifications(self, limit: int = 1000) -> list[Stored]:
         """Stored messages not yet handed to the notifier, oldest first."""
         return self.query(after_seq=self.notified_seq(), limit=limit, newest=False)
+
+
+def _state(m: Message, encrypted: Mapping[str, str | None]) -> str:
+    return sealed.UNDECRYPTABLE if encrypted.get(m.id) is not None else "received"

@@ -272,6 +272,14 @@ def _m008_sequence(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m009_undecryptable(db: sqlite_utils.Database) -> None:
+    # End-to-end encrypted topics (agent.e2e, agent.store.sealed): which rows arrived
+    # encrypted ('jwe'), and the JWE of those that could not be decrypted yet (state
+    # 'undecryptable'), kept so that a key imported later decrypts them in place.
+    db.execute("ALTER TABLE messages ADD COLUMN e2e TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN ciphertext TEXT")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -281,6 +289,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("006_receipt_owner", _m006_receipt_owner),
     ("007_scheduled", _m007_scheduled),
     ("008_sequence", _m008_sequence),
+    ("009_undecryptable", _m009_undecryptable),
 )
 
 
