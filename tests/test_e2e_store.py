@@ -10,6 +10,7 @@ from pathlib import Path
 from agent.e2e import keys, seal
 from agent.envelope import from_fields
 from agent.store import Store
+from agent.store.sealed import Sealed
 
 KEY = bytes(range(32))
 KID = keys.kid_of(KEY)
@@ -32,7 +33,7 @@ def test_undecryptable_is_stored_with_its_ciphertext_then_decrypted_in_place(
 ) -> None:
     with Store(tmp_path / "a.db") as store:
         o = opened("m1", {})
-        [s] = store.insert_batch([o.message], encrypted={"m1": o.ciphertext},
+        [s] = store.insert_batch([o.message], encrypted=[Sealed(o.ciphertext)],
                                  receipt_destination="r/dev")  # fmt: skip
         assert s.state == "undecryptable"
         got = store.get("m1")
@@ -65,23 +66,31 @@ def test_undecryptable_is_stored_with_its_ciphertext_then_decrypted_in_place(
 def test_the_same_id_encrypted_and_in_clear_is_never_merged(tmp_path: Path) -> None:
     with Store(tmp_path / "a.db") as store:
         o = opened("m1", {KID: KEY})
-        store.insert_batch([o.message], encrypted={"m1": None})
+        store.insert_batch([o.message], encrypted=[Sealed()])
         clear = from_fields({"id": "m1", "message": "Injected", "title": "Hall"}, topic="alerts")
         assert store.insert_batch([clear]) == []
         row = store.get("m1")
         assert row is not None and row.message.message == "Door opened"
         [(_, rej)] = store.rejected_list()
-        assert "arrived in clear but is stored encrypted: not merged" in rej.reason
+        assert "arrived in clear but is encrypted in the store" in rej.reason
+        assert rej.reason.endswith("not merged")
         # the other way round: a clear message first, then an encrypted one with its id
         store.insert_batch([from_fields({"id": "m2", "message": "plain"}, topic="alerts")])
         o2 = opened("m2", {KID: KEY})
-        assert store.insert_batch([o2.message], encrypted={"m2": None}) == []
+        assert store.insert_batch([o2.message], encrypted=[Sealed()]) == []
         assert store.e2e_of("m2") == (None, None)
         assert store.get("m2").message.message == "plain"  # type: ignore[union-attr]
-        assert "arrived encrypted but is stored in clear" in store.rejected_list()[-1][1].reason
+        why = store.rejected_list()[-1][1].reason
+        assert "arrived encrypted but is in clear in the store" in why
         # a redelivery with the same status is the usual no-op, not a rejection
-        assert store.insert_batch([o.message], encrypted={"m1": None}) == []
+        assert store.insert_batch([o.message], encrypted=[Sealed()]) == []
         assert store.rejected_count() == 2
+        # within one batch: the first form wins, the other is kept aside
+        o3 = opened("m3", {KID: KEY})
+        clear3 = from_fields({"id": "m3", "message": "Injected"}, topic="alerts")
+        [s3] = store.insert_batch([o3.message, clear3, o3.message],
+                                  encrypted=[Sealed(), None, Sealed()])  # fmt: skip
+        assert s3.message.message == "Door opened" and store.rejected_count() == 3
 
 
 def test_migration_adds_the_columns_to_an_existing_database(tmp_path: Path) -> None:

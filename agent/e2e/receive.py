@@ -17,6 +17,7 @@ from agent.e2e import seal
 from agent.e2e.keystore import KeyStore
 from agent.envelope import Message
 from agent.errors import ConfigError
+from agent.store.sealed import Sealed
 
 log = logging.getLogger("pushagent.e2e")
 
@@ -41,17 +42,18 @@ class Decryptor:
 
     def open_batch(
         self, messages: Sequence[Message]
-    ) -> tuple[Sequence[Message], dict[str, str | None] | None]:
-        """``messages`` with the sealed ones opened (or stand-ins), and ``{id: JWE or None}``
-        for those that arrived sealed (``Store.insert_batch(encrypted=...)``); None when
-        none did (the common, clear case costs one look at each message)."""
+    ) -> tuple[Sequence[Message], list[Sealed | None] | None]:
+        """``messages`` with the sealed ones opened (or stand-ins), and per message how it
+        arrived (``Sealed`` or None: ``Store.insert_batch(encrypted=...)``); None when none
+        arrived sealed (the common, clear case costs one look at each message)."""
         if not any(seal.is_sealed(m) for m in messages):
             return messages, None
         out: list[Message] = []
-        encrypted: dict[str, str | None] = {}
+        marks: list[Sealed | None] = []
         for m in messages:
             if not seal.is_sealed(m):
                 out.append(m)
+                marks.append(None)
                 continue
             opened = seal.open_message(m, self._keys.get(m.topic, {}))
             if opened.ciphertext is not None and self._reload_for(m.topic, opened.kid):
@@ -59,8 +61,8 @@ class Decryptor:
             if opened.ciphertext is not None:
                 log.info("message %s on %s is undecryptable: %s", m.id, m.topic, opened.reason)
             out.append(opened.message)
-            encrypted[m.id] = opened.ciphertext
-        return out, encrypted
+            marks.append(Sealed(opened.ciphertext))
+        return out, marks
 
     def _reload_for(self, topic: str, kid: str | None) -> bool:
         if kid is None or kid in self._keys.get(topic, {}):

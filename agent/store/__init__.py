@@ -72,7 +72,7 @@ class Store(_Sealed, _Scheduled, _Ledger):
         redelivery: Mapping[str, Redelivery] | None = None,
         rejected: Sequence[Rejected] = (),
         cursor_id: str | None = None,
-        encrypted: Mapping[str, str | None] | None = None,
+        encrypted: Sequence[sealed.Sealed | None] | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction; return the messages that were new, in order.
 
@@ -107,10 +107,10 @@ class Store(_Sealed, _Scheduled, _Ledger):
         position is the last message's id unless ``cursor_id`` names a later one (a rejected
         ntfy frame's id: a reconnect then does not fetch it again).
 
-        ``encrypted`` maps the id of each message that arrived end-to-end encrypted to its
-        JWE when it could not be decrypted (stored as ``undecryptable``), or to None when it
-        was (agent.store.sealed); a known id arriving with the other encryption status is
-        kept in ``rejected``, never merged into the stored message.
+        ``encrypted``, one item per message, says which arrived end-to-end encrypted
+        (``Sealed``, with the JWE when it could not be decrypted: stored ``undecryptable``)
+        and which in clear (None); an id stored, or earlier in the batch, with the other
+        encryption status is kept in ``rejected``, never merged (agent.store.sealed).
         """
         if not messages and not rejected:
             return []
@@ -118,12 +118,14 @@ class Store(_Sealed, _Scheduled, _Ledger):
         with self._write() as conn:
             if redelivery:
                 messages = _redelivered(conn, messages, source or "", redelivery)
+            last_id = messages[-1].id if messages else None  # even if screened out below
             known = self._existing_ids(conn, [m.id for m in messages])
-            if known:
-                rejected = [
-                    *rejected,
-                    *sealed.mismatched(conn, messages, known, encrypted or {}, source, now),
-                ]
+            marks: dict[str, sealed.Sealed] = {}
+            if encrypted is not None or known:
+                messages, marks, mixed = sealed.screen(
+                    conn, messages, encrypted, known, source, now
+                )
+                rejected = [*rejected, *mixed] if mixed else rejected
             fresh: list[Message] = []
             for m in messages:
                 if m.id not in known:
@@ -132,9 +134,9 @@ class Store(_Sealed, _Scheduled, _Ledger):
             first = _insert_new(conn, fresh, source, now)
             if fresh:
                 sequences.record(conn, fresh, now)
-            if encrypted:
-                sealed.mark(conn, fresh, encrypted)
-            position = cursor_id or (messages[-1].id if messages else None)
+            if marks:
+                sealed.mark(conn, fresh, marks)
+            position = cursor_id or last_id
             if cursor is not None and position is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?)",
@@ -148,8 +150,8 @@ class Store(_Sealed, _Scheduled, _Ledger):
                 )
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
-        if encrypted:
-            return [Stored(first + i, m, _state(m, encrypted), source) for i, m in enumerate(fresh)]
+        if marks:
+            return [Stored(first + i, m, _state(m, marks), source) for i, m in enumerate(fresh)]
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
 
     def get(self, message_id: str) -> Stored | None:
@@ -301,5 +303,6 @@ class Store(_Sealed, _Scheduled, _Ledger):
         return self.query(after_seq=self.notified_seq(), limit=limit, newest=False)
 
 
-def _state(m: Message, encrypted: Mapping[str, str | None]) -> str:
-    return sealed.UNDECRYPTABLE if encrypted.get(m.id) is not None else "received"
+def _state(m: Message, marks: Mapping[str, sealed.Sealed]) -> str:
+    mark = marks.get(m.id)
+    return sealed.UNDECRYPTABLE if mark is not None and mark.ciphertext else "received"

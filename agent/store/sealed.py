@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from agent.envelope import Message, encode_bytes
 from agent.store.base import _Base
@@ -29,44 +30,57 @@ _UPDATE = (
 )
 
 
-def mismatched(
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """How one message of a batch arrived encrypted: ``ciphertext`` is its JWE when it
+    could not be decrypted (stored ``undecryptable``), None when it was."""
+
+    ciphertext: str | None = None
+
+
+def screen(
     conn: sqlite3.Connection,
     messages: Sequence[Message],
+    encrypted: Sequence[Sealed | None] | None,
     known: set[str],
-    encrypted: Mapping[str, str | None],
     source: str | None,
     now: float,
-) -> list[Rejected]:
-    """Rejected records for messages whose id is stored with the other encryption status
-    (in clear vs encrypted): never merged into the stored one (see the module docstring)."""
-    dups = [m for m in messages if m.id in known]
-    if not dups:
-        return []
-    sealed: set[str] = set()
+) -> tuple[Sequence[Message], dict[str, Sealed], list[Rejected]]:
+    """The messages that may go on to the usual dedupe, the encrypted ones among them by
+    id, and Rejected records for the others: those whose id is stored, or came earlier in
+    this batch, with the other encryption status. Never merged: see the module docstring."""
+    marks = encrypted if encrypted is not None else [None] * len(messages)
+    dups = [m.id for m in messages if m.id in known]
+    status: dict[str, bool] = {i: False for i in dups}
     for i in range(0, len(dups), _MAX_VARS):
-        chunk = [m.id for m in dups[i : i + _MAX_VARS]]
-        marks = ",".join("?" * len(chunk))
+        chunk = dups[i : i + _MAX_VARS]
+        marks_sql = ",".join("?" * len(chunk))
         rows = conn.execute(
-            f"SELECT id FROM messages WHERE e2e IS NOT NULL AND id IN ({marks})", chunk
+            f"SELECT id FROM messages WHERE e2e IS NOT NULL AND id IN ({marks_sql})", chunk
         )
-        sealed.update(r[0] for r in rows)
-    out = []
-    for m in dups:
-        came = m.id in encrypted
-        if came != (m.id in sealed):
+        status.update((r[0], True) for r in rows)
+    keep: list[bool] = []
+    out: list[Rejected] = []
+    for m, mark in zip(messages, marks, strict=True):
+        came = mark is not None
+        before = status.setdefault(m.id, came)
+        keep.append(before == came)
+        if before != came:
             why = (
-                f"id {m.id} arrived {'encrypted' if came else 'in clear'} but is stored "
-                f"{'encrypted' if not came else 'in clear'}: not merged"
+                f"id {m.id} arrived {'encrypted' if came else 'in clear'} but is "
+                f"{'encrypted' if before else 'in clear'} in the store or this batch: not merged"
             )
             out.append(Rejected.of(source or "", m.topic, why, encode_bytes(m), now))
-    return out
+    if out:
+        messages = [m for m, k in zip(messages, keep, strict=True) if k]
+        marks = [f for f, k in zip(marks, keep, strict=True) if k]
+    by_id = {m.id: f for m, f in zip(messages, marks, strict=True) if f is not None}
+    return messages, by_id, out
 
 
-def mark(
-    conn: sqlite3.Connection, fresh: Sequence[Message], encrypted: Mapping[str, str | None]
-) -> None:
+def mark(conn: sqlite3.Connection, fresh: Sequence[Message], sealed: Mapping[str, Sealed]) -> None:
     """Mark the new rows that arrived encrypted (in the caller's transaction)."""
-    rows = [(c, c, m.id) for m in fresh if m.id in encrypted for c in (encrypted[m.id],)]
+    rows = [(s.ciphertext, s.ciphertext, m.id) for m in fresh if (s := sealed.get(m.id))]
     conn.executemany(
         "UPDATE messages SET e2e = 'jwe', ciphertext = ?, "
         "state = CASE WHEN ? IS NULL THEN state ELSE 'undecryptable' END WHERE id = ?",
