@@ -176,8 +176,9 @@ class AgentService:
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.store.open)
-        await asyncio.to_thread(self._e2e.load)  # the keyring only for topics with keys
         try:
+            # the keyring only for topics with keys; a key file others can read: exit 2
+            await asyncio.to_thread(lambda: self._e2e.load(strict=True))
             self.client_id = client_id(self.cfg, self.store)
             self._receipts = receipt_destination(self.cfg, self.store)
             self.transports = make_transports(self.cfg, self.client_id)

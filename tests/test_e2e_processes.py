@@ -195,6 +195,15 @@ def test_mosquitto_jose_publisher_tampering_and_persistence(tmp_path: Path) -> N
         # in one batch with the encrypted one, or in a later batch: kept aside either way
         assert reason.startswith("id good1 arrived") and reason.endswith("not merged")
 
+        # pushagent send --encrypt over MQTT: the same envelope shape, opened the same way
+        sent = "bell-" + uuid.uuid4().hex
+        r = pushagent("send", "--encrypt", "--server", broker.url, "e2e/door", sent,
+                      "--title", "Bell", home=home, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        sid = r.stdout.decode().strip()
+        wait_for(lambda: sid in shown_ids(agent), timeout=30, what="send --encrypt shown")  # type: ignore[arg-type]
+        assert shown_ids(agent)[sid]["message"] == sent  # type: ignore[arg-type]
+
         broker.stop()  # SIGTERM: mosquitto writes its persistence file
         persisted = (tmp_path / "mosquitto" / "mosquitto.db").read_bytes()
         assert json.loads(good)["message"].encode() in persisted
@@ -203,3 +212,18 @@ def test_mosquitto_jose_publisher_tampering_and_persistence(tmp_path: Path) -> N
         if agent is not None and agent.proc is not None and agent.proc.poll() is None:
             agent.stop(timeout=15)
         broker.stop()
+
+
+def test_agent_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
+    env = {"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    home = tmp_path / "h"
+    assert pushagent("key", "new", "alerts", home=home, env=env).returncode == 0
+    (home / "e2e-keys.json").chmod(0o640)
+    r = pushagent("run", "--server", "mqtt://127.0.0.1:9", "--topic", "alerts",
+                  "--notifier", "log", home=home, env=env)  # fmt: skip
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err
+    assert (
+        f"pushagent: E2E key file {home / 'e2e-keys.json'}: must be readable by you only "
+        "(mode 0600), not 0640" in err
+    )

@@ -35,6 +35,11 @@ log = logging.getLogger("pushagent.e2e")
 _warned = False
 
 
+class KeyFileError(ConfigError):
+    """The 0600 key file is unusable (too open, unreadable): the agent refuses to start,
+    as it does for a password file (agent.secrets.read_password_file)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TopicKeys:
     """A topic's key ids, newest first, and where they are kept."""
@@ -143,18 +148,18 @@ class KeyStore:
         except FileNotFoundError:
             return path, {}
         except OSError as exc:
-            raise ConfigError(f"E2E key file {path}: {exc.strerror}") from None
+            raise KeyFileError(f"E2E key file {path}: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
+            raise KeyFileError(
                 f"E2E key file {path}: must be readable by you only (mode 0600), "
                 f"not {stat.S_IMODE(mode):04o}; run: chmod 600 {path}"
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))["topics"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"E2E key file {path}: unreadable ({type(exc).__name__})") from None
+            raise KeyFileError(f"E2E key file {path}: unreadable ({type(exc).__name__})") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"E2E key file {path}: 'topics' is not a table")
+            raise KeyFileError(f"E2E key file {path}: 'topics' is not a table")
         return path, data
 
     def _from_keyring(self, topic: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from agent.config import AgentConfig
 from agent.e2e import seal
-from agent.e2e.keystore import KeyStore
+from agent.e2e.keystore import KeyFileError, KeyStore
 from agent.envelope import Message
 from agent.errors import ConfigError
 from agent.store.sealed import Sealed
@@ -30,12 +30,18 @@ class Decryptor:
         self._keys: dict[str, dict[str, bytes]] = {}
         self._stamp = -1.0
 
-    def load(self) -> None:
-        """(Re)read the keys; a broken key store is logged and leaves messages undecryptable
-        (never stops the agent: the messages are still stored and shown as encrypted)."""
+    def load(self, *, strict: bool = False) -> None:
+        """(Re)read the keys. ``strict`` (the agent's start): a key file others can read is
+        refused with KeyFileError, as a password file is. Anything else -- a keyring that is
+        locked or gone -- is logged and leaves those topics' messages undecryptable: they
+        are still stored, shown as encrypted, and opened after a key import."""
         self._stamp = self._keystore.stamp()
         try:
             self._keys = self._keystore.all_keys()
+        except KeyFileError:
+            if strict:
+                raise
+            log.warning("E2E keys not reloaded: the key file is unusable")
         except ConfigError as exc:
             log.warning("E2E keys not loaded: %s", exc)
             self._keys = {}
