@@ -131,11 +131,10 @@ class Store(_Sealed, _Scheduled, _Ledger):
                 if m.id not in known:
                     known.add(m.id)
                     fresh.append(m)
-            first = _insert_new(conn, fresh, source, now)
+            tokens = {i: f.ciphertext for i, f in marks.items()} if marks else None
+            first = _insert_new(conn, fresh, source, now, tokens)
             if fresh:
                 sequences.record(conn, fresh, now)
-            if marks:
-                sealed.mark(conn, fresh, marks)
             position = cursor_id or last_id
             if cursor is not None and position is not None:
                 conn.execute(

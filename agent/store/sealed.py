@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.envelope import Message, encode_bytes
@@ -76,16 +76,6 @@ def screen(
         marks = [f for f, k in zip(marks, keep, strict=True) if k]
     by_id = {m.id: f for m, f in zip(messages, marks, strict=True) if f is not None}
     return messages, by_id, out
-
-
-def mark(conn: sqlite3.Connection, fresh: Sequence[Message], sealed: Mapping[str, Sealed]) -> None:
-    """Mark the new rows that arrived encrypted (in the caller's transaction)."""
-    rows = [(s.ciphertext, s.ciphertext, m.id) for m in fresh if (s := sealed.get(m.id))]
-    conn.executemany(
-        "UPDATE messages SET e2e = 'jwe', ciphertext = ?, "
-        "state = CASE WHEN ? IS NULL THEN state ELSE 'undecryptable' END WHERE id = ?",
-        rows,
-    )
 
 
 class _Sealed(_Base):
