@@ -124,9 +124,9 @@ def decrypt(
     key = keys.get(kid)
     if key is None:
         raise DecryptError(f"no key {kid!r} for this topic", kid)
-    jwe, JoseError = _joserfc()
+    jwe, JoseError, registry = _joserfc()
     try:
-        plain = jwe.decrypt_compact(token, _oct(key), algorithms=ALGORITHMS).plaintext
+        plain = jwe.decrypt_compact(token, _oct(key), registry=registry).plaintext
     except (JoseError, ValueError, binascii.Error):
         # AES-GCM's tag did not match (tampered, truncated or another key with this kid), or
         # a segment joserfc could not read: the same answer, nothing of the plaintext shown.
@@ -152,12 +152,13 @@ def check_kid(kid: str) -> str:
 
 
 @functools.cache
-def _joserfc() -> tuple[Any, type[Exception]]:
-    """joserfc's jwe module and error root, imported on first use (see above)."""
+def _joserfc() -> tuple[Any, type[Exception], Any]:
+    """joserfc's jwe module, its error root and a registry allowing only ALGORITHMS, made
+    on first use (``algorithms=`` would build a new registry at every call)."""
     from joserfc import jwe
     from joserfc.errors import JoseError
 
-    return jwe, JoseError
+    return jwe, JoseError, jwe.JWERegistry(algorithms=ALGORITHMS)
 
 
 @functools.lru_cache(maxsize=64)
