@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -94,7 +95,13 @@ def test_relay_send_encrypt_two_agents_import_decrypts_in_place(tmp_path: Path) 
         msg, state, e2e, token = stored(hb, mid)
         assert (state, e2e) == ("undecryptable", "jwe") and token and token.startswith("eyJ")
 
-        # the relay stored and fanned out the ciphertext only (priority not exposed)
+        # what any ntfy client polling the relay sees: an opaque message, encoding jwe,
+        # and neither the title nor the real priority (not exposed)
+        with urllib.request.urlopen(f"{relay.url}/alerts/json?poll=1", timeout=10) as resp:
+            [frame] = [json.loads(x) for x in resp.read().splitlines() if x.strip()][-1:]
+        assert frame["id"] == mid and frame["encoding"] == "jwe" and frame["message"] == token
+        assert "title" not in frame and frame["priority"] == 3
+        # the relay stored and fanned out the ciphertext only
         relay_files = files_bytes(tmp_path / "relay" / "data")
         assert token.encode() in relay_files
         assert secret.encode() not in relay_files and title.encode() not in relay_files
