@@ -118,11 +118,14 @@ def test_relay_send_encrypt_two_agents_import_decrypts_in_place(tmp_path: Path) 
 
         # ... and the running B opens the next one without a restart
         second = "window-" + uuid.uuid4().hex
-        r2 = pushagent("send", "--encrypt", "--server", relay.url, "alerts", second,
-                       home=ha, env=ea)  # fmt: skip
+        r2 = pushagent("send", "--encrypt", "--expose-priority", "--priority", "4",
+                       "--server", relay.url, "alerts", second, home=ha, env=ea)  # fmt: skip
         mid2 = r2.stdout.decode().strip()
         wait_for(lambda: mid2 in shown_ids(b), timeout=30, what="B showed the second")
-        assert shown_ids(b)[mid2]["message"] == second
+        assert shown_ids(b)[mid2]["message"] == second and shown_ids(b)[mid2]["priority"] == 4
+        with urllib.request.urlopen(f"{relay.url}/alerts/json?poll=1", timeout=10) as resp:
+            frames = {json.loads(x)["id"]: json.loads(x) for x in resp.read().splitlines()}
+        assert frames[mid2]["priority"] == 4  # exposed on purpose, for quiet hours
         assert second.encode() not in files_bytes(tmp_path / "relay" / "data")
 
         # no key ever reached a log line (log level debug: every library's logger)
