@@ -275,6 +275,22 @@ def paths(*, config_file: Path | None = None, env: Mapping[str, str] | None = No
     return found
 
 
+LOCATION_VARS = ("PUSHAGENT_HOME", "PUSHAGENT_CONFIG")
+
+
+def location_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The set ``PUSHAGENT_HOME`` / ``PUSHAGENT_CONFIG`` as absolute paths: what an agent
+    started later and elsewhere (autostart) needs to find the same config and data."""
+    env = os.environ if env is None else env
+    return {k: str(Path(env[k]).expanduser().resolve()) for k in LOCATION_VARS if env.get(k)}
+
+
+def pystray_backend(env: Mapping[str, str] | None = None) -> str | None:
+    """``PYSTRAY_BACKEND`` when set: pystray reads it itself; the tray then does not choose."""
+    env = os.environ if env is None else env
+    return env.get("PYSTRAY_BACKEND") or None
+
+
 def read_toml(path: Path, *, required: bool) -> dict[str, Any]:
     """The TOML table in ``path``; a missing optional file is an empty table."""
     try:

@@ -68,8 +68,6 @@ def relay_to_mqtt(topic: str) -> str:
     return "/".join(check_relay_topic(topic).split("-"))
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class PollRequest(Message):
     """ntfy's ``poll_request`` event (a publish with ``X-Poll-ID``): tells subscribers to poll

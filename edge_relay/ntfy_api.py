@@ -139,14 +139,16 @@ async def account(request: web.Request) -> web.Response:
     docstring)."""
     state: RelayState = request.app["state"]
     ident = state.identify(request)
-    lim = state.cfg.limits
+    lim, att = state.cfg.limits, state.cfg.attachments
     limits = {
         "basis": "ip",  # counted per client address (per token for authenticated ones)
         "messages": int(lim.publish_rate * 86400),  # ntfy's approximation of a daily limit
         "messages_expiry_duration": int(lim.retention_age),
         "emails": 0, "calls": 0, "reservations": 0,
-        "attachment_total_size": 0, "attachment_file_size": 0,
-        "attachment_expiry_duration": 0, "attachment_bandwidth": 0,
+        "attachment_total_size": att.total_size_limit,
+        "attachment_file_size": att.file_size_limit,
+        "attachment_expiry_duration": att.expiry,
+        "attachment_bandwidth": att.daily_bandwidth_limit,
     }  # fmt: skip
     anonymous = ident.name == "anonymous"
     body = {

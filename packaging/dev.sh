@@ -13,6 +13,7 @@ APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils
           imagemagick)   # `import` takes the screenshots in tests/desktop.py
 # PyInstaller (tests/test_packaging.py) bundles the shared libpython of the venv's Python.
 APT_TEST+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)")
+APT_TEST+=(curl util-linux)  # curl -T uploads, and mount for a full tmpfs (tests/test_relay_attachments.py)
 
 need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

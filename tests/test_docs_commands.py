@@ -162,9 +162,10 @@ def test_each_command_the_docs_show_parses(shown: Shown) -> None:
 
 
 def test_a_command_that_does_not_parse_is_caught() -> None:
-    (tray,) = commands("pushagent tray --server mqtt://broker.lan:1883 --topic 'home/#'  # x")
-    assert tray == ["pushagent", "tray", "--server", "mqtt://broker.lan:1883", "--topic", "home/#"]
+    (tray,) = commands("pushagent tray --server mqtt://broker.lan:1883 --sever x  # x")
+    assert tray == ["pushagent", "tray", "--server", "mqtt://broker.lan:1883", "--sever", "x"]
     assert "unrecognized arguments" in (parse("pushagent", tray[1:]) or "")
+    assert parse("pushagent", ["tray", "--server", "mqtt://b", "--topic", "home/#"]) is None
     (demo,) = commands("PUSHAGENT_HOME=/x/.demo/agent A=1 /x/.venv/bin/pushagent status")
     assert demo == ["pushagent", "status"]
     assert parse("pushagent", ["history", "--since", "2h"]) is None

@@ -237,3 +237,23 @@ def test_agent_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
         f"pushagent: E2E key file {home / 'e2e-keys.json'}: must be readable by you only "
         "(mode 0600), not 0640" in err
     )
+
+
+def test_send_encrypt_refuses_what_would_leave_in_clear_or_as_a_file(tmp_path: Path) -> None:
+    env = {"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    home = tmp_path / "h"
+    server = "http://127.0.0.1:9"  # nothing listens: each refusal comes before any request
+    assert pushagent("key", "new", "alerts", home=home, env=env).returncode == 0
+    (tmp_path / "f.txt").write_text("x")
+    cases = [
+        (("--attach", str(tmp_path / "f.txt"), "alerts", "hi"),
+         "--attach with --encrypt: encrypted attachments are not supported yet"),
+        (("alerts", "x" * 3500), "--encrypt: the encrypted message is"),
+        (("other", "hi"), "--encrypt: no key for 'other' here"),
+    ]  # fmt: skip
+    for args, want in cases:
+        r = pushagent("send", "--encrypt", "--server", server, *args, home=home, env=env)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and want in err and "Traceback" not in err, (args, err)
+    r = pushagent("send", "--expose-priority", "--server", server, "alerts", "hi", home=home)
+    assert r.returncode == 2 and "--expose-priority: only with --encrypt" in r.stderr.decode()

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import secrets
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from agent import httppublish
 
 DEFAULT_TIMEOUT = 10.0
+HTTP_BODY_LIMIT = 4096  # ntfy's and the relay's default message limit (docs/E2E.md)
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--markdown", action="store_true", help="the message is Markdown")
     p.add_argument("--delay", metavar="WHEN", help="deliver later: 10m, 2h, a unix time (HTTP)")
     p.add_argument("--sequence-id", metavar="ID", help="update the notification ID (HTTP)")
+    p.add_argument(
+        "--attach",
+        metavar="FILE|URL",
+        help="upload FILE as the attachment, or refer to an http(s) URL (HTTP)",
+    )
+    p.add_argument("--filename", metavar="NAME",
+                   help="the attachment's name (default: FILE's name)")  # fmt: skip
     gone = p.add_mutually_exclusive_group()
     gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
     gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
@@ -77,7 +86,8 @@ def check_priority(value: str) -> str:
 
 
 _HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
-              "sequence_id": "--sequence-id"}  # fmt: skip
+              "sequence_id": "--sequence-id", "attach": "--attach",
+              "filename": "--filename"}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         check_priority(args.priority)
     if args.expose_priority and not args.encrypt:
         raise UsageError("--expose-priority: only with --encrypt")
+    if args.encrypt and (args.attach is not None or args.filename is not None):
+        # the file would travel in clear: refused until encrypted attachments exist
+        raise UsageError("--attach with --encrypt: encrypted attachments are not supported yet")
     cfg = load_config(args, servers=[args.server] if args.server else None)
     if not cfg.servers:
         raise ConfigError("no server: give --server URL or 'servers' in the config")
@@ -154,8 +167,15 @@ def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.H
               "content_type": "text/markdown" if args.markdown else None}  # fmt: skip
     msg = _built(fields, args.topic)
     kid, key = _key(cfg, args.topic)
+    token = seal.seal_text(msg, key, kid)
+    if len(token) > HTTP_BODY_LIMIT:
+        raise UsageError(
+            f"--encrypt: the encrypted message is {len(token)} bytes; ntfy servers and relays "
+            f"keep a body above {HTTP_BODY_LIMIT} bytes (their default message limit) as an "
+            "attachment file, which agents would not decrypt; shorten the text"
+        )
     return httppublish.publish_request(
-        args.topic, seal.seal_text(msg, key, kid),
+        args.topic, token,
         priority=args.priority if args.expose_priority else None, delay=args.delay,
         sequence_id=args.sequence_id, content_type=jwe.CONTENT_TYPE,
     )  # fmt: skip
@@ -187,10 +207,12 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
     elif args.encrypt:
         req = _sealed_request(cfg, args)
     else:
+        url, data, name = _attachment(args)
+        text = _message(args) if data is None or args.message is not None else ""
         req = httppublish.publish_request(
-            args.topic, _message(args), title=args.title, priority=args.priority,
+            args.topic, text, title=args.title, priority=args.priority,
             tags=args.tags, click=args.click, markdown=args.markdown, delay=args.delay,
-            sequence_id=args.sequence_id,
+            sequence_id=args.sequence_id, attach_url=url, file=data, filename=name,
         )  # fmt: skip
     if server.tls and cfg.tls.insecure:
         log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", server.url)
@@ -201,6 +223,24 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
     )
     return sender.send(req)
+
+
+def _attachment(args: argparse.Namespace) -> tuple[str | None, bytes | None, str | None]:
+    """``--attach``/``--filename`` → (external URL, file bytes, name); UsageError naming the
+    flag for a file that cannot be read."""
+    where: str | None = args.attach
+    if where is None:
+        if args.filename is not None:
+            raise UsageError("--filename: names an attachment; give --attach FILE or URL")
+        return None, None, None
+    if where.startswith(("http://", "https://")):
+        return where, None, args.filename
+    path = Path(where)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--attach: cannot read {where!r}: {exc.strerror}") from None
+    return None, data, args.filename or path.name
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:
