@@ -194,3 +194,27 @@ def test_keys_export_parse_kid_and_passphrase() -> None:
     assert keys.from_passphrase("correct horse", "alerts") == want
     assert keys.from_passphrase("correct horse", "other") != want
     assert keys.ITERATIONS >= 600_000
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["message", "title", "priority", "tags", "click",
+                                        "actions", "attachment", "topic", "id", "x"]),
+                       _json, max_size=6))  # fmt: skip
+def test_any_sealed_envelope_opens_or_is_a_stand_in_never_an_exception(
+    inner: dict[str, object],
+) -> None:
+    """Whatever a key holder seals (a buggy publisher in another language), the agent gets a
+    Message: the decrypted one, or the stand-in with the reason."""
+    outer = msg(message=jwe.encrypt(inner, KEY, KID), encoding="jwe")
+    got = seal.open_message(outer, {KID: KEY})
+    assert got.message.id == "m1" and got.message.topic == "alerts"
+    if got.ciphertext is not None:
+        assert got.message.message == "encrypted message on alerts" and got.reason
