@@ -50,6 +50,7 @@ from agent.transports import Batch, Transport
 log = logging.getLogger("pushagent.service")
 
 PRUNE_EVERY = 3600.0
+REKEY_EVERY = 2.0  # seconds between looks at the E2E key index (one stat)
 OUTBOX_BATCH = 200
 
 
@@ -194,6 +195,7 @@ class AgentService:
         self._spawn(self._hand_off())
         self._spawn(self._prune())
         self._spawn(self._status())
+        self._spawn(self._rekeyed())
         if self._receipts is not None:
             self._spawn(self._drain_outbox())
         for transport in self.transports:
@@ -240,6 +242,8 @@ class AgentService:
             self._store_health(None)
             if fresh:  # queued under the lock: the queue's order is the commit order
                 self._queued.append(fresh)
+        if encrypted_fresh := [s for s in fresh if s.state != "received"]:
+            self._e2e.note(encrypted_fresh)
         if batch.messages:
             self.last_message_id = batch.messages[-1].id
         if fresh:
@@ -299,6 +303,18 @@ class AgentService:
                 self.store.mark_notified(part[-1].seq)
                 self._shown_seq = part[-1].seq
                 self.handed_over += len(part)
+
+    async def _rekeyed(self) -> None:
+        """A key imported while running (agent.e2e.receive): show what it made readable."""
+        self._e2e.note(await asyncio.to_thread(lambda: [s for s, _ in self.store.undecryptable()]))
+        while True:
+            await asyncio.sleep(REKEY_EVERY)
+            if not self._e2e.pending or not self._e2e.changed():
+                continue
+            async with self._write_lock:
+                items = await asyncio.to_thread(self._e2e.reopened, self.store)
+                if items and self._notifier is not None:
+                    await self._notifier.show(items)  # shown again, now with their text
 
     # --- receipts -------------------------------------------------------------------------
 

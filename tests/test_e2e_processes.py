@@ -115,6 +115,13 @@ def test_relay_send_encrypt_two_agents_import_decrypts_in_place(tmp_path: Path) 
         assert (msg, state, e2e, token) == (secret, "received", "jwe", None)
         hist = pushagent("history", "--json", home=hb, env=eb)
         assert secret in hist.stdout.decode()
+        # the running B shows it again, now with its text (it watches the key index)
+        wait_for(lambda: shown_ids(b)[mid]["message"] == secret, timeout=15,
+                 what="B showed the decrypted message")  # fmt: skip
+        assert [m["message"] for m in shown(b) if m["id"] == mid] == [
+            "encrypted message on alerts",
+            secret,
+        ]
 
         # ... and the running B opens the next one without a restart
         second = "window-" + uuid.uuid4().hex
