@@ -189,7 +189,7 @@ def test_sni_host_detected_on_the_session_bus(
     assert detected() == "False\n"
     # the X11 icon, and no word about the SNI menu: there is no SNI host to show it
     assert backend.SNI_PACKAGES not in _x11_tray(bare_desktop, env)
-    # a host joins that watcher (gtk-sni-tray-standalone --watcher uses the one running)
+    # a host joins that watcher: gtk-sni-tray-standalone registers with it
     sni.start_host(bare_desktop)
     assert detected() == "True\n"
     # without PyGObject the tray says what the menu needs and keeps the X11 icon
