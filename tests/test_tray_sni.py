@@ -33,6 +33,16 @@ MENU = ["Pause for 1 hour", "Pause until tomorrow", "Resume", "Mark all read", "
         "-", "Quit"]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _pygobject() -> None:
+    """The SNI backend needs PyGObject (the dev extra, built by packaging/dev.sh test)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("gi") is not None, (
+        "PyGObject is not installed in this venv: packaging/dev.sh test installs it"
+    )
+
+
 def _publish(broker: Mosquitto, topic: str, text: str) -> None:
     subprocess.run(
         ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
