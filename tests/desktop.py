@@ -84,6 +84,11 @@ class Desktop:
         self._procs.append(proc)
         return proc
 
+    def spawn(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
+        """A program of the session (on its display and bus), logged to ``name``.log and
+        ended with the desktop."""
+        return self._spawn(argv, name, env={**os.environ, **self.env})
+
     def _xvfb(self) -> int:
         r, w = os.pipe()
         try:

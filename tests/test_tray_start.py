@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from agent.tray import backend
+from tests import sni
 from tests.desktop import Desktop
 from tests.helpers import child_env, wait_for
+from tests.test_tray import _one_icon
 
 
 @pytest.fixture
@@ -141,46 +143,55 @@ def test_backend_choice(sni_host: bool, appindicator: bool, chosen: str) -> None
     assert backend.choose(sni_host=sni_host, appindicator=appindicator) == chosen
 
 
-# Owns org.kde.StatusNotifierWatcher on the session bus until its stdin closes. Only the
-# name, not a real SNI host: enough for detection; a real host is not proven here.
-WATCHER_NAME = """
-import asyncio, sys
-from dbus_fast.aio import MessageBus
-async def main():
-    bus = await MessageBus().connect()
-    await bus.request_name("org.kde.StatusNotifierWatcher")
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-asyncio.run(main())
-"""
+def _hide(root: Path, module: str) -> str:
+    """A stand-in for "``module`` is not installed" (as in test_without_the_desktop_extra):
+    the directory to put first on PYTHONPATH."""
+    (root / module).mkdir(parents=True)
+    (root / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n"
+    )
+    return str(root)
+
+
+def _x11_tray(desktop: Desktop, env: dict[str, str]) -> str:
+    """Run ``pushagent tray --no-service`` until its X11 icon is docked in trayer; its stderr."""
+    tray = subprocess.Popen(
+        [sys.executable, "-m", "agent", "tray", "--no-service"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (win,) = wait_for(lambda: _one_icon(desktop), timeout=30, what="one icon window")
+        assert desktop.wait_docked(win) == (24, 46)
+    finally:
+        tray.send_signal(signal.SIGTERM)
+        _, err = tray.communicate(timeout=20)
+    assert tray.returncode == 0, err
+    return err
 
 
 @pytest.mark.desktop
-def test_sni_host_detected_on_the_session_bus(bare_desktop: Desktop, home: Path) -> None:
+def test_sni_host_detected_on_the_session_bus(
+    bare_desktop: Desktop, home: Path, tmp_path: Path
+) -> None:
+    """The StatusNotifierItem backend only where a host shows items: a watcher alone (the
+    registry, Debian's status-notifier-watcher) is not enough; the icon would appear nowhere.
+    Hosts and watchers are real programs (tests/sni.py)."""
     env = {**child_env(home), **bare_desktop.env}
     probe = [sys.executable, "-c", "from agent.tray import backend as b; "
              "print(b.sni_host_present())"]  # fmt: skip
-    assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout == "False\n"
-    owner = subprocess.Popen(
-        [sys.executable, "-c", WATCHER_NAME], env=env, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert owner.stdout is not None and owner.stdout.readline() == "ready\n"
-        assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout == "True\n"
-        # no PyGObject here: the tray says what the menu needs and keeps the X11 icon
-        bare_desktop.start_tray_host()
-        tray = subprocess.Popen(
-            [sys.executable, "-m", "agent", "tray", "--no-service"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            (win,) = wait_for(lambda: bare_desktop.windows("^edgepush: "), timeout=30)
-            assert bare_desktop.wait_docked(win) == (24, 46)
-        finally:
-            tray.send_signal(signal.SIGTERM)
-            _, err = tray.communicate(timeout=20)
-        assert tray.returncode == 0
-        assert err.count(backend.SNI_PACKAGES) == 1, err
-    finally:
-        owner.communicate("", timeout=10)
+
+    def detected() -> str:
+        return subprocess.run(probe, env=env, capture_output=True, text=True).stdout
+
+    assert detected() == "False\n"
+    bare_desktop.start_tray_host()
+    sni.start_host(bare_desktop, watcher_only=True)
+    assert detected() == "False\n"
+    # the X11 icon, and no word about the SNI menu: there is no SNI host to show it
+    assert backend.SNI_PACKAGES not in _x11_tray(bare_desktop, env)
+    # a host joins that watcher: gtk-sni-tray-standalone registers with it
+    sni.start_host(bare_desktop)
+    assert detected() == "True\n"
+    # without PyGObject the tray says what the menu needs and keeps the X11 icon
+    env["PYTHONPATH"] = f"{_hide(tmp_path / 'hide', 'gi')}{os.pathsep}{env['PYTHONPATH']}"
+    assert _x11_tray(bare_desktop, env).count(backend.SNI_PACKAGES) == 1

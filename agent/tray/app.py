@@ -66,10 +66,14 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
 
 def icon_class(pystray: ModuleType) -> Any:
     """The Icon of the backend for this desktop (``backend.icon_class``: StatusNotifierItem
-    where there is a host for it, else X11); the X11 one mended (``agent.tray.xembed``)."""
+    where there is a host for it, else X11), mended (``agent.tray.sni``, ``.xembed``)."""
     from agent.config import pystray_backend
 
     base = backend.icon_class(pystray, forced=pystray_backend())
+    if base.__module__ == "pystray._appindicator":
+        from agent.tray import sni
+
+        return sni.subclass(base)
     if base.__module__ != "pystray._xorg":
         return base
     from agent.tray import xembed
@@ -90,6 +94,9 @@ class TrayApp:
         self.service = start_service(cfg) if with_service else None
         self.snapshot: Snapshot | None = None
         self._stopping = threading.Event()
+        # On StatusNotifierItem the menu's callbacks (GTK's thread) and the refresh thread
+        # both refresh; one at a time, so the icon never ends on the older snapshot.
+        self._refreshing = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()  # stop() and signals wake the loop with it
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -175,6 +182,10 @@ class TrayApp:
         self.store.close()
 
     def refresh(self) -> None:
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
         snap = read_snapshot(self.cfg, self.store, self.service)
         if snap == self.snapshot:
             return

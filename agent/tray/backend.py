@@ -81,28 +81,33 @@ def choose(*, sni_host: bool, appindicator: bool) -> str:
 
 
 def sni_host_present(timeout: float = 2.0) -> bool:
-    """Whether the session bus has a StatusNotifierWatcher (the SNI host's registry)."""
+    """Whether the session bus has a StatusNotifierWatcher with a host registered: the
+    watcher alone shows nothing (an item registered there appears nowhere)."""
     import asyncio
 
     async def ask() -> bool:
-        from dbus_fast import BusType, Message
+        from dbus_fast import BusType, Message, MessageFlag, MessageType
         from dbus_fast.aio import MessageBus
 
         bus = await MessageBus(bus_type=BusType.SESSION).connect()
         try:
             reply = await bus.call(
                 Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="NameHasOwner",
-                    signature="s",
-                    body=[SNI_WATCHER],
+                    destination=SNI_WATCHER,
+                    path="/StatusNotifierWatcher",
+                    interface="org.freedesktop.DBus.Properties",
+                    member="Get",
+                    signature="ss",
+                    body=[SNI_WATCHER, "IsStatusNotifierHostRegistered"],
+                    flags=MessageFlag.NO_AUTOSTART,  # ask, never start one
                 )
             )
         finally:
             bus.disconnect()
-        return bool(reply is not None and reply.body and reply.body[0])
+        # an error reply: no watcher on the bus (the name has no owner), or not a real one
+        if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+            return False
+        return reply.body[0].value is True
 
     try:
         return asyncio.run(asyncio.wait_for(ask(), timeout))
