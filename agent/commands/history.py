@@ -9,8 +9,8 @@ reach the terminal) and ``--json`` gives them as text with invalid UTF-8 escaped
 from __future__ import annotations
 
 import argparse
-import os
 import base64
+import os
 import sys
 import time
 from collections.abc import Sequence
