@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import logging
 import os
 import re
@@ -198,7 +199,7 @@ def fetch(
         exc.close()
         retry = exc.code >= 500 or exc.code in (408, 429)
         raise DownloadError(f"HTTP {exc.code}", retry=retry) from None
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, http.client.HTTPException) as exc:  # IncompleteRead too
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise DownloadError(str(exc) or type(exc).__name__, retry=True) from None
@@ -356,7 +357,11 @@ class Downloader:
     async def _worker(self) -> None:
         while True:
             item, attempt = await self._queue.get()
-            await self._job(item, attempt)
+            try:
+                await self._job(item, attempt)
+            except Exception:  # a bug here must not end the agent: that message's file is lost
+                log.exception("attachment of %s: download failed", item.message.id)
+                self._busy.discard(item.message.id)
 
     async def _job(self, item: Stored, attempt: int) -> None:
         mid = item.message.id
