@@ -227,6 +227,8 @@ class WsConfig:
     relay_name: str = "*"
     """``auto`` uses only relays whose mDNS instance name matches one of these
     comma-separated globs."""
+    compress: bool = True
+    """Offer WebSocket permessage-deflate (RFC 7692); the server decides whether to use it."""
 
     def __post_init__(self) -> None:
         if self.keepalive <= 0 or self.connect_timeout <= 0:
