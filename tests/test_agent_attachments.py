@@ -36,7 +36,8 @@ PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"x" * 300
 
 
 class _Files(BaseHTTPRequestHandler):
-    """``/<name>``: the bytes put in ``files``; ``/stall-once/<name>`` stalls the first GET."""
+    """``/<name>``: the bytes put in ``files``; ``/stall-once/<name>`` stalls the first GET;
+    ``/nolength/<name>`` sends no Content-Length (the body ends when the connection does)."""
 
     files: ClassVar[dict[str, tuple[bytes, str]]] = {}
     seen: ClassVar[list[tuple[str, str | None]]] = []
@@ -53,7 +54,8 @@ class _Files(BaseHTTPRequestHandler):
         body, kind = _Files.files.get(name, (b"", ""))
         self.send_response(200 if kind else 404)
         self.send_header("Content-Type", kind or "text/plain")
-        self.send_header("Content-Length", str(len(body)))
+        if not self.path.startswith("/nolength/"):
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
@@ -196,6 +198,29 @@ async def test_a_file_whose_type_lies_is_refused_and_the_token_stays_on_its_serv
     assert names == {f"{real}.png", f"{own}.png"}, "nothing of the executable is kept"
     other_host = [h for p, h in _Files.seen if p in ("/snap.png", "/real.png")]
     assert other_host and all(h is None for h in other_host), "no token to another host"
+
+
+async def test_max_download_caps_the_declared_length_and_the_bytes_streamed(
+    relay: Relay, files: str, tmp_path: Path
+) -> None:
+    """External files declare no size: a Content-Length above ``max_download`` is refused
+    before the body, and a body without one is cut once it passes the cap."""
+    topic = unique_topic("att")
+    big = png() + b"\0" * 5000
+    _Files.files["big.png"] = (big, "image/png")
+    cfg = agent_cfg(tmp_path / "home", relay, topic, max_download=4096, cache_max=8192)
+    async with AgentService(cfg):
+
+        def attach(path: str) -> str:
+            return str(relay.publish(topic, path, Attach=f"{files}/{path}")["id"])
+
+        declared = await asyncio.to_thread(attach, "big.png")
+        streamed = await asyncio.to_thread(attach, "nolength/big.png")
+        for mid in (declared, streamed):
+            await until(lambda m=mid: recorded(cfg, m), what=f"the outcome for {mid}")  # type: ignore[misc]
+    assert "Content-Length 5" in str((recorded(cfg, declared) or ("", ""))[1])
+    assert "more than max_download (4096)" in str((recorded(cfg, streamed) or ("", ""))[1])
+    assert list((cfg.paths.cache_dir / "attachments").iterdir()) == [], "no partial file"
 
 
 async def test_a_stalled_download_never_holds_up_its_message_and_is_retried(
