@@ -422,6 +422,22 @@ class Downloader:
             log.info("attachment cache: removed %d old files (cache_max)", len(removed))
         return final, mime
 
+    async def sweep(self) -> int:
+        """Remove the files of messages retention has pruned; how many were removed."""
+        paths = await asyncio.to_thread(self.store.drop_orphan_attachment_files)
+        return await asyncio.to_thread(self._unlink, paths)
+
+    def _unlink(self, paths: Sequence[str]) -> int:
+        gone = 0
+        for name in paths:
+            path = Path(name)
+            if path.parent != self.folder:  # only ever our own folder's files
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                gone += 1
+        return gone
+
     def _warn(self, text: str) -> None:
         now = time.monotonic()
         if now - self._last_warn >= WARN_EVERY:

@@ -371,7 +371,11 @@ class AgentService:
                 )
                 if gone:
                     log.info("retention: removed %d old messages", gone)
-            except EdgepushError as exc:
+                if self.downloads is not None:
+                    files = await self.downloads.sweep()
+                    if files:
+                        log.info("retention: removed %d attachment files", files)
+            except (EdgepushError, OSError) as exc:
                 log.warning("retention pruning failed: %s", exc)
             await asyncio.sleep(PRUNE_EVERY)
 

@@ -262,6 +262,26 @@ async def test_an_agent_that_was_stopped_gets_the_file_and_keeps_it_without_the_
     assert Path(listed[mid]["attachment_path"]).read_bytes() == snapshot
 
 
+async def test_a_pruned_message_takes_its_file_with_it(relay: Relay, tmp_path: Path) -> None:
+    topic = unique_topic("att")
+    cfg = agent_cfg(tmp_path / "home", relay, topic)
+    async with AgentService(cfg) as svc:
+        old = (await asyncio.to_thread(upload, relay, topic, png(), "old.png"))["id"]
+        new = (await asyncio.to_thread(upload, relay, topic, png() + b"new", "new.png"))["id"]
+        for mid in (old, new):
+            await until(lambda m=mid: recorded(cfg, m), what=f"the file of {mid}")  # type: ignore[misc]
+        await until(lambda: svc.handed_over == 2, what="both handed over")
+    folder = cfg.paths.cache_dir / "attachments"
+    assert len(list(folder.iterdir())) == 2
+    # the next start prunes to the newest message (store.max_messages = 1), and its sweep
+    # removes the pruned message's file
+    async with AgentService(replace(cfg, store=config.StoreConfig(max_messages=1))):
+        await until(lambda: not stored(cfg, old), what="the old message pruned")
+        await until(lambda: len(list(folder.iterdir())) == 1, what="its file removed")
+    assert [p.name for p in folder.iterdir()] == [f"{new}.png"]
+    assert recorded(cfg, old) is None
+
+
 def test_attachment_settings_errors_name_file_key_and_value(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

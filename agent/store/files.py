@@ -50,3 +50,16 @@ class _Files(_Base):
             (limit,),
         )
         return [_stored(r) for r in rows]
+
+    def drop_orphan_attachment_files(self) -> list[str]:
+        """Forget the files of messages that are no longer stored (retention removed them);
+        returns their paths, for the caller to delete."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT path FROM attachment_files WHERE message_id NOT IN "
+                "(SELECT id FROM messages)"
+            ).fetchall()
+            conn.execute(
+                "DELETE FROM attachment_files WHERE message_id NOT IN (SELECT id FROM messages)"
+            )
+        return [str(r[0]) for r in rows if r[0]]
