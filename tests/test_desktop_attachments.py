@@ -62,6 +62,16 @@ def shown(desktop: Desktop) -> list[str]:
     return f.read_text().splitlines() if f.exists() else []
 
 
+def settled(desktop: Desktop, want: dict[str, str]) -> bool:
+    """Every notification of ``want`` was shown with its image, or shown and then replaced."""
+    seen = desktop.icons()
+    for summary, image in want.items():
+        mine = [icon for s, icon in seen if s == summary]
+        if not mine or (mine[0] != image and len(mine) < 2):
+            return False
+    return True
+
+
 def red_pixels(path: Path) -> int:
     with Image.open(path) as shot:
         data = shot.convert("RGB").tobytes()
@@ -116,3 +126,26 @@ async def test_a_file_attachment_gets_an_open_button_that_opens_the_cached_file(
         await until(lambda: opened.exists() and opened.read_text(), what="the opener run")
     assert opened.read_text() == str(cached)
     assert cached.read_bytes() == pdf and os.stat(cached).st_mode & 0o777 == 0o600
+
+
+async def test_a_burst_of_images_each_keeps_its_own_notification(
+    desktop: Desktop, relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Updates with the image are sent from their own tasks while the hand-off is sending
+    the next messages: each notification gets its own image, none replaces another."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    topic = unique_topic("img")
+    cfg = agent_cfg(tmp_path, relay, topic)
+    folder = cfg.paths.cache_dir / "attachments"
+    async with AgentService(cfg):
+        ids = [await asyncio.to_thread(upload, relay, topic, red_png(40 + i), f"cam{i}.png")
+               for i in range(4)]  # fmt: skip
+        await until(lambda: all((folder / f"{m}.png").exists() for m in ids), what="4 files")
+        want = {f"cam{i}.png": str(folder / f"{m}.png") for i, m in enumerate(ids)}
+        # each shown with its image at once (the file was there first) or shown again
+        await until(lambda: settled(desktop, want), what=f"each with its own image: {want}")
+        assert desktop.count("displayed") == 4
+        desktop.dunstctl("close-all")
+        history = await until(lambda: len(desktop.history()) == 4 and desktop.history())
+    assert {h["summary"]: h["icon_path"] for h in history} == want

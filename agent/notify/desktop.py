@@ -290,6 +290,8 @@ class DesktopNotifier:
                 self._showing.pop(self._screen.popitem(last=False)[1], None)
             if not update:
                 self._event(item, "displayed")
+                if path is None and mid in self._files:  # it arrived while this was sent
+                    self._spawn(self._send(item, update=True))
         log.debug("notification for %s dispatched=%s", mid, dispatched)
         return dispatched
 
@@ -318,18 +320,22 @@ class DesktopNotifier:
 
     async def _notify(self, notification: Any, key: tuple[str, str]) -> None:
         """Send ``notification``; in place of the sequence's notification if one is still on
-        screen (its D-Bus id, from this run or the last one, passed as ``replaces_id``)."""
-        backend: Any = getattr(self._dn, "_backend", None)
-        mapping = self._mapping()
-        iface = getattr(backend, "interface", None)
-        replaces = self._screen.get(key)
-        pid = mapping.inverse.get(replaces) if mapping is not None and replaces else None
-        if pid is None and mapping is not None:
-            pid = self._memory.get(*key)  # shown by an earlier run of the agent
-        if pid is None or iface is None or not hasattr(iface, "call_notify"):
-            await self._dn.send_notification(notification)
-            return
+        screen (its D-Bus id, from this run or the last one, passed as ``replaces_id``).
+
+        One send at a time (``_notify_lock``): an attachment's update is sent from its own
+        task while the hand-off may be sending, and a send must never go out through the
+        ``call_notify`` that another one patched with its id."""
         async with self._notify_lock:
+            backend: Any = getattr(self._dn, "_backend", None)
+            mapping = self._mapping()
+            iface = getattr(backend, "interface", None)
+            replaces = self._screen.get(key)
+            pid = mapping.inverse.get(replaces) if mapping is not None and replaces else None
+            if pid is None and mapping is not None:
+                pid = self._memory.get(*key)  # shown by an earlier run of the agent
+            if pid is None or iface is None or not hasattr(iface, "call_notify"):
+                await self._dn.send_notification(notification)
+                return
             if replaces is not None and replaces in mapping.inverse:
                 del mapping.inverse[replaces]  # the new identifier takes the same D-Bus id
                 backend._notification_cache.pop(replaces, None)
