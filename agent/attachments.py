@@ -44,7 +44,9 @@ import logging
 import os
 import re
 import secrets
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -82,6 +84,39 @@ class DownloadError(Exception):
     def __init__(self, text: str, *, retry: bool = False) -> None:
         super().__init__(text)
         self.retry = retry
+
+
+class Inflight:
+    """The sockets of downloads under way, so stopping the agent ends them at once instead
+    of waiting up to ``timeout`` for a worker thread's blocked read."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+
+    def add(self, resp: Any) -> socket.socket | None:
+        # http.client keeps its socket behind the response's reader (SocketIO._sock)
+        sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+        if not isinstance(sock, socket.socket):
+            return None
+        with self._lock:
+            if self.stopped.is_set():
+                raise DownloadError("the agent is stopping", retry=True)
+            self._socks.add(sock)
+        return sock
+
+    def discard(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._socks.discard(sock)  # type: ignore[arg-type,unused-ignore]
+
+    def stop(self) -> None:
+        """Called on the loop: every blocked read returns (shutdown wakes a recv)."""
+        with self._lock:
+            self.stopped.set()
+            for sock in self._socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True)
@@ -178,7 +213,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
 def fetch(
     url: str, folder: Path, message_id: str, *, token: str | None, max_bytes: int,
-    timeout: float, context: ssl.SSLContext | None,
+    timeout: float, context: ssl.SSLContext | None, inflight: Inflight | None = None,
 ) -> Fetched:  # fmt: skip
     """Stream ``url`` into a 0600 temporary file in ``folder``; see the module docstring."""
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _Redirects()]
@@ -194,7 +229,12 @@ def fetch(
             length = resp.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 raise DownloadError(f"Content-Length {length} is above max_download ({max_bytes})")
-            return _stream(resp, tmp, max_bytes, time.monotonic() + DEADLINE)
+            sock = inflight.add(resp) if inflight is not None else None
+            try:
+                return _stream(resp, tmp, max_bytes, time.monotonic() + DEADLINE, inflight)
+            finally:
+                if inflight is not None:
+                    inflight.discard(sock)
     except urllib.error.HTTPError as exc:
         exc.close()
         retry = exc.code >= 500 or exc.code in (408, 429)
@@ -205,7 +245,9 @@ def fetch(
         raise DownloadError(str(exc) or type(exc).__name__, retry=True) from None
 
 
-def _stream(resp: Any, tmp: Path, max_bytes: int, deadline: float) -> Fetched:
+def _stream(
+    resp: Any, tmp: Path, max_bytes: int, deadline: float, inflight: Inflight | None = None
+) -> Fetched:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     size, head = 0, b""
     try:
@@ -221,6 +263,8 @@ def _stream(resp: Any, tmp: Path, max_bytes: int, deadline: float) -> Fetched:
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+        if inflight is not None and inflight.stopped.is_set():  # cut by stop(), not the end
+            raise DownloadError("the agent is stopping", retry=True)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -303,6 +347,7 @@ class Downloader:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_warn = 0.0
         self._quiet = 0
+        self._inflight = Inflight()
         self.done = 0
         self.failed = 0
 
@@ -321,6 +366,7 @@ class Downloader:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
+        self._inflight.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._tg is not None:
@@ -407,7 +453,7 @@ class Downloader:
         private_dir(self.folder)
         fetched = fetch(url, self.folder, item.message.id, token=token,
                         max_bytes=self.cfg.max_download, timeout=self.cfg.timeout,
-                        context=ctx)  # fmt: skip
+                        context=ctx, inflight=self._inflight)  # fmt: skip
         try:
             mime, ext = check(att, self.cfg, fetched.size, fetched.head)
             final = self.folder / file_name(item.message.id, ext)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -110,4 +111,55 @@ def test_a_stopped_agent_gets_its_files_at_start_even_after_a_kill_mid_download(
     listed = history(home)  # the relay is gone: the files and their paths are still there
     assert Path(listed[snap]["attachment_path"]).read_bytes() == SNAPSHOT
     assert Path(listed[clip]["attachment_path"]).read_bytes() == CLIP
+    assert "Traceback" not in agent.stderr()
+
+
+class _HalfForever(BaseHTTPRequestHandler):
+    """Half of CLIP, then nothing until the test ends."""
+
+    stalling = threading.Event()
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(CLIP)))
+        self.end_headers()
+        self.wfile.write(CLIP[: len(CLIP) // 2])
+        self.wfile.flush()
+        _HalfForever.stalling.set()
+        _HalfForever.release.wait(120)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_sigterm_ends_a_stalled_download_at_once(tmp_path: Path) -> None:
+    """A download blocked on a read (the server sent half and went quiet; the read timeout
+    is 30 s) does not hold up the agent's exit: its socket is shut down."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HalfForever)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    relay = Relay(tmp_path / "relay").start()
+    home = tmp_path / "agent"
+    home.mkdir()
+    agent = AgentProc(home, ["--server", relay.url, "--topic", "door"])
+    try:
+        agent.start()
+        wait_for(lambda: "subscribed" in agent.stderr(), timeout=30, what=agent.stderr())
+        relay.publish("door", "clip", Attach=f"http://127.0.0.1:{httpd.server_address[1]}/c.png")
+        wait_for(_HalfForever.stalling.is_set, timeout=30, what="the download under way")
+        assert agent.proc is not None
+        started = time.monotonic()
+        agent.proc.terminate()
+        code = agent.proc.wait(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        _HalfForever.release.set()
+        agent.stop()
+        assert relay.stop() == 0
+        httpd.shutdown()
+        httpd.server_close()
+    assert code == 0 and took < 8, f"exit {code} after {took:.1f} s"
+    assert not [p for p in cached(home) if p.name.startswith(".tmp-")], "no half file left"
     assert "Traceback" not in agent.stderr()
