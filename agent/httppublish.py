@@ -77,16 +77,19 @@ def publish_request(
     attach_url: str | None = None,
     file: bytes | None = None,
     filename: str | None = None,
+    content_type: str | None = None,
 ) -> HttpRequest:
     """``POST /<topic>`` (``/<topic>/<sequence_id>`` to update a notification); with ``file``,
     ``PUT`` with the file as the body (``message`` in the ``Message`` header, "" for the
-    server's "You received a file: NAME"); ``attach_url``: an external file by URL."""
+    server's "You received a file: NAME"); ``attach_url``: an external file by URL.
+    ``content_type`` ``application/jose``: the body is an encrypted message (docs/E2E.md)."""
     path = "/" + _segment(topic, "TOPIC")
     if sequence_id is not None:
         path += "/" + _segment(sequence_id, "--sequence-id")
     options = {"Title": title, "Priority": priority, "Tags": tags, "Click": click,
                "Delay": delay, "Markdown": "yes" if markdown else None,
-               "Attach": attach_url, "Filename": filename or None}  # fmt: skip
+               "Attach": attach_url, "Filename": filename or None,
+               "Content-Type": content_type}  # fmt: skip
     if file is not None:
         options["Message"] = message.replace("\n", "\\n") or None
     headers = {k: header_text(v) for k, v in options.items() if v is not None}

@@ -385,7 +385,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {"healthy": True, "version": __version__, "uptime": round(time.time() - state.started, 1),
          "subscribers": state.hub.subscriber_count, "rejected": state.rejected,
-         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox},
+         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox,
+                      "last_error": up.error() if up.state != "connected" else None},
          "scheduler": {"running": sched is not None and sched.running,
                        "next_due": sched.next_due if sched else None,
                        "released": sched.released if sched else 0,

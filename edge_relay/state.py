@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class Upstream:
     url: str | None = None
     state: str = "none"
     outbox: int = 0
+    error: Callable[[], str | None] = field(default=lambda: None)
+    """Why it is not connected (the transport's last error), asked at each health request."""
 
 
 @dataclass

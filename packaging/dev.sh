@@ -14,6 +14,11 @@ APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils
 # PyInstaller (tests/test_packaging.py) bundles the shared libpython of the venv's Python.
 APT_TEST+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)")
 APT_TEST+=(curl util-linux)  # curl -T uploads, and mount for a full tmpfs (tests/test_relay_attachments.py)
+# The tray on a StatusNotifierItem host (tests/test_tray_sni.py): a real host and a bare
+# watcher, the AppIndicator typelib pystray's appindicator backend loads, and what pip needs
+# to build PyGObject and pycairo (the dev extra) against them.
+APT_TEST+=(haskell-gtk-sni-tray-utils haskell-status-notifier-item-utils gir1.2-ayatanaappindicator3-0.1
+           libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev)
 
 need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -23,6 +23,9 @@ Rules worth knowing (all ntfy's):
   object with ``attachment.file_attachment``; for one that does not, such a body is 40014.
 * ``X-Email`` → 40001, ``X-Call`` → 40032: e-mail and phone calls are not offered, and a
   message is never accepted with them silently dropped.
+* ``Content-Type: application/jose``: the body is an end-to-end encrypted message (a JWE,
+  docs/E2E.md), kept as it is with ``encoding: jwe``; ntfy's own server ignores the type, and
+  clients that know neither see an opaque string.
 * ``up=1`` / ``Content-Encoding: aes128gcm``: UnifiedPush: the body is kept untrimmed, base64
   with ``encoding: base64`` when it is not UTF-8.
 
@@ -155,8 +158,11 @@ def parse_publish(req: Request, body: bytes, *, file: bool = False) -> Publish:
     if actions := req.read(f.ACTIONS):
         out["actions"] = parse_actions(actions)
     markdown = req.read_bool(f.MARKDOWN, False)
-    if markdown or req.read(f.CONTENT_TYPE).lower() == "text/markdown":
+    ctype = req.read(f.CONTENT_TYPE).lower()
+    if markdown or ctype == "text/markdown":
         out["content_type"] = "text/markdown"
+    elif ctype == "application/jose":  # an end-to-end encrypted message (docs/E2E.md)
+        out["encoding"] = "jwe"
     unifiedpush = req.read_bool(f.UNIFIEDPUSH, False)
     if unifiedpush or req.read(f.CONTENT_ENCODING) == "aes128gcm":
         unifiedpush, firebase = True, False
