@@ -117,10 +117,10 @@ def sni_host_present(timeout: float = 2.0) -> bool:
 
 def _appindicator_importable() -> bool:
     try:
-        import gi  # type: ignore[import-not-found, unused-ignore]
+        import gi  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         gi.require_version("AyatanaAppIndicator3", "0.1")
-        from gi.repository import AyatanaAppIndicator3  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        from gi.repository import AyatanaAppIndicator3  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
     except (ImportError, ValueError):
         return False
     return True
