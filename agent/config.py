@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.envelope import DEFAULT_MAX_SIZE
 from agent.errors import ConfigError
-from agent.settings import build, merge, set_dotted
+from agent.settings import ByteSize, build, merge, set_dotted
 
 APP = "pushagent"
 NOTIFIERS = ("desktop", "command", "log", "none")
@@ -153,6 +153,38 @@ class DesktopConfig:
             raise ValueError(f"'desktop.max_body' must be 10-100000, not {self.max_body}")
 
 
+DOWNLOAD_MODES = ("always", "images", "never")
+
+
+@dataclass(frozen=True)
+class AttachmentsConfig:
+    """``[attachments]``: which attachments the agent downloads into its cache folder.
+
+    ``download``: ``always``, ``images`` (files whose type is ``image/*``) or ``never``;
+    ``max_download``: the largest file fetched; ``cache_max``: what the folder may hold (the
+    oldest files are removed first); ``timeout``: seconds a download may go without a byte."""
+
+    download: str = "images"
+    max_download: ByteSize = 15 * 1024 * 1024  # type: ignore[assignment]
+    cache_max: ByteSize = 500 * 1024 * 1024  # type: ignore[assignment]
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.download not in DOWNLOAD_MODES:
+            raise ValueError(
+                f"'attachments.download' must be always, images or never, not {self.download!r}"
+            )
+        if not 0 < self.timeout <= 3600:
+            raise ValueError(f"'attachments.timeout' must be 0-3600 seconds, not {self.timeout}")
+        if self.max_download < 1:
+            raise ValueError(f"'attachments.max_download' must be > 0, not {self.max_download}")
+        if self.cache_max < self.max_download:
+            raise ValueError(
+                f"'attachments.cache_max' ({self.cache_max}) must be at least "
+                f"'attachments.max_download' ({self.max_download})"
+            )
+
+
 @dataclass(frozen=True)
 class Rule:
     """``[[rules]]``: for topics matching ``topic`` (``*`` wildcards), a floor or a mute."""
@@ -195,6 +227,8 @@ class WsConfig:
     relay_name: str = "*"
     """``auto`` uses only relays whose mDNS instance name matches one of these
     comma-separated globs."""
+    compress: bool = True
+    """Offer WebSocket permessage-deflate (RFC 7692); the server decides whether to use it."""
 
     def __post_init__(self) -> None:
         if self.keepalive <= 0 or self.connect_timeout <= 0:
@@ -230,6 +264,7 @@ class AgentConfig:
     command: CommandConfig = field(default_factory=CommandConfig)
     desktop: DesktopConfig = field(default_factory=DesktopConfig)
     ws: WsConfig = field(default_factory=WsConfig)
+    attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
 
     def __post_init__(self) -> None:
         if self.notifier not in NOTIFIERS:

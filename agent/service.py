@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent import health
+from agent.attachments import Downloader
 from agent.config import AgentConfig
 from agent.e2e.receive import Decryptor
 from agent.envelope import new_id
@@ -174,6 +175,7 @@ class AgentService:
         self._shown_seq = 0
         self._events: list[tuple[str, str, float]] = []
         self._e2e = Decryptor(cfg)
+        self.downloads: Downloader | None = None
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -186,7 +188,11 @@ class AgentService:
             self.transports = make_transports(self.cfg, self.client_id)
             self._notifier = make_notifier(self.cfg, self._on_event, self.store)
             await self._notifier.__aenter__()
+            self.downloads = self._downloader(self._notifier)
+            await self.downloads.__aenter__()
         except BaseException:
+            if self._notifier is not None:
+                await self._notifier.__aexit__(None, None, None)
             self.store.close()
             raise
         last = await asyncio.to_thread(self.store.last_message)
@@ -222,6 +228,8 @@ class AgentService:
             if self._tg is not None:
                 await self._tg.__aexit__(None, None, None)
         finally:
+            if self.downloads is not None:
+                await self.downloads.__aexit__(None, None, None)
             if self._notifier is not None:
                 await self._notifier.__aexit__(None, None, None)
             self._write_status("offline")
@@ -250,6 +258,23 @@ class AgentService:
         if fresh:
             self._new.set()
             self._outbox_wake.set()
+            if self.downloads is not None:  # after the hand-off is queued: never before it
+                self.downloads.submit(fresh)
+
+    def _downloader(self, notifier: Notifier) -> Downloader:
+        from agent import secrets
+        from agent.transports import tls_context
+
+        cfg = self.cfg
+        backend = getattr(notifier, "backend", notifier)  # behind the rules layer, if any
+        ready = getattr(backend, "attachment_ready", None)  # optional: desktop shows images
+        return Downloader(
+            cfg,
+            self.store,
+            token_for=lambda server: secrets.token_for(cfg, server),
+            on_file=ready,
+            context=lambda: tls_context(cfg.tls),
+        )
 
     def _commit(self, batch: Batch) -> list[Stored]:
         """Decrypt what arrived encrypted (agent.e2e), then store; in a worker thread."""
@@ -378,7 +403,11 @@ class AgentService:
                 )
                 if gone:
                     log.info("retention: removed %d old messages", gone)
-            except EdgepushError as exc:
+                if self.downloads is not None:
+                    files = await self.downloads.sweep()
+                    if files:
+                        log.info("retention: removed %d attachment files", files)
+            except (EdgepushError, OSError) as exc:
                 log.warning("retention pruning failed: %s", exc)
             await asyncio.sleep(PRUNE_EVERY)
 

@@ -21,11 +21,24 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NewType, TypeVar
 
 from agent.errors import ConfigError
 
 T = TypeVar("T")
+ByteSize = NewType("ByteSize", int)
+"""A field holding a number of bytes: a whole number, or text such as ``"15MB"``."""
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``"15MB"``, ``"500 MB"``, ``"1.5G"``, ``"512k"``, ``"100"`` (units of 1024,
+    as ntfy's ``util.ParseSize``: ``15M`` is 15 MiB); ValueError when it is none of those."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(text)
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 def build(
@@ -121,6 +134,13 @@ def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
         if errors:
             raise ConfigError("\n".join(errors))
         return tuple(items)
+    if hint is ByteSize:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        try:
+            return parse_size(value) if isinstance(value, str) else _wrong(where, key, value, _S)
+        except ValueError:
+            _wrong(where, key, value, _S)
     if hint is bool:
         if not isinstance(value, bool):
             _wrong(where, key, value, "true or false")
@@ -142,6 +162,9 @@ def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
             _wrong(where, key, value, "a file path")
         return Path(value).expanduser()
     raise TypeError(f"settings: no conversion for {hint!r}")  # a bug in a dataclass
+
+
+_S = 'a size such as "15MB", "500 MB" or a number of bytes'
 
 
 def _wrong(where: str, key: str, value: Any, expected: str) -> typing.NoReturn:

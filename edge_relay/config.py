@@ -122,6 +122,9 @@ class RelayConfig:
     advertise: bool = True
     keepalive: float = 45.0
     prune_interval: float = 60.0
+    compress: bool = True
+    """WebSocket permessage-deflate (when the client offers it) and gzip for ``/json``,
+    ``/sse``, ``/raw`` and ``poll=1`` answers (when the request accepts it)."""
     limits: Limits = field(default_factory=Limits)
     attachments: Attachments = field(default_factory=Attachments)
     base_url: str | None = None

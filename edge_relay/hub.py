@@ -80,15 +80,20 @@ class Live:
     def __init__(self, stored: Stored) -> None:
         self.stored = stored
         self.text = wire(stored)
-        data = self.text.encode()
-        n = len(data)
-        if n < 126:
-            head = bytes((0x81, n))
-        elif n < 65536:
-            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
-        else:
-            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
-        self.frame = head + data
+        self.frame = text_frame(self.text.encode())
+
+
+def text_frame(data: bytes) -> bytes:
+    """``data`` as one unmasked, uncompressed WebSocket text frame (RFC 6455 section 5.2;
+    RSV1 clear: RFC 7692 lets a permessage-deflate connection carry uncompressed messages)."""
+    n = len(data)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return head + data
 
 
 class Subscriber:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +25,16 @@ from agent.store import Stored
 from agent.timeparse import Since
 from edge_relay.auth import Identity
 from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
-from edge_relay.hub import Live, Subscriber, wire
+from edge_relay.hub import Live, Subscriber, text_frame, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
 
 _PAGE = 500
 _DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
+COMPRESS_MIN = 128
+"""Bytes below which a WebSocket frame goes uncompressed on a permessage-deflate connection:
+``open``, ``keepalive`` and the tiniest messages, where deflate saves a few bytes for a
+compressor call each (RFC 7692 lets any message go uncompressed: RSV1 clear)."""
 log = logging.getLogger(__name__)
 
 
@@ -41,22 +46,67 @@ def event(kind: str, topics: str, **extra: Any) -> dict[str, Any]:
 _CONTENT_TYPES = {"json": "application/x-ndjson", "sse": "text/event-stream", "raw": "text/plain"}
 
 
-class Sink:
-    """Writes events to one HTTP stream (``json`` or ``sse``)."""
+def accepts_gzip(header: str) -> bool:
+    """True when an ``Accept-Encoding`` value takes gzip (RFC 9110 12.5.3: ``gzip`` or
+    ``x-gzip`` with a q-value above 0)."""
+    for part in header.split(","):
+        name, _, params = part.partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        q = params.strip().lower()
+        if not q.startswith("q="):
+            return True
+        try:
+            return float(q[2:]) > 0
+        except ValueError:
+            return False
+    return False
 
-    def __init__(self, request: web.Request, fmt: str) -> None:
+
+class Sink:
+    """Writes events to one HTTP stream (``json``, ``sse``, ``raw``).
+
+    gzip (``compress = true`` and a request that accepts it): the answer is one gzip stream.
+    A live stream is flushed (``Z_SYNC_FLUSH``) after every event so it arrives at once; a
+    ``poll=1`` answer, which ends, is flushed only at its end (better compression). aiohttp's
+    own ``enable_compression`` is not used: it never flushes before the end, so a live
+    stream's events would wait in zlib."""
+
+    def __init__(
+        self, request: web.Request, fmt: str, *, compress: bool = False, live: bool = True
+    ) -> None:
         self.request = request
         self.fmt = fmt
         self.body: asyncio.Task[None] | None = None
         self.ended: str | None = None
         """Why the auth file no longer allows this stream (``end``), or None."""
         ctype = _CONTENT_TYPES.get(fmt, "application/json")  # ws: replaced by its own response
-        self.response: web.StreamResponse = web.StreamResponse(
-            headers={"Content-Type": f"{ctype}; charset=utf-8", "Cache-Control": "no-cache"}
-        )
+        headers = {"Content-Type": f"{ctype}; charset=utf-8", "Cache-Control": "no-cache"}
+        self._gzip: Any = None
+        self._live = live
+        if compress:
+            headers["Vary"] = "Accept-Encoding"
+            if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+                self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
+                headers["Content-Encoding"] = "gzip"
+        self.response: web.StreamResponse = web.StreamResponse(headers=headers)
 
     async def prepare(self) -> None:
         await self.response.prepare(self.request)
+
+    async def write(self, data: bytes) -> None:
+        z = self._gzip
+        if z is not None:
+            data = z.compress(data) + (z.flush(zlib.Z_SYNC_FLUSH) if self._live else b"")
+            if not data:
+                return
+        await self.response.write(data)
+
+    async def finish(self) -> None:
+        """The end of the answer: the gzip stream's last block and trailer."""
+        if self._gzip is not None:
+            z, self._gzip = self._gzip, None
+            await self.response.write(z.flush())
 
     async def send(self, ev: dict[str, Any]) -> None:
         """A control event (``open``, ``keepalive``)."""
@@ -69,11 +119,11 @@ class Sink:
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         """An event already encoded as JSON text."""
         if self.fmt == "json":
-            await self.response.write(data.encode() + b"\n")
+            await self.write(data.encode() + b"\n")
         elif kind in ("message", *ACTION_EVENTS):  # ntfy: no ``event:`` line for these
-            await self.response.write(f"id: {event_id}\ndata: {data}\n\n".encode())
+            await self.write(f"id: {event_id}\ndata: {data}\n\n".encode())
         else:
-            await self.response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+            await self.write(f"event: {kind}\ndata: {data}\n\n".encode())
 
     def abort(self) -> None:
         transport = self.request.transport
@@ -100,34 +150,55 @@ class RawSink(Sink):
     line (newlines in it become spaces); every other event (``open``, ``keepalive``) is an
     empty line."""
 
-    def __init__(self, request: web.Request) -> None:
-        super().__init__(request, "raw")
+    def __init__(self, request: web.Request, *, compress: bool = False, live: bool = True) -> None:
+        super().__init__(request, "raw", compress=compress, live=live)
 
     async def send_message(self, item: Stored, data: str) -> None:
         if event_of(item.message) != "message":
-            await self.response.write(b"\n")  # ntfy: only message events carry text
+            await self.write(b"\n")  # ntfy: only message events carry text
             return
-        await self.response.write(item.message.message.replace("\n", " ").encode() + b"\n")
+        await self.write(item.message.message.replace("\n", " ").encode() + b"\n")
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
-        await self.response.write(b"\n")
+        await self.write(b"\n")
 
 
 class WsSink(Sink):
     """Writes events as WebSocket text frames; reads (and ignores) what the client sends."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, *, compress: bool = False) -> None:
         super().__init__(request, "ws")
-        # compress=False: frames are pre-built once per message and written as they are
-        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=False)
+        # permessage-deflate only when the client offers it (the agent does; ntfy's clients
+        # may not): an uncompressed connection keeps the pre-built frames' fast path below.
+        self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=compress)
         self.response = self.ws
 
+    @property
+    def compressed(self) -> bool:
+        """permessage-deflate was negotiated (known once prepared)."""
+        return bool(self.ws.compress)
+
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
-        await self.ws.send_str(data)
+        if self.compressed and len(data) < COMPRESS_MIN and self._raw(data):
+            return
+        await self.ws.send_str(data)  # compressed by aiohttp when negotiated
+
+    def _raw(self, data: str) -> bool:
+        """Write a small frame uncompressed, unless the socket is backed up (then aiohttp's
+        writer, which waits for the drain)."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > _DIRECT_BUFFER:
+            return False
+        transport.write(text_frame(data.encode()))
+        return True
 
     def direct(self) -> Callable[[list[Live]], bool] | None:
         transport = self.request.transport
-        if transport is None:
+        if transport is None or self.compressed:
+            # Live.frame is uncompressed: on a deflate connection every message goes through
+            # send_text (compressed by aiohttp), never as the pre-built frame.
             return None
 
         def push(items: list[Live]) -> bool:
@@ -256,8 +327,13 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
                         "link": "https://ntfy.sh/docs/publish/#limitations"}),
             content_type="application/json",
         )  # fmt: skip
+    compress = state.cfg.compress
     sink: Sink = (
-        WsSink(request) if fmt == "ws" else RawSink(request) if fmt == "raw" else Sink(request, fmt)
+        WsSink(request, compress=compress)
+        if fmt == "ws"
+        else RawSink(request, compress=compress, live=not poll)
+        if fmt == "raw"
+        else Sink(request, fmt, compress=compress, live=not poll)
     )
 
     def overflow() -> None:
@@ -278,6 +354,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         if sink.ended is not None:
             body.cancel()
         await sink.run(body)
+        await sink.finish()
     except (ConnectionError, asyncio.CancelledError):
         pass  # the client went away (or was cut for being slow): nothing to clean but below
     finally:

@@ -136,6 +136,7 @@ class Desktop:
         # dunst runs this for every notification it shows: its view of id and urgency.
         script.write_text(
             f'#!/bin/sh\nprintf "%s\\t%s\\n" "$DUNST_ID" "$DUNST_URGENCY" >> "{self.shown_file}"\n'
+            f'printf "%s\\t%s\\n" "$DUNST_SUMMARY" "$DUNST_ICON_PATH" >> "{self.icons_file}"\n'
         )
         script.chmod(0o755)
         # dunst's context menu (`dunstctl context`) asks "dmenu" to pick an action: this one
@@ -285,6 +286,18 @@ class Desktop:
     @property
     def shown_file(self) -> Path:
         return self.root / "shown.tsv"
+
+    @property
+    def icons_file(self) -> Path:
+        return self.root / "icons.tsv"
+
+    def icons(self) -> list[tuple[str, str]]:
+        """(summary, icon path) of every notification dunst showed, replacements too, in
+        order (dunst 1.9 gives a replacement's script the path it had before)."""
+        if not self.icons_file.exists():
+            return []
+        rows = [line.split("\t") for line in self.icons_file.read_text().splitlines()]
+        return [(r[0], r[1]) for r in rows if len(r) == 2]
 
     def urgencies(self) -> dict[int, str]:
         """dunst notification id → urgency (LOW, NORMAL, CRITICAL) as dunst saw it."""

@@ -63,6 +63,9 @@ class NetProxy:
         self._running = False
         self._server: socket.socket | None = None
         self.accepted = 0
+        self.moved = {"up": 0, "down": 0}
+        """Bytes forwarded each way (client -> target, target -> client): what the wire
+        carried."""
 
     def start(self) -> NetProxy:
         server = socket.socket()
@@ -113,12 +116,13 @@ class NetProxy:
             with self._lock:
                 self._links.append(link)
                 self.accepted += 1
-            self._spawn(self._pump, link, client, upstream, link.gates["up"])
-            self._spawn(self._pump, link, upstream, client, link.gates["down"])
+            self._spawn(self._pump, link, client, upstream, link.gates["up"], "up")
+            self._spawn(self._pump, link, upstream, client, link.gates["down"], "down")
 
     def _pump(
-        self, link: _Link, src: socket.socket, dst: socket.socket, gate: threading.Event
-    ) -> None:
+        self, link: _Link, src: socket.socket, dst: socket.socket, gate: threading.Event,
+        direction: str,
+    ) -> None:  # fmt: skip
         while True:
             try:
                 data = src.recv(65536)
@@ -137,6 +141,8 @@ class NetProxy:
             except OSError:
                 link.close()
                 return
+            with self._lock:
+                self.moved[direction] += len(data)
 
     @property
     def links(self) -> list[_Link]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -80,16 +81,28 @@ def run(args: argparse.Namespace) -> int:
             )
         rows = store.query(topics=args.topic, since=since, search=args.search, limit=args.limit)
         total = store.count() if not rows else len(rows)
+        with_file = [r.message.id for r in rows if r.message.attachment] if args.json else []
+        files = store.attachment_paths(with_file) if with_file else {}
     finally:
         store.close()
     out = sys.stdout
     if args.json:
-        out.write(dumps([{**encode(r.message), "state": r.state} for r in rows]) + "\n")
+        out.write(dumps([_entry(r, files) for r in rows]) + "\n")
     else:
         import shutil  # only the table needs it; --json callers (scripts) skip the import
 
         out.write(table(rows, width=shutil.get_terminal_size((100, 20)).columns, total=total))
     return 0
+
+
+def _entry(row: Stored, files: dict[str, str]) -> dict[str, object]:
+    """One message of ``--json``: the envelope, its state and, when its attachment is in the
+    cache folder, ``attachment_path`` (a file removed since is left out)."""
+    out: dict[str, object] = {**encode(row.message), "state": row.state}
+    path = files.get(row.message.id)
+    if path is not None and os.path.isfile(path):
+        out["attachment_path"] = path
+    return out
 
 
 def table(rows: Sequence[Stored], *, width: int, total: int = 0) -> str:

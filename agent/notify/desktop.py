@@ -19,6 +19,12 @@ notification an earlier run showed.
 desktop-notifier always sends ``replaces_id = 0``, so for an update its ``call_notify`` is
 wrapped for that one call (under a lock) to pass the id of the notification it replaces.
 
+Attachments (agent.attachments downloads them after the message is shown): when the file is
+in the cache, a notification still on screen is replaced in place by one that shows the
+image (desktop-notifier's ``attachment``: D-Bus ``image-path``) or, for any other file, has
+an "Open" button that opens the cached file with ``desktop.opener`` or the OS default
+application (``xdg-open``, ``open``, ``os.startfile``).
+
 ``icon`` (an http(s) URL) is fetched into the cache folder (agent.notify.icons) and passed
 as a file; ``content_type: text/markdown`` is rendered (agent.notify.markdown) to the
 server's body markup when it advertises ``body-markup``, else to plain text.
@@ -115,6 +121,20 @@ class DesktopNotifier:
         self._fallback = LogNotifier()
         self._warned = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._files: OrderedDict[str, tuple[Path, str]] = OrderedDict()
+        """message id → its downloaded attachment (path, type)."""
+        self._showing: dict[str, str] = {}
+        """desktop-notifier identifier on screen → its message id."""
+
+    def attachment_ready(self, item: Stored, path: Path, mime: str) -> None:
+        """``item``'s attachment is in the cache: show it if its notification is on screen."""
+        mid = item.message.id
+        self._files[mid] = (path, mime)
+        while len(self._files) > SCREEN_KEEP:
+            self._files.popitem(last=False)
+        ident = self._screen.get((item.message.topic, sequence_key(item.message)))
+        if ident is not None and self._showing.get(ident) == mid and self._dn is not None:
+            self._spawn(self._send(item, update=True))
 
     @property
     def available(self) -> bool:
@@ -219,7 +239,7 @@ class DesktopNotifier:
                 self._warn("the notification server did not accept a notification")
             await self._fallback.show(failed)
 
-    async def _send(self, item: Stored) -> bool:
+    async def _send(self, item: Stored, *, update: bool = False) -> bool:
         import desktop_notifier as dn
 
         msg, mid = item.message, item.message.id
@@ -241,12 +261,15 @@ class DesktopNotifier:
             self._event(item, "dismissed")
 
         icon = await self._icon(msg)
+        path, mime = self._files.get(mid, (None, ""))
+        image = path is not None and mime.startswith("image/")
         notification = dn.Notification(
             title=clean(msg.title or msg.topic, self._cfg.max_title, markup=False, oneline=True),
             message=self._body(msg),
             urgency=dn.Urgency(urgency_name(msg.priority)),
             icon=dn.Icon(path=icon) if icon is not None else None,
-            buttons=tuple(self._buttons(item)),
+            buttons=tuple(self._buttons(item, None if image else path)),
+            attachment=dn.Attachment(path=path) if image else None,
             sound=dn.DEFAULT_SOUND if msg.priority >= 5 and self._cfg.sound else None,
             on_dispatched=on_dispatched,
             on_clicked=on_clicked,
@@ -258,11 +281,17 @@ class DesktopNotifier:
             pid = mapping.inverse.get(notification.identifier) if mapping is not None else None
             if isinstance(pid, int):
                 self._memory.put(*key, pid)
+            old = self._screen.get(key)
+            self._showing.pop(old or "", None)
             self._screen[key] = notification.identifier
+            self._showing[notification.identifier] = mid
             self._screen.move_to_end(key)
             while len(self._screen) > SCREEN_KEEP:
-                self._screen.popitem(last=False)
-            self._event(item, "displayed")
+                self._showing.pop(self._screen.popitem(last=False)[1], None)
+            if not update:
+                self._event(item, "displayed")
+                if path is None and mid in self._files:  # it arrived while this was sent
+                    self._spawn(self._send(item, update=True))
         log.debug("notification for %s dispatched=%s", mid, dispatched)
         return dispatched
 
@@ -291,18 +320,22 @@ class DesktopNotifier:
 
     async def _notify(self, notification: Any, key: tuple[str, str]) -> None:
         """Send ``notification``; in place of the sequence's notification if one is still on
-        screen (its D-Bus id, from this run or the last one, passed as ``replaces_id``)."""
-        backend: Any = getattr(self._dn, "_backend", None)
-        mapping = self._mapping()
-        iface = getattr(backend, "interface", None)
-        replaces = self._screen.get(key)
-        pid = mapping.inverse.get(replaces) if mapping is not None and replaces else None
-        if pid is None and mapping is not None:
-            pid = self._memory.get(*key)  # shown by an earlier run of the agent
-        if pid is None or iface is None or not hasattr(iface, "call_notify"):
-            await self._dn.send_notification(notification)
-            return
+        screen (its D-Bus id, from this run or the last one, passed as ``replaces_id``).
+
+        One send at a time (``_notify_lock``): an attachment's update is sent from its own
+        task while the hand-off may be sending, and a send must never go out through the
+        ``call_notify`` that another one patched with its id."""
         async with self._notify_lock:
+            backend: Any = getattr(self._dn, "_backend", None)
+            mapping = self._mapping()
+            iface = getattr(backend, "interface", None)
+            replaces = self._screen.get(key)
+            pid = mapping.inverse.get(replaces) if mapping is not None and replaces else None
+            if pid is None and mapping is not None:
+                pid = self._memory.get(*key)  # shown by an earlier run of the agent
+            if pid is None or iface is None or not hasattr(iface, "call_notify"):
+                await self._dn.send_notification(notification)
+                return
             if replaces is not None and replaces in mapping.inverse:
                 del mapping.inverse[replaces]  # the new identifier takes the same D-Bus id
                 backend._notification_cache.pop(replaces, None)
@@ -345,10 +378,12 @@ class DesktopNotifier:
         except Exception as exc:  # noqa: BLE001 - already closed, or the server went away
             log.debug("CloseNotification(%d): %s", pid, exc)
 
-    def _buttons(self, item: Stored) -> list[Any]:
+    def _buttons(self, item: Stored, file: Path | None = None) -> list[Any]:
         import desktop_notifier as dn
 
         buttons = []
+        if file is not None:
+            buttons.append(dn.Button(title="Open", on_pressed=self._open_file(item, file)))
         for action in item.message.actions[:3]:
             kind, label = action.get("action"), str(action.get("label") or "")[:40]
             if not label:
@@ -373,6 +408,28 @@ class DesktopNotifier:
             self._event(item, "clicked")
 
         return pressed
+
+    def _open_file(self, item: Stored, path: Path) -> Callable[[], None]:
+        def pressed() -> None:
+            self._spawn(self._open_path(path))
+            self._event(item, "clicked")
+
+        return pressed
+
+    async def _open_path(self, path: Path) -> None:
+        """The cached file in the OS default application (or ``desktop.opener``)."""
+        import os
+        import sys
+
+        if not self._cfg.opener and sys.platform == "win32":
+            os.startfile(path)  # type: ignore[attr-defined]  # noqa: S606 - our own cached file
+            return
+        argv = self._cfg.opener or (("open",) if sys.platform == "darwin" else ("xdg-open",))
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, str(path))
+            await proc.wait()
+        except OSError as exc:
+            log.warning("cannot open %s with %s: %s", path, argv[0], exc.strerror)
 
     def _event(self, item: Stored, state: str) -> None:
         if item.seq:  # burst summaries are not stored messages

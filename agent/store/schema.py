@@ -285,6 +285,22 @@ def _m009_undecryptable(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN ciphertext TEXT")
 
 
+def _m010_attachment_files(db: sqlite_utils.Database) -> None:
+    # The agent's downloaded attachments (agent.attachments): where each message's file is
+    # in the cache folder, or why it could not be had (``path`` NULL, ``error`` set; not
+    # retried). Kept out of `messages` so eviction or a failure never rewrites a message.
+    db.execute(
+        """CREATE TABLE attachment_files (
+            message_id TEXT PRIMARY KEY,
+            path TEXT,
+            size INTEGER,
+            type TEXT,
+            fetched REAL NOT NULL,
+            error TEXT
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -295,6 +311,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("007_scheduled", _m007_scheduled),
     ("008_sequence", _m008_sequence),
     ("009_undecryptable", _m009_undecryptable),
+    ("010_attachment_files", _m010_attachment_files),
 )
 
 

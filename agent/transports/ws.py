@@ -221,7 +221,9 @@ class WsTransport:
                 max_size=ws_cfg.max_frame,
                 max_queue=64,
                 proxy=None,
-                compression=None,
+                # permessage-deflate with the library's settings (its client offers a
+                # 32 KiB window and compresses with memLevel 5); None when turned off
+                compression="deflate" if ws_cfg.compress else None,
                 ssl=tls_context(self.cfg.tls) if self.server.tls else None,
                 user_agent_header="pushagent",
             ) as ws:

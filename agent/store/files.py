@@ -1,0 +1,65 @@
+"""Downloaded attachments: which message's file is where in the agent's cache folder
+(migration 010, ``attachment_files``). Part of ``agent.store``; the files themselves are
+``agent.attachments``' to write and remove."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from agent.store.base import _Base
+from agent.store.schema import _SELECT, Stored, _stored
+
+
+class _Files(_Base):
+    def set_attachment_file(
+        self, message_id: str, path: str | None, *, size: int = 0, mime: str = "",
+        error: str | None = None,
+    ) -> None:  # fmt: skip
+        """Record where ``message_id``'s file is (or, with ``path`` None, why there is none)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO attachment_files VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, path, size, mime, time.time(), error),
+            )
+
+    def attachment_paths(self, message_ids: Sequence[str]) -> dict[str, str]:
+        """``message id → local path`` of the files present among ``message_ids``."""
+        out: dict[str, str] = {}
+        for start in range(0, len(message_ids), 500):
+            part = list(message_ids[start : start + 500])
+            rows = self._read(
+                "SELECT message_id, path FROM attachment_files WHERE path IS NOT NULL AND "
+                f"message_id IN ({', '.join('?' for _ in part)})",
+                part,
+            )
+            out.update((str(m), str(p)) for m, p in rows)
+        return out
+
+    def forget_attachment_paths(self, paths: Sequence[str]) -> None:
+        """These files were removed from the cache (evicted to stay within ``cache_max``)."""
+        with self._write() as conn:
+            conn.executemany("DELETE FROM attachment_files WHERE path = ?", [(p,) for p in paths])
+
+    def missing_attachments(self, limit: int = 200) -> list[Stored]:
+        """The newest messages with an attachment and no download recorded (none tried yet,
+        or the agent stopped before it ended), newest first."""
+        rows = self._read(
+            f"{_SELECT} WHERE attachment IS NOT NULL AND id NOT IN "
+            "(SELECT message_id FROM attachment_files) ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [_stored(r) for r in rows]
+
+    def drop_orphan_attachment_files(self) -> list[str]:
+        """Forget the files of messages that are no longer stored (retention removed them);
+        returns their paths, for the caller to delete."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT path FROM attachment_files WHERE message_id NOT IN "
+                "(SELECT id FROM messages)"
+            ).fetchall()
+            conn.execute(
+                "DELETE FROM attachment_files WHERE message_id NOT IN (SELECT id FROM messages)"
+            )
+        return [str(r[0]) for r in rows if r[0]]

@@ -1,0 +1,219 @@
+"""Compression benchmark: a 1,000-message backlog from the relay, with and without it.
+
+    .venv/bin/python bench/ws_compression.py [--messages 1000] [--runs 5] [--memory 200]
+
+One relay process (this checkout) holds ``--messages`` typical monitoring messages (title,
+a sentence with numbers, two tags, a priority: what scripts and Grafana send through ntfy).
+Each run, alternating: a WebSocket client asks ``since=all`` once without permessage-deflate
+(the same-run baseline) and once with it (the websockets client with the agent's settings,
+``compression="deflate"``), and reads until the last message; then ``/json?poll=1`` once
+without and once with ``Accept-Encoding: gzip``. Per side: the bytes received on the socket
+after the handshake (the client's ``data_received``: what the wire carried), the relay's CPU
+time (``/proc/<pid>/stat`` utime+stime, 10 ms ticks) and the client's (``process_time``:
+inflate, framing and JSON parsing). Then the memory: the relay's RSS growth with
+``--memory`` WebSocket subscribers that each received one message, fresh relays, with and
+without deflate. One JSON object per line; the summary has medians and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+
+from tests.relay import Relay  # noqa: E402
+
+CONFIG = """keepalive = 300
+[limits]
+publish_burst = 10000000
+publish_rate = 10000000.0
+max_subscriptions = 100000
+send_queue = 100000
+retention_count = 1000000
+"""
+TOPIC = "bench"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def typical(i: int) -> tuple[str, dict[str, str]]:
+    host = f"web-{i % 17:02d}"
+    text = f"Backup of {host} finished in {30 + i % 90} s: {1000 + 37 * i} files, 0 errors"
+    return text, {"Title": f"backup {host}", "Tags": "floppy_disk,white_check_mark",
+                  "Priority": str(1 + i % 5)}  # fmt: skip
+
+
+def fill(relay: Relay, n: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=30)
+    for i in range(n):
+        text, headers = typical(i)
+        conn.request("PUT", f"/{TOPIC}", text.encode(), headers)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+    conn.close()
+
+
+def cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Counted(ClientConnection):
+    """A websockets client connection that counts the bytes the socket delivered."""
+
+    received = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        super().data_received(data)
+
+
+async def _one_backlog(url: str, n: int, deflate: bool) -> int:
+    async with connect(url, compression="deflate" if deflate else None,
+                       create_connection=Counted, max_size=1 << 20) as ws:  # fmt: skip
+        assert isinstance(ws, Counted)
+        offered = str(ws.response.headers.get("Sec-WebSocket-Extensions"))
+        assert ("permessage-deflate" in offered) == deflate, offered
+        start, got = ws.received, 0
+        while got < n:
+            if json.loads(await ws.recv())["event"] == "message":
+                got += 1
+        return ws.received - start
+
+
+async def backlog_ws(relay: Relay, n: int, deflate: bool, repeat: int) -> dict[str, Any]:
+    """``repeat`` backlogs in a row (the relay's CPU is counted in 10 ms ticks); figures per
+    backlog."""
+    assert relay.proc is not None
+    url = f"ws://127.0.0.1:{relay.port}/{TOPIC}/ws?since=all"
+    relay0, client0, wall0 = cpu(relay.proc.pid), time.process_time(), time.perf_counter()
+    wire = [await _one_backlog(url, n, deflate) for _ in range(repeat)]
+    return {"scenario": "ws_backlog", "deflate": deflate, "messages": n,
+            "wire_bytes": statistics.median(wire),
+            "relay_cpu_s": round((cpu(relay.proc.pid) - relay0) / repeat, 4),
+            "client_cpu_s": round((time.process_time() - client0) / repeat, 4),
+            "wall_s": round((time.perf_counter() - wall0) / repeat, 4)}  # fmt: skip
+
+
+def poll_json(relay: Relay, n: int, gzip_ok: bool) -> dict[str, Any]:
+    assert relay.proc is not None
+    conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=30)
+    headers = {"Accept-Encoding": "gzip"} if gzip_ok else {}
+    relay0, client0 = cpu(relay.proc.pid), time.process_time()
+    conn.request("GET", f"/{TOPIC}/json?poll=1", headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read()
+    encoded = resp.getheader("Content-Encoding") == "gzip"
+    body = zlib.decompress(raw, 31) if encoded else raw
+    lines = body.count(b"\n")
+    conn.close()
+    assert encoded == gzip_ok and lines == n, (encoded, lines)
+    return {"scenario": "json_poll", "gzip": gzip_ok, "messages": lines, "body_bytes": len(raw),
+            "relay_cpu_s": round(cpu(relay.proc.pid) - relay0, 3),
+            "client_cpu_s": round(time.process_time() - client0, 3)}  # fmt: skip
+
+
+async def memory(tmp: Path, subs: int, deflate: bool) -> dict[str, Any]:
+    """RSS growth of a fresh relay with ``subs`` WebSockets that each received a message."""
+    relay = Relay(tmp / f"mem-{deflate}", config=CONFIG).start()
+    try:
+        assert relay.proc is not None
+        relay.publish(TOPIC, "warm-up")
+        base = rss_kib(relay.proc.pid)
+        url = f"ws://127.0.0.1:{relay.port}/{TOPIC}/ws"
+        conns = [await connect(url, compression="deflate" if deflate else None)
+                 for _ in range(subs)]  # fmt: skip
+        for ws in conns:
+            await ws.recv()  # open
+        text, headers = typical(7)
+        await asyncio.to_thread(relay.publish, TOPIC, text, **headers)
+        for ws in conns:
+            await ws.recv()
+        held = rss_kib(relay.proc.pid)
+        for ws in conns:
+            await ws.close()
+    finally:
+        relay.stop()
+    return {"scenario": "memory", "deflate": deflate, "subscribers": subs, "rss_base_kib": base,
+            "rss_kib": held, "kib_per_subscriber": round((held - base) / subs, 1)}  # fmt: skip
+
+
+def median(rows: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--memory", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=20, help="backlogs per sample")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        relay = Relay(tmp / "relay", config=CONFIG).start()
+        rows: list[dict[str, Any]] = []
+        try:
+            await asyncio.to_thread(fill, relay, args.messages)
+            await backlog_ws(relay, args.messages, False, 2)  # warm-up: pages in the store
+            for run in range(args.runs):
+                for deflate in (False, True) if run % 2 == 0 else (True, False):
+                    rows.append(await backlog_ws(relay, args.messages, deflate, args.repeat))
+                    print(json.dumps({**rows[-1], "run": run}), flush=True)
+                for gz in (False, True):
+                    rows.append(await asyncio.to_thread(poll_json, relay, args.messages, gz))
+                    print(json.dumps({**rows[-1], "run": run}), flush=True)
+        finally:
+            relay.stop()
+        mem = [await memory(tmp, args.memory, d) for d in (False, True)]
+        for m in mem:
+            print(json.dumps(m), flush=True)
+    plain = [r for r in rows if r["scenario"] == "ws_backlog" and not r["deflate"]]
+    deflated = [r for r in rows if r["scenario"] == "ws_backlog" and r["deflate"]]
+    raw = [r for r in rows if r["scenario"] == "json_poll" and not r["gzip"]]
+    gz = [r for r in rows if r["scenario"] == "json_poll" and r["gzip"]]
+
+    def total(rs: list[dict[str, Any]]) -> float:
+        return float(statistics.median(r["relay_cpu_s"] + r["client_cpu_s"] for r in rs))
+
+    print(json.dumps({
+        "summary": True, "messages": args.messages, "runs": args.runs, "repeat": args.repeat,
+        "ws_bytes_plain": median(plain, "wire_bytes"),
+        "ws_bytes_deflate": median(deflated, "wire_bytes"),
+        "ws_bytes_ratio": round(median(plain, "wire_bytes") / median(deflated, "wire_bytes"), 2),
+        "ws_relay_cpu_s": [median(plain, "relay_cpu_s"), median(deflated, "relay_cpu_s")],
+        "ws_client_cpu_s": [median(plain, "client_cpu_s"), median(deflated, "client_cpu_s")],
+        "ws_cpu_ratio_relay": round(median(deflated, "relay_cpu_s")
+                                    / max(0.001, median(plain, "relay_cpu_s")), 2),
+        "ws_cpu_ratio_total": round(total(deflated) / max(0.001, total(plain)), 2),
+        "poll_bytes_plain": median(raw, "body_bytes"),
+        "poll_bytes_gzip": median(gz, "body_bytes"),
+        "poll_bytes_ratio": round(median(raw, "body_bytes") / median(gz, "body_bytes"), 2),
+        "poll_relay_cpu_s": [median(raw, "relay_cpu_s"), median(gz, "relay_cpu_s")],
+        "memory_kib_per_subscriber": [m["kib_per_subscriber"] for m in mem],
+    }), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

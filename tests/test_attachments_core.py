@@ -1,0 +1,104 @@
+"""The pure decisions of agent/attachments.py and the size setting, without I/O: which
+attachment objects are fetched, what the bytes must be, where a token may go."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.attachments import Downloader, DownloadError, check, decide, file_name, same_origin
+from agent.config import AttachmentsConfig
+from agent.settings import parse_size
+from agent.store import Store
+from tests.test_desktop_sequence import png
+
+IMAGES = AttachmentsConfig()
+ALWAYS = AttachmentsConfig(download="always")
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("att", "cfg", "why"),
+    [
+        ({"url": "https://r/file/a.png", "type": "image/png", "size": 10}, IMAGES, None),
+        ({"url": "http://r/x"}, IMAGES, None),  # no type: the content decides
+        ({"url": "ftp://r/x.png", "type": "image/png"}, ALWAYS, "no http(s) url"),
+        ({"url": "file:///etc/passwd"}, ALWAYS, "no http(s) url"),
+        ({"type": "image/png"}, ALWAYS, "no http(s) url"),
+        ({"url": "https://r/a", "expires": NOW - 1}, ALWAYS, "expired"),
+        ({"url": "https://r/a", "size": 16 << 20}, ALWAYS, "above max_download"),
+        ({"url": "https://r/a.pdf", "type": "application/pdf"}, IMAGES, "not an image"),
+        ({"url": "https://r/a.pdf", "type": "application/pdf"}, ALWAYS, None),
+        ({"url": "https://r/a.png", "type": "image/png"}, AttachmentsConfig(download="never"),
+         "downloads are off"),
+    ],
+)  # fmt: skip
+def test_decide(att: dict[str, object], cfg: AttachmentsConfig, why: str | None) -> None:
+    got = decide(att, cfg, NOW)
+    assert (got is None) if why is None else (why in str(got)), got
+
+
+def test_check_compares_size_and_sniffed_type_never_the_name() -> None:
+    head = png()
+    assert check({"type": "image/png", "size": len(head), "name": "x.jpg"}, IMAGES,
+                 len(head), head) == ("image/png", ".png")  # fmt: skip
+    with pytest.raises(DownloadError, match="declared 99 bytes, received"):
+        check({"type": "image/png", "size": 99}, IMAGES, len(head), head)
+    elf = b"\x7fELF\x02\x01\x01" + bytes(60)
+    with pytest.raises(DownloadError, match="declared image/png, but the content is"):
+        check({"type": "image/png", "name": "cat.png"}, ALWAYS, len(elf), elf)
+    with pytest.raises(DownloadError, match="not an image"):
+        check({"name": "cat.png"}, IMAGES, len(elf), elf)
+    # octet-stream (or no type) takes what was sniffed
+    assert check({"type": "application/octet-stream"}, ALWAYS, 5, b"hello")[1] == ".txt"
+
+
+def test_the_token_goes_only_to_the_same_scheme_host_and_port() -> None:
+    relay = "http://relay.lan:8080"
+    assert same_origin("http://relay.lan:8080/file/a.png", relay)
+    assert same_origin("http://RELAY.lan:8080/file/a.png", "ws://relay.lan:8080")
+    assert same_origin("https://ntfy.sh/file/a.png", "https://ntfy.sh")
+    assert same_origin("https://ntfy.sh:443/file/a", "wss://ntfy.sh")
+    assert not same_origin("http://relay.lan:8081/file/a.png", relay)
+    assert not same_origin("https://relay.lan:8080/file/a.png", relay)
+    assert not same_origin("http://relay.lan.evil:8080/a", relay)
+    assert not same_origin("http://relay.lan:bad/a", relay)
+    assert not same_origin("http://relay.lan:8080/a", None)
+
+
+def test_file_names_are_the_message_id_or_its_hash() -> None:
+    assert file_name("Ab_3-x", ".png") == "Ab_3-x.png"
+    hashed = file_name("../../etc/passwd", ".bin")
+    assert "/" not in hashed and hashed.endswith(".bin") and len(hashed) == 36
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("15MB", 15 << 20), ("500 MB", 500 << 20), ("1.5G", 3 << 29), ("512k", 512 << 10),
+     ("100", 100), ("2mib", 2 << 20), ("1TB", 1 << 40)],
+)  # fmt: skip
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MB", "15XB", "-1MB", "1e3", "15 M B"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_failures_are_warned_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = config.load({}, env={"PUSHAGENT_HOME": str(tmp_path)})
+    with Store(tmp_path / "db") as store:
+        downloads = Downloader(cfg, store)
+        with caplog.at_level(logging.DEBUG, logger="pushagent.attachments"):
+            for i in range(50):
+                downloads._warn(f"attachment of m{i}: HTTP 503")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["attachment of m0: HTTP 503"]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 49
