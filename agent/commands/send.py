@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from agent import secrets
-from agent.commands import common, load_config
+from agent.commands import common, load_config, mqtt_protocol_flag
 from agent.config import AgentConfig
 from agent.envelope import PRIORITY_WORDS, encode_bytes, from_fields
 from agent.errors import ConfigError, ConnectionLost, MessageError, UsageError
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gone = p.add_mutually_exclusive_group()
     gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
     gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
+    mqtt_protocol_flag(p)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="give up after N seconds")
     p.set_defaults(func=run, default_log_level=logging.WARNING)
 
@@ -69,7 +70,11 @@ _HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
 def run(args: argparse.Namespace) -> int:
     if args.priority is not None:
         check_priority(args.priority)
-    cfg = load_config(args, servers=[args.server] if args.server else None)
+    cfg = load_config(
+        args,
+        servers=[args.server] if args.server else None,
+        **{"mqtt.protocol": args.mqtt_protocol},
+    )
     if not cfg.servers:
         raise ConfigError("no server: give --server URL or 'servers' in the config")
     from agent.ntfy import server_kind
