@@ -291,8 +291,8 @@ class MqttTransport:
         async with asyncio.timeout(timeout):
             codes = await conn.suback
         for topic, code in zip(self.topics, codes, strict=False):
-            if code.is_failure:
-                raise AuthError(f"subscription to {topic!r} refused: {code}")
+            if code.is_failure:  # retried with backoff, or stop-and-tell: see mqtt_protocol
+                raise proto.suback_error(topic, code.value, str(code))
 
     # --- paho's callbacks (on the loop, inside loop_read/loop_write) -------------------------
 

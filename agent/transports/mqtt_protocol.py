@@ -22,6 +22,14 @@ the broker does not speak it and names the key to change. When both protocols fa
 the 3.1.1 attempt's reason is what the caller sees (a close after CONNECT in both protocols is a
 broker refusing us, not a protocol).
 
+A refused SUBSCRIBE (``suback_error``) is a retry with the normal backoff when the reason can
+pass: MQTT 5 0x80 "unspecified error", 0x83 "implementation specific error" and 0x97 "quota
+exceeded", which cluster nodes send while they elect a leader (issue 13: 52 s to connect a
+fresh agent to a NATS cluster with a node down, behind the 60 s pause). Any other reason
+(0x87 "not authorized", a bad filter) is a stop-and-tell ``AuthError``. MQTT 3.1.1 has one
+failure code, 0x80, for every reason: it is retried too, up to the backoff's cap (60 s), so
+an ACL that refuses the topic is told in the log at every attempt.
+
 Pure apart from the memory file (``ProtocolMemory``, a few hundred bytes read at connect time).
 """
 
@@ -38,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.errors import ConfigError, ConnectionLost
+from agent.errors import AuthError, ConfigError, ConnectionLost
 
 log = logging.getLogger("pushagent.mqtt")
 
@@ -74,6 +82,21 @@ def refusal(code: Any) -> str | None:
     if isinstance(value, int) and value in (_REFUSED_V5, _REFUSED_V3):
         return "the broker refused the protocol version (CONNACK: unsupported protocol version)"
     return None
+
+
+SUBACK_TRANSIENT = {0x80, 0x83, 0x97}
+"""SUBACK reason codes that can pass (MQTT 5 §3.9.3; 0x80 is also 3.1.1's only failure)."""
+
+
+def suback_error(topic: str, code: int, name: str) -> ConnectionLost | AuthError:
+    """The error for a SUBSCRIBE to ``topic`` refused with ``code`` (``name``: its text)."""
+    if code in SUBACK_TRANSIENT:
+        return ConnectionLost(
+            f"subscription to {topic!r} refused for now: {name} (0x{code:02X}); "
+            "retrying (a broker cluster refuses while it elects a leader; if it persists, "
+            "check the broker's ACL for this topic)"
+        )
+    return AuthError(f"subscription to {topic!r} refused: {name} (0x{code:02X})")
 
 
 def check_connack(code: Any, protocol: str) -> None:
