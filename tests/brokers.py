@@ -217,3 +217,33 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class Client311:
+    """A paho MQTT 3.1.1 client (both brokers speak it) that records what it receives."""
+
+    def __init__(self, port: int, client_id: str, *, clean: bool = True) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.received: list[tuple[str, bytes]] = []
+        self.subacks: list[object] = []
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=paho.MQTTv311, clean_session=clean)  # fmt: skip
+        self.client.on_message = lambda c, u, m: self.received.append((m.topic, bytes(m.payload)))
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.append(codes)
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.loop_start()
+        wait_for(self.client.is_connected, timeout=15, what=f"{client_id} connected")
+
+    def subscribe(self, topic: str) -> None:
+        n = len(self.subacks)
+        self.client.subscribe(topic, qos=1)
+        wait_for(lambda: len(self.subacks) > n, timeout=15, what=f"SUBACK for {topic}")
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(timeout=15)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
