@@ -55,8 +55,16 @@ class MqttConfig:
     qos: int = 1
     max_batch: int = 1000
     connect_timeout: float = 10.0
+    redelivery: str = "auto"
+    """May packet id + DUP dedupe id-less messages: "auto", "trusted" or "untrusted"
+    (``agent.transports.mqtt_redelivery``)."""
 
     def __post_init__(self) -> None:
+        if self.redelivery not in ("auto", "trusted", "untrusted"):
+            raise ValueError(
+                '\'mqtt.redelivery\' must be "auto", "trusted" or "untrusted", '
+                f"not {self.redelivery!r}"
+            )
         if self.protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(
                 f'\'mqtt.protocol\' must be "auto", "5" or "3.1.1", not {self.protocol!r}'

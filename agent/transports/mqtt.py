@@ -72,6 +72,7 @@ from agent.store import OutboxItem, Redelivery, Rejected
 from agent.tasks import supervise
 from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
 from agent.transports import mqtt_protocol as proto
+from agent.transports.mqtt_redelivery import RedeliveryTrust
 from agent.transports.mqtt_url import MqttUrl, parse_url
 from agent.transports.paho_conn import PahoConn, Received
 
@@ -122,6 +123,12 @@ class MqttTransport:
         self.protocol = "3.1.1" if cfg.mqtt.protocol == "3.1.1" else "5"
         """The protocol of the current (or last) connection attempt."""
         self.memory = proto.ProtocolMemory(cfg.paths.data_dir)
+        known = self.memory.get(self.url)
+        self.trust = RedeliveryTrust(
+            cfg.mqtt.redelivery, self.url, known_untrusted=known.untrusted if known else None,
+            on_untrusted=lambda why: self.memory.mark_untrusted(self.url, why),
+        )  # fmt: skip
+        """Whether packet id + DUP may dedupe id-less messages (``[mqtt] redelivery``)."""
 
     def _set_state(self, state: ConnState) -> None:
         if state != self.state:
@@ -206,6 +213,7 @@ class MqttTransport:
                 raise proto.silent(protocol, timeout) from None
             proto.check_connack(code, protocol)
             _check_connack(code)
+            self.trust.connected(protocol, present)
             if self.topics:
                 await self._subscribe(conn, timeout)
         except BaseException as exc:
@@ -375,6 +383,8 @@ class MqttTransport:
         batch = Batch(source=self.url)
         dups = 0
         for mid, qos, dup, topic, payload in msgs:
+            if qos > 0:
+                self.trust.observe(mid, dup)
             try:
                 if topic is None:
                     raise MessageError("the topic is not valid UTF-8", field="topic")
@@ -389,7 +399,7 @@ class MqttTransport:
             # Id-less means decode made the id up: a fresh random id cannot occur in the
             # payload, a payload's own id does (unless \u-escaped; then the record maps the
             # message to its own id, which is harmless).
-            if qos > 0 and m.id.encode() not in payload:
+            if qos > 0 and self.trust.trusted and m.id.encode() not in payload:
                 batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))

@@ -120,6 +120,8 @@ def silent(protocol: str, timeout: float) -> ProtocolRefused:
 class Remembered:
     protocol: str
     probed: float
+    untrusted: str | None = None
+    """Why the server's packet ids do not prove a resend (``mqtt_redelivery``), once seen."""
 
 
 def attempt_order(setting: str, remembered: Remembered | None, now: float) -> tuple[str, ...]:
@@ -161,8 +163,10 @@ class ProtocolMemory:
                 if not isinstance(entry, dict):
                     continue
                 proto, probed = entry.get("protocol"), entry.get("probed")
+                why = entry.get("untrusted")
                 if proto in ("5", "3.1.1") and isinstance(probed, int | float):
-                    found[str(server)] = Remembered(str(proto), float(probed))
+                    untrusted = why if isinstance(why, str) else None
+                    found[str(server)] = Remembered(str(proto), float(probed), untrusted)
         return found
 
     def get(self, server: str) -> Remembered | None:
@@ -171,8 +175,23 @@ class ProtocolMemory:
     def put(self, server: str, protocol: str, now: float) -> None:
         """Remember ``protocol`` for ``server`` (atomically, 0600); a failure only logs."""
         entries = self.read()
-        entries[server] = Remembered(protocol, now)
-        data = {s: {"protocol": r.protocol, "probed": r.probed} for s, r in entries.items()}
+        old = entries.get(server)
+        entries[server] = Remembered(protocol, now, old.untrusted if old else None)
+        self._write(entries)
+
+    def mark_untrusted(self, server: str, why: str) -> None:
+        """Remember that ``server``'s packet ids do not prove a resend."""
+        entries = self.read()
+        old = entries.get(server) or Remembered("5", 0.0)
+        entries[server] = Remembered(old.protocol, old.probed, why)
+        self._write(entries)
+
+    def _write(self, entries: dict[str, Remembered]) -> None:
+        data: dict[str, dict[str, Any]] = {}
+        for s, r in entries.items():
+            data[s] = {"protocol": r.protocol, "probed": r.probed}
+            if r.untrusted:
+                data[s]["untrusted"] = r.untrusted
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".mqtt-protocols.")
