@@ -6,6 +6,9 @@ cluster with a node down). No real broker here can be made to send a chosen SUBA
 demand, so the broker in these tests is a MOCK: a minimal MQTT server (CONNACK, SUBACK,
 PINGRESP) that refuses the first SUBSCRIBEs with the code under test. The agent is the real
 ``pushagent run`` process. The code → decision table itself is checked without a broker.
+The same mock also plays a broker that takes an MQTT 5 CONNECT and then closes the link at
+the SUBSCRIBE (NATS 2.9 closes on some MQTT 5 packets; the real NATS here already refuses the
+CONNECT, so this path needs the mock).
 """
 
 from __future__ import annotations
@@ -53,8 +56,11 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, code: int, refusals: int) -> None:
+    def __init__(self, code: int, refusals: int, *, close_v5_subscribe: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.close_v5_subscribe = close_v5_subscribe
+        """Take an MQTT 5 CONNECT, then close the link at its SUBSCRIBE (as NATS 2.9 does
+        with some MQTT 5 packets)."""
         self.code = code
         self.refusals = refusals
         self.subscribes: list[float] = []  # monotonic time of each SUBSCRIBE
@@ -77,6 +83,8 @@ class _Handler(socketserver.BaseRequestHandler):
             if kind == 1:  # CONNECT: 00 04 "MQTT" level ...
                 v5 = body[6] == 5
                 sock.sendall(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")
+            elif kind == 8 and v5 and self.server.close_v5_subscribe:
+                return
             elif kind == 8:  # SUBSCRIBE
                 with self.server.lock:
                     self.server.subscribes.append(time.monotonic())
@@ -93,8 +101,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def refusing(request: pytest.FixtureRequest) -> Iterator[RefusingBroker]:
-    code, refusals = request.param
-    server = RefusingBroker(code, refusals)
+    code, refusals, *close = request.param
+    server = RefusingBroker(code, refusals, close_v5_subscribe=bool(close))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -137,6 +145,20 @@ def test_not_authorized_stays_a_stop_and_tell_error(refusing: RefusingBroker, ho
         assert len(refusing.subscribes) == 1
     finally:
         assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("refusing", [(0x80, 0, "close")], indirect=True)
+def test_a_broker_that_takes_mqtt5_connect_but_closes_at_subscribe_converges_on_311(
+    refusing: RefusingBroker, home: Path
+) -> None:
+    """Must handle (issue 13): the fallback converges and its reason is logged once."""
+    url = f"mqtt://127.0.0.1:{refusing.port}"
+    for _ in range(2):
+        agent = Agent(home, url, "--topic", "a/#").start()  # waits for "connected"
+        assert agent.stop() == 0
+    log = agent.log()
+    assert log.count("closed the connection after SUBSCRIBE") == 1, log
+    assert log.count("with MQTT 3.1.1") == 2 and "with MQTT 5" not in log
 
 
 @pytest.mark.parametrize(

@@ -327,8 +327,8 @@ class MqttTransport:
             self._published(conn, mid, rc)
 
         def on_disconnect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-            if not conn.connack.done():  # closed right after CONNECT: see mqtt_protocol
-                conn.connack.set_exception(proto.closed_after_connect(self.protocol, rc))
+            suback = conn.suback if self.topics else None  # closed right after CONNECT/SUBSCRIBE
+            proto.closed_early(conn.connack, suback, self.protocol, rc)
             conn.events.put_nowait(("lost", str(rc)))
 
         client = conn.client

@@ -9,7 +9,9 @@ Theory of operation
 Brokers that speak only MQTT 3.1.1 answer an MQTT 5 CONNECT in three ways, all measured
 (tests/test_mqtt_protocol_brokers.py): a CONNACK refusing the protocol (NATS 2.9: 0x84
 "unsupported protocol version"; the 3.1.1 form is return code 1), a close of the connection
-right after CONNECT (RabbitMQ 3.10's MQTT plugin), or no answer at all. Each of them is a
+right after CONNECT (RabbitMQ 3.10's MQTT plugin), or no answer at all. A broker may also take
+an MQTT 5 CONNECT and close the link at the first packet it mishandles (NATS 2.9 does so for
+some MQTT 5 packets): a close before the SUBACK counts too. Each of them is a
 ``ProtocolRefused``. With ``auto`` the transport tries MQTT 5 first and, on a ``ProtocolRefused``,
 3.1.1 at once; the protocol that got a CONNACK is remembered per server in
 ``<data dir>/mqtt-protocols.json`` (0600), so later connections (every reconnect) go straight to
@@ -35,6 +37,7 @@ Pure apart from the memory file (``ProtocolMemory``, a few hundred bytes read at
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -106,9 +109,19 @@ def check_connack(code: Any, protocol: str) -> None:
         raise ProtocolRefused(protocol, why, explicit=True)
 
 
-def closed_after_connect(protocol: str, reason: object) -> ProtocolRefused:
-    """The error for a connection the broker closed before any CONNACK."""
-    return ProtocolRefused(protocol, f"the broker closed the connection after CONNECT ({reason})")
+def closed_after_connect(protocol: str, reason: object, packet: str = "CONNECT") -> ProtocolRefused:
+    """The error for a connection the broker closed before answering ``packet``."""
+    return ProtocolRefused(protocol, f"the broker closed the connection after {packet} ({reason})")
+
+
+def closed_early(
+    connack: asyncio.Future[Any], suback: asyncio.Future[Any] | None, protocol: str, rc: object
+) -> None:
+    """The link closed: fail the CONNACK (or else the SUBACK) still awaited with a refusal."""
+    if not connack.done():
+        connack.set_exception(closed_after_connect(protocol, rc))
+    elif suback is not None and not suback.done():
+        suback.set_exception(closed_after_connect(protocol, rc, "SUBSCRIBE"))
 
 
 def silent(protocol: str, timeout: float) -> ProtocolRefused:
