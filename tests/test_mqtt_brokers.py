@@ -2,7 +2,8 @@
 plugin) and NATS 2.9 (JetStream + MQTT), both speaking only MQTT 3.1.1 (issue 13).
 
 With the defaults (``[mqtt] protocol = "auto"``) ``pushagent run``, ``pushagent send`` and
-the relay's upstream bridge connect and move messages; the answer is remembered per server
+the relay's upstream bridge (down and up) connect and move messages, receipts reach the
+broker; the answer is remembered per server
 (0600) and re-probed by ``status --probe`` or after a week; a protocol set by hand that the
 broker does not speak is an error that says so and names the key.
 """
@@ -57,6 +58,25 @@ def test_run_connects_with_the_defaults_and_stores_a_message(broker: Broker, hom
         assert "with MQTT 3.1.1" in agent.log()
     finally:
         assert agent.stop() == 0
+
+
+def test_receipts_reach_the_broker(broker: Broker, home: Path) -> None:
+    topic = _uniq()
+    client_id = f"pushagent-{topic}"
+    obs = Client311(broker.port, f"obs-{topic}")
+    try:
+        obs.subscribe(f"edgepush/receipts/{client_id}")
+        (home / "config.toml").write_text(f'client_id = "{client_id}"\n')
+        agent = Agent(home, broker.url, "--topic", f"{topic}/#").start()
+        try:
+            obs.publish(f"{topic}/a", json.dumps({"id": f"{topic}-r", "message": "m"}).encode())
+            wait_for(lambda: obs.received, timeout=20, what="a delivered receipt")
+            receipt = json.loads(obs.received[0][1])
+            assert receipt["id"] == f"{topic}-r" and receipt["state"] == "delivered"
+        finally:
+            assert agent.stop() == 0
+    finally:
+        obs.close()
 
 
 def test_send_with_the_defaults_reaches_a_subscriber(broker: Broker, home: Path) -> None:
@@ -135,11 +155,11 @@ def test_a_protocol_set_by_hand_that_the_broker_refuses_names_the_key(
     assert ok.returncode == 0, ok.stderr
 
 
-def test_relay_bridge_to_rabbitmq_down_and_up(rabbitmq: Broker, tmp_path: Path) -> None:
+def test_relay_bridge_down_and_up(broker: Broker, tmp_path: Path) -> None:
     t = _uniq()
-    relay = Relay(tmp_path / "relay", args=["--upstream", rabbitmq.url, "--upstream-topic",
+    relay = Relay(tmp_path / "relay", args=["--upstream", broker.url, "--upstream-topic",
                   f"{t}/#", "--forward", f"{t}up*"]).start()  # fmt: skip
-    obs = Client311(rabbitmq.port, f"obs-{t}")
+    obs = Client311(broker.port, f"obs-{t}")
     try:
         wait_for(lambda: relay.request("GET", "/v1/health")[1]["upstream"]["state"]
                  == "connected", timeout=30, what=f"upstream connected ({relay.log})")  # fmt: skip
