@@ -190,6 +190,8 @@ class Nats(Broker):
 
     name = "nats"
     boot_timeout = 30.0
+    cluster = ""
+    """A ``cluster { ... }`` block (``NatsCluster``), or nothing for a single server."""
 
     def __init__(self, workdir: Path) -> None:
         if not Path(NATS).exists():
@@ -206,9 +208,40 @@ class Nats(Broker):
             f"server_name: edgepush_{self.port}\n"
             f"listen: 127.0.0.1:{self.client_port}\n"
             f'jetstream {{ store_dir: "{self.dir / "jetstream"}" }}\n'
-            f"mqtt {{ listen: 127.0.0.1:{self.port} }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{self.port}"
+            + (", stream_replicas: 3" if self.cluster else "")
+            + " }\n"
+            + self.cluster
         )
         return [NATS, "-c", str(conf)], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+class NatsCluster:
+    """Three nats-server nodes on loopback: routes between all, JetStream and MQTT on every one,
+    MQTT's streams replicated 3 times (``stream_replicas``)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes = [Nats(workdir / f"n{i}") for i in range(3)]
+        routes = [free_port() for _ in self.nodes]
+        urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes)
+        for node, port in zip(self.nodes, routes, strict=True):
+            node.cluster = (
+                f"cluster {{ name: edgepush, listen: 127.0.0.1:{port}, routes: [{urls}] }}\n"
+            )
+
+    def start(self) -> NatsCluster:
+        for node in self.nodes:  # all at once: each waits for a JetStream quorum
+            argv, env = node.command()
+            with node.out.open("ab") as out:
+                node.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                             start_new_session=True)  # fmt: skip
+        for node in self.nodes:
+            wait_for(node._ready, timeout=60, interval=0.2, what=f"cluster node {node.port}")
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def _accepts(port: int) -> bool:

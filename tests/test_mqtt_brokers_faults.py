@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def rows(home: Path) -> list[tuple[str, str]]:
         conn.close()
 
 
-def payload(prefix: str, i: int) -> bytes:
+def _payload(prefix: str, i: int) -> bytes:
     if i % 2:
         return f"plain {prefix} {i}".encode()
     return json.dumps({"id": f"{prefix}{i:05d}", "message": f"enveloped {i}"}).encode()
@@ -48,14 +49,22 @@ def payload(prefix: str, i: int) -> bytes:
 class Background:
     """Publish a range of messages from a thread (each waits for its PUBACK)."""
 
-    def __init__(self, port: int, topic: str, prefix: str, span: range) -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        prefix: str,
+        span: range,
+        payload: Callable[[int, str], bytes] | None = None,
+    ) -> None:
+        make = payload or (lambda i, p: _payload(p, i))
         self.client = Client311(port, f"pub-{uuid.uuid4().hex[:8]}")
         self.error: BaseException | None = None
 
         def run() -> None:
             try:
                 for i in span:
-                    self.client.publish(topic, payload(prefix, i))
+                    self.client.publish(topic, make(i, prefix))
             except BaseException as exc:  # reported by join()
                 self.error = exc
 
