@@ -122,7 +122,9 @@ class RabbitMQ(Broker):
     name = "rabbitmq"
     boot_timeout = 90.0  # ~12 s alone on this machine; much more while other tests run
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, prefetch: int | None = None) -> None:
+        """``prefetch``: the MQTT plugin's ``mqtt.prefetch`` (unacked messages in flight per
+        subscriber; RabbitMQ's default is 10)."""
         if not RABBITMQ.exists():
             raise RuntimeError(
                 "rabbitmq-server is not installed: `apt-get install rabbitmq-server` "
@@ -136,6 +138,7 @@ class RabbitMQ(Broker):
         self.epmd_port = free_port()
         self.node = f"edgepush{self.port}@localhost"
         self.epmd: subprocess.Popen[bytes] | None = None
+        self.prefetch = prefetch
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         d = self.dir
@@ -145,6 +148,7 @@ class RabbitMQ(Broker):
             "mqtt.allow_anonymous = true\n"
             "log.file.level = info\n"
             "log.console = false\n"
+            + (f"mqtt.prefetch = {self.prefetch}\n" if self.prefetch else "")
         )
         (d / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
         env = {

@@ -120,8 +120,10 @@ def closed_early(
     """The link closed: fail the CONNACK (or else the SUBACK) still awaited with a refusal."""
     if not connack.done():
         connack.set_exception(closed_after_connect(protocol, rc))
+        connack.exception()  # marks it retrieved: an attempt that already failed awaits none
     elif suback is not None and not suback.done():
         suback.set_exception(closed_after_connect(protocol, rc, "SUBSCRIBE"))
+        suback.exception()  # (a refused CONNACK closes the link before any SUBSCRIBE)
 
 
 def silent(protocol: str, timeout: float) -> ProtocolRefused:
