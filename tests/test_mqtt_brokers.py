@@ -2,10 +2,10 @@
 plugin) and NATS 2.9 (JetStream + MQTT), both speaking only MQTT 3.1.1 (issue 13).
 
 With the defaults (``[mqtt] protocol = "auto"``) ``pushagent run``, ``pushagent send`` and
-the relay's upstream bridge (down and up) connect and move messages, receipts reach the
-broker; the answer is remembered per server
-(0600) and re-probed by ``status --probe`` or after a week; a protocol set by hand that the
-broker does not speak is an error that says so and names the key.
+the relay's upstream bridge (down and up) connect and move messages, and receipts reach the
+broker; the answer is remembered per server (0600) and re-probed by ``status --probe`` or
+after a week; a protocol set by hand that the broker does not speak is an error that says so
+and names the key.
 """
 
 from __future__ import annotations
