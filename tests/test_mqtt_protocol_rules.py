@@ -85,6 +85,24 @@ def test_negotiate_falls_back_remembers_and_goes_straight_there_next_time(tmp_pa
     assert tried == ["5", "3.1.1"]
 
 
+def test_a_failure_after_the_connack_still_settles_the_protocol(tmp_path: Path) -> None:
+    """A SUBSCRIBE refused (a cluster electing) after a 3.1.1 CONNACK: the retry goes straight
+    to 3.1.1, and MQTT 5's refusal is not logged again."""
+    memory = ProtocolMemory(tmp_path)
+    answered: list[str] = []
+
+    async def attempt(protocol: str) -> str:
+        if protocol == "5":
+            raise ProtocolRefused("5", "no 5", explicit=True)
+        answered.append(protocol)
+        raise ConnectionLost("subscription refused for now")
+
+    with pytest.raises(ConnectionLost, match="refused for now"):
+        asyncio.run(negotiate(attempt, setting="auto", server="s", memory=memory, key="k",
+                              answered=lambda: answered[-1] if answered else None))  # fmt: skip
+    assert memory.get("s") is not None and memory.get("s").protocol == "3.1.1"  # type: ignore[union-attr]
+
+
 def test_a_set_protocol_the_broker_refuses_is_a_config_error_naming_the_key(
     tmp_path: Path,
 ) -> None:

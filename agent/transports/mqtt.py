@@ -122,6 +122,7 @@ class MqttTransport:
         """The config key that sets the protocol, named in errors (the relay's differs)."""
         self.protocol = "3.1.1" if cfg.mqtt.protocol == "3.1.1" else "5"
         """The protocol of the current (or last) connection attempt."""
+        self._answered: str | None = None  # ... once its CONNACK accepted it
         self.memory = proto.ProtocolMemory(cfg.paths.data_dir)
         known = self.memory.get(self.url)
         self.trust = RedeliveryTrust(
@@ -183,13 +184,14 @@ class MqttTransport:
         ``probe`` ignores the remembered one). Raises our errors."""
         conn, _ = await proto.negotiate(
             self._open, setting=self.cfg.mqtt.protocol, server=self.url, memory=self.memory,
-            key=self.protocol_key, probe=probe,
+            key=self.protocol_key, probe=probe, answered=lambda: self._answered,
         )  # fmt: skip
         return conn
 
     async def _open(self, protocol: str) -> PahoConn:
         """One connection attempt: TCP (+TLS), CONNECT, CONNACK, SUBSCRIBE. Raises our errors."""
         self.protocol = protocol
+        self._answered = None
         loop = asyncio.get_running_loop()
         client = self._make_client()
         conn = PahoConn(client, loop)
@@ -214,6 +216,7 @@ class MqttTransport:
             proto.check_connack(code, protocol)
             _check_connack(code)
             self.trust.connected(protocol, present)
+            self._answered = protocol
             if self.topics:
                 await self._subscribe(conn, timeout)
         except BaseException as exc:

@@ -230,13 +230,29 @@ async def negotiate(
     memory: ProtocolMemory,
     key: str,
     probe: bool = False,
+    answered: Callable[[], str | None] = lambda: None,
     now: Callable[[], float] = time.time,
 ) -> tuple[T, str]:
     """Run ``attempt(protocol)`` in the protocols ``setting`` allows; return its result and the
-    protocol that worked. ``probe`` ignores what is remembered (``status --probe``)."""
+    protocol that worked. ``probe`` ignores what is remembered (``status --probe``).
+
+    ``answered()`` names the protocol the last attempt got a CONNACK in: an attempt that fails
+    later (a SUBSCRIBE refused while a cluster elects) still settles the protocol, so its
+    retries do not try (and log) MQTT 5 again."""
     remembered = None if probe else memory.get(server)
     order = attempt_order(setting, remembered, now())
     last: ProtocolRefused | None = None
+
+    def remember(protocol: str) -> None:
+        t = now()
+        if setting == "auto" and (
+            probe
+            or remembered is None
+            or remembered.protocol != protocol
+            or t - remembered.probed >= REPROBE_AFTER
+        ):
+            memory.put(server, protocol, t)
+
     for protocol in order:
         try:
             result = await attempt(protocol)
@@ -248,14 +264,11 @@ async def negotiate(
                     server, protocol, exc.why, order[order.index(protocol) + 1], key,
                 )  # fmt: skip
             continue
-        t = now()
-        if setting == "auto" and (
-            probe
-            or remembered is None
-            or remembered.protocol != protocol
-            or t - remembered.probed >= REPROBE_AFTER
-        ):
-            memory.put(server, protocol, t)
+        except BaseException:
+            if answered() == protocol:
+                remember(protocol)
+            raise
+        remember(protocol)
         return result, protocol
     assert last is not None
     if setting != "auto":
