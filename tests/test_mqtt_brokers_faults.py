@@ -106,7 +106,8 @@ def test_2000_messages_through_two_agent_kills_and_a_broker_restart(
             # broker's side, which is no test of the agent. RabbitMQ and NATS write at once.
             resumed = time.time()
             db = broker.dir / "mosquitto.db"
-            wait_for(lambda: db.stat().st_mtime > resumed + 0.05, timeout=10, what="autosave")
+            wait_for(lambda: db.exists() and db.stat().st_mtime > resumed + 0.05, timeout=10,
+                     what="autosave")  # fmt: skip
         broker.restart()  # SIGKILL + start: what was queued must survive
         pub = Background(broker.port, f"{topic}/x", prefix, range(2 * quarter, N))
         pub.join()
