@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import plistlib
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +85,20 @@ def _quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
-def systemd_unit(argv: list[str]) -> str:
-    """A systemd user unit running ``argv``, restarted on failure."""
-    env = ""
+def _environment(env: Mapping[str, str]) -> dict[str, str]:
+    """What the started agent must have in its environment: ``env`` (PUSHAGENT_HOME and
+    PUSHAGENT_CONFIG when set, from ``config.location_env``) and PYTHONPATH for a checkout."""
+    out = dict(env)
     root = _source_root()
     if root is not None:
-        env = f"Environment={_quote(f'PYTHONPATH={root}')}\n"
+        out["PYTHONPATH"] = str(root)
+    return out
+
+
+def systemd_unit(argv: list[str], env: Mapping[str, str] | None = None) -> str:
+    """A systemd user unit running ``argv`` with ``env``, restarted on failure."""
+    assignments = [_quote(f"{k}={v}") for k, v in _environment(env or {}).items()]
+    env_lines = f"Environment={' '.join(assignments)}\n" if assignments else ""
     return (
         "[Unit]\n"
         "Description=edgepush push agent (pushagent run)\n"
@@ -97,20 +106,22 @@ def systemd_unit(argv: list[str]) -> str:
         "[Service]\n"
         "Type=simple\n"
         f"ExecStart={' '.join(_quote(a) for a in argv)}\n"
-        f"{env}"
+        f"{env_lines}"
         "Restart=on-failure\n"
-        "RestartSec=5\n\n"
+        "RestartSec=5\n"
+        "RestartPreventExitStatus=2\n\n"
         "[Install]\n"
         "WantedBy=default.target\n"
     )
 
 
-def desktop_entry(argv: list[str]) -> str:
-    """An XDG autostart entry (Desktop Entry Specification 1.5) running ``argv``."""
-    root = _source_root()
+def desktop_entry(argv: list[str], env: Mapping[str, str] | None = None) -> str:
+    """An XDG autostart entry (Desktop Entry Specification 1.5) running ``argv`` with ``env``
+    (the spec has no environment key: ``env(1)`` sets it)."""
     exec_line = " ".join(_quote(a) for a in argv)
-    if root is not None:
-        exec_line = f"env {_quote(f'PYTHONPATH={root}')} {exec_line}"
+    assignments = [_quote(f"{k}={v}") for k, v in _environment(env or {}).items()]
+    if assignments:
+        exec_line = f"env {' '.join(assignments)} {exec_line}"
     return (
         "[Desktop Entry]\n"
         "Type=Application\n"
@@ -123,7 +134,9 @@ def desktop_entry(argv: list[str]) -> str:
     )
 
 
-def launch_agent(argv: list[str], *, keep_alive: bool) -> bytes:
+def launch_agent(
+    argv: list[str], *, keep_alive: bool, env: Mapping[str, str] | None = None
+) -> bytes:
     """A macOS LaunchAgent plist (untested here)."""
     body: dict[str, object] = {
         "Label": LAUNCH_LABEL,
@@ -132,9 +145,9 @@ def launch_agent(argv: list[str], *, keep_alive: bool) -> bytes:
         "KeepAlive": keep_alive,
         "ProcessType": "Interactive",
     }
-    root = _source_root()
-    if root is not None:
-        body["EnvironmentVariables"] = {"PYTHONPATH": str(root)}
+    environment = _environment(env or {})
+    if environment:
+        body["EnvironmentVariables"] = environment
     return plistlib.dumps(body)
 
 
@@ -146,19 +159,22 @@ def windows_command(argv: list[str]) -> str:
     return " ".join(f'"{a}"' if " " in a else a for a in [exe, *argv[1:]])
 
 
-def enable(target: Target, mode: str, config: Path | None = None) -> list[str]:
-    """Write the autostart entry for ``mode`` (headless or tray); returns what was written."""
+def enable(
+    target: Target, mode: str, config: Path | None = None, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Write the autostart entry for ``mode`` (headless or tray) that runs with ``env``;
+    returns what was written. (The Windows Run key cannot carry an environment.)"""
     argv = command(mode, config)
     if target.platform == "darwin":
-        _write(target.plist, launch_agent(argv, keep_alive=mode == "headless"))
+        _write(target.plist, launch_agent(argv, keep_alive=mode == "headless", env=env))
         return [str(target.plist)]
     if target.platform == "win32":
         _set_run_key(windows_command(argv))
         return [f"HKCU\\{RUN_KEY}\\{RUN_VALUE}"]
     if mode == "tray":
-        _write(target.desktop, desktop_entry(argv).encode())
+        _write(target.desktop, desktop_entry(argv, env).encode())
         return [str(target.desktop)]
-    _write(target.unit, systemd_unit(argv).encode())
+    _write(target.unit, systemd_unit(argv, env).encode())
     target.wants_link.parent.mkdir(parents=True, exist_ok=True)
     target.wants_link.unlink(missing_ok=True)
     target.wants_link.symlink_to(Path("..") / UNIT)

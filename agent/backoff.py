@@ -29,6 +29,16 @@ def backoff(
         delay = min(cap, delay * factor)
 
 
+PERMANENT = frozenset({400, 401, 403, 404})
+"""HTTP answers that the same request will get again: a bad topic, a missing or refused token,
+no such endpoint. 408, 429 and 5xx pass; 405/409/413 are not answers to a subscription."""
+
+
+def is_permanent(status: int) -> bool:
+    """True when an HTTP ``status`` to a subscription cannot change by retrying it."""
+    return status in PERMANENT
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True when reconnecting soon may help; False for errors a person must fix.
 

@@ -26,6 +26,7 @@ COMMANDS = (
     "read",
     "pause",
     "login",
+    "key",
     "config",
     "tray",
     "autostart",

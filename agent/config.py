@@ -259,6 +259,35 @@ class AgentConfig:
             raise ValueError(
                 f"'quiet_hours' must look like \"22:00-07:00\", not {self.quiet_hours!r}"
             )
+        for server in self.servers:
+            _check_topics(server, self.topics)
+
+
+def _check_topics(server: str, topics: tuple[str, ...]) -> None:
+    """Each topic against the rules of ``server``'s kind (``agent.topics.topic_problem``);
+    an unknown scheme is left to the transport factory, which names the ones it knows."""
+    from agent.topics import topic_problem
+
+    scheme = server.split("://", 1)[0].lower() if "://" in server else server.strip().lower()
+    if scheme in ("mqtt", "mqtts"):
+        kind = "mqtt"
+    elif scheme in ("http", "https", "ws", "wss", "auto"):
+        kind = "ntfy"
+    else:
+        return
+    for topic in topics:
+        problem = topic_problem(kind, topic)
+        if problem is not None:
+            raise ValueError(f"'topics': {topic!r} cannot be used with {_bare(server)}: {problem}")
+
+
+def _bare(server: str) -> str:
+    """``server`` without a user or password (errors must not show them)."""
+    if "://" not in server:
+        return server
+    scheme, rest = server.split("://", 1)
+    host, sep, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{sep}{path}"
 
 
 def default_paths(env: Mapping[str, str]) -> Paths:
@@ -284,6 +313,22 @@ def paths(*, config_file: Path | None = None, env: Mapping[str, str] | None = No
     if config_file is not None:
         found = Paths(config_file, found.data_dir, found.cache_dir)
     return found
+
+
+LOCATION_VARS = ("PUSHAGENT_HOME", "PUSHAGENT_CONFIG")
+
+
+def location_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The set ``PUSHAGENT_HOME`` / ``PUSHAGENT_CONFIG`` as absolute paths: what an agent
+    started later and elsewhere (autostart) needs to find the same config and data."""
+    env = os.environ if env is None else env
+    return {k: str(Path(env[k]).expanduser().resolve()) for k in LOCATION_VARS if env.get(k)}
+
+
+def pystray_backend(env: Mapping[str, str] | None = None) -> str | None:
+    """``PYSTRAY_BACKEND`` when set: pystray reads it itself; the tray then does not choose."""
+    env = os.environ if env is None else env
+    return env.get("PYSTRAY_BACKEND") or None
 
 
 def read_toml(path: Path, *, required: bool) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Split by what the caller does next::
     ├── ConfigError        stop, tell the user (exit 2): names file, key and value
     ├── UsageError         stop, tell the user (exit 2): a bad command-line value
     ├── AuthError          stop retrying fast, tell the user to log in (exit 1)
+    │   └── ServerRefused  the server refused what we ask (400, 401/403, 404, CONNACK):
+    │                      stop at start (exit 2); once connected before, retry at the cap
     ├── MessageError       reject this one message, log it, carry on with the rest
     ├── StoreError         the database cannot be used (corrupt, read-only): exit 2
     │   └── StoreBusy      locked or disk full at commit: retry later, nothing acked
@@ -41,6 +43,17 @@ class UsageError(EdgepushError):
 
 class AuthError(EdgepushError):
     """The server refused our credentials or permissions."""
+
+
+class ServerRefused(AuthError):
+    """The server answered what retrying cannot change: a topic it rejects (400), a missing or
+    refused token (401/403), no such endpoint (404), an MQTT CONNACK refusing us. The text is
+    the server's own. ``pushagent run`` stops with it at start (exit 2, which the systemd
+    units do not restart); a transport that has been connected before keeps retrying at the
+    backoff cap instead (a proxy mid-deploy, a token being rotated), and ``status`` says why.
+    """
+
+    exit_code = 2
 
 
 class MessageError(EdgepushError):

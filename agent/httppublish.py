@@ -5,8 +5,11 @@ The request is built by pure functions (``publish_request``, ``clear_request``,
 ``delete_request``) in ntfy's own terms: the body is the message, options are headers
 (``Title``, ``Priority``, ``Tags``, ``Click``, ``Markdown``, ``Delay``), a sequence id is the
 path ``/<topic>/<sequence_id>`` (ntfy 2.16), clear is ``PUT /<topic>/<sid>/clear`` and delete
-``DELETE /<topic>/<sid>``. A header value that is not ASCII goes as one RFC 2047 encoded word,
-which ntfy's server (and the relay) decode, so a title like "Grüße" arrives intact.
+``DELETE /<topic>/<sid>``. ``--attach FILE`` is ntfy's upload (``ntfy publish --file``): the
+body is the file, ``Filename`` names it and the message text moves to the ``Message`` header;
+``--attach URL`` is ntfy's ``Attach`` header (the server never fetches it). A header value
+that is not ASCII goes as one RFC 2047 encoded word, which ntfy's server (and the relay)
+decode, so a title like "Grüße" arrives intact.
 
 ``send`` does the I/O: one request, with ntfy's JSON error turned into one line naming its
 code. A 429 is retried after its ``Retry-After`` (ntfy sends none: then 5 s, its replenish
@@ -71,14 +74,27 @@ def publish_request(
     markdown: bool = False,
     delay: str | None = None,
     sequence_id: str | None = None,
+    attach_url: str | None = None,
+    file: bytes | None = None,
+    filename: str | None = None,
+    content_type: str | None = None,
 ) -> HttpRequest:
-    """``POST /<topic>`` (``/<topic>/<sequence_id>`` to update a notification)."""
+    """``POST /<topic>`` (``/<topic>/<sequence_id>`` to update a notification); with ``file``,
+    ``PUT`` with the file as the body (``message`` in the ``Message`` header, "" for the
+    server's "You received a file: NAME"); ``attach_url``: an external file by URL.
+    ``content_type`` ``application/jose``: the body is an encrypted message (docs/E2E.md)."""
     path = "/" + _segment(topic, "TOPIC")
     if sequence_id is not None:
         path += "/" + _segment(sequence_id, "--sequence-id")
     options = {"Title": title, "Priority": priority, "Tags": tags, "Click": click,
-               "Delay": delay, "Markdown": "yes" if markdown else None}  # fmt: skip
+               "Delay": delay, "Markdown": "yes" if markdown else None,
+               "Attach": attach_url, "Filename": filename or None,
+               "Content-Type": content_type}  # fmt: skip
+    if file is not None:
+        options["Message"] = message.replace("\n", "\\n") or None
     headers = {k: header_text(v) for k, v in options.items() if v is not None}
+    if file is not None:
+        return HttpRequest("PUT", path, headers, file)
     return HttpRequest("POST", path, headers, message.encode("utf-8"))
 
 

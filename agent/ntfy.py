@@ -157,12 +157,11 @@ def check_topics(topics: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Topics usable in an ntfy subscribe path; raises ConfigError naming a bad one."""
     if not topics:
         raise ConfigError("no topics to subscribe to: give --topic at least once")
+    from agent.topics import NTFY_RULE, NTFY_TOPIC
+
     for t in topics:
-        if not t or any(c in t for c in ",+#") or any(ord(c) < 32 for c in t):
-            raise ConfigError(
-                f"topic {t!r} cannot be subscribed on an ntfy server: no wildcards (+ #), "
-                f"commas or control characters"
-            )
+        if not NTFY_TOPIC.fullmatch(t):
+            raise ConfigError(f"topic {t!r} cannot be subscribed on an ntfy server: {NTFY_RULE}")
     return tuple(topics)
 
 

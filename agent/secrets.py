@@ -1,7 +1,8 @@
 """Passwords: the OS keyring (the only keyring importer), a 0600 file, or the environment.
 
 Order at connect time: a password in the server URL, ``PUSHAGENT_PASSWORD`` (``auth.password``),
-``auth.password_file``, then the keyring entry ``pushagent login`` stored for that server.
+``auth.password_file``, the keyring entry ``pushagent login`` stored for that server, then the
+0600 file ``login`` writes on a machine with no usable keyring (``agent.secretfile``).
 Passwords are never logged; ``config show`` masks them (``agent.config.shown``).
 
 Keyring layout: service ``pushagent:<server>`` holds the password under the user name, and
@@ -24,6 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from agent import secretfile
 from agent.config import AgentConfig
 from agent.errors import AuthError, ConfigError
 from agent.private import write_private
@@ -83,10 +85,23 @@ def _keyring() -> Any:
 KEEPS_NOTHING = ("keyring.backends.null", "keyring.backends.fail")
 
 
+def no_keyring() -> bool:
+    """True when keyring has no backend that keeps secrets here (null, fail, or none)."""
+    kr = _keyring()
+    try:
+        backend = kr.get_keyring()
+    except kr.errors.NoKeyringError:
+        return True
+    if type(backend).__module__ in KEEPS_NOTHING:
+        return True
+    inner = getattr(backend, "backends", None)  # keyring's chainer: none of its own left
+    return isinstance(inner, list) and all(type(b).__module__ in KEEPS_NOTHING for b in inner)
+
+
 def _call(what: str, func: Any, *args: str) -> Any:
     kr = _keyring()
     try:
-        if type(kr.get_keyring()).__module__ in KEEPS_NOTHING:
+        if no_keyring():
             raise kr.errors.NoKeyringError(type(kr.get_keyring()).__module__)
         return func(*args)
     except kr.errors.NoKeyringError:
@@ -98,13 +113,17 @@ def _call(what: str, func: Any, *args: str) -> Any:
         raise AuthError(f"cannot {what}: the keyring failed: {type(exc).__name__}") from None
 
 
-def store_password(cfg: AgentConfig, server: str, user: str, password: str) -> None:
-    """Remember ``user``'s password for ``server`` in the OS keyring."""
+def store_password(cfg: AgentConfig, server: str, user: str, password: str) -> Path | None:
+    """Remember ``user``'s password for ``server`` in the OS keyring; with no usable keyring,
+    in the 0600 secrets file, whose path is returned (None: in the keyring)."""
     kr = _keyring()
     key = server_key(server)
+    if no_keyring():
+        return secretfile.put(cfg, "passwords", key, {"user": user, "password": password})
     _call("store the password", kr.set_password, f"{SERVICE}:{key}", user, password)
     _call("store the password", kr.set_password, SERVICE, key, user)
     _set_indexed(cfg, "passwords", key, True)
+    return None
 
 
 def stored_user(server: str) -> str | None:
@@ -122,13 +141,16 @@ def get_password(server: str, user: str) -> str | None:
 
 
 def delete_password(cfg: AgentConfig, server: str) -> bool:
-    """Forget the login for ``server``; False if there was none."""
+    """Forget the login for ``server`` (keyring and secrets file); False if there was none."""
     kr = _keyring()
     key = server_key(server)
+    in_file = secretfile.delete(cfg, "passwords", key)
+    if no_keyring():
+        return in_file
     _set_indexed(cfg, "passwords", key, False)
     user = stored_user(server)
     if user is None:
-        return False
+        return in_file
     for service, name in ((f"{SERVICE}:{key}", user), (SERVICE, key)):
         try:
             kr.delete_password(service, name)
@@ -166,15 +188,18 @@ def credentials(
         return user, cfg.auth.password
     if cfg.auth.password_file is not None:
         return user, read_password_file(cfg.auth.password_file)
-    if server_key(server) not in _read_index(cfg)["passwords"]:
-        return user, None  # nobody logged in to it here: do not load the keyring
-    try:
-        user = user or stored_user(server)
-        if user is None:
-            return None, None
-        return user, get_password(server, user)
-    except AuthError:
-        return user, None  # no keyring on this device: anonymous, as configured
+    if server_key(server) in _read_index(cfg)["passwords"]:  # else: do not load the keyring
+        try:
+            found = user or stored_user(server)
+            password = get_password(server, found) if found else None
+            if password is not None:
+                return found, password
+        except AuthError:
+            pass  # no keyring on this device (any more): the secrets file, else anonymous
+    saved = secretfile.get(cfg, "passwords", server_key(server))
+    if isinstance(saved, dict) and user in (None, saved.get("user")):
+        return str(saved.get("user")), str(saved.get("password"))
+    return user, None
 
 
 # --- access tokens (ntfy-compatible servers and relays) ------------------------------------
@@ -190,11 +215,15 @@ def token_key(server: str) -> str:
     return parse_server(server).http_base
 
 
-def store_token(cfg: AgentConfig, server: str, token: str) -> None:
-    """Remember an access token for ``server`` in the OS keyring."""
+def store_token(cfg: AgentConfig, server: str, token: str) -> Path | None:
+    """Remember an access token for ``server`` in the OS keyring; with no usable keyring, in
+    the 0600 secrets file, whose path is returned (None: in the keyring)."""
     kr = _keyring()
+    if no_keyring():
+        return secretfile.put(cfg, "tokens", token_key(server), token)
     _call("store the token", kr.set_password, TOKEN_SERVICE, token_key(server), token)
     _set_indexed(cfg, "tokens", token_key(server), True)
+    return None
 
 
 def get_token(server: str) -> str | None:
@@ -205,11 +234,14 @@ def get_token(server: str) -> str | None:
 
 
 def delete_token(cfg: AgentConfig, server: str) -> bool:
-    """Forget the token for ``server``; False if there was none."""
+    """Forget the token for ``server`` (keyring and secrets file); False if there was none."""
     kr = _keyring()
+    in_file = secretfile.delete(cfg, "tokens", token_key(server))
+    if no_keyring():
+        return in_file
     _set_indexed(cfg, "tokens", token_key(server), False)
     if get_token(server) is None:
-        return False
+        return in_file
     _call("delete the token", kr.delete_password, TOKEN_SERVICE, token_key(server))
     return True
 
@@ -218,9 +250,12 @@ def token_for(cfg: AgentConfig, server: str) -> str | None:
     """The token to send to ``server``: ``PUSHAGENT_TOKEN`` (``auth.token``), else the keyring."""
     if cfg.auth.token:
         return cfg.auth.token
-    if token_key(server) not in _read_index(cfg)["tokens"]:
-        return None  # no login for it here: do not load the keyring
-    try:
-        return get_token(server)
-    except AuthError:
-        return None  # no keyring on this device: anonymous, as configured
+    if token_key(server) in _read_index(cfg)["tokens"]:  # else: do not load the keyring
+        try:
+            token = get_token(server)
+            if token is not None:
+                return token
+        except AuthError:
+            pass  # no keyring on this device (any more): the secrets file, else anonymous
+    saved = secretfile.get(cfg, "tokens", token_key(server))
+    return str(saved) if isinstance(saved, str) and saved else None

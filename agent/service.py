@@ -39,6 +39,7 @@ from typing import Any, Self
 
 from agent import health
 from agent.config import AgentConfig
+from agent.e2e.receive import Decryptor
 from agent.envelope import new_id
 from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
@@ -49,6 +50,7 @@ from agent.transports import Batch, Transport
 log = logging.getLogger("pushagent.service")
 
 PRUNE_EVERY = 3600.0
+REKEY_EVERY = 2.0  # seconds between looks at the E2E key index (one stat)
 OUTBOX_BATCH = 200
 
 
@@ -170,11 +172,15 @@ class AgentService:
         self.handed_over = 0
         self._queued: deque[list[Stored]] = deque()
         self._shown_seq = 0
+        self._events: list[tuple[str, str, float]] = []
+        self._e2e = Decryptor(cfg)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.store.open)
         try:
+            # the keyring only for topics with keys; a key file others can read: exit 2
+            await asyncio.to_thread(lambda: self._e2e.load(strict=True))
             self.client_id = client_id(self.cfg, self.store)
             self._receipts = receipt_destination(self.cfg, self.store)
             self.transports = make_transports(self.cfg, self.client_id)
@@ -190,6 +196,7 @@ class AgentService:
         self._spawn(self._hand_off())
         self._spawn(self._prune())
         self._spawn(self._status())
+        self._spawn(self._rekeyed())
         if self._receipts is not None:
             self._spawn(self._drain_outbox())
         for transport in self.transports:
@@ -229,27 +236,34 @@ class AgentService:
             return
         async with self._write_lock:
             try:
-                fresh = await asyncio.to_thread(
-                    self.store.insert_batch,
-                    batch.messages,
-                    source=batch.source,
-                    cursor=batch.cursor,
-                    receipt_destination=self._receipts,
-                    redelivery=batch.redelivery,
-                    rejected=batch.rejected,
-                    cursor_id=batch.last_id,
-                )
+                fresh = await asyncio.to_thread(self._commit, batch)
             except StoreError as exc:  # StoreBusy too: the transport retries, status says why
                 self._store_health(str(exc))
                 raise
             self._store_health(None)
             if fresh:  # queued under the lock: the queue's order is the commit order
                 self._queued.append(fresh)
+        if encrypted_fresh := [s for s in fresh if s.state != "received"]:
+            self._e2e.note(encrypted_fresh)
         if batch.messages:
             self.last_message_id = batch.messages[-1].id
         if fresh:
             self._new.set()
             self._outbox_wake.set()
+
+    def _commit(self, batch: Batch) -> list[Stored]:
+        """Decrypt what arrived encrypted (agent.e2e), then store; in a worker thread."""
+        messages, encrypted = self._e2e.open_batch(batch.messages)
+        return self.store.insert_batch(
+            messages,
+            source=batch.source,
+            cursor=batch.cursor,
+            receipt_destination=self._receipts,
+            redelivery=batch.redelivery,
+            rejected=batch.rejected,
+            cursor_id=batch.last_id,
+            encrypted=encrypted,
+        )
 
     async def _hand_off(self) -> None:
         """Hand stored messages to the notifier, oldest first, each once.
@@ -291,22 +305,40 @@ class AgentService:
                 self._shown_seq = part[-1].seq
                 self.handed_over += len(part)
 
+    async def _rekeyed(self) -> None:
+        """A key imported while running (agent.e2e.receive): show what it made readable."""
+        self._e2e.note(await asyncio.to_thread(lambda: [s for s, _ in self.store.undecryptable()]))
+        while True:
+            await asyncio.sleep(REKEY_EVERY)
+            if not self._e2e.pending or not self._e2e.changed():
+                continue
+            async with self._write_lock:
+                items = await asyncio.to_thread(self._e2e.reopened, self.store)
+                if items and self._notifier is not None:
+                    await self._notifier.show(items)  # shown again, now with their text
+
     # --- receipts -------------------------------------------------------------------------
 
     def _on_event(self, message_id: str, state: str) -> None:
         """A notifier reported what the user did; record it and queue the receipt."""
         # Backends may call this from their own thread: hop onto the loop first.
-        self._loop.call_soon_threadsafe(lambda: self._spawn(self._record(message_id, state)))
+        self._loop.call_soon_threadsafe(self._note_event, message_id, state, time.time())
 
-    async def _record(self, message_id: str, state: str) -> None:
+    def _note_event(self, message_id: str, state: str, when: float) -> None:
+        # Events reported together (the log notifier's slice of 64) are recorded by one task
+        # in one transaction, not a task and a commit each.
+        self._events.append((message_id, state, when))
+        if len(self._events) == 1:
+            self._spawn(self._record())
+
+    async def _record(self) -> None:
+        events, self._events = self._events, []
         try:
             await asyncio.to_thread(
-                self.store.record_states,
-                [(message_id, state, time.time())],
-                receipt_destination=self._receipts,
+                self.store.record_states, events, receipt_destination=self._receipts
             )
         except EdgepushError as exc:
-            log.warning("could not record %s for %s: %s", state, message_id, exc)
+            log.warning("could not record %d events (%s ...): %s", len(events), events[0], exc)
             return
         self._outbox_wake.set()
 
@@ -359,9 +391,9 @@ class AgentService:
         return "offline"
 
     async def _status(self) -> None:
-        shown: tuple[str, str | None] | None = None
+        shown: tuple[str, str | None, tuple[str | None, float | None]] | None = None
         while True:
-            now = (self.state(), self.last_message_id)
+            now = (self.state(), self.last_message_id, self._why())
             if now != shown:
                 if shown is None or now[0] != shown[0]:
                     self._since = time.time()
@@ -374,6 +406,14 @@ class AgentService:
                 async with asyncio.timeout(1.0):
                     await self._state_changed.wait()
             self._state_changed.clear()
+
+    def _why(self) -> tuple[str | None, float | None]:
+        """The last connection error and the seconds until the next try, of the first server
+        not connected (None, None when all are): ``status`` shows them."""
+        for t in self.transports:
+            if t.state != "connected":
+                return getattr(t, "last_error", None), getattr(t, "retry_in", None)
+        return None, None
 
     def _on_state(self, _state: str) -> None:
         # Written at once (not on the next tick) so a quick drop-and-reconnect still shows.
@@ -414,6 +454,7 @@ class AgentService:
             "store_error": self._store_error,
             "store_since": self._store_since,
         }
+        body["last_error"], body["retry_in"] = self._why()
         try:
             write_private(path, (json.dumps(body) + "\n").encode())
         except OSError as exc:

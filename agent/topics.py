@@ -53,6 +53,29 @@ def check_mqtt_topic(topic: str) -> str:
     return topic
 
 
+NTFY_TOPIC = re.compile(r"[-_A-Za-z0-9]{1,64}")
+"""ntfy's topic rule (server/server.go ``topicRegex``, ``^[-_A-Za-z0-9]{1,64}$``): what an
+ntfy server or an edge relay accepts in a subscribe path."""
+
+NTFY_RULE = "an ntfy topic is 1-64 letters, digits, '-' or '_' (^[-_A-Za-z0-9]{1,64}$)"
+
+
+def topic_problem(kind: str, topic: str) -> str | None:
+    """Why ``topic`` cannot be subscribed on a ``kind`` server ("ntfy" or "mqtt"), or None.
+
+    ntfy: ntfy's own rule (``NTFY_TOPIC``). MQTT: a valid subscription filter (MQTT 5
+    section 4.7: wildcards are whole levels, ``#`` only last, no NUL, 1-65535 bytes);
+    spaces and zero-length levels are allowed there.
+    """
+    if kind == "mqtt":
+        try:
+            check_mqtt_filter(topic)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return None if NTFY_TOPIC.fullmatch(topic) else NTFY_RULE
+
+
 @lru_cache(maxsize=1024)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern) + r"\Z")

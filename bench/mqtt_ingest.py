@@ -3,7 +3,12 @@ subscriber in the same run on the same broker (a real mosquitto, the test fixtur
 or RabbitMQ 3.10 / NATS 2.9 from tests/brokers.py with ``--broker``).
 
     /work/venv/bin/python bench/mqtt_ingest.py [--backlog 20000] [--rate 200] [--seconds 10]
-        [--broker mosquitto|nats|rabbitmq]
+    /work/venv/bin/python bench/mqtt_ingest.py --encrypted   # + E2E drain against clear
+    /work/venv/bin/python bench/mqtt_ingest.py --broker mosquitto|nats|rabbitmq
+
+``--encrypted`` adds a drain of the same backlog published end-to-end encrypted (JWE, the
+agent holding the topic's key, so every message is decrypted before it is stored), run
+beside each clear drain; its scenario reports encrypted/clear agent rates (target >= 0.8).
 
 RabbitMQ and NATS speak only MQTT 3.1.1: there the bare subscriber and the publishers use
 3.1.1 (a persistent session: clean session off) and the agent finds 3.1.1 itself (``auto``).
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# --encrypted keeps the bench's keys in the 0600 file (agent.e2e.keystore), not a real keyring
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -38,7 +46,7 @@ from paho.mqtt.properties import Properties
 import agent.service as service_mod
 from agent import config
 from agent.notify import NullNotifier
-from agent.store import Stored
+from agent.store import Store, Stored
 from tests.brokers import Nats, RabbitMQ
 from tests.mosquitto import Mosquitto
 
@@ -123,13 +131,31 @@ def agent_cfg(home: Path, url: str, topic: str) -> config.AgentConfig:
     )
 
 
-async def agent_drain(port: int, n: int, home: Path, r: int) -> float:
-    cfg = agent_cfg(home, f"mqtt://127.0.0.1:{port}", f"agent{r}/#")
+def clear_payloads(n: int, topic: str) -> list[bytes]:
+    return [json.dumps({"id": f"a{i:06d}", "message": "m"}).encode() for i in range(n)]
+
+
+def sealed_payloads(n: int, topic: str, cfg: config.AgentConfig) -> list[bytes]:
+    """The same messages, end-to-end encrypted with a key the agent holds."""
+    from agent.e2e import keys, seal
+    from agent.e2e.keystore import KeyStore
+    from agent.envelope import dumps, from_fields
+
+    key = keys.new_key()
+    kid, _ = KeyStore(cfg).add(topic, key)
+    msgs = (from_fields({"id": f"a{i:06d}", "message": "m"}, topic=topic) for i in range(n))
+    return [dumps(seal.seal(m, key, kid)).encode() for m in msgs]
+
+
+async def agent_drain(port: int, n: int, home: Path, r: int, encrypted: bool = False) -> float:
+    prefix = f"agent{r}{'e' if encrypted else ''}"
+    cfg = agent_cfg(home, f"mqtt://127.0.0.1:{port}", f"{prefix}/#")
     async with service_mod.AgentService(cfg) as svc:  # creates the session
         while svc.state() != "connected":
             await asyncio.sleep(0.01)
-    payloads = [json.dumps({"id": f"a{i:06d}", "message": "m"}).encode() for i in range(n)]
-    await asyncio.to_thread(publish_all, port, payloads, f"agent{r}/x")
+    topic = f"{prefix}/x"
+    payloads = sealed_payloads(n, topic, cfg) if encrypted else clear_payloads(n, topic)
+    await asyncio.to_thread(publish_all, port, payloads, topic)
     last = f"a{n - 1:06d}"
     start = time.monotonic()
     async with service_mod.AgentService(cfg) as svc:
@@ -138,6 +164,10 @@ async def agent_drain(port: int, n: int, home: Path, r: int) -> float:
         elapsed = time.monotonic() - start
         stored = await asyncio.to_thread(svc.store.count)
     assert stored == n, f"stored {stored} of {n}"
+    if encrypted:
+        with Store(cfg.paths.db) as store:
+            states = store.count_by_state()
+        assert states == {"received": n}, f"not all decrypted: {states}"
     return n / elapsed
 
 
@@ -202,6 +232,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--encrypted", action="store_true", help="also drain an E2E backlog")
     ap.add_argument(
         "--inflight", type=int, default=100,
         help="the broker's max_inflight_messages (the test fixture's is 100); with "
@@ -227,11 +258,15 @@ def main() -> None:
             broker = Nats(root / "nats")
         broker.start()
         try:
-            bare_rates, agent_rates = [], []
+            bare_rates, agent_rates, sealed_rates = [], [], []
             for r in range(args.repeat):
                 bare_rates.append(bare_drain(broker.port, args.backlog, r))
                 home = root / f"home{r}"
                 agent_rates.append(asyncio.run(agent_drain(broker.port, args.backlog, home, r)))
+                if args.encrypted:
+                    sealed_rates.append(asyncio.run(agent_drain(
+                        broker.port, args.backlog, root / f"home{r}e", r, encrypted=True
+                    )))  # fmt: skip
             bare, agent = statistics.median(bare_rates), statistics.median(agent_rates)
             print(json.dumps({
                 "scenario": "backlog_drain", "broker": args.broker,
@@ -244,6 +279,15 @@ def main() -> None:
                     else getattr(broker, "prefetch", None)
                 ),
             }))  # fmt: skip
+            if args.encrypted:
+                sealed = statistics.median(sealed_rates)
+                ratios = [round(e / c, 3) for e, c in zip(sealed_rates, agent_rates, strict=True)]
+                print(json.dumps({
+                    "scenario": "backlog_drain_encrypted", "messages": args.backlog,
+                    "repeat": args.repeat, "agent_clear_msgs_per_s": round(agent),
+                    "agent_encrypted_msgs_per_s": round(sealed), "run_ratios": ratios,
+                    "ratio": round(sealed / agent, 3), "target_ratio": 0.8,
+                }))  # fmt: skip
             lat_bare = bare_latency(broker.port, args.rate, args.seconds)
             lat_agent = asyncio.run(
                 agent_latency(broker.port, args.rate, args.seconds, root / "home-lat")

@@ -1,6 +1,7 @@
 """Fan-out benchmark: one publisher, N subscribers, the relay (WebSocket) vs mosquitto (MQTT).
 
-    /work/venv/bin/python bench/relay_fanout.py [--sizes 100,1000] [--clients 2] [--runs 3]
+    .venv/bin/python bench/relay_fanout.py [--sizes 100,1000] [--clients 2] [--runs 3]
+                                            [--baseline GIT-REV]
 
 For each N: the same harness shape against both servers in the same run — N subscribers
 spread over ``--clients`` client processes, one publisher, (1) a burst of messages sent as
@@ -12,6 +13,11 @@ subscribers are raw asyncio protocols doing the same minimal work per message fo
 (see the client section), so the harness costs little of the shared CPU. The whole set is run
 ``--runs`` times against the same two servers; summary lines give medians and per-run ratios.
 Then the RSS of a fresh relay with 1,000 and 5,000 idle WebSocket subscribers. One JSON per line.
+
+``--baseline REV``: a third server in the same run, the relay as it was at that commit (its
+tree extracted with ``git archive`` into the temp folder; same config, same harness), so a
+refactor is measured against what it replaced on the same box at the same time: the summary
+adds ``vs_baseline_per_run`` (this checkout's relay / the baseline's, per run) and its median.
 """
 
 from __future__ import annotations
@@ -424,24 +430,38 @@ def idle_rss(tmp: Path, n: int, clients: int) -> dict[str, Any]:
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (N, scenario): medians over the runs, and the relay/mosquitto ratio of each run."""
+    """Per (N, scenario): medians over the runs, the relay/mosquitto ratio of each run, and
+    with a baseline the relay/baseline ratio of each run."""
     out = []
     keys = dict.fromkeys((r["subscribers"], r["rate"]) for r in rows)
+    servers = list(dict.fromkeys(r["server"] for r in rows))
     for n, rate in keys:
-        pair = {k: [r for r in rows if (r["subscribers"], r["rate"], r["server"]) == (n, rate, k)]
-                for k in ("relay", "mosquitto")}  # fmt: skip
+        by = {k: [r for r in rows if (r["subscribers"], r["rate"], r["server"]) == (n, rate, k)]
+              for k in servers}  # fmt: skip
         line: dict[str, Any] = {"summary": True, "subscribers": n, "rate": rate,
-                                "runs": len(pair["relay"])}  # fmt: skip
-        for k, rs in pair.items():
+                                "runs": len(by["relay"])}  # fmt: skip
+        for k, rs in by.items():
             for f in ("deliveries_per_s", "p50_ms", "p99_ms"):
                 line[f"{k}_{f}"] = statistics.median(r[f] for r in rs)
-        runs = zip(pair["relay"], pair["mosquitto"], strict=True)
-        line["ratio_per_run"] = [
-            round(a["deliveries_per_s"] / b["deliveries_per_s"], 2) for a, b in runs
-        ]
-        line["ratio_median"] = statistics.median(line["ratio_per_run"])
+        for name, other in (("ratio", "mosquitto"), ("vs_baseline", "baseline")):
+            if other not in by:
+                continue
+            runs = zip(by["relay"], by[other], strict=True)
+            line[f"{name}_per_run"] = [
+                round(a["deliveries_per_s"] / b["deliveries_per_s"], 2) for a, b in runs
+            ]
+            line[f"{name}_median"] = statistics.median(line[f"{name}_per_run"])
         out.append(line)
     return out
+
+
+def _baseline_tree(rev: str, into: Path) -> Path:
+    """The project's tree at ``rev`` (git archive), to run a second relay from."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                             capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def main() -> None:
@@ -450,20 +470,30 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle", default="1000,5000")
+    ap.add_argument("--baseline", metavar="GIT-REV", help="also run the relay of this commit")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     print(json.dumps({"loadavg_start": os.getloadavg()}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         relay = Relay(Path(tmp) / "relay", config=CONFIG).start()
         broker = Mosquitto(Path(tmp) / "mqtt", persistence=False).start()
+        servers = [("relay", "relay", relay.port), ("mosquitto", "mosquitto", broker.port)]
+        base: Relay | None = None
+        if args.baseline:
+            tree = _baseline_tree(args.baseline, Path(tmp) / "baseline-tree")
+            env = {**child_env(), "PYTHONPATH": str(tree)}
+            base = Relay(Path(tmp) / "baseline", config=CONFIG, env=env).start()
+            servers.append(("baseline", "relay", base.port))
+            print(json.dumps({"baseline": args.baseline}), flush=True)
         try:
             for run in range(args.runs):
                 for n in (int(x) for x in args.sizes.split(",")):
                     m_burst = max(20, 50_000 // n)  # long enough that one stall is not the result
                     rate = max(2.0, 5_000 / n)  # 5,000 deliveries/s offered: both sustain it
-                    for kind, port in (("relay", relay.port), ("mosquitto", broker.port)):
+                    for label, kind, port in servers:
                         for m, r in ((m_burst, None), (int(rate * 3), rate)):
                             row = {"run": run, **scenario(kind, port, n, args.clients, m, r)}
+                            row["server"] = label
                             rows.append(row)
                             print(json.dumps(row), flush=True)
             for line in _summary(rows):
@@ -474,6 +504,8 @@ def main() -> None:
         finally:
             relay.stop()
             broker.stop()
+            if base is not None:
+                base.stop()
 
 
 if __name__ == "__main__":

@@ -73,6 +73,10 @@ class Bridge:
             protocol_key=RELAY_KEY,
         )  # fmt: skip
         self.transport.on_state = self._on_state
+        # The LAN keeps pushing without the cloud: an upstream that refuses the relay is
+        # retried at the cap and shows in /v1/health, it never ends the relay.
+        self.transport.keep_retrying = True
+        state.upstream.error = lambda: self.transport.last_error
         state.upstream.url = self.transport.url
         state.upstream.state = "connecting"
         self._wake = asyncio.Event()

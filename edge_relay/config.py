@@ -8,6 +8,7 @@ Limits default to ntfy's defaults where ntfy has one.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from agent.settings import build, merge
 from edge_relay.core import ExemptHosts
 
 DEFAULT_PORT = 8080
+_BASE_URL = re.compile(r"https?://[^/\s?#]+(?:/[^\s?#]*)?")
 _ENV_KEYS = ("listen", "data_dir", "upstream", "auth_file")
 
 
@@ -77,6 +79,34 @@ class Limits:
             raise ValueError("'limits.retention_age' must be >= 60 s and retention_count >= 1")
 
 
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Attachments:
+    """``[attachments]``: files published as ntfy's attachments (ntfy's names and defaults,
+    except ``total_size_limit``: 1 GB, not 5 GB, on a gateway's SD card). Sizes in bytes,
+    ``expiry`` in seconds."""
+
+    cache_dir: Path | None = None
+    """Where files are kept (default ``<data_dir>/attachments``), each named by its message
+    id alone."""
+    file_size_limit: int = 15 * _MB
+    total_size_limit: int = 1024 * _MB
+    expiry: int = 3 * 3600
+    """Seconds a file is kept after its upload (never past its message's expiry)."""
+    daily_bandwidth_limit: int = 500 * _MB
+    """Bytes one client (token, else address) may upload per day (ntfy's
+    ``visitor-attachment-daily-bandwidth-limit``): a bucket that refills over 24 h."""
+
+    def __post_init__(self) -> None:
+        for name in ("file_size_limit", "total_size_limit", "daily_bandwidth_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"'attachments.{name}' must be >= 0 bytes (0: no files)")
+        if not 1 <= self.expiry <= 366 * 86400:
+            raise ValueError(f"'attachments.expiry' must be 1 s to 366 days, not {self.expiry}")
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """Everything ``edge-relay serve`` needs."""
@@ -95,9 +125,16 @@ class RelayConfig:
     keepalive: float = 45.0
     prune_interval: float = 60.0
     limits: Limits = field(default_factory=Limits)
+    attachments: Attachments = field(default_factory=Attachments)
+    base_url: str | None = None
+    """The relay's public URL (ntfy's ``base-url``), for attachment URLs; without it they are
+    made from the request's ``Host``."""
 
     def __post_init__(self) -> None:
         host_port(self.listen)
+        if self.base_url is not None and not _BASE_URL.fullmatch(self.base_url):
+            raise ValueError(f"'base_url' must be http(s)://host[:port][/path], not "
+                             f"{self.base_url!r}")  # fmt: skip
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("'tls_cert' and 'tls_key' must be given together")
         if not 0.05 <= self.keepalive <= 3600:
@@ -121,6 +158,10 @@ class RelayConfig:
     @property
     def db(self) -> Path:
         return self.data_dir / "relay.db"
+
+    @property
+    def attachment_dir(self) -> Path:
+        return self.attachments.cache_dir or self.data_dir / "attachments"
 
     @property
     def tls(self) -> bool:

@@ -12,8 +12,6 @@ message is refused with a logged reason.
 
 from __future__ import annotations
 
-import email.errors
-import email.header
 import ipaddress
 import re
 import time
@@ -68,25 +66,6 @@ def mqtt_to_relay(mqtt_topic: str) -> str:
 def relay_to_mqtt(topic: str) -> str:
     """``home-door`` → ``home/door`` (the inverse of ``mqtt_to_relay``)."""
     return "/".join(check_relay_topic(topic).split("-"))
-
-
-_RFC9218 = re.compile(r"u=\d,\s*(i|\d)|u=\d")  # ntfy's priorityHeaderIgnoreRegex
-
-
-def header_value(name: str, raw: str) -> str:
-    """A header's value as ntfy's server reads it (``maybeDecodeHeader``): RFC 2047 encoded
-    words decoded (``=?UTF-8?B?R3LDvMOfZQ==?=`` → ``Grüße``; one that does not decode is kept
-    as it came), and an RFC 9218 ``Priority: u=3, i`` (added by proxies such as Cloudflare)
-    read as no value, so it neither filters nor fails as a priority."""
-    value = raw
-    if "=?" in raw:
-        try:
-            value = str(email.header.make_header(email.header.decode_header(raw)))
-        except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
-            value = raw
-    if name.lower() == "priority" and _RFC9218.fullmatch(value.strip()):
-        return ""
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.store import Redelivery, Store, Stored
 from agent.store.scheduled import RELEASE_MAX
-from edge_relay.core import Filters, check_storable, event_of
+from edge_relay.core import ACTION_EVENTS, Filters, check_storable, event_of
 from edge_relay.livequeue import LiveQueue
 from edge_relay.schedule import Scheduler
 
@@ -56,8 +56,19 @@ _MAX_GROUP = 1000
 
 
 def wire(item: Stored) -> str:
-    """The ntfy event of a message (``message``, or ``poll_request``), as compact JSON."""
-    return dumps({**encode(item.message), "event": event_of(item.message)})
+    """The ntfy event of a message (``message``, ``poll_request``, ``message_clear``,
+    ``message_delete``), as compact JSON."""
+    return dumps(event_json(item.message))
+
+
+def event_json(msg: Message) -> dict[str, object]:
+    """A message as ntfy sends it: with its ``event``; a clear or delete carries no message
+    text and no priority (ntfy's ``NewActionMessage`` leaves them empty, so they are omitted
+    from its JSON), only the id, time, expiry, topic and ``sequence_id``."""
+    out = {**encode(msg), "event": event_of(msg)}
+    if out["event"] in ACTION_EVENTS:
+        del out["message"], out["priority"]
+    return out
 
 
 class Live:

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from agent.envelope import dumps, encode, new_id
 from agent.errors import MessageError
+from agent.ntfyproto import fields
 from edge_relay.core import TOPIC_RE, PollRequest, check_relay_topic, event_of, parse_topic_list
 from edge_relay.state import RelayState
 from edge_relay.streams import param
@@ -127,7 +128,7 @@ async def topic_get(request: web.Request) -> web.Response:
     """``GET /<topic>``: UnifiedPush discovery with ``up=1``; otherwise ntfy's web app, which
     the relay does not serve (404, as ntfy with its web app off)."""
     # ntfy matches the path against its topic pattern only (a reserved name such as v1 too)
-    up = (param(request, "X-UnifiedPush", "unifiedpush", "up") or "").lower()
+    up = param(request, fields.UNIFIEDPUSH).lower()
     if TOPIC_RE.fullmatch(request.match_info["topic"]) and up in ("1", "yes", "true"):
         return web.json_response({"unifiedpush": {"version": 1}}, dumps=dumps)
     return error(404, "page not found (the relay has no web app; subscribe with /<topic>/json)")
@@ -138,14 +139,16 @@ async def account(request: web.Request) -> web.Response:
     docstring)."""
     state: RelayState = request.app["state"]
     ident = state.identify(request)
-    lim = state.cfg.limits
+    lim, att = state.cfg.limits, state.cfg.attachments
     limits = {
         "basis": "ip",  # counted per client address (per token for authenticated ones)
         "messages": int(lim.publish_rate * 86400),  # ntfy's approximation of a daily limit
         "messages_expiry_duration": int(lim.retention_age),
         "emails": 0, "calls": 0, "reservations": 0,
-        "attachment_total_size": 0, "attachment_file_size": 0,
-        "attachment_expiry_duration": 0, "attachment_bandwidth": 0,
+        "attachment_total_size": att.total_size_limit,
+        "attachment_file_size": att.file_size_limit,
+        "attachment_expiry_duration": att.expiry,
+        "attachment_bandwidth": att.daily_bandwidth_limit,
     }  # fmt: skip
     anonymous = ident.name == "anonymous"
     body = {
@@ -178,8 +181,8 @@ def poll_requests(publish: Handler) -> Handler:
     (see the module docstring); everything else goes to ``publish`` as it is."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        poll_id = param(request, "X-Poll-ID", "Poll-ID")
-        if poll_id is None:
+        poll_id = param(request, fields.POLL_ID)
+        if not poll_id:
             return await publish(request)
         return await _poll_request(request, poll_id)
 

@@ -31,14 +31,17 @@ from agent.ntfyproto.fields import Request
 from agent.ntfyproto.publish import (
     TOPIC,
     Publish,
+    body_is_file,
     check_sequence_id,
     parse_json_publish,
     parse_publish,
 )
 from agent.store import STATES
-from edge_relay import ntfy_api
+from edge_relay import files, ntfy_api
+from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
+from edge_relay.hub import event_json
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
 
@@ -194,11 +197,36 @@ async def publish(request: web.Request) -> web.Response:
     parts, limit, code = _parts(request), state.cfg.limits.message_size, 41301
     if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
         limit, code = templates.body_limit(limit), 41303
-    body = await _read_body(request, limit, code)
+        body = await _read_body(request, limit, code)
+    else:  # ntfy's util.Peek: the first message_size bytes decide what the body is
+        body, more = await files.peek(request, limit)
+        if body_is_file(parts, body, truncated=more):
+            return await _accept_file(request, topic, parts, body, more=more)
+        if more:
+            raise NtfyError(code, f"body is above the limit of {limit} bytes", "message")
     parsed = parse_publish(parts, body)
+    return await _accept(state, topic, _path_sid(request, parsed))
+
+
+def _path_sid(request: web.Request, parsed: Publish) -> Publish:
     if sid := request.match_info.get("sid"):  # ntfy: the path's sequence id wins
-        parsed = replace(parsed, fields={**parsed.fields, "sequence_id": check_sequence_id(sid)})
-    return await _accept(state, topic, parsed)
+        return replace(parsed, fields={**parsed.fields, "sequence_id": check_sequence_id(sid)})
+    return parsed
+
+
+async def _accept_file(
+    request: web.Request, topic: str, parts: Request, head: bytes, *, more: bool,
+    body: Publish | None = None,
+) -> web.Response:  # fmt: skip
+    """A publish whose body is a file: the file complete on disk first, then the message
+    (``edge_relay.files`` has the order and why)."""
+    state: RelayState = request.app["state"]
+    try:
+        parsed = await files.receive(request, state, topic, parts, head, more=more, body=body)
+    except DiskFull as exc:
+        raise files.disk_full(exc) from None
+    mid = parsed.fields["id"]
+    return await files.settle_after(state, mid, _accept(state, topic, _path_sid(request, parsed)))
 
 
 async def publish_sequence(request: web.Request) -> web.Response:
@@ -224,8 +252,7 @@ async def sequence_event(request: web.Request) -> web.Response:
     if kind == "message_delete":  # ntfy: a delete also cancels what is still scheduled
         await state.hub.cancel_scheduled(topic, sid)
     state.metrics.published.inc()
-    out = encode(stored[0].message if stored else msg)
-    return web.json_response({**out, "event": kind}, dumps=dumps)
+    return web.json_response(event_json(stored[0].message if stored else msg), dumps=dumps)
 
 
 async def publish_json(request: web.Request) -> web.Response:
@@ -234,10 +261,13 @@ async def publish_json(request: web.Request) -> web.Response:
     state: RelayState = request.app["state"]
     limit = 2 * state.cfg.limits.message_size  # ntfy: twice the message limit for the JSON
     body = await _read_body(request, limit, code=41303)
-    topic, parsed = parse_json_publish(_parts(request), body, max_size=limit)
+    parts = _parts(request)
+    topic, parsed = parse_json_publish(parts, body, max_size=limit, files=True)
     topic = _topic(topic)
     state.require(state.identify(request), "write", topic)
     _check_rate(state, request)
+    if parsed.file:  # ntfy: a JSON "filename" without "attach" stores the message as the file
+        return await _accept_file(request, topic, parts, parsed.upload, more=False, body=parsed)
     return await _accept(state, topic, parsed)
 
 
@@ -355,7 +385,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {"healthy": True, "version": __version__, "uptime": round(time.time() - state.started, 1),
          "subscribers": state.hub.subscriber_count, "rejected": state.rejected,
-         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox},
+         "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox,
+                      "last_error": up.error() if up.state != "connected" else None},
          "scheduler": {"running": sched is not None and sched.running,
                        "next_due": sched.next_due if sched else None,
                        "released": sched.released if sched else 0,
@@ -383,6 +414,7 @@ def make_app(state: RelayState) -> web.Application:
     r.add_post("/v1/receipts", receipts_post)
     r.add_get("/v1/messages/{id}/receipts", receipts_get)
     r.add_get("/metrics", metrics)
+    r.add_get(r"/file/{name}", files.serve_file)  # and HEAD (aiohttp adds it)
     ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS
     r.add_post("/", publish_json)
     r.add_put("/", publish_json)

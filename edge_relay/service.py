@@ -15,6 +15,7 @@ from aiohttp import web
 from agent.errors import ConfigError, EdgepushError
 from agent.store import Store
 from edge_relay.config import RelayConfig
+from edge_relay.files import keeper
 from edge_relay.guard import MAX_FIELD, MAX_LINE, Gate
 from edge_relay.hub import Hub
 from edge_relay.server import make_app
@@ -124,8 +125,12 @@ async def _prune_loop(state: RelayState) -> None:
             )
             if n:
                 log.info("retention: pruned %d messages", n)
+            # files of pruned or never-committed messages, expired files, cut uploads
+            await asyncio.to_thread(state.files.sweep, keeper(state.store))
         except EdgepushError as exc:
             log.warning("retention: %s", exc)
+        except OSError as exc:
+            log.warning("attachments: cannot sweep %s: %s", state.files.dir, exc)
         await asyncio.sleep(state.cfg.prune_interval)
 
 

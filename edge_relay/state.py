@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from agent.errors import AuthError, ConfigError
 from agent.ntfyproto.errors import CODES
 from agent.store import Store
 from edge_relay import auth
+from edge_relay.attachments import FileCache
 from edge_relay.config import RelayConfig
 from edge_relay.core import ExemptHosts, TokenBucket, rate_key
 from edge_relay.hub import Hub
@@ -81,6 +83,8 @@ class Upstream:
     url: str | None = None
     state: str = "none"
     outbox: int = 0
+    error: Callable[[], str | None] = field(default=lambda: None)
+    """Why it is not connected (the transport's last error), asked at each health request."""
 
 
 @dataclass
@@ -94,6 +98,8 @@ class RelayState:
     subs_per_client: Counter[str] = field(default_factory=Counter)
     streams: Streams = field(default_factory=Streams)
     """Open subscriptions, re-checked against each new valid auth file (edge_relay.revoke)."""
+    files: FileCache = field(init=False)
+    """The attachment files (``edge_relay.attachments``), opened with the state."""
     rejected: int = 0
     """Payloads ever kept in the store's ``rejected`` table (``/v1/health``)."""
     _bucket: TokenBucket | None = None
@@ -107,6 +113,7 @@ class RelayState:
         self._bucket = TokenBucket(self.cfg.limits.publish_burst, self.cfg.limits.publish_rate)
         self._exempt = _resolve(ExemptHosts.parse(self.cfg.limits.exempt_hosts))
         self.note_rejected(self.store.rejected_count())
+        self.files = FileCache(self.cfg.attachments, self.cfg.attachment_dir).open()
 
     def note_rejected(self, n: int) -> None:
         """``n`` more payloads were kept as rejected (read on the loop: no store access)."""

@@ -18,12 +18,12 @@ from aiohttp import web
 
 from agent.envelope import dumps, new_id
 from agent.ntfyproto import fields
-from agent.ntfyproto.fields import Request
+from agent.ntfyproto.fields import Param, Request
 from agent.ntfyproto.since import parse_since
 from agent.store import Stored
 from agent.timeparse import Since
 from edge_relay.auth import Identity
-from edge_relay.core import ACTION_EVENTS, Filters, event_of, header_value, parse_topic_list
+from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
 from edge_relay.hub import Live, Subscriber, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -194,20 +194,10 @@ def _forget(failure: BaseException | None) -> None:
         failure.__context__ = None
 
 
-def param(request: web.Request, *names: str) -> str | None:
-    """A parameter as ntfy's server reads one (``readParam``): the first non-empty of the
-    headers ``names`` (RFC 2047 decoded, see ``core.header_value``), then of the query
-    parameters ``names`` (lower case), trimmed; None when none is set. Headers win over the
-    query."""
-    for name in names:
-        value = header_value(name, request.headers.get(name, "")).strip()
-        if value:
-            return value
-    for name in names:
-        value = request.query.get(name.lower(), "").strip()
-        if value:
-            return value
-    return None
+def param(request: web.Request, field: Param) -> str:
+    """One of ntfy's parameters of ``request``, read as ntfyproto reads them all
+    (``fields.Request.read``: headers, RFC 2047 decoded, before the query); "" when unset."""
+    return Request(request.headers.items(), request.query).read(field)
 
 
 def parse_request(

@@ -8,12 +8,13 @@ venv=${EDGEPUSH_VENV:-$root/.venv}
 
 # Debian packages the test suite talks to: a real broker, a real notification daemon on a
 # virtual screen, a D-Bus session bus, and Tk for the history window.
-APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils trayer
+APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils trayer xclip
           libnotify-bin python3-tk iproute2 systemd dpkg-dev lintian binutils
           imagemagick    # `import` takes the screenshots in tests/desktop.py
           rabbitmq-server nats-server)  # MQTT brokers beside mosquitto (tests/brokers.py)
 # PyInstaller (tests/test_packaging.py) bundles the shared libpython of the venv's Python.
 APT_TEST+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)")
+APT_TEST+=(curl util-linux)  # curl -T uploads, and mount for a full tmpfs (tests/test_relay_attachments.py)
 
 # The tests start their own RabbitMQ and NATS (tests/brokers.py). rabbitmq-server's postinst
 # starts the Debian service (node rabbit@host, epmd on 4369, AMQP on 5672): stop it and keep

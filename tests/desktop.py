@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ DUNSTRC = """\
     format = "%s\\n%b"
     sticky_history = yes
     notification_limit = 0
+    dmenu = {dmenu}
 [record]
     summary = "*"
     script = {script}
@@ -62,6 +64,8 @@ class Desktop:
         self.env: dict[str, str] = {}
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
+        self._trayer: subprocess.Popen[bytes] | None = None
+        self.tray_height = 0
 
     def start(self, *, dunst: bool = True) -> Desktop:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -129,7 +133,12 @@ class Desktop:
             f'#!/bin/sh\nprintf "%s\\t%s\\n" "$DUNST_ID" "$DUNST_URGENCY" >> "{self.shown_file}"\n'
         )
         script.chmod(0o755)
-        rc.write_text(DUNSTRC.format(script=script))
+        # dunst's context menu (`dunstctl context`) asks "dmenu" to pick an action: this one
+        # picks the line with the label press() left in the choice file.
+        dmenu = self.root / "dmenu.sh"
+        dmenu.write_text(f'#!/bin/sh\ngrep -m1 -F -- "$(cat "{self.root}/dmenu-choice")"\n')
+        dmenu.chmod(0o755)
+        rc.write_text(DUNSTRC.format(script=script, dmenu=dmenu))
         self._spawn(["dunst", "-config", str(rc)], "dunst", env={**os.environ, **self.env})
         wait_for(
             lambda: self.dunstctl("is-paused", check=False).returncode == 0,
@@ -137,15 +146,104 @@ class Desktop:
             what=f"dunst on the bus ({self.log('dunst')})",
         )
 
-    def start_tray_host(self) -> None:
+    def press(self, label: str) -> None:
+        """Press the action button ``label`` of the newest notification (dunst's context
+        menu, answered by the dmenu stand-in above: dunst then emits ``ActionInvoked``)."""
+        (self.root / "dmenu-choice").write_text(label)
+        self.dunstctl("context")
+
+    def start_tray_host(self, height: int = 48) -> None:
         """trayer, a small XEmbed system tray, so tray icons have somewhere to dock."""
-        self._spawn(
+        self.stop_tray_host()
+        self.tray_height = height
+        self._trayer = self._spawn(
             ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
-             "--width", "200", "--height", "48", "--SetDockType", "true"],
-            "trayer",
+             "--width", "200", "--height", str(height), "--SetDockType", "true"],
+            f"trayer-{height}",
             env={**os.environ, **self.env},
         )  # fmt: skip
         wait_for(lambda: self.windows("^panel$"), timeout=20, what="trayer's panel")
+        # and until it owns the tray selection: its panel window comes first, and a dock
+        # request in between is dropped (the icon then waits for trayer's MANAGER message)
+        wait_for(self._tray_selection_owned, timeout=20, what="trayer owning the tray")
+
+    def _tray_selection_owned(self) -> bool:
+        return self._tray_owner() is not None
+
+    def _tray_owner(self) -> str | None:
+        """The id of the window owning the tray selection, if any."""
+        from Xlib import X, display
+
+        d = display.Display(self.env["DISPLAY"])
+        try:
+            owner = d.get_selection_owner(d.intern_atom("_NET_SYSTEM_TRAY_S0"))
+            return None if owner == X.NONE else hex(owner.id)
+        finally:
+            d.close()
+
+    def stop_tray_host(self) -> None:
+        trayer, self._trayer = self._trayer, None
+        if trayer is not None:
+            trayer.terminate()
+            trayer.wait(10)
+            wait_for(lambda: not self.windows("^panel$"), timeout=20, what="trayer gone")
+
+    def tray_slot(self, width: int = 24) -> tuple[int, int]:
+        """The size trayer gives a docked icon: the width its size hints ask for (pystray's
+        X11 icon: 24) and the panel's height less trayer's 1 px border (measured at 16, 24,
+        32, 48 and 64)."""
+        return width, self.tray_height - 2
+
+    def geometry(self, window: str) -> tuple[int, int]:
+        """A window's (width, height) now (xdotool getwindowgeometry)."""
+        out = dict(
+            line.split("=", 1)
+            for line in self.xdotool("getwindowgeometry", "--shell", window).splitlines()
+        )
+        return int(out["WIDTH"]), int(out["HEIGHT"])
+
+    def docked(self, window: str) -> bool:
+        """Whether ``window`` has been reparented into a tray (its parent is not the root)."""
+        tree = subprocess.run(
+            ["xwininfo", "-tree", "-id", window],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout
+        ids = dict(re.findall(r"^\s*(Root|Parent) window id: (0x[0-9a-f]+)", tree, re.M))
+        return len(ids) == 2 and ids["Root"] != ids["Parent"]
+
+    def wait_docked(self, window: str, timeout: float = 30) -> tuple[int, int]:
+        """Wait until a tray icon window is docked and has its final size (not the 1x1 it is
+        created with): screenshots before that show one black pixel."""
+        slot = self.tray_slot()
+        try:
+            wait_for(
+                lambda: self.docked(window) and self.geometry(window) == slot,
+                timeout=timeout,
+                what=f"icon window {window} docked at {slot}",
+            )
+        except AssertionError as exc:
+            now = f"docked={self.docked(window)}, size={self.geometry(window)}"
+            raise AssertionError(f"{exc}; now {now}\n{self.describe(window)}") from None
+        return slot
+
+    def describe(self, window: str | None = None) -> str:
+        """What the X server holds now, for a failure message: who owns the tray selection,
+        the whole window tree, and ``window``'s properties."""
+        lines = [f"_NET_SYSTEM_TRAY_S0 owner: {self._tray_owner()}"]
+        commands = [["xwininfo", "-root", "-tree"]]
+        if window is not None:
+            commands += [["xwininfo", "-id", window], ["xprop", "-id", window]]
+        for argv in commands:
+            r = subprocess.run(
+                argv, env={**os.environ, **self.env}, capture_output=True, text=True,
+                timeout=20, check=False,
+            )  # fmt: skip
+            lines.append(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}")
+        return "\n".join(lines)
 
     def windows(self, name_regex: str) -> list[str]:
         """X window ids whose name matches (xdotool search)."""

@@ -7,14 +7,16 @@ and the Windows Run key, are untested here (no such machine).
 from __future__ import annotations
 
 import configparser
+import os
 import plistlib
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from agent import autostart
-from tests.helpers import pushagent
+from tests.helpers import ROOT, pushagent
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -35,7 +37,10 @@ def test_systemd_unit_enable_status_disable(home: Path, tmp_path: Path) -> None:
     assert parsed["Service"]["ExecStart"] == f"{sys.executable} -m agent run"
     assert parsed["Service"]["Restart"] == "on-failure"
     assert parsed["Install"]["WantedBy"] == "default.target"
-    assert "PYTHONPATH=" in parsed["Service"]["Environment"]  # run from this checkout
+    # run from this checkout, with the PUSHAGENT_HOME it was enabled with (pushagent() sets it)
+    assert shlex.split(parsed["Service"]["Environment"]) == [
+        f"PUSHAGENT_HOME={home}", f"PYTHONPATH={ROOT}"
+    ]  # fmt: skip
     r = pushagent("autostart", "status", home=home, env=env)
     assert r.returncode == 0 and b"systemd-unit: enabled" in r.stdout
     analyze = shutil.which("systemd-analyze")
@@ -61,6 +66,17 @@ def test_xdg_autostart_for_the_tray(home: Path, tmp_path: Path) -> None:
     section = parsed["Desktop Entry"]
     assert section["Type"] == "Application"
     assert section["Exec"].endswith(f"{sys.executable} -m agent tray")
+    # The entry keeps PUSHAGENT_HOME: run its Exec line (with `config path` for `tray`) in an
+    # environment without it, and it still finds this home's config.
+    argv = shlex.split(section["Exec"])
+    assert argv[:3] == ["env", f"PUSHAGENT_HOME={home}", f"PYTHONPATH={ROOT}"], argv
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("PUSHAGENT_")}
+    bare.pop("PYTHONPATH", None)
+    r = subprocess.run(
+        [*argv[:-1], "config", "path"], env=bare, capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 0, r.stderr
+    assert str(home / "config.toml") in r.stdout
     r = pushagent("autostart", "status", home=home, env=env)
     assert b"xdg-autostart: enabled" in r.stdout
     assert pushagent("autostart", "disable", home=home, env=env).returncode == 0
@@ -88,3 +104,14 @@ def test_quoting_of_odd_paths() -> None:
     assert autostart.windows_command([r"C:\Program Files\Python\python.exe", "-m", "agent"]) == (
         r'"C:\Program Files\Python\pythonw.exe" -m agent'
     )
+
+
+def test_install_doc_autostart_line_starts_the_tray(home: Path, tmp_path: Path) -> None:
+    """docs/INSTALL.md's "start the tray with your session" line, run as written."""
+    doc = (ROOT / "docs" / "INSTALL.md").read_text().splitlines()
+    (line,) = [ln for ln in doc if ln.startswith("pushagent autostart enable") and "tray" in ln]
+    r = pushagent(*shlex.split(line, comments=True)[1:], home=home, env=_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    entry = tmp_path / "xdg" / "autostart" / "pushagent.desktop"
+    (exec_line,) = [ln for ln in entry.read_text().splitlines() if ln.startswith("Exec=")]
+    assert exec_line.endswith(f"{sys.executable} -m agent tray")

@@ -273,16 +273,19 @@ def test_send_priority_outside_1_to_5_is_exit_2_with_the_allowed_values(
     "backend", ["keyring.backends.null.Keyring", "keyring.backends.fail.Keyring"]
 )
 def test_login_with_a_keyring_that_keeps_nothing_says_so(home: Path, backend: str) -> None:
-    """keyring's null backend accepts a password and keeps nothing: that is no keyring."""
+    """keyring's null backend accepts a password and keeps nothing: that is no keyring, so
+    the secret goes to the 0600 file instead, in one line that says so
+    (tests/test_keyring_fallback.py has the agent reading it back)."""
     env = {"PYTHON_KEYRING_BACKEND": backend}
     for args, stdin in (
         (("login", "mqtt://broker.lan", "--user", "ann"), b"hunter2\n"),
         (("login", "http://relay.lan:8080", "--token-stdin"), b"tk_abc\n"),
     ):
         result = pushagent(*args, home=home, input=stdin, env=env)
-        assert result.returncode == 1, result.stderr
-        one_error_line(result, "no OS keyring is available here")
-    assert tree(home) == []  # no login index for entries that were never kept
+        assert result.returncode == 0, result.stderr
+        line = one_error_line(result, "no OS keyring here: stored the ")
+        assert str(home / "secrets.json") in line and "(mode 0600)" in line, line
+    assert tree(home) == ["secrets.json"]  # no login index: the keyring has no entries
 
 
 def test_relay_serve_on_a_busy_port_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -2,16 +2,17 @@
 process: a tiny ntfy WebSocket server in the test → the real agent service (WebSocket
 transport, store, rules layer, desktop backend) → a real dunst on a private D-Bus (Xvfb).
 
-The server is a stub speaking ntfy's frames (``message`` with ``sequence_id``,
-``message_clear``, ``message_delete``, ``poll_request``) because the relay does not produce
-clear/delete frames on this branch (that is the relay's "seqid" work); the frames follow
-docs.ntfy.sh (subscribe API, JSON message format) and ntfy 2.16's publish docs.
+Most tests use a stub speaking ntfy's frames (``message`` with ``sequence_id``,
+``message_clear``, ``message_delete``, ``poll_request``) so the test controls each frame and
+its order; the frames follow docs.ntfy.sh (subscribe API, JSON message format) and ntfy
+2.16's publish docs. The last tests drive the same through the real relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import struct
 import subprocess
@@ -243,9 +244,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
 async def test_icon_and_markdown_published_to_the_relay_reach_dunst(
     desktop: Desktop, relay: Relay, icon_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real relay (what it streams today): X-Icon and X-Markdown survive the way through.
-    Update/clear/delete through the relay need its sequence_id support (the "seqid" branch):
-    the JSON publish ignores unknown keys as ntfy does, so that part is proven with the stub."""
+    """The real relay: X-Icon and X-Markdown survive the way through."""
     for key, value in desktop.env.items():
         monkeypatch.setenv(key, value)
     topic = unique_topic("seq")
@@ -259,3 +258,77 @@ async def test_icon_and_markdown_published_to_the_relay_reach_dunst(
         history = await until(lambda: desktop.history())
     assert history[0]["summary"] == "relayed" and history[0]["body"] == "<b>up</b> again"
     assert Path(history[0]["icon_path"]).read_bytes() == png()
+
+
+async def test_relay_update_and_clear_reach_a_notification_an_earlier_run_showed(
+    desktop: Desktop, relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ntfy 2.16's sequences as the relay serves them (``X-Sequence-ID``, ``PUT
+    /<topic>/<sid>/clear``, ``DELETE /<topic>/<sid>``) across agent restarts: the notification
+    stays on screen when the agent exits, and the next run updates it in place and closes it
+    (its D-Bus id is kept in the cache folder, agent.notify.screen)."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    desktop.dunstctl("close-all")
+    before = len(shown_ids(desktop))
+    topic = unique_topic("seq")
+    cfg = replace(agent_cfg(tmp_path, 0), servers=(relay.url,), topics=(topic,))
+    sid = {"X-Sequence-ID": "job-7"}
+
+    def shown() -> list[int]:
+        return shown_ids(desktop)[before:]
+
+    async def publish(text: str, **headers: str) -> None:
+        await asyncio.to_thread(relay.publish, topic, text, Title="backup", **headers)
+
+    async with AgentService(cfg):
+        await publish("0%", **sid)
+        await until(lambda: len(shown()) == 1, what="first notification")
+        await publish("50%", **sid)
+        await until(lambda: len(shown()) == 2, what="the update")
+    first = shown()[0]
+    assert shown() == [first, first] and desktop.count("displayed") == 1
+    async with AgentService(cfg):  # a new run: the notification is still on screen
+        await publish("90%", **sid)
+        await until(lambda: len(shown()) == 3, what="the update after a restart")
+    assert shown()[2] == first, "the restarted agent must replace the same notification"
+    assert desktop.count("displayed") == 1, "still one notification on screen"
+    async with AgentService(cfg) as svc:
+        status, answer = await asyncio.to_thread(relay.request, "PUT", f"/{topic}/job-7/clear")
+        assert status == 200 and answer["event"] == "message_clear", answer
+        await until(lambda: desktop.count("displayed") == 0, what="closed by a later run")
+        await publish("other", **{"X-Sequence-ID": "job-8"})
+        await until(lambda: desktop.count("displayed") == 1, what="a second sequence")
+        status, answer = await asyncio.to_thread(relay.request, "DELETE", f"/{topic}/job-8")
+        assert status == 200 and answer["event"] == "message_delete", answer
+        await until(lambda: desktop.count("displayed") == 0, what="deleted off the screen")
+        await until(lambda: svc.store.sequence(topic, "job-8") is not None)
+        assert svc.store.sequence(topic, "job-7")[1] == "cleared"  # type: ignore[index]
+        assert svc.store.sequence(topic, "job-8")[1] == "deleted"  # type: ignore[index]
+        assert svc.store.count() == 6, "every message and event kept: 4 messages, clear, delete"
+
+
+async def test_copy_button_puts_its_value_on_the_clipboard(
+    desktop: Desktop, stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ntfy 2.16's ``copy`` action: a button (pressed through dunst's context menu) that
+    puts ``value`` on the X clipboard (xclip, read back with xclip -o) and records a click."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    desktop.dunstctl("close-all")
+    cfg = agent_cfg(tmp_path, stub.port)
+    actions = [{"id": "c1", "action": "copy", "label": "Copy code", "value": "493 812"}]
+    env = {**os.environ, **desktop.env}
+
+    def clipboard() -> str:
+        out = subprocess.run(["xclip", "-selection", "clipboard", "-out"], env=env,
+                             capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+        return out.stdout
+
+    async with AgentService(cfg) as svc:
+        await stub.frames.put(frame("message", "cp1", title="login", message="your code",
+                                    actions=actions))  # fmt: skip
+        await until(lambda: desktop.count("displayed") == 1, what="shown")
+        await asyncio.to_thread(desktop.press, "Copy code")
+        await until(lambda: clipboard() == "493 812", what="the value on the clipboard")
+        await until(lambda: svc.store.get("cp1").state == "clicked")  # type: ignore[union-attr]

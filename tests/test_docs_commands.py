@@ -162,9 +162,10 @@ def test_each_command_the_docs_show_parses(shown: Shown) -> None:
 
 
 def test_a_command_that_does_not_parse_is_caught() -> None:
-    (tray,) = commands("pushagent tray --server mqtt://broker.lan:1883 --topic 'home/#'  # x")
-    assert tray == ["pushagent", "tray", "--server", "mqtt://broker.lan:1883", "--topic", "home/#"]
+    (tray,) = commands("pushagent tray --server mqtt://broker.lan:1883 --sever x  # x")
+    assert tray == ["pushagent", "tray", "--server", "mqtt://broker.lan:1883", "--sever", "x"]
     assert "unrecognized arguments" in (parse("pushagent", tray[1:]) or "")
+    assert parse("pushagent", ["tray", "--server", "mqtt://b", "--topic", "home/#"]) is None
     (demo,) = commands("PUSHAGENT_HOME=/x/.demo/agent A=1 /x/.venv/bin/pushagent status")
     assert demo == ["pushagent", "status"]
     assert parse("pushagent", ["history", "--since", "2h"]) is None
@@ -214,3 +215,24 @@ def test_each_config_the_docs_show_is_accepted(where: str, text: str, tmp_path: 
             relay_config.load({}, config_file=path, env={})
         except ConfigError as relay_error:
             pytest.fail(f"{where}: as an agent config: {agent_error}; as a relay's: {relay_error}")
+
+
+def test_every_install_command_the_docs_show_names_an_extra_that_exists() -> None:
+    """``pipx install .`` (no tray, no notifications) and ``pipx install 'edgepush[desktop]'``
+    once disagreed across the docs: each ``pip``/``pipx install`` of edgepush names the
+    package (or ``.``) with an extra pyproject.toml defines."""
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                 ["optional-dependencies"])  # fmt: skip
+    wrong, seen = [], 0
+    for doc in DOCS:
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            for spec in re.findall(r"pipx? install (?:-e )?[`'\"]?([\w.]+(?:\[[\w,]+\])?)", line):
+                if not spec.startswith(("edgepush", ".")):
+                    continue  # another package
+                seen += 1
+                found = re.fullmatch(r"(?:edgepush|\.)\[([\w,]+)\]", spec)
+                if found is None or not set(found.group(1).split(",")) <= extras:
+                    wrong.append(f"{doc.relative_to(ROOT)}:{n}: {spec}")
+    assert seen >= 5 and wrong == []

@@ -267,7 +267,9 @@ def test_account_anonymous_view(relay: Relay) -> None:
     assert acc["username"] == "*" and acc["role"] == "anonymous"
     assert acc["limits"]["basis"] == "ip"
     assert acc["limits"]["messages_expiry_duration"] == 43200  # the default retention_age
-    assert acc["limits"]["emails"] == 0 and acc["limits"]["attachment_file_size"] == 0
+    assert acc["limits"]["emails"] == 0
+    assert acc["limits"]["attachment_file_size"] == 15 * 1024 * 1024  # [attachments] default
+    assert acc["limits"]["attachment_expiry_duration"] == 3 * 3600
 
 
 def test_unifiedpush_discovery_and_no_web_app(relay: Relay) -> None:

@@ -303,6 +303,13 @@ def acts(text: str) -> list[dict[str, Any]]:
                      [{"action": "view", "label": "J", "clear": False,
                        "url": "https://j.example"}], id="json-form"),
         pytest.param("[]", [], id="json-empty"),
+        # ntfy 2.16's copy action: the third bare value is the value to copy
+        pytest.param("copy, Copy code, 123456",
+                     [{"action": "copy", "label": "Copy code", "clear": False,
+                       "value": "123456"}], id="copy-bare-value"),
+        pytest.param('[{"action": "copy", "label": "C", "value": "v"}]',
+                     [{"action": "copy", "label": "C", "clear": False, "value": "v"}],
+                     id="copy-json"),
     ],
 )  # fmt: skip
 def test_actions(text: str, expected: list[dict[str, Any]]) -> None:
@@ -319,7 +326,9 @@ def test_actions(text: str, expected: list[dict[str, Any]]) -> None:
         pytest.param('label="xx", action="http", url=http://e.example, what is this anyway',
                      "term 'what is this anyway' unknown", id="fourth-bare-term"),
         pytest.param("fdsfdsf", "parameter 'action' cannot be 'fdsfdsf', valid values are "
-                     "'view', 'broadcast' and 'http'", id="unknown-action"),
+                     "'view', 'broadcast', 'http' and 'copy'", id="unknown-action"),
+        pytest.param("copy, Copy code", "parameter 'value' is required for action 'copy'",
+                     id="copy-needs-value"),
         pytest.param('aaa=a, "bbb, \'ccc, ddd, eee "', "key 'aaa' unknown", id="unknown-key"),
         pytest.param('action=http, label="omg the end quote is missing',
                      "unexpected end of input, quote started at position 20", id="open-quote"),

@@ -126,9 +126,11 @@ def test_bad_server_urls_are_config_errors(url: str, words: str) -> None:
 def test_ws_url_joins_topics_on_one_socket_with_since() -> None:
     s = parse_server("http://127.0.0.1:9000/base")
     assert ws_url(s, ["b", "a"], "abc") == "ws://127.0.0.1:9000/base/b,a/ws?since=abc"
-    assert ws_url(s, ["a b"], None) == "ws://127.0.0.1:9000/base/a%20b/ws"
+    assert ws_url(s, ["a-b_C9"], None) == "ws://127.0.0.1:9000/base/a-b_C9/ws"
+    with pytest.raises(ConfigError, match="ntfy topic is 1-64 letters"):
+        ws_url(s, ["a b"], None)  # ntfy answers 400 to it: refused before connecting
     assert subscription(["b", "a", "b"]) == "a,b"
-    with pytest.raises(ConfigError, match="wildcards"):
+    with pytest.raises(ConfigError, match="cannot be subscribed on an ntfy server"):
         ws_url(s, ["home/#"], None)
     with pytest.raises(ConfigError, match="--topic"):
         ws_url(s, [], None)

@@ -7,16 +7,25 @@ priorities clamped, since= misread, Basic auth refused.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import apprise
 import pytest
+from python_ntfy import NtfyClient
 
+from agent import config
+from agent.config import ReceiptsConfig
+from agent.service import AgentService
 from edge_relay import auth
+from tests.notifyhelp import until
 from tests.relay import FAST, Relay, module_relay
 
 
@@ -150,7 +159,6 @@ def test_basic_auth_with_a_token_as_password(secured: tuple[Relay, str]) -> None
 # Apprise's plugin loader imports imghdr (deprecated in 3.11): its warning, not ours
 @pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 def test_apprise_ntfy_plugin_keeps_every_field(secured: tuple[Relay, str]) -> None:
-    apprise = pytest.importorskip("apprise")
     relay, token = secured
     t = topic("s")
     query = urlencode({"priority": "high", "tags": "door,warning", "click": "https://c.example/x",
@@ -167,9 +175,6 @@ def test_apprise_ntfy_plugin_keeps_every_field(secured: tuple[Relay, str]) -> No
 
 
 def test_python_ntfy_actions_token_markdown(secured: tuple[Relay, str]) -> None:
-    pytest.importorskip("python_ntfy")
-    from python_ntfy import NtfyClient
-
     relay, token = secured
     t = topic("s")
     client = NtfyClient(topic=t, server=relay.url, auth=token)  # Basic with ":token"
@@ -182,3 +187,44 @@ def test_python_ntfy_actions_token_markdown(secured: tuple[Relay, str]) -> None:
     assert got["content_type"] == "text/markdown"
     assert [(x["action"], x["label"], x["url"], x["clear"]) for x in got["actions"]] == [
         ("view", "Open", "https://o.example", False)]  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
+async def test_an_agent_on_the_relay_gets_what_apprise_and_python_ntfy_publish(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """The whole way: foreign publishers → the relay → the agent's WebSocket subscription →
+    its store, every field intact."""
+    t = topic("agent")
+    cfg = config.load({}, env={"PUSHAGENT_HOME": str(tmp_path / "home")})
+    cfg = replace(cfg, servers=(relay.url,), topics=(t,), notifier="log",
+                  receipts=ReceiptsConfig(enabled=False))  # fmt: skip
+    async with AgentService(cfg) as svc:  # its first since= is its start: no wait needed
+        fields = {"priority": "high", "tags": "door,warning", "click": "https://c.example/x",
+                  "image": "no", "actions": "view, Open, https://o.example"}  # fmt: skip
+        query = urlencode(fields, quote_via=quote)
+        a = apprise.Apprise()
+        assert a.add(f"ntfy://127.0.0.1:{relay.port}/{t}?{query}")
+        assert await asyncio.to_thread(a.notify, title="Door", body="Front door opened")
+        await until(lambda: svc.store.count() == 1, what="Apprise's message in the store")
+        got = svc.store.last_message()
+        assert got is not None
+        m = got.message
+        assert (m.title, m.message, m.priority, m.tags) == ("Door", "Front door opened", 4,
+                                                             ("door", "warning"))  # fmt: skip
+        assert m.click == "https://c.example/x"
+        assert [(x["label"], x["url"]) for x in m.actions] == [("Open", "https://o.example")]
+        client = NtfyClient(topic=t, server=relay.url)
+        await asyncio.to_thread(
+            client.send, message="**hi**", title="T", priority=client.MessagePriority.URGENT,
+            tags=["a"], actions=[client.HttpAction(label="Retry", url="https://h.example")],
+            format_as_markdown=True,
+        )  # fmt: skip
+        await until(lambda: svc.store.count() == 2, what="python-ntfy's message in the store")
+        got = svc.store.last_message()
+        assert got is not None
+        m = got.message
+        assert (m.message, m.title, m.priority, m.tags) == ("**hi**", "T", 5, ("a",))
+        assert m.content_type == "text/markdown"
+        assert [(x["action"], x["label"], x["url"]) for x in m.actions] == [
+            ("http", "Retry", "https://h.example")]  # fmt: skip

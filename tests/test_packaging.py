@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
-from agent.errors import AuthError
 from tests.helpers import ROOT, free_port, wait_for
 from tests.mosquitto import Mosquitto
 
@@ -299,21 +298,21 @@ def test_desktop_notification_from_the_binary(
 
 
 def test_login_without_keyring_is_one_clear_line(binaries: Binaries, tmp_path: Path) -> None:
+    env = bare_env(tmp_path)
     out = run(
         [str(binaries.agent), "login", "mqtt://127.0.0.1:1883", "--user", "u"],
-        env=bare_env(tmp_path),
+        env=env,
         input="secret\n",
     )
-    # No keyring service here: login must fail (nothing was stored), with one line on stderr
-    # that says why and names both ways to give the password instead. No traceback, no log
-    # lines around it, and the password itself nowhere.
-    assert out.returncode == AuthError.exit_code, (out.returncode, out.stderr)
+    # No keyring service here: the password goes to a 0600 file in the config folder, and
+    # one line on stderr says so and where. No traceback, no log lines, no password in it.
+    assert out.returncode == 0, (out.returncode, out.stderr)
     assert out.stdout == "", out.stdout
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
-    assert lines[0].startswith("pushagent: cannot store the password: no OS keyring"), lines
-    assert "password_file" in lines[0] and "PUSHAGENT_PASSWORD" in lines[0], lines
-    assert "secret" not in out.stderr
+    assert lines[0].startswith("no OS keyring here: stored the password for u at "), lines
+    assert "secrets.json (mode 0600)" in lines[0], lines
+    assert "secret\n" not in out.stderr and " secret" not in out.stderr
 
 
 def test_end_to_end_relay_and_agent_binaries(

@@ -80,7 +80,7 @@ def test_upstream_down_at_start_lan_works_then_outbox_drains(tmp_path: Path) -> 
                  timeout=10, what="outbox holds 5")  # fmt: skip
         broker.start()
         wait_for(lambda: relay.request("GET", "/v1/health")[1]["upstream"] ==
-                 {"url": broker.url, "state": "connected", "outbox": 0},
+                 {"url": broker.url, "state": "connected", "outbox": 0, "last_error": None},
                  timeout=30, what="connected and drained")  # fmt: skip
     finally:
         assert relay.stop() == 0

@@ -309,7 +309,6 @@ def test_sigkill_between_accept_and_due_delivers_once_everywhere(
 def test_python_ntfy_schedule_and_scheduled_poll(tmp_path: Path) -> None:
     """python-ntfy (a third-party client): ``send(schedule=datetime)`` sends ``Delay: <unix>``;
     ``get_cached_messages(scheduled=True)`` sends ``scheduled=True``."""
-    pytest.importorskip("python_ntfy")
     from python_ntfy import NtfyClient
 
     relay = Relay(tmp_path / "relay").start()

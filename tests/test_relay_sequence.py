@@ -51,6 +51,7 @@ def test_update_clear_delete_answers_and_replay(relay: Relay) -> None:
     assert {a["sequence_id"] for a in (first, update, clear, delete)} == {"dl-1"}
     assert (first["message"], update["message"]) == ("Downloading", "Done")
     assert len({a["id"] for a in (first, update, clear, delete)}) == 4
+    assert not {"message", "priority"} & (set(clear) | set(delete)), (clear, delete)
     replay = relay.poll(t)
     assert [(m["event"], m["sequence_id"]) for m in replay] == [
         ("message", "dl-1"), ("message", "dl-1"), ("message_clear", "dl-1"),
@@ -81,6 +82,9 @@ def test_ws_and_json_subscribers_see_the_sequence(relay: Relay) -> None:
             ("message", "dl-1", t), ("message", "dl-1", t), ("message_clear", "dl-1", t),
             ("message_delete", "dl-1", t)]  # fmt: skip
         assert [m.get("message") for m in got[:2]] == ["Downloading", "Done"]
+        # ntfy's clear/delete events (NewActionMessage) carry no text and no priority
+        keys = {"id", "time", "expires", "event", "topic", "sequence_id"}
+        assert [set(m) for m in got[2:]] == [keys, keys]
 
 
 @pytest.mark.parametrize("how", ["header", "query", "json"])

@@ -66,11 +66,16 @@ def test_sequence_id_and_delay_on_the_relay(relay: Relay, home: Path) -> None:
     topic = unique_topic("sendseq")
     r = pushagent("send", "--server", relay.url, topic, "v1", "--sequence-id", "job-7", home=home)
     out, err = _lines(r)
-    if r.returncode == 0:  # after the seqid merge: the relay keeps it
-        [msg] = relay.poll(topic)
-        assert out == msg["id"] and msg.get("sequence_id") == "job-7"
-    else:  # UNTIL THE MERGE: this branch's relay has no /<topic>/<sid> route (ntfy 40401)
-        assert (r.returncode, out) == (2, "") and "40401" in err and "\n" not in err
+    assert r.returncode == 0, err
+    [msg] = relay.poll(topic)
+    assert out == msg["id"] and msg.get("sequence_id") == "job-7"
+    for flag in ("--clear", "--delete"):
+        r = pushagent("send", "--server", relay.url, topic, flag, "job-7", home=home)
+        out, err = _lines(r)
+        assert r.returncode == 0, err
+    events = [(m["event"], m.get("sequence_id")) for m in relay.poll(topic)]
+    assert events == [("message", "job-7"), ("message_clear", "job-7"),
+                      ("message_delete", "job-7")]  # fmt: skip
     r = pushagent("send", "--server", relay.url, topic + "d", "later", "--delay", "10m", home=home)
     out, err = _lines(r)
     assert r.returncode == 0, err  # stored, due in ten minutes: hidden until then

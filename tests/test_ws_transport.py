@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 
 from agent import config
 from agent.config import AgentConfig, WsConfig
-from agent.errors import AuthError, ConnectionLost
+from agent.errors import AuthError, ConnectionLost, ServerRefused
 from agent.store import Store
 from agent.transports import Batch
 from agent.transports.ws import WsTransport
@@ -332,13 +332,27 @@ async def test_401_stops_with_an_instruction_to_log_in(
     assert "s3cret" not in str(t.last_error)
 
 
-async def test_401_in_the_resident_agent_keeps_waiting_and_says_why(
+async def test_401_stops_a_transport_never_accepted_and_one_accepted_before_waits(
     stub: NtfyStub, store: Store, tmp_path: Path
 ) -> None:
+    """Refused before any connect: ``run`` raises (``pushagent run`` exits 2 with it). Once
+    accepted, a refusal (a token revoked, a proxy mid-deploy) retries at the cap instead."""
+    cfg = make_cfg(tmp_path)
     stub.reject = 401
-    t = transport(stub, make_cfg(tmp_path), store)
+    wanted = r"HTTP 401\): unauthorized \(no access token was sent\); run: pushagent login"
+    with pytest.raises(ServerRefused, match=wanted):
+        async with asyncio.timeout(10):
+            await transport(stub, cfg, store).run(Sink(store))
+
+    async def open_then_refuse(ws: ServerConnection) -> None:
+        await ws.send(OPEN)
+        stub.reject = 401
+        await ws.close()
+
+    stub.reject, stub.scripts = None, [open_then_refuse]
+    t = transport(stub, cfg, store)
     task = await running(t, Sink(store))
-    await until(lambda: t.last_error is not None)
+    await until(lambda: t.retry_in == 60.0)
     assert t.state == "connecting" and "pushagent login" in str(t.last_error)
     await stop(task)
 

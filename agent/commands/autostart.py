@@ -39,12 +39,17 @@ def target() -> autostart.Target:
 
 def run(args: argparse.Namespace) -> int:
     from agent import autostart
+    from agent.config import location_env
 
     where = target()
     if args.action == "enable":
         config = getattr(args, "config", None)
         mode = "tray" if args.tray else "headless"
-        for path in autostart.enable(where, mode, Path(config) if config else None):
+        # PUSHAGENT_HOME / PUSHAGENT_CONFIG go along: the session starts it without them.
+        written = autostart.enable(
+            where, mode, Path(config) if config else None, env=location_env()
+        )
+        for path in written:
             print(f"wrote {path}")
         if where.platform.startswith("linux") and mode == "headless":
             print("start it now with: systemctl --user daemon-reload && "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from pathlib import Path
 
 from agent import secrets
 from agent.commands import common, load_config
@@ -19,8 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "login",
         help="store a server password in the OS keyring",
-        description="Store the password for SERVER in the OS keyring. The password is read "
-        "from stdin when it is not a terminal, else prompted for (never a command-line flag).",
+        description="Store the password for SERVER in the OS keyring (on a machine without "
+        "one: in a 0600 file in the config folder). The password is read from stdin when it "
+        "is not a terminal, else prompted for (never a command-line flag).",
     )
     common(p)
     p.add_argument(
@@ -52,11 +54,17 @@ def login(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise UsageError("empty password; nothing stored")
-    secrets.store_password(load_config(args), args.server, args.user, password)
-    print(
-        f"stored the password for {args.user} at {secrets.server_key(args.server)}", file=sys.stderr
-    )
+    where = secrets.store_password(load_config(args), args.server, args.user, password)
+    _said(f"stored the password for {args.user} at {secrets.server_key(args.server)}", where)
     return 0
+
+
+def _said(what: str, where: Path | None) -> None:
+    """One line: stored in the keyring, or (no usable keyring) in which 0600 file."""
+    if where is None:
+        print(what, file=sys.stderr)
+    else:
+        print(f"no OS keyring here: {what} in {where} (mode 0600)", file=sys.stderr)
 
 
 def _login_token(args: argparse.Namespace) -> int:
@@ -68,8 +76,8 @@ def _login_token(args: argparse.Namespace) -> int:
     token = sys.stdin.readline().strip()
     if not token:
         raise UsageError("no token on stdin; nothing stored")
-    secrets.store_token(load_config(args), server, token)
-    print(f"stored the access token for {secrets.token_key(server)}", file=sys.stderr)
+    where = secrets.store_token(load_config(args), server, token)
+    _said(f"stored the access token for {secrets.token_key(server)}", where)
     return 0
 
 

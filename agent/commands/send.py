@@ -9,16 +9,21 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent import secrets
 from agent.commands import common, load_config, mqtt_protocol_flag
 from agent.config import AgentConfig
-from agent.envelope import PRIORITY_WORDS, encode_bytes, from_fields
+from agent.envelope import PRIORITY_WORDS, Message, encode_bytes, from_fields
 from agent.errors import ConfigError, ConnectionLost, MessageError, UsageError
-from agent.topics import check_mqtt_topic
+from agent.topics import check_mqtt_topic, topic_problem
+
+if TYPE_CHECKING:
+    from agent import httppublish
 
 DEFAULT_TIMEOUT = 10.0
+HTTP_BODY_LIMIT = 4096  # ntfy's and the relay's default message limit (docs/E2E.md)
 log = logging.getLogger(__name__)
 
 
@@ -42,10 +47,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--markdown", action="store_true", help="the message is Markdown")
     p.add_argument("--delay", metavar="WHEN", help="deliver later: 10m, 2h, a unix time (HTTP)")
     p.add_argument("--sequence-id", metavar="ID", help="update the notification ID (HTTP)")
+    p.add_argument(
+        "--attach",
+        metavar="FILE|URL",
+        help="upload FILE as the attachment, or refer to an http(s) URL (HTTP)",
+    )
+    p.add_argument("--filename", metavar="NAME",
+                   help="the attachment's name (default: FILE's name)")  # fmt: skip
     gone = p.add_mutually_exclusive_group()
     gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
     gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
     mqtt_protocol_flag(p)
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="end-to-end encrypt with TOPIC's current key (pushagent key new/import; "
+        "docs/E2E.md): servers see only the topic, id and time",
+    )
+    p.add_argument(
+        "--expose-priority",
+        action="store_true",
+        help="with --encrypt: leave the priority readable outside (quiet hours at the relay)",
+    )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="give up after N seconds")
     p.set_defaults(func=run, default_log_level=logging.WARNING)
 
@@ -64,12 +87,18 @@ def check_priority(value: str) -> str:
 
 
 _HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
-              "sequence_id": "--sequence-id"}  # fmt: skip
+              "sequence_id": "--sequence-id", "attach": "--attach",
+              "filename": "--filename"}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if args.priority is not None:
         check_priority(args.priority)
+    if args.expose_priority and not args.encrypt:
+        raise UsageError("--expose-priority: only with --encrypt")
+    if args.encrypt and (args.attach is not None or args.filename is not None):
+        # the file would travel in clear: refused until encrypted attachments exist
+        raise UsageError("--attach with --encrypt: encrypted attachments are not supported yet")
     cfg = load_config(
         args,
         servers=[args.server] if args.server else None,
@@ -98,13 +127,63 @@ def run(args: argparse.Namespace) -> int:
         "id": args.id,
         "content_type": "text/markdown" if args.markdown else None,
     }
-    try:
-        msg = from_fields({k: v for k, v in fields.items() if v is not None}, topic=args.topic)
-    except MessageError as exc:
-        raise UsageError(f"--{exc.field or 'message'}: {exc}") from None
-    asyncio.run(_publish(cfg.servers[0], cfg, args.topic, encode_bytes(msg), args.timeout))
+    msg = _built(fields, args.topic)
+    payload = encode_bytes(msg)
+    if args.encrypt:
+        from agent.e2e import seal
+        from agent.envelope import dumps
+
+        kid, secret = _key(cfg, args.topic)
+        sealed = seal.seal(msg, secret, kid, expose_priority=args.expose_priority)
+        payload = dumps(sealed).encode()
+    asyncio.run(_publish(cfg.servers[0], cfg, args.topic, payload, args.timeout))
     print(msg.id)
     return 0
+
+
+def _built(fields: dict[str, Any], topic: str) -> Message:
+    try:
+        return from_fields({k: v for k, v in fields.items() if v is not None}, topic=topic)
+    except MessageError as exc:
+        raise UsageError(f"--{exc.field or 'message'}: {exc}") from None
+
+
+def _key(cfg: AgentConfig, topic: str) -> tuple[str, bytes]:
+    """TOPIC's current key for --encrypt."""
+    from agent.e2e.keystore import KeyStore
+
+    found = KeyStore(cfg).keys(topic)
+    if not found:
+        raise UsageError(
+            f"--encrypt: no key for {topic!r} here; make one (pushagent key new {topic}) "
+            f"or import the publisher's (pushagent key import {topic} STRING)"
+        )
+    return found[0]
+
+
+def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.HttpRequest:
+    """The HTTP publish of an encrypted message: the JWE as the body, application/jose;
+    only routing options as headers (docs/E2E.md)."""
+    from agent import httppublish
+    from agent.e2e import jwe, seal
+
+    fields = {"message": _message(args), "title": args.title, "priority": args.priority,
+              "tags": args.tags, "click": args.click,
+              "content_type": "text/markdown" if args.markdown else None}  # fmt: skip
+    msg = _built(fields, args.topic)
+    kid, key = _key(cfg, args.topic)
+    token = seal.seal_text(msg, key, kid)
+    if len(token) > HTTP_BODY_LIMIT:
+        raise UsageError(
+            f"--encrypt: the encrypted message is {len(token)} bytes; ntfy servers and relays "
+            f"keep a body above {HTTP_BODY_LIMIT} bytes (their default message limit) as an "
+            "attachment file, which agents would not decrypt; shorten the text"
+        )
+    return httppublish.publish_request(
+        args.topic, token,
+        priority=args.priority if args.expose_priority else None, delay=args.delay,
+        sequence_id=args.sequence_id, content_type=jwe.CONTENT_TYPE,
+    )  # fmt: skip
 
 
 def _message(args: argparse.Namespace) -> str:
@@ -122,6 +201,9 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
     from agent.transports import tls_context
 
     server = parse_server(cfg.servers[0])
+    problem = topic_problem("ntfy", args.topic)
+    if problem is not None:  # said here, not as the server's 400 after a round trip
+        raise UsageError(f"TOPIC: {args.topic!r}: {problem}")
     if args.id is not None:
         raise UsageError("--id: an ntfy server picks the message id; use --sequence-id")
     gone = args.clear if args.clear is not None else args.delete
@@ -130,11 +212,15 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("--clear/--delete ID TOPIC take no MESSAGE")
         make = httppublish.clear_request if args.clear is not None else httppublish.delete_request
         req = make(args.topic, gone)
+    elif args.encrypt:
+        req = _sealed_request(cfg, args)
     else:
+        url, data, name = _attachment(args)
+        text = _message(args) if data is None or args.message is not None else ""
         req = httppublish.publish_request(
-            args.topic, _message(args), title=args.title, priority=args.priority,
+            args.topic, text, title=args.title, priority=args.priority,
             tags=args.tags, click=args.click, markdown=args.markdown, delay=args.delay,
-            sequence_id=args.sequence_id,
+            sequence_id=args.sequence_id, attach_url=url, file=data, filename=name,
         )  # fmt: skip
     if server.tls and cfg.tls.insecure:
         log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", server.url)
@@ -145,6 +231,24 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
     )
     return sender.send(req)
+
+
+def _attachment(args: argparse.Namespace) -> tuple[str | None, bytes | None, str | None]:
+    """``--attach``/``--filename`` → (external URL, file bytes, name); UsageError naming the
+    flag for a file that cannot be read."""
+    where: str | None = args.attach
+    if where is None:
+        if args.filename is not None:
+            raise UsageError("--filename: names an attachment; give --attach FILE or URL")
+        return None, None, None
+    if where.startswith(("http://", "https://")):
+        return where, None, args.filename
+    path = Path(where)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--attach: cannot read {where!r}: {exc.strerror}") from None
+    return None, data, args.filename or path.name
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:

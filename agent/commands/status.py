@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import health
+from agent import dnd, health
 from agent.commands import common, load_config
+from agent.commands.pause import FOREVER
 from agent.errors import StoreError
 from agent.store import Store
 
-KEYS = ("server", "state", "since", "last_message_id", "outbox", "messages", "store")
+KEYS = ("server", "state", "since", "last_message_id", "outbox", "messages", "store",
+        "paused_until")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show the running agent's server, connection state and queues",
         description="Show the running agent's current server, connection state (connected, "
         "connecting, offline) and since when, the last message, the outbox length and the "
-        "number of stored messages. Exit code 0 when a daemon is running, 3 when none is.",
+        "number of stored messages, and whether notifications are paused (until when). Exit "
+        "code 0 when a daemon is running, 3 when none is.",
     )
     common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -83,7 +86,7 @@ def report(
     out["store"] = health.OK
     if raw is not None and alive:
         keys = ("server", "state", "since", "last_message_id", "pid", "client_id", "store",
-                "store_error", "store_since")  # fmt: skip
+                "store_error", "store_since", "last_error", "retry_in")  # fmt: skip
         for key in keys:
             if key in raw:
                 out[key] = raw[key]
@@ -117,7 +120,7 @@ def free_bytes(folder: Path) -> int | None:
 
 def _counts(db: Path) -> dict[str, Any]:
     if not db.exists():
-        return {"outbox": 0, "messages": 0}
+        return {"outbox": 0, "messages": 0, "paused_until": None}
     with Store(db) as store:
         last = store.last_message()
         return {
@@ -125,6 +128,7 @@ def _counts(db: Path) -> dict[str, Any]:
             "messages": store.count(),
             "last_message_id": last.message.id if last else None,
             "last_message_time": last.message.time if last else None,
+            "paused_until": dnd.paused_until(store, time.time()),
         }
 
 
@@ -135,7 +139,7 @@ def status(args: argparse.Namespace) -> int:
     try:
         counts = _counts(cfg.paths.db)
     except StoreError as exc:
-        counts = {"outbox": None, "messages": None, "store_error": str(exc)}
+        counts = {"outbox": None, "messages": None, "store_error": str(exc), "paused_until": None}
     out = report(raw, alive=alive, counts=counts, free=free_bytes(cfg.paths.db.parent))
     extra: list[str] = []
     if args.probe:  # imported only here: it pulls in paho and the keyring
@@ -178,12 +182,33 @@ def _text(o: dict[str, Any]) -> str:
             f"server:       {o['server']}",
             f"state:        {o['state']} since {_when(o['since'])}",
         ]
+        if o.get("last_error") and o["state"] != "connected":
+            lines.append(f"last error:   {o['last_error']}{_retry(o.get('retry_in'))}")
     if o.get("last_message_id"):
         lines.append(f"last message: {o['last_message_id']} at {_when(o.get('last_message_time'))}")
     lines.append(f"outbox:       {o['outbox']} waiting")
     lines.append(f"messages:     {o['messages']} stored")
     lines.append(f"store:        {_store(o)}")
+    lines.append(f"notifications: {_paused(o.get('paused_until'))}")
     return "\n".join(lines)
+
+
+def _paused(until: object) -> str:
+    """``shown``, or until when they are held back (``pushagent pause``)."""
+    if not isinstance(until, int | float) or isinstance(until, bool):
+        return "shown"
+    if until >= FOREVER:
+        return "paused until 'pushagent resume'"
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
+    return f"paused until {stamp} (pushagent resume ends it)"
+
+
+def _retry(seconds: object) -> str:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return ""
+    if seconds >= 60:  # the cap: a refusal a person must fix
+        return f" (retrying every {seconds:.0f} s)"
+    return f" (retrying in {seconds:.1f} s)"
 
 
 def _store(o: dict[str, Any]) -> str:

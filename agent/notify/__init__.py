@@ -82,8 +82,9 @@ class LogNotifier(_Base):
     name = "log"
     hand_off_size = 64  # ~10 KiB a write: a few pages, copied by the kernel in one go
 
-    def __init__(self, fd: int | None = None) -> None:
+    def __init__(self, fd: int | None = None, on_event: EventSink | None = None) -> None:
         self._fd = sys.stdout.fileno() if fd is None else fd
+        self._on_event = on_event
 
     async def show(self, items: Sequence[Stored]) -> None:
         data = "".join(
@@ -92,13 +93,18 @@ class LogNotifier(_Base):
         while data:
             written = os.write(self._fd, data)
             data = data[written:]
+        # Written out is this backend's "on screen": the store then says displayed, not
+        # received for ever (the service records the slice's events in one transaction).
+        if self._on_event is not None:
+            for item in items:
+                self._on_event(item.message.id, "displayed")
 
 
 def make_backend(cfg: AgentConfig, on_event: EventSink) -> Notifier:
     """The bare backend named by ``cfg.notifier`` (desktop, command, log, none), no rules."""
     name = cfg.notifier
     if name == "log":
-        return LogNotifier()
+        return LogNotifier(on_event=on_event)
     if name == "none":
         return NullNotifier()
     if name == "command":

@@ -5,14 +5,17 @@ centres (through desktop-notifier; untested here). Priority 1-2 → low urgency,
 4-5 → critical; 5 also asks for the default sound. A click on the body opens the message's
 ``click`` URL and records ``clicked``; closing records ``dismissed``; the server accepting it
 records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request
-(10 s timeout, the answer's status logged). ``broadcast`` (an Android intent) has no meaning
-on a desktop and gets no button: a button that does nothing is worse than none.
+(10 s timeout, the answer's status logged), ``copy`` puts its ``value`` on the clipboard
+(agent.notify.clipboard; no button without a clipboard tool). ``broadcast`` (an Android
+intent) has no meaning on a desktop and gets no button: a button that does nothing is worse
+than none.
 
 ntfy 2.16 sequences (agent.store.sequences): a message whose ``(topic, sequence key)`` is on
 screen replaces that notification in place (D-Bus ``Notify`` with its ``replaces_id``: the
 same notification id, the new text); ``message_clear`` and ``message_delete`` close it
-(``CloseNotification``). What is on screen is known to this process only: after a restart an
-update shows as a new notification and a clear cannot close one shown before.
+(``CloseNotification``). The D-Bus ids of what is on screen are kept in the cache folder
+(agent.notify.screen), so an update or clear that reaches a restarted agent still finds the
+notification an earlier run showed.
 desktop-notifier always sends ``replaces_id = 0``, so for an update its ``call_notify`` is
 wrapped for that one call (under a lock) to pass the id of the notification it replaces.
 
@@ -41,8 +44,9 @@ from typing import Any, Self
 
 from agent.config import DesktopConfig
 from agent.envelope import Message
-from agent.notify import EventSink, LogNotifier, markdown
+from agent.notify import EventSink, LogNotifier, clipboard, markdown
 from agent.notify.icons import IconCache
+from agent.notify.screen import ScreenMemory
 from agent.store import Stored
 from agent.store.sequences import event_of, sequence_key
 
@@ -100,6 +104,8 @@ class DesktopNotifier:
         self._icons = IconCache(cache_dir / "icons") if cache_dir is not None else None
         self._screen: OrderedDict[tuple[str, str], str] = OrderedDict()
         """``(topic, sequence key)`` → desktop-notifier identifier of what is on screen."""
+        self._memory = ScreenMemory(cache_dir / "screen.json" if cache_dir is not None else None)
+        """The same as D-Bus ids, for the next run."""
         self._notify_lock = asyncio.Lock()
         self._on_event = on_event
         self._dn: Any = None  # desktop_notifier.DesktopNotifier once probed
@@ -163,6 +169,27 @@ class DesktopNotifier:
             caps = await asyncio.wait_for(iface.call_get_capabilities(), PROBE_TIMEOUT)
             self._markup = "body-markup" in caps
         self._dn = dn
+        self._memory.attach(await self._server_name())
+
+    async def _server_name(self) -> str:
+        """The notification server's unique bus name (``:1.42``), or "" when unknown."""
+        bus = getattr(getattr(self._dn, "_backend", None), "bus", None)
+        if bus is None:
+            return ""
+        try:
+            from dbus_fast import Message as BusMessage
+            from dbus_fast import MessageType
+
+            reply = await asyncio.wait_for(bus.call(BusMessage(
+                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus", member="GetNameOwner", signature="s",
+                body=["org.freedesktop.Notifications"],
+            )), PROBE_TIMEOUT)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - without it, only this run's ids are used
+            log.debug("cannot ask who owns org.freedesktop.Notifications: %s", exc)
+            return ""
+        ok = reply.message_type == MessageType.METHOD_RETURN and reply.body
+        return str(reply.body[0]) if ok else ""
 
     def _warn(self, why: str) -> None:
         if not self._warned:
@@ -186,6 +213,7 @@ class DesktopNotifier:
                     self._on_event(item.message.id, "displayed")
             else:
                 failed.append(item)
+        self._memory.save()
         if failed:
             if self.available:
                 self._warn("the notification server did not accept a notification")
@@ -201,11 +229,17 @@ class DesktopNotifier:
             nonlocal dispatched
             dispatched = True
 
+        key = (msg.topic, sequence_key(msg))
+
         def on_clicked() -> None:
             self._open(msg.click)
+            self._gone(key)
             self._event(item, "clicked")
 
-        key = (msg.topic, sequence_key(msg))
+        def on_dismissed() -> None:
+            self._gone(key)
+            self._event(item, "dismissed")
+
         icon = await self._icon(msg)
         notification = dn.Notification(
             title=clean(msg.title or msg.topic, self._cfg.max_title, markup=False, oneline=True),
@@ -216,10 +250,14 @@ class DesktopNotifier:
             sound=dn.DEFAULT_SOUND if msg.priority >= 5 and self._cfg.sound else None,
             on_dispatched=on_dispatched,
             on_clicked=on_clicked,
-            on_dismissed=lambda: self._event(item, "dismissed"),
+            on_dismissed=on_dismissed,
         )
-        await self._notify(notification, self._screen.get(key))
+        await self._notify(notification, key)
         if dispatched:
+            mapping = self._mapping()
+            pid = mapping.inverse.get(notification.identifier) if mapping is not None else None
+            if isinstance(pid, int):
+                self._memory.put(*key, pid)
             self._screen[key] = notification.identifier
             self._screen.move_to_end(key)
             while len(self._screen) > SCREEN_KEEP:
@@ -245,19 +283,29 @@ class DesktopNotifier:
         backend = getattr(self._dn, "_backend", None)
         return getattr(backend, "_platform_to_interface_notification_identifier", None)
 
-    async def _notify(self, notification: Any, replaces: str | None) -> None:
-        """Send ``notification``; in place of the one identified by ``replaces`` if it is
-        still on screen (its D-Bus id passed as ``replaces_id``)."""
+    def _gone(self, key: tuple[str, str]) -> None:
+        """The user closed the notification of ``key``: nothing of it to replace or close."""
+        self._screen.pop(key, None)
+        self._memory.forget(*key)
+        self._memory.save()
+
+    async def _notify(self, notification: Any, key: tuple[str, str]) -> None:
+        """Send ``notification``; in place of the sequence's notification if one is still on
+        screen (its D-Bus id, from this run or the last one, passed as ``replaces_id``)."""
         backend: Any = getattr(self._dn, "_backend", None)
         mapping = self._mapping()
         iface = getattr(backend, "interface", None)
+        replaces = self._screen.get(key)
         pid = mapping.inverse.get(replaces) if mapping is not None and replaces else None
+        if pid is None and mapping is not None:
+            pid = self._memory.get(*key)  # shown by an earlier run of the agent
         if pid is None or iface is None or not hasattr(iface, "call_notify"):
             await self._dn.send_notification(notification)
             return
         async with self._notify_lock:
-            del mapping.inverse[replaces]  # the new identifier takes the same D-Bus id
-            backend._notification_cache.pop(replaces, None)
+            if replaces is not None and replaces in mapping.inverse:
+                del mapping.inverse[replaces]  # the new identifier takes the same D-Bus id
+                backend._notification_cache.pop(replaces, None)
             original = iface.call_notify
 
             async def notify(app: str, _replaces_id: int, *rest: Any) -> Any:
@@ -270,18 +318,32 @@ class DesktopNotifier:
                 iface.call_notify = original
 
     async def _close(self, item: Stored) -> bool:
-        """A clear or delete: close the sequence's notification if this process shows it."""
+        """A clear or delete: close the sequence's notification if this run or the last one
+        shows it."""
         msg = item.message
-        identifier = self._screen.pop((msg.topic, sequence_key(msg)), None)
+        key = (msg.topic, sequence_key(msg))
+        identifier = self._screen.pop(key, None)
+        earlier = self._memory.get(*key)
+        self._memory.forget(*key)
         if self._dn is None:
             return self._plyer is not None  # plyer cannot close; nothing to log either
-        if identifier is not None:
-            mapping = self._mapping()
-            if mapping is None or identifier in mapping.inverse:
-                await self._dn.clear(identifier)
+        mapping = self._mapping()
+        if identifier is not None and (mapping is None or identifier in mapping.inverse):
+            await self._dn.clear(identifier)
+        elif earlier is not None:  # shown by an earlier run: close it by its D-Bus id
+            await self._close_id(earlier)
         log.debug("%s for %s/%s: closed=%s", event_of(msg), msg.topic, sequence_key(msg),
-                  identifier is not None)  # fmt: skip
+                  identifier is not None or earlier is not None)  # fmt: skip
         return True
+
+    async def _close_id(self, pid: int) -> None:
+        iface: Any = getattr(getattr(self._dn, "_backend", None), "interface", None)
+        if iface is None or not hasattr(iface, "call_close_notification"):
+            return
+        try:
+            await asyncio.wait_for(iface.call_close_notification(pid), PROBE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - already closed, or the server went away
+            log.debug("CloseNotification(%d): %s", pid, exc)
 
     def _buttons(self, item: Stored) -> list[Any]:
         import desktop_notifier as dn
@@ -289,17 +351,22 @@ class DesktopNotifier:
         buttons = []
         for action in item.message.actions[:3]:
             kind, label = action.get("action"), str(action.get("label") or "")[:40]
-            url = safe_url(action.get("url"))
-            if not label or url is None:
+            if not label:
                 continue
-            if kind in ("view", "http"):
+            if kind == "copy":
+                usable = isinstance(action.get("value"), str) and clipboard.command() is not None
+            else:
+                usable = kind in ("view", "http") and safe_url(action.get("url")) is not None
+            if usable:
                 title = clean(label, 40, markup=False)
                 buttons.append(dn.Button(title=title, on_pressed=self._pressed(item, action)))
         return buttons
 
     def _pressed(self, item: Stored, action: dict[str, Any]) -> Callable[[], None]:
         def pressed() -> None:
-            if action.get("action") == "http":
+            if action.get("action") == "copy":
+                self._spawn(clipboard.copy(str(action.get("value"))))
+            elif action.get("action") == "http":
                 self._spawn(self._http(action))
             else:
                 self._open(action.get("url"))

@@ -8,9 +8,10 @@ Simple form (``;`` between actions, ``,`` between sections)::
     broadcast, Take picture, extras.cmd=pic; view, 'Look ma, commas', https://x
 
 A section is ``key=value`` (key: ``[-.\\w]+``) or a bare value; bare values are, in order,
-``action``, ``label`` and — for ``view``/``http`` only, compared *before* lowercasing, as the
-server does — ``url``; any other bare value is an error. A value may be quoted with ``"`` or
-``'`` (``\\"`` inside is a quote) to hold ``,`` and ``;``; unquoted values are trimmed.
+``action``, ``label`` and — compared *before* lowercasing, as the server does — ``url`` for
+``view``/``http`` or ``value`` for ``copy``; any other bare value is an error. A value may
+be quoted with ``"`` or ``'`` (``\\"`` inside is a quote) to hold ``,`` and ``;``; unquoted
+values are trimmed.
 ``headers.X=`` / ``extras.X=`` fill those maps; ``clear`` is a bool (true/yes/1/false/no/0).
 
 JSON form: a string starting with ``[``: a list of action objects, typed as ntfy's Go struct
@@ -18,8 +19,9 @@ JSON form: a string starting with ``[``: a list of action objects, typed as ntfy
 and unknown keys dropped, as Go's ``encoding/json`` does).
 
 Then, for both: each action gets a fresh 10-character ``id``, ``action`` lowercased, ``method``
-uppercased; at most 3; ``action`` one of view/broadcast/http; ``label`` required; ``url``
-required for view/http; no ``body`` with an http GET/HEAD. Every failure is NtfyError 40018
+uppercased; at most 3; ``action`` one of view/broadcast/http/copy (``copy``: ntfy 2.16, puts
+``value`` on the clipboard); ``label`` required; ``url`` required for view/http, ``value`` for
+copy; no ``body`` with an http GET/HEAD. Every failure is NtfyError 40018
 with ntfy's detail text. Positions in messages count characters (ntfy counts bytes).
 """
 
@@ -36,11 +38,12 @@ from agent.errors import MessageError
 from agent.ntfyproto.errors import NtfyError
 
 MAX_ACTIONS = 3
-TYPES = ("view", "broadcast", "http")
+TYPES = ("view", "broadcast", "http", "copy")
 _WITH_URL = ("view", "http")
+_WITH_VALUE = ("copy",)
 _KEY = re.compile(r"([-.\w]+)\s*=\s*", re.ASCII)
 _SPACE = " \t\r\n"
-_STRINGS = ("id", "action", "label", "url", "method", "body", "intent")
+_STRINGS = ("id", "action", "label", "url", "method", "body", "intent", "value")
 _MAPS = ("headers", "extras")
 _ID_CHARS = string.ascii_letters + string.digits
 
@@ -79,12 +82,14 @@ def validate(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind not in TYPES:
             raise _Invalid(
                 f"parameter 'action' cannot be '{kind}', valid values are 'view', "
-                "'broadcast' and 'http'"
+                "'broadcast', 'http' and 'copy'"
             )
         if not a["label"]:
             raise _Invalid("parameter 'label' is required")
         if kind in _WITH_URL and not a.get("url"):
             raise _Invalid(f"parameter 'url' is required for action '{kind}'")
+        if kind in _WITH_VALUE and not a.get("value"):
+            raise _Invalid(f"parameter 'value' is required for action '{kind}'")
         if kind == "http" and a.get("method") in ("GET", "HEAD") and a.get("body"):
             raise _Invalid(f"parameter 'body' cannot be set if method is {a['method']}")
     return out
@@ -99,7 +104,7 @@ def _normalised(a: dict[str, Any]) -> dict[str, Any]:
         "label": a.get("label", ""),
         "clear": bool(a.get("clear", False)),
     }
-    for key in ("url", "method", "headers", "body", "intent", "extras"):
+    for key in ("url", "method", "headers", "body", "intent", "extras", "value"):
         value = a.get(key)
         if value:
             out[key] = value.upper() if key == "method" else value
@@ -229,6 +234,8 @@ def _populate(action: dict[str, Any], section: int, key: str, value: str) -> Non
             key = "label"
         elif section == 2 and action.get("action") in _WITH_URL:  # before lowercasing
             key = "url"
+        elif section == 2 and action.get("action") in _WITH_VALUE:
+            key = "value"
         else:
             raise _Invalid(f"term '{value}' unknown")
     if key.startswith("headers."):
@@ -242,7 +249,7 @@ def _populate(action: dict[str, Any], section: int, key: str, value: str) -> Non
                 "(true/yes/1/false/no/0)"
             )
         action["clear"] = value.lower() in ("true", "yes", "1")
-    elif name in ("action", "label", "url", "method", "body", "intent"):
+    elif name in ("action", "label", "url", "method", "body", "intent", "value"):
         action[name] = value
     else:
         raise _Invalid(f"key '{key}' unknown")

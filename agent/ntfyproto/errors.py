@@ -33,6 +33,8 @@ CODES: dict[int, tuple[int, str, str]] = {
     40011: (400, "invalid request: message must be UTF-8 encoded", ""),
     40013: (400, "invalid request: attachment URL is invalid", f"{_DOCS}/publish/#attachments"),
     40014: (400, "invalid request: attachments not allowed", f"{_DOCS}/config/#attachments"),
+    40015: (400, "invalid request: attachment expiry before delayed delivery date",
+            f"{_DOCS}/publish/#scheduled-delivery"),
     40016: (400, "invalid request: client not using the websocket protocol",
             f"{_DOCS}/subscribe/api/#websockets"),
     40017: (400, "invalid request: request body must be message JSON",
@@ -63,6 +65,8 @@ CODES: dict[int, tuple[int, str, str]] = {
     42908: (429, "limit reached: daily message quota reached", _LIMITS),
     50001: (500, "internal server error", ""),
     50701: (507, "cannot publish to UnifiedPush topic without previously active subscriber", ""),
+    # the relay's own (ntfy has no number for a full attachment disk)
+    50702: (507, "insufficient storage: the attachment cache is full", ""),
 }  # fmt: skip
 
 

@@ -17,10 +17,15 @@ Rules worth knowing (all ntfy's):
 * ``X-Markdown: yes`` / ``md=1`` / ``Content-Type: text/markdown`` (exactly, any case) →
   ``content_type: text/markdown``.
 * ``X-Icon`` and ``X-Attach`` must be http(s) URLs (40021, 40013). An attachment by URL is
-  kept as ``attachment: {name, url}``; a body *as* a file (``X-Filename`` without a URL, or a
-  body that is not UTF-8 text) is 40014: this package's callers store no files.
+  kept as ``attachment: {name, url}`` (the server never fetches it). Whether the body *is* a
+  file is ``body_is_file`` (``X-Filename`` without a URL, or a body that is not UTF-8 text or
+  above ``message_size``); a caller that stores files passes ``file=True`` and completes the
+  object with ``attachment.file_attachment``; for one that does not, such a body is 40014.
 * ``X-Email`` → 40001, ``X-Call`` → 40032: e-mail and phone calls are not offered, and a
   message is never accepted with them silently dropped.
+* ``Content-Type: application/jose``: the body is an end-to-end encrypted message (a JWE,
+  docs/E2E.md), kept as it is with ``encoding: jwe``; ntfy's own server ignores the type, and
+  clients that know neither see an opaque string.
 * ``up=1`` / ``Content-Encoding: aes128gcm``: UnifiedPush: the body is kept untrimmed, base64
   with ``encoding: base64`` when it is not UTF-8.
 
@@ -36,7 +41,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.envelope import check_unicode
@@ -44,6 +49,7 @@ from agent.errors import MessageError
 from agent.ntfyproto import fields as f
 from agent.ntfyproto import templates
 from agent.ntfyproto.actions import check_types, parse_actions
+from agent.ntfyproto.attachment import safe_name
 from agent.ntfyproto.errors import NtfyError
 from agent.ntfyproto.fields import Request
 
@@ -77,14 +83,49 @@ class Publish:
     template: str = ""  # "" (off), templates.INLINE or a template's name
     unifiedpush: bool = False
     poll_id: str = ""
+    file: bool = False
+    """The body is an attachment file (the caller stores it; ``fields`` lack its object)."""
+    upload: bytes = b""
+    """A JSON publish's file: its ``message`` text, which ntfy stores as the file when the
+    JSON names a ``filename`` and no ``attach`` URL (``transformBodyJSON``, case 4)."""
 
 
-def parse_publish(req: Request, body: bytes) -> Publish:
+def body_is_file(req: Request, head: bytes, *, truncated: bool) -> bool:
+    """``handlePublishBody``'s choice: is the body an attachment file? ``head`` is the body,
+    or its first ``message_size`` bytes with ``truncated`` set when there is more.
+
+    In ntfy's order: a poll request, UnifiedPush or an ``X-Attach`` URL keep the body as
+    text; an ``X-Filename`` makes it a file; a template's JSON data is text; else a body above
+    the message limit or not UTF-8 is a file."""
+    if req.read(f.POLL_ID):
+        return False
+    if req.read_bool(f.UNIFIEDPUSH, False) or req.read(f.CONTENT_ENCODING) == "aes128gcm":
+        return False
+    if req.read(f.ATTACH):
+        return False
+    if req.read(f.FILENAME):
+        return True
+    if templates.mode(req.read(f.TEMPLATE)):
+        return False
+    if truncated:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def parse_publish(req: Request, body: bytes, *, file: bool = False) -> Publish:
     """``PUT/POST /<topic>`` (and GET ``/<topic>/publish``): NtfyError for what ntfy refuses.
 
     A body above ``req.max_value`` is 413 (ntfy would keep it as an attachment file), unless
-    it is a template's JSON data (``templates.apply`` bounds that)."""
+    it is a template's JSON data (``templates.apply`` bounds that). With ``file`` (the caller
+    found ``body_is_file`` and stores the body) ``body`` is ignored: the message is
+    ``X-Message`` or "" (``attachment.file_attachment`` gives ntfy's default)."""
     template = templates.mode(req.read(f.TEMPLATE))
+    if file:
+        body, template = b"", ""
     if not template:
         _check_size(req, body)
     out: dict[str, Any] = {}
@@ -96,6 +137,8 @@ def parse_publish(req: Request, body: bytes) -> Publish:
         if value := req.read(param):
             out[param.key] = value
     _attachment(req, out)
+    if file:
+        out.setdefault("attachment", {})
     if icon := req.read(f.ICON):
         if not _URL.match(icon):
             raise NtfyError(40021, f"{icon[:80]!r} is not an http(s) URL", field="icon")
@@ -115,8 +158,11 @@ def parse_publish(req: Request, body: bytes) -> Publish:
     if actions := req.read(f.ACTIONS):
         out["actions"] = parse_actions(actions)
     markdown = req.read_bool(f.MARKDOWN, False)
-    if markdown or req.read(f.CONTENT_TYPE).lower() == "text/markdown":
+    ctype = req.read(f.CONTENT_TYPE).lower()
+    if markdown or ctype == "text/markdown":
         out["content_type"] = "text/markdown"
+    elif ctype == "application/jose":  # an end-to-end encrypted message (docs/E2E.md)
+        out["encoding"] = "jwe"
     unifiedpush = req.read_bool(f.UNIFIEDPUSH, False)
     if unifiedpush or req.read(f.CONTENT_ENCODING) == "aes128gcm":
         unifiedpush, firebase = True, False
@@ -131,8 +177,12 @@ def parse_publish(req: Request, body: bytes) -> Publish:
             _check_size(req, body)
             out["priority"] = parse_priority(priority)
         template = ""
-        out["message"] = _body(out, body, message, unifiedpush=unifiedpush, poll=bool(poll_id))
-    return Publish(out, cache, firebase, delay, template, unifiedpush, poll_id)
+        if file and not (poll_id or unifiedpush):
+            out["message"] = message
+        else:
+            out["message"] = _body(out, body, message, unifiedpush=unifiedpush,
+                                   poll=bool(poll_id))  # fmt: skip
+    return Publish(out, cache, firebase, delay, template, unifiedpush, poll_id, file)
 
 
 def _templated(
@@ -181,11 +231,11 @@ def _attachment(req: Request, out: dict[str, Any]) -> None:
     filename, attach = req.read(f.FILENAME), req.read(f.ATTACH)
     if not (filename or attach):
         return
-    name = filename
+    name = safe_name(filename)
     if attach:
         if not _URL.match(attach):
             raise NtfyError(40013, f"{attach[:80]!r} is not an http(s) URL", field="attachment")
-        name = name or _go_base(attach)
+        name = name or safe_name(_go_base(attach))
         out["attachment"] = {"name": name or "attachment", "url": attach}
     else:
         out["attachment"] = {"name": name}
@@ -227,10 +277,14 @@ def _body(out: dict[str, Any], body: bytes, header: str, *, unifiedpush: bool, p
     return message or EMPTY_MESSAGE
 
 
-def parse_json_publish(req: Request, body: bytes, *, max_size: int) -> tuple[str, Publish]:
+def parse_json_publish(
+    req: Request, body: bytes, *, max_size: int, files: bool = False
+) -> tuple[str, Publish]:
     """``PUT/POST /`` with a JSON object: (topic, what it asks for). ``req`` is changed in
     place (its headers take the JSON fields). ``max_size`` is the body limit (ntfy: twice the
-    message limit): 41303 above it; 40024 for JSON that is not ntfy's message object."""
+    message limit): 41303 above it; 40024 for JSON that is not ntfy's message object. With
+    ``files`` (the caller stores files), a message that ``body_is_file`` is returned as
+    ``upload``."""
     if len(body) > max_size:
         raise NtfyError(41303, f"{len(body)} bytes, above the limit of {max_size}", field="body")
     obj = _json_object(body)
@@ -241,8 +295,11 @@ def parse_json_publish(req: Request, body: bytes, *, max_size: int) -> tuple[str
         value = obj.get(key)
         if header and value not in (None, "", [], False, 0):
             req.set_header(header, _header_value(key, value))
-    message = obj.get("message") or EMPTY_MESSAGE
-    return topic, parse_publish(req, message.encode("utf-8", "surrogatepass"))
+    data = (obj.get("message") or EMPTY_MESSAGE).encode("utf-8", "surrogatepass")
+    limit = req.max_value
+    if files and body_is_file(req, data, truncated=limit is not None and len(data) > limit):
+        return topic, replace(parse_publish(req, b"", file=True), upload=data)
+    return topic, parse_publish(req, data)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

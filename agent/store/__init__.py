@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import Message
-from agent.store import sequences
+from agent.store import sealed, sequences
 from agent.store.ledger import _Ledger
 from agent.store.scheduled import _Scheduled
 from agent.store.schema import (
@@ -49,12 +49,13 @@ from agent.store.schema import (
     _redelivered,
     _stored,
 )
+from agent.store.sealed import _Sealed
 from agent.timeparse import Since
 
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_Scheduled, _Ledger):
+class Store(_Sealed, _Scheduled, _Ledger):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class Store(_Scheduled, _Ledger):
         redelivery: Mapping[str, Redelivery] | None = None,
         rejected: Sequence[Rejected] = (),
         cursor_id: str | None = None,
+        encrypted: Sequence[sealed.Sealed | None] | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction; return the messages that were new, in order.
 
@@ -104,6 +106,11 @@ class Store(_Scheduled, _Ledger):
         in this transaction, so acknowledging the batch never loses one unseen. The cursor's
         position is the last message's id unless ``cursor_id`` names a later one (a rejected
         ntfy frame's id: a reconnect then does not fetch it again).
+
+        ``encrypted``, one item per message, says which arrived end-to-end encrypted
+        (``Sealed``, with the JWE when it could not be decrypted: stored ``undecryptable``)
+        and which in clear (None); an id stored, or earlier in the batch, with the other
+        encryption status is kept in ``rejected``, never merged (agent.store.sealed).
         """
         if not messages and not rejected:
             return []
@@ -111,16 +118,24 @@ class Store(_Scheduled, _Ledger):
         with self._write() as conn:
             if redelivery:
                 messages = _redelivered(conn, messages, source or "", redelivery)
+            last_id = messages[-1].id if messages else None  # even if screened out below
             known = self._existing_ids(conn, [m.id for m in messages])
+            marks: dict[str, sealed.Sealed] = {}
+            if encrypted is not None or known:
+                messages, marks, mixed = sealed.screen(
+                    conn, messages, encrypted, known, source, now
+                )
+                rejected = [*rejected, *mixed] if mixed else rejected
             fresh: list[Message] = []
             for m in messages:
                 if m.id not in known:
                     known.add(m.id)
                     fresh.append(m)
-            first = _insert_new(conn, fresh, source, now)
+            tokens = {i: f.ciphertext for i, f in marks.items()} if marks else None
+            first = _insert_new(conn, fresh, source, now, tokens)
             if fresh:
                 sequences.record(conn, fresh, now)
-            position = cursor_id or (messages[-1].id if messages else None)
+            position = cursor_id or last_id
             if cursor is not None and position is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?)",
@@ -134,6 +149,8 @@ class Store(_Scheduled, _Ledger):
                 )
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
+        if marks:
+            return [Stored(first + i, m, _state(m, marks), source) for i, m in enumerate(fresh)]
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
 
     def get(self, message_id: str) -> Stored | None:
@@ -283,3 +300,8 @@ class Store(_Scheduled, _Ledger):
     def pending_notifications(self, limit: int = 1000) -> list[Stored]:
         """Stored messages not yet handed to the notifier, oldest first."""
         return self.query(after_seq=self.notified_seq(), limit=limit, newest=False)
+
+
+def _state(m: Message, marks: Mapping[str, sealed.Sealed]) -> str:
+    mark = marks.get(m.id)
+    return sealed.UNDECRYPTABLE if mark is not None and mark.ciphertext else "received"

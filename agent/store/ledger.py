@@ -34,7 +34,8 @@ class _Ledger(_Base):
     ) -> int:
         """Record ``(message_id, state, time)`` events; queue receipts if a destination is set.
 
-        A message's visible state only moves forward (read beats clicked beats displayed).
+        A message's visible state only moves forward (read beats clicked beats displayed);
+        ``undecryptable`` stays until a key import decrypts it (agent.store.sealed).
         Unknown ids are ignored. Returns how many events named a stored message. ``owner``
         is who reported them (the relay: the caller's token name; the agent itself: ''):
         receipts are keyed by (id, owner, state, device), first one wins. ``max_devices``
@@ -54,8 +55,8 @@ class _Ledger(_Base):
             for message_id, state, _ in valid:
                 conn.execute(
                     "UPDATE messages SET state = ? WHERE id = ? AND "
-                    "(CASE state WHEN 'deleted' THEN 5 WHEN 'read' THEN 4 WHEN 'clicked' THEN 3 "
-                    "WHEN 'dismissed' "
+                    "(CASE state WHEN 'undecryptable' THEN 9 WHEN 'deleted' THEN 5 "
+                    "WHEN 'read' THEN 4 WHEN 'clicked' THEN 3 WHEN 'dismissed' "
                     "THEN 2 WHEN 'displayed' THEN 1 ELSE 0 END) < ?",
                     (state, message_id, _RANK[state]),
                 )

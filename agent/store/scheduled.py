@@ -80,6 +80,10 @@ class _Scheduled(_Base):
         rows = self._read("SELECT min(due) FROM scheduled")
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
+    def scheduled_ids(self) -> set[str]:
+        """The ids of every pending scheduled message (the relay keeps their files)."""
+        return {str(r[0]) for r in self._read("SELECT id FROM scheduled")}
+
     def scheduled_count(self) -> int:
         return int(self._read("SELECT count(*) FROM scheduled")[0][0])
 

@@ -21,8 +21,11 @@ The contract every transport keeps (it is what makes "nothing lost, nothing twic
    that was not committed, so the server resends whatever the failed session left.
    On a dropped or dead link, ``run`` reconnects by itself with ``agent.backoff`` and keeps
    ``state`` current. It returns only when cancelled; an AuthError or ConfigError that a
-   person must fix is raised out of ``run`` only when ``fatal_auth`` is set (``pushagent
-   send``); the resident agent keeps retrying at the backoff cap, saying why each time.
+   person must fix is raised out of ``run`` when ``fatal_auth`` is set (``pushagent
+   send``), and a ServerRefused (the server's answer cannot change by retrying) when the
+   transport was never connected in this run (``agent.transports.refusal``: ``pushagent
+   run`` exits 2 with it). Otherwise the resident agent keeps retrying at the backoff cap,
+   saying why each time, with ``last_error`` and ``retry_in`` for ``pushagent status``.
 4. ``publish(item)`` sends one outbox item (a receipt, or a message published while
    offline) and returns once the server acknowledged it; it raises ConnectionLost when
    there is no connection, and the item stays in the outbox.

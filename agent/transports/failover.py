@@ -162,6 +162,8 @@ class FailoverTransport:
         log.info("using %s", child.url)
         if hasattr(child, "on_state"):
             child.on_state = self._forward_state
+        if hasattr(child, "keep_retrying"):  # a refusal retries at the cap while we fail
+            child.keep_retrying = True  # over (agent.transports.refusal), never ends the agent
         if self.on_switch is not None:
             self.on_switch(child.url)
         self._forward_state("connecting")

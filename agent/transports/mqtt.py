@@ -66,6 +66,7 @@ from agent.errors import (
     ConnectionLost,
     InvalidState,
     MessageError,
+    ServerRefused,
     TransportError,
 )
 from agent.store import OutboxItem, Redelivery, Rejected
@@ -75,6 +76,7 @@ from agent.transports import mqtt_protocol as proto
 from agent.transports.mqtt_redelivery import RedeliveryTrust
 from agent.transports.mqtt_url import MqttUrl, parse_url
 from agent.transports.paho_conn import PahoConn, Received
+from agent.transports.refusal import must_stop, stopped
 
 log = logging.getLogger("pushagent.mqtt")
 __all__ = ["MqttTransport", "MqttUrl", "parse_url"]
@@ -118,6 +120,9 @@ class MqttTransport:
         self.on_state: Callable[[ConnState], None] | None = None
         self._conn: PahoConn | None = None
         self._rejects = RejectLog(log)
+        self.keep_retrying = False
+        self.last_error: str | None = None
+        self.retry_in: float | None = None
         self.protocol_key = protocol_key
         """The config key that sets the protocol, named in errors (the relay's differs)."""
         self.protocol = "3.1.1" if cfg.mqtt.protocol == "3.1.1" else "5"
@@ -132,6 +137,8 @@ class MqttTransport:
         """Whether packet id + DUP may dedupe id-less messages (``[mqtt] redelivery``)."""
 
     def _set_state(self, state: ConnState) -> None:
+        if state == "connected":  # for status and agent.transports.refusal
+            self.keep_retrying, self.retry_in = True, None
         if state != self.state:
             self.state = state
             if self.on_state is not None:
@@ -149,12 +156,14 @@ class MqttTransport:
                 try:
                     conn = await self.open()
                 except (AuthError, ConfigError) as exc:
-                    if self.fatal_auth:
-                        raise
+                    if must_stop(exc, fatal=self.fatal_auth, keep_retrying=self.keep_retrying):
+                        raise stopped(self.url, exc) from None
                     delay = BACKOFF_CAP
+                    self.last_error, self.retry_in = str(exc), delay
                     log.error("%s: %s; retrying in %.0f s", self.url, exc, delay)
                 except TransportError as exc:
                     delay = next(delays)
+                    self.last_error, self.retry_in = str(exc), delay
                     log.warning("%s: %s; retrying in %.1f s", self.url, exc, delay)
                 else:
                     if not crashed:  # a good connect resets the backoff; a crash loop does not
@@ -171,6 +180,7 @@ class MqttTransport:
                     finally:
                         await self._close(conn)
                     delay = next(delays)
+                    self.last_error, self.retry_in = why, delay
                     log.warning(
                         "%s: connection lost (%s); reconnecting in %.1f s", self.url, why, delay
                     )
@@ -477,10 +487,10 @@ def _check_connack(code: ReasonCode | int) -> None:
         if not code.is_failure:
             return
         if code.value in _AUTH_CODES:
-            raise AuthError(f"the broker refused the connection: {code}")
+            raise ServerRefused(f"the broker refused the connection: {code}")
         raise ConnectionLost(f"the broker refused the connection: {code}")
     if code == 0:
         return
     if code in _AUTH_V3:
-        raise AuthError(f"the broker refused the connection: {_AUTH_V3[code]}")
+        raise ServerRefused(f"the broker refused the connection: {_AUTH_V3[code]}")
     raise ConnectionLost(f"the broker refused the connection (code {code})")

@@ -69,6 +69,7 @@ from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subs
 from agent.store import OutboxItem, Rejected, Store
 from agent.tasks import supervise
 from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
+from agent.transports.refusal import must_stop, stopped, ws_refusal
 
 log = logging.getLogger("pushagent.ws")
 
@@ -126,7 +127,11 @@ class WsTransport:
         self.state: ConnState = "offline"
         self.on_state: Callable[[ConnState], None] | None = None
         self.connected_since: float | None = None
+        self.keep_retrying = False
+        """Set once connected in this run (or by an owner that must not end: failover, the
+        relay's bridge): a refusal then retries at the cap (``agent.transports.refusal``)."""
         self.last_error: str | None = None
+        self.retry_in: float | None = None
         self._store = store
         self._open_store = open_store
         self._token = token
@@ -144,6 +149,8 @@ class WsTransport:
         if state != self.state:
             self.state = state
             self.connected_since = time.time() if state == "connected" else None
+            if state == "connected":
+                self.keep_retrying, self.retry_in = True, None
             if self.on_state is not None:
                 self.on_state(state)
 
@@ -178,9 +185,9 @@ class WsTransport:
                     why = str(exc)
                     log.error("%s: session failed: %s", self.url, exc, exc_info=exc)
                 except (AuthError, ConfigError) as exc:
-                    if self.fatal_auth:
-                        raise
-                    self.last_error = str(exc)
+                    if must_stop(exc, fatal=self.fatal_auth, keep_retrying=self.keep_retrying):
+                        raise stopped(self.url, exc) from None
+                    self.last_error, self.retry_in = str(exc), BACKOFF_CAP
                     log.error("%s: %s; retrying in %.0f s", self.url, exc, BACKOFF_CAP)
                     self._set_state("connecting")
                     await asyncio.sleep(BACKOFF_CAP)
@@ -190,9 +197,9 @@ class WsTransport:
                 stable = time.monotonic() - started > STABLE_AFTER
                 if self.state == "connected" and stable and not crashed:
                     delays = backoff(cap=BACKOFF_CAP)  # it worked for a while: start over
-                self.last_error = why
-                self._set_state("connecting")
                 delay = next(delays)
+                self.last_error, self.retry_in = why, delay
+                self._set_state("connecting")
                 log.warning("%s: %s; reconnecting in %.1f s", self.url, why, delay)
                 await asyncio.sleep(delay)
         finally:
@@ -224,7 +231,9 @@ class WsTransport:
                 self._set_state("connected")
                 await self._pump(ws, sink)
         except InvalidStatus as exc:
-            raise self._status_error(exc.response.status_code) from None
+            code, body = exc.response.status_code, bytes(exc.response.body)
+            token = bool(self._token)
+            raise ws_refusal(code, body, login=self.source, had_token=token) from None
         except ConnectionClosed as exc:
             raise ConnectionLost(_closed_reason(exc, ws_cfg.max_frame)) from None
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -417,15 +426,6 @@ class WsTransport:
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
-
-    def _status_error(self, status: int) -> AuthError | ConnectionLost:
-        if status in (401, 403):
-            what = "rejected the access token" if self._token else "requires an access token"
-            return AuthError(
-                f"server answered {status}: it {what}; run: pushagent login "
-                f"{self.server.http_base} --token-stdin"
-            )
-        return ConnectionLost(f"server answered HTTP {status} to the WebSocket upgrade")
 
 
 def _last_id(batch: Batch) -> str | None:

@@ -1,17 +1,25 @@
-"""The pystray side of the tray: icon, menu, callbacks, and the refresh thread.
+"""The pystray side of the tray: icon, menu, callbacks, and the periodic refresh.
 
-Only this module imports pystray. On plain X11 (pystray's xorg backend) there is no popup
-menu: a click runs the default entry, "Open history", whose window offers the rest.
+pystray comes from ``agent.tray.backend`` (which imports it); its X11 icon is mended in
+``agent.tray.xembed``, whose loop runs the refresh on its own thread (the only one that
+may touch that icon). Other backends get a refresh thread. On plain X11 (pystray's xorg
+backend) there is no popup menu: a click runs the default entry, "Open history", whose
+window offers the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import select
+import signal
 import subprocess
 import threading
 import time
 import webbrowser
+from types import ModuleType
 from typing import Any
 
 from agent import dnd
@@ -19,9 +27,11 @@ from agent.commands.read import mark_read
 from agent.config import AgentConfig
 from agent.notify.desktop import safe_url
 from agent.store import Store
+from agent.tray import backend
 from agent.tray import icon as drawing
 from agent.tray.model import UNREAD_STATES, Entry, Recent, Snapshot, menu_entries
 from agent.tray.service import ServiceHandle, start_service
+from agent.tray.xembed import drain
 
 log = logging.getLogger("pushagent.tray")
 REFRESH = 1.0
@@ -54,54 +64,106 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
     )
 
 
-def _enable_clicks(icon: Any) -> None:
-    """pystray 0.19's X11 backend handles ButtonPress but never selects it on its window, so
-    a click on the icon did nothing; select it (only on that backend)."""
-    window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
-    if window is None or display is None or not hasattr(window, "change_attributes"):
-        return
-    from Xlib import X
+def icon_class(pystray: ModuleType) -> Any:
+    """The Icon of the backend for this desktop (``backend.icon_class``: StatusNotifierItem
+    where there is a host for it, else X11); the X11 one mended (``agent.tray.xembed``)."""
+    from agent.config import pystray_backend
 
-    window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
-    display.flush()
+    base = backend.icon_class(pystray, forced=pystray_backend())
+    if base.__module__ != "pystray._xorg":
+        return base
+    from agent.tray import xembed
+
+    return xembed.subclass(base)
 
 
 class TrayApp:
     """``run()`` blocks in pystray's loop until Quit (or ``stop()``)."""
 
-    def __init__(self, cfg: AgentConfig, *, with_service: bool = True) -> None:
+    def __init__(
+        self, cfg: AgentConfig, *, with_service: bool = True, pystray: ModuleType | None = None
+    ) -> None:
+        # pystray first (``backend.load``): without a tray, no store is opened, no service run.
+        self._pystray = backend.load() if pystray is None else pystray
         self.cfg = cfg
         self.store = Store(cfg.paths.db).open()
         self.service = start_service(cfg) if with_service else None
         self.snapshot: Snapshot | None = None
         self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # stop() and signals wake the loop with it
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
         self._history: subprocess.Popen[bytes] | None = None
-        import pystray
-
-        self._pystray = pystray
+        pystray = self._pystray
         snap = read_snapshot(cfg, self.store, self.service)
-        self.icon = pystray.Icon(
+        self.icon = icon_class(pystray)(
             "edgepush", drawing.draw(snap.state, snap.unread, connected=snap.connected),
             snap.title, self._menu(snap),
         )  # fmt: skip
         self.snapshot = snap
 
+    @property
+    def wakeup_fd(self) -> int:
+        """A non-blocking pipe's write end for ``signal.set_wakeup_fd``: SIGTERM and SIGINT
+        then wake the loop wherever the Python-level handler runs (only on the main thread,
+        at its next bytecode, which may be long coming while it waits in C)."""
+        return self._wake_w
+
     def run(self) -> None:
-        refresher = threading.Thread(target=self._refresh_loop, name="tray-refresh", daemon=True)
-
-        def setup(icon: Any) -> None:
-            icon.visible = True
-            _enable_clicks(icon)
-            refresher.start()
-
+        if self._stopping.is_set():
+            self._shutdown()
+            return
         try:
-            self.icon.run(setup=setup)
+            run_in_loop = getattr(self.icon, "run_in_loop", None)  # agent.tray.xembed's
+            if run_in_loop is not None:
+                run_in_loop(self._tick, wake_fd=self._wake_r, every=REFRESH)
+            else:
+                self._run_threaded()
         finally:
             self._shutdown()
 
     def stop(self) -> None:
+        """End the tray, from any thread or a signal handler, also before its loop runs."""
         self._stopping.set()
-        self.icon.stop()
+        # a full pipe has a wake-up waiting already
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def _tick(self, woken: bytes) -> None:
+        """The X11 loop's periodic call, on its thread: stop, or refresh the icon."""
+        if {signal.SIGTERM, signal.SIGINT} & set(woken):
+            self._stopping.set()
+        if self._stopping.is_set():
+            self.icon.stop()
+            return
+        self._refresh_logged()
+
+    def _run_threaded(self) -> None:
+        """Other backends (StatusNotifierItem): pystray's own thread-safe calls, and a
+        refresh thread that also ends the loop."""
+        refresher = threading.Thread(target=self._refresh_loop, name="tray-refresh", daemon=True)
+
+        def setup(icon: Any) -> None:
+            icon.visible = True
+            refresher.start()
+
+        self.icon.run(setup=setup)
+
+    def _refresh_loop(self) -> None:
+        while True:
+            readable, _, _ = select.select([self._wake_r], [], [], REFRESH)
+            if readable and {signal.SIGTERM, signal.SIGINT} & set(drain(self._wake_r)):
+                self._stopping.set()
+            if self._stopping.is_set():
+                self.icon.stop()
+                return
+            self._refresh_logged()
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # one bad read must not freeze the icon for good
+            log.exception("tray refresh failed")
 
     def _shutdown(self) -> None:
         self._stopping.set()
@@ -111,13 +173,6 @@ class TrayApp:
             self._history.terminate()
             self._history.wait(5)
         self.store.close()
-
-    def _refresh_loop(self) -> None:
-        while not self._stopping.wait(REFRESH):
-            try:
-                self.refresh()
-            except Exception:  # one bad read must not freeze the icon for good
-                log.exception("tray refresh failed")
 
     def refresh(self) -> None:
         snap = read_snapshot(self.cfg, self.store, self.service)

@@ -22,6 +22,12 @@ def line(s: Stored) -> str:
     return f"{when}  {m.topic}  [{s.state}]  {text}"
 
 
+def lines(store: Store, search: str | None = None) -> list[str]:
+    """The window's lines, newest last, as ``pushagent history`` lists them (the window
+    scrolls to the end, where the newest is)."""
+    return [line(s) for s in store.query(search=search, limit=LIMIT)]
+
+
 def main(argv: list[str]) -> int:
     import tkinter as tk
 
@@ -41,12 +47,13 @@ def main(argv: list[str]) -> int:
     def fill(*_: object) -> None:
         text = query.get().strip()
         try:
-            rows = store.query(search=text or None, limit=LIMIT)
+            rows = lines(store, text or None)
         except Exception:  # a half-typed search must not close the window  # noqa: BLE001
             return
         listbox.delete(0, "end")
-        for s in reversed(rows):
-            listbox.insert("end", line(s))
+        for row in rows:
+            listbox.insert("end", row)
+        listbox.see("end")
 
     query.trace_add("write", fill)
     fill()

@@ -14,6 +14,7 @@ COLOURS = {
     "disconnected": (140, 140, 140),
     "unread": (46, 160, 67),
 }
+BADGE = (220, 30, 30)  # the unread count's disc
 
 
 def draw(state: str, unread: int, *, connected: bool = True) -> Image.Image:
@@ -34,11 +35,27 @@ def draw(state: str, unread: int, *, connected: bool = True) -> Image.Image:
     if unread > 0:
         text = str(unread) if unread < 100 else "99+"
         font = ImageFont.load_default(size=26) if _sized_fonts() else ImageFont.load_default()
-        d.ellipse((SIZE - 38, 0, SIZE, 34), fill=(220, 30, 30))
+        d.ellipse((SIZE - 38, 0, SIZE, 34), fill=BADGE)
         box = d.textbbox((0, 0), text, font=font)
         w, h = box[2] - box[0], box[3] - box[1]
         d.text((SIZE - 19 - w / 2 - box[0], 17 - h / 2 - box[1]), text, fill="white", font=font)
     return img
+
+
+def fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """``image`` (square) scaled to the largest square that fits ``width`` x ``height``,
+    centred on a transparent canvas of that size.
+
+    A tray gives an icon the slot it likes, not a square: trayer gives pystray's X11 icon
+    24 x (panel height - 2), and stretching the square drawing into it made a 24x46 oval.
+    """
+    from PIL import Image
+
+    side = max(1, min(width, height))
+    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    scaled = image.convert("RGBA").resize((side, side), Image.Resampling.LANCZOS)
+    canvas.paste(scaled, ((width - side) // 2, (height - side) // 2))
+    return canvas
 
 
 def _sized_fonts() -> bool:

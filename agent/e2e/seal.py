@@ -1,0 +1,118 @@
+"""A Message's two halves: the routing outside, the envelope sealed inside a JWE. No I/O.
+
+Outside, readable by every server on the way: ``topic``, ``id``, ``time``, ``expires``,
+``sequence_id`` (ntfy 2.16: which notification an update replaces), and ``priority`` only
+when the publisher chose to expose it (quiet hours at the relay). Inside: the envelope --
+title, message, priority, tags, click, actions, attachment metadata, content type, extras --
+and the topic again, so a ciphertext moved to another topic that shares its key does not open.
+
+On receipt ``open_message`` gives the message to store and show: the decrypted envelope under
+the outer id/time, or, when it cannot be opened (no key, wrong key, tampered, refused), a
+stand-in "encrypted message on TOPIC" with the ciphertext kept beside it for a later key
+import. Tampered text is never shown: AES-GCM opens all of it or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.e2e import jwe
+from agent.envelope import Message, encode, from_fields
+from agent.errors import MessageError
+
+ROUTING = ("id", "time", "expires", "topic")
+KEEP_OUTSIDE = ("sequence_id",)  # routing extras a relay needs (and reads) in the clear
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What arrived encrypted, as it is stored: ``ciphertext`` is None once decrypted."""
+
+    message: Message
+    ciphertext: str | None = None
+    reason: str | None = None
+    kid: str | None = None
+
+
+def inside(msg: Message) -> dict[str, Any]:
+    """The envelope fields that go into the JWE (everything but the routing outside)."""
+    body = encode(msg)
+    for name in ("id", "time", "expires", *KEEP_OUTSIDE):
+        body.pop(name, None)
+    return body
+
+
+def seal_text(msg: Message, key: bytes, kid: str) -> str:
+    """The JWE compact string for ``msg`` (an HTTP publish's body)."""
+    return jwe.encrypt(inside(msg), key, kid)
+
+
+def seal(msg: Message, key: bytes, kid: str, *, expose_priority: bool = False) -> dict[str, Any]:
+    """The outer envelope of ``msg`` for MQTT: routing fields, ``message`` the JWE and
+    ``encoding: jwe`` (docs/E2E.md)."""
+    outer: dict[str, Any] = {"id": msg.id, "time": msg.time, "topic": msg.topic}
+    if msg.expires is not None:
+        outer["expires"] = msg.expires
+    for name in KEEP_OUTSIDE:
+        if name in msg.extra:
+            outer[name] = msg.extra[name]
+    if expose_priority:
+        outer["priority"] = msg.priority
+    outer["message"] = seal_text(msg, key, kid)
+    outer["encoding"] = jwe.ENCODING
+    return outer
+
+
+def is_sealed(msg: Message) -> bool:
+    """Whether ``msg`` arrived encrypted: ``encoding: jwe``, ``content_type:
+    application/jose``, or (a server that kept neither) a message shaped like a JWE."""
+    return (
+        msg.extra.get("encoding") == jwe.ENCODING
+        or msg.content_type == jwe.CONTENT_TYPE
+        or jwe.looks_like(msg.message)
+    )
+
+
+def stand_in(msg: Message) -> Message:
+    """What is shown for an encrypted message that cannot be opened: never its contents."""
+    return Message(
+        id=msg.id, time=msg.time, topic=msg.topic, expires=msg.expires,
+        message=f"encrypted message on {msg.topic}", priority=msg.priority,
+        extra=_outside_extras(msg),
+    )  # fmt: skip
+
+
+def open_message(msg: Message, keys: Mapping[str, bytes]) -> Opened:
+    """Decrypt a sealed ``msg`` with its topic's ``keys`` (kid -> key); see the docstring."""
+    token = msg.message
+    try:
+        body = jwe.decrypt(token, keys)
+        if body.get("topic", msg.topic) != msg.topic:
+            raise jwe.DecryptError("JWE was sealed for another topic")
+        return Opened(opened(msg, body), kid=_kid(token))
+    except MessageError as exc:
+        kid = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
+        return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=kid)
+
+
+def opened(outer: Message, body: Mapping[str, Any]) -> Message:
+    """The decrypted envelope ``body`` under ``outer``'s routing fields; MessageError."""
+    fields = {k: v for k, v in body.items() if k not in ROUTING and k not in KEEP_OUTSIDE}
+    fields.update(_outside_extras(outer))
+    fields.update(id=outer.id, time=outer.time)
+    if outer.expires is not None:
+        fields["expires"] = outer.expires
+    return from_fields(fields, topic=outer.topic)
+
+
+def _outside_extras(msg: Message) -> dict[str, Any]:
+    return {k: msg.extra[k] for k in KEEP_OUTSIDE if k in msg.extra}
+
+
+def _kid(token: str) -> str | None:
+    try:
+        return str(jwe.header(token)["kid"])
+    except jwe.DecryptError as exc:
+        return exc.kid

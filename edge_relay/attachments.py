@@ -1,0 +1,232 @@
+"""The relay's attachment files on disk: written atomically, counted, pruned with their messages.
+
+Theory of operation
+-------------------
+A file is named by its message id alone (``<cache_dir>/<id>``); what the client called it is
+only the message's ``attachment.name``. An upload is streamed into a hidden temporary file
+(``.tmp-<id>-<random>``, 0600), fsynced, and renamed to its id (the directory fsynced too)
+*before* its message is committed to the store. So whatever a SIGKILL interrupts:
+
+* before the rename: a temporary file and no message: removed at the next start;
+* after the rename, before the commit: a file and no message: ``/file/`` answers 404 for it
+  (it serves only files whose message it finds) and the sweep removes it;
+* after the commit: the message and its complete file.
+
+A message never refers to a file that is not complete on disk, and no partial file is ever
+under a served name. ``sweep`` (at start and with each retention run) removes temporary
+files, files whose message is gone (pruned, deleted, never committed) and files whose
+attachment expired; uploads in flight are skipped. Sizes are counted in memory from a scan at
+start, so ``total_size_limit`` is checked without a walk of the directory per upload.
+
+Limits, each ntfy's 41301 ("attachment too large, or bandwidth limit reached"): the file size
+limit, what is left of the total, and the client's daily budget (a bucket of
+``daily_bandwidth_limit`` bytes refilling over 24 h, as ntfy's visitor bandwidth limiter). A
+full disk (ENOSPC, EDQUOT) is ``DiskFull``: 507 for that upload, while text messages, which
+live in the store, keep working.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import ConfigError, EdgepushError, StoreError
+from agent.ntfyproto import NtfyError
+from edge_relay.config import Attachments
+
+log = logging.getLogger(__name__)
+TMP_PREFIX = ".tmp-"
+_DAY = 86400.0
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFull(EdgepushError):
+    """The attachment cache's file system has no room (HTTP 507)."""
+
+
+@dataclass
+class Budget:
+    """Bytes each client may upload: ``limit`` per day, a bucket refilling continuously."""
+
+    limit: int
+    period: float = _DAY
+    clock: Callable[[], float] = time.monotonic
+    _used: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def available(self, key: str) -> int:
+        used, at = self._used.get(key, (0.0, self.clock()))
+        used = max(0.0, used - (self.clock() - at) * self.limit / self.period)
+        return max(0, int(self.limit - used))
+
+    def spend(self, key: str, n: int) -> None:
+        now = self.clock()
+        used = self.limit - self.available(key) + n
+        if used <= 0:
+            self._used.pop(key, None)
+        else:
+            self._used[key] = (float(used), now)
+        if len(self._used) > 100_000:  # forget the fullest-refilled clients first
+            for k in [k for k in self._used if self.available(k) >= self.limit]:
+                del self._used[k]
+
+
+class Upload:
+    """One file being received: ``write`` the chunks, then ``commit`` (rename) or ``abort``."""
+
+    def __init__(self, cache: FileCache, mid: str, limit: int, why: str) -> None:
+        self.cache, self.id, self.limit, self._why = cache, mid, limit, why
+        self.size = 0
+        self.head = b""
+        self.tmp = cache.dir / f"{TMP_PREFIX}{mid}-{secrets.token_hex(4)}"
+        self._fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; NtfyError 41301 past the limit, DiskFull when the disk is."""
+        if self.size + len(chunk) > self.limit:
+            raise NtfyError(41301, f"the file is above {self._why}", field="attachment")
+        if len(self.head) < 8192:
+            self.head += chunk[: 8192 - len(self.head)]
+        assert self._fd is not None
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise _disk_error(exc) from None
+        self.size += len(chunk)
+
+    def commit(self) -> Path:
+        """fsync, close and rename to the message id (blocking: run it in a thread)."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            final = self.cache.dir / self.id
+            os.replace(self.tmp, final)
+            _fsync_dir(self.cache.dir)
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc) from None
+        self.cache.added(self.id, self.size)
+        return final
+
+    def abort(self) -> None:
+        """Close and remove the temporary file (the upload failed or was cut)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class FileCache:
+    """The files of ``cfg`` in ``directory``; ``open()`` before use (creates, scans)."""
+
+    def __init__(self, cfg: Attachments, directory: Path) -> None:
+        self.cfg = cfg
+        self.dir = directory
+        self.size = 0
+        self.budget = Budget(cfg.daily_bandwidth_limit)
+        self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()  # the sweep runs in a thread, uploads on the loop
+        self.in_flight: set[str] = set()
+        """Ids being uploaded or renamed but not yet committed: the sweep leaves them."""
+
+    def open(self) -> FileCache:
+        """Create the directory (0700) and count what it holds; ConfigError naming it."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for entry in os.scandir(self.dir):
+                if entry.name.startswith(TMP_PREFIX):
+                    continue  # removed by the first sweep
+                if entry.is_file(follow_symlinks=False):
+                    self.added(entry.name, entry.stat().st_size)
+        except OSError as exc:
+            raise ConfigError(f"attachments.cache_dir {self.dir}: {exc.strerror}") from None
+        return self
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.cfg.total_size_limit - self.size)
+
+    def begin(self, mid: str, client: str, declared: int | None) -> Upload:
+        """A new upload for message ``mid`` by ``client``; 41301 at once when the declared
+        length (``Content-Length``) is already above a limit."""
+        limits = [
+            (self.cfg.file_size_limit, f"the file size limit of {self.cfg.file_size_limit} bytes"),
+            (self.remaining, f"the {self.remaining} bytes left of the relay's total "
+                             f"attachment size limit"),
+            (self.budget.available(client), f"this client's daily upload budget "
+             f"({self.budget.available(client)} of {self.cfg.daily_bandwidth_limit} bytes left)"),
+        ]  # fmt: skip
+        limit, why = min(limits, key=lambda lw: lw[0])
+        if declared is not None and declared > limit:
+            raise NtfyError(41301, f"the body is {declared} bytes, above {why}", "attachment")
+        self.in_flight.add(mid)
+        try:
+            return Upload(self, mid, limit, why)
+        except OSError as exc:
+            self.in_flight.discard(mid)
+            raise _disk_error(exc) from None
+
+    def settled(self, mid: str) -> None:
+        """The upload of ``mid`` is over (its message committed, or it failed)."""
+        self.in_flight.discard(mid)
+
+    def added(self, mid: str, size: int) -> None:
+        with self._lock:
+            self.size += size - self._sizes.get(mid, 0)
+            self._sizes[mid] = size
+
+    def path(self, mid: str) -> Path | None:
+        """The file of message ``mid``, if there is one."""
+        return self.dir / mid if mid in self._sizes else None
+
+    def remove(self, ids: Iterable[str]) -> int:
+        n = 0
+        for mid in ids:
+            (self.dir / mid).unlink(missing_ok=True)
+            with self._lock:
+                self.size -= self._sizes.pop(mid, 0)
+            n += 1
+        return n
+
+    def sweep(self, keep: Callable[[list[str]], set[str]]) -> int:
+        """Remove temporary files and files that ``keep`` (given the ids on disk) does not
+        return; uploads in flight are left. Blocking: run it in a thread."""
+        ids, tmp = [], []
+        for entry in os.scandir(self.dir):
+            if entry.name.startswith(TMP_PREFIX):
+                if entry.name[len(TMP_PREFIX) :].rsplit("-", 1)[0] not in self.in_flight:
+                    tmp.append(entry.name)
+            elif entry.name not in self.in_flight:
+                ids.append(entry.name)
+        for name in tmp:
+            (self.dir / name).unlink(missing_ok=True)
+        kept = keep(ids) if ids else set()
+        gone = self.remove(mid for mid in ids if mid not in kept and mid not in self.in_flight)
+        if gone or tmp:
+            log.info("attachments: removed %d files and %d unfinished uploads", gone, len(tmp))
+        return gone + len(tmp)
+
+
+def _disk_error(exc: OSError) -> Exception:
+    if exc.errno in _FULL:
+        return DiskFull("the relay's attachment cache has no room left on its disk")
+    log.error("attachments: cannot write a file: %s", exc)
+    return StoreError(f"the relay cannot write its attachment cache: {exc.strerror}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
