@@ -279,7 +279,11 @@ class Client311:
         wait_for(lambda: len(self.subacks) > n, timeout=15, what=f"SUBACK for {topic}")
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(timeout=15)
+        """QoS 1; returns after the PUBACK, raises TimeoutError when none came in 15 s."""
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=15)
+        if not info.is_published():
+            raise TimeoutError(f"no PUBACK for a message to {topic} within 15 s")
 
     def close(self) -> None:
         self.client.disconnect()

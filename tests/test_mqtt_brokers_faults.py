@@ -47,7 +47,9 @@ def _payload(prefix: str, i: int) -> bytes:
 
 
 class Background:
-    """Publish a range of messages from a thread (each waits for its PUBACK)."""
+    """Publish a range of messages from a thread, each until its PUBACK: a publish that gets
+    none (a cluster moving a stream's leader) is sent again on a new connection, as an
+    at-least-once publisher does (the ids make the repeat a no-op in the store)."""
 
     def __init__(
         self,
@@ -60,16 +62,36 @@ class Background:
         make = payload or (lambda i, p: _payload(p, i))
         self.client = Client311(port, f"pub-{uuid.uuid4().hex[:8]}")
         self.error: BaseException | None = None
+        self.retries = 0
 
         def run() -> None:
             try:
                 for i in span:
-                    self.client.publish(topic, make(i, prefix))
+                    self._publish(port, topic, make(i, prefix))
             except BaseException as exc:  # reported by join()
                 self.error = exc
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
+
+    def _publish(self, port: int, topic: str, payload: bytes) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.client.publish(topic, payload)
+                return
+            except (TimeoutError, RuntimeError, ValueError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                self.retries += 1
+                self.client.close()
+                self.client = Client311(port, f"pub-{uuid.uuid4().hex[:8]}")
+
+    def ok(self) -> bool:
+        """True while publishing goes on (raises the thread's error once it failed)."""
+        if self.error is not None:
+            raise AssertionError(f"the publisher failed: {self.error!r}")
+        return True
 
     def join(self) -> None:
         self.thread.join(timeout=120)
