@@ -48,16 +48,27 @@ class Paths:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    protocol: str = "5"
+    protocol: str = "auto"
+    """"auto" (MQTT 5, else 3.1.1, remembered per server), "5" or "3.1.1"."""
     keepalive: int = 60
     session_expiry: int = 7 * 86400
     qos: int = 1
     max_batch: int = 1000
     connect_timeout: float = 10.0
+    redelivery: str = "auto"
+    """May packet id + DUP dedupe id-less messages: "auto", "trusted" or "untrusted"
+    (``agent.transports.mqtt_redelivery``)."""
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("5", "3.1.1"):
-            raise ValueError(f'\'mqtt.protocol\' must be "5" or "3.1.1", not {self.protocol!r}')
+        if self.redelivery not in ("auto", "trusted", "untrusted"):
+            raise ValueError(
+                '\'mqtt.redelivery\' must be "auto", "trusted" or "untrusted", '
+                f"not {self.redelivery!r}"
+            )
+        if self.protocol not in ("auto", "5", "3.1.1"):
+            raise ValueError(
+                f'\'mqtt.protocol\' must be "auto", "5" or "3.1.1", not {self.protocol!r}'
+            )
         if not 5 <= self.keepalive <= 65535:
             raise ValueError(f"'mqtt.keepalive' must be 5-65535 seconds, not {self.keepalive}")
         if self.qos not in (0, 1):

@@ -1,12 +1,17 @@
 """MQTT agent ingest: backlog drain rate and publish → hand-off latency, against a bare paho
-subscriber in the same run on the same broker (a real mosquitto, the test fixture's config).
+subscriber in the same run on the same broker (a real mosquitto, the test fixture's config;
+or RabbitMQ 3.10 / NATS 2.9 from tests/brokers.py with ``--broker``).
 
     /work/venv/bin/python bench/mqtt_ingest.py [--backlog 20000] [--rate 200] [--seconds 10]
     /work/venv/bin/python bench/mqtt_ingest.py --encrypted   # + E2E drain against clear
+    /work/venv/bin/python bench/mqtt_ingest.py --broker mosquitto|nats|rabbitmq
 
 ``--encrypted`` adds a drain of the same backlog published end-to-end encrypted (JWE, the
 agent holding the topic's key, so every message is decrypted before it is stored), run
 beside each clear drain; its scenario reports encrypted/clear agent rates (target >= 0.8).
+
+RabbitMQ and NATS speak only MQTT 3.1.1: there the bare subscriber and the publishers use
+3.1.1 (a persistent session: clean session off) and the agent finds 3.1.1 itself (``auto``).
 
 Prints one JSON object per scenario. Both sides run with the GC settings of ``pushagent run``
 (``agent.service.tune_gc``). The agent runs in-process (the real AgentService:
@@ -42,7 +47,11 @@ import agent.service as service_mod
 from agent import config
 from agent.notify import NullNotifier
 from agent.store import Store, Stored
+from tests.brokers import Nats, RabbitMQ
 from tests.mosquitto import Mosquitto
+
+wire_protocol = paho.MQTTv5
+"""What the bare subscriber and the publishers speak (3.1.1 for RabbitMQ and NATS)."""
 
 
 class Recording(NullNotifier):
@@ -60,7 +69,7 @@ class Recording(NullNotifier):
 
 
 def publish_all(port: int, payloads: list[bytes], topic: str = "b/x") -> None:
-    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=wire_protocol)
     c.max_inflight_messages_set(1000)
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -72,6 +81,12 @@ def publish_all(port: int, payloads: list[bytes], topic: str = "b/x") -> None:
 
 
 def bare_client(port: int, client_id: str, on_message: Any) -> paho.Client:
+    if wire_protocol != paho.MQTTv5:
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=wire_protocol,
+                        clean_session=False)  # fmt: skip
+        c.on_message = on_message
+        c.connect("127.0.0.1", port)
+        return c
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     c.on_message = on_message
     props = Properties(PacketTypes.CONNECT)
@@ -172,7 +187,7 @@ async def agent_latency(port: int, rate: float, seconds: float, home: Path) -> l
 
 
 def paced_publish(port: int, rate: float, seconds: float, sent: dict[str, float], p: str) -> None:
-    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=wire_protocol)
     c.connect("127.0.0.1", port)
     c.loop_start()
     start = time.monotonic()
@@ -220,16 +235,28 @@ def main() -> None:
     ap.add_argument("--encrypted", action="store_true", help="also drain an E2E backlog")
     ap.add_argument(
         "--inflight", type=int, default=100,
-        help="the broker's max_inflight_messages (the test fixture's is 100)",
+        help="the broker's max_inflight_messages (the test fixture's is 100); with "
+        "--broker rabbitmq its mqtt.prefetch (RabbitMQ's default 10 unless given)",
     )  # fmt: skip
+    ap.add_argument("--broker", choices=("mosquitto", "nats", "rabbitmq"), default="mosquitto")
     args = ap.parse_args()
+    global wire_protocol
+    wire_protocol = paho.MQTTv5 if args.broker == "mosquitto" else paho.MQTTv311
     # The process settings `pushagent run` uses; they apply to the bare subscriber here too.
     service_mod.tune_gc()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        broker = Mosquitto(
-            root / "mosquitto", extra_config=f"max_inflight_messages {args.inflight}"
-        ).start()
+        broker: Mosquitto | Nats | RabbitMQ
+        if args.broker == "mosquitto":
+            broker = Mosquitto(
+                root / "mosquitto", extra_config=f"max_inflight_messages {args.inflight}"
+            )
+        elif args.broker == "rabbitmq":
+            explicit = "--inflight" in sys.argv
+            broker = RabbitMQ(root / "rabbitmq", prefetch=args.inflight if explicit else None)
+        else:
+            broker = Nats(root / "nats")
+        broker.start()
         try:
             bare_rates, agent_rates, sealed_rates = [], [], []
             for r in range(args.repeat):
@@ -242,10 +269,15 @@ def main() -> None:
                     )))  # fmt: skip
             bare, agent = statistics.median(bare_rates), statistics.median(agent_rates)
             print(json.dumps({
-                "scenario": "backlog_drain", "messages": args.backlog, "repeat": args.repeat,
+                "scenario": "backlog_drain", "broker": args.broker,
+                "messages": args.backlog, "repeat": args.repeat,
                 "bare_paho_msgs_per_s": round(bare), "agent_msgs_per_s": round(agent),
                 "ratio": round(agent / bare, 3), "target_ratio": 0.7,
-                "broker_max_inflight_messages": args.inflight,
+                "broker_max_inflight_messages": (
+                    args.inflight
+                    if args.broker == "mosquitto"
+                    else getattr(broker, "prefetch", None)
+                ),
             }))  # fmt: skip
             if args.encrypted:
                 sealed = statistics.median(sealed_rates)
@@ -261,7 +293,8 @@ def main() -> None:
                 agent_latency(broker.port, args.rate, args.seconds, root / "home-lat")
             )
             print(json.dumps({
-                "scenario": "latency_publish_to_handoff", "rate_per_s": args.rate,
+                "scenario": "latency_publish_to_handoff", "broker": args.broker,
+                "rate_per_s": args.rate,
                 "messages": len(lat_agent),
                 "bare_paho_p50_ms": pct(lat_bare, 0.5), "bare_paho_p99_ms": pct(lat_bare, 0.99),
                 "agent_p50_ms": pct(lat_agent, 0.5), "agent_p99_ms": pct(lat_agent, 0.99),

@@ -25,13 +25,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.config import AgentConfig, Paths
+from agent.config import AgentConfig, MqttConfig, Paths
 from agent.envelope import Message, encode_bytes
 from agent.errors import ConnectionLost, EdgepushError, MessageError, StoreBusy
 from agent.store import Rejected, Stored
 from agent.topics import glob_match
 from agent.transports import Batch, ConnState
 from agent.transports.mqtt import MqttTransport
+from agent.transports.mqtt_protocol import RELAY_KEY
 from edge_relay.core import check_storable, mqtt_to_relay, relay_to_mqtt
 from edge_relay.state import RelayState
 
@@ -65,10 +66,12 @@ class Bridge:
             servers=(cfg.upstream,),
             notifier="none",
             max_message_size=max(64, cfg.limits.message_size * 4),
+            mqtt=MqttConfig(protocol=cfg.upstream_protocol),
         )
         self.transport = MqttTransport(
-            cfg.upstream, agent_cfg, topics=cfg.upstream_topics, client_id=client_id
-        )
+            cfg.upstream, agent_cfg, topics=cfg.upstream_topics, client_id=client_id,
+            protocol_key=RELAY_KEY,
+        )  # fmt: skip
         self.transport.on_state = self._on_state
         # The LAN keeps pushing without the cloud: an upstream that refuses the relay is
         # retried at the cap and shows in /v1/health, it never ends the relay.

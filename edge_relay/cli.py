@@ -44,6 +44,8 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--upstream", metavar="URL", help="upstream MQTT broker (mqtt://host:port)")
     p.add_argument("--upstream-topic", action="append", metavar="T", dest="upstream_topics",
                    help="MQTT filter to take from upstream (repeatable)")  # fmt: skip
+    p.add_argument("--mqtt-protocol", choices=("auto", "5", "3.1.1"), dest="upstream_protocol",
+                   help="upstream MQTT protocol: auto (5, else 3.1.1), 5 or 3.1.1")  # fmt: skip
     p.add_argument("--forward", action="append", metavar="PATTERN",
                    help="local topics (glob with *) to forward upstream (repeatable)")  # fmt: skip
     p.add_argument("--auth-file", type=Path, metavar="FILE", help="tokens (edge-relay token ...)")
@@ -89,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "upstream": args.upstream,
         "upstream_topics": args.upstream_topics,
+        "upstream_protocol": args.upstream_protocol,
         "forward": args.forward,
         "auth_file": str(args.auth_file) if args.auth_file else None,
         "tls_cert": str(args.tls_cert) if args.tls_cert else None,

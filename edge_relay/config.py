@@ -115,6 +115,8 @@ class RelayConfig:
     data_dir: Path = Path("edge-relay-data")
     upstream: str | None = None
     upstream_topics: tuple[str, ...] = ()
+    upstream_protocol: str = "auto"
+    """``[upstream] protocol``: "auto" (MQTT 5, else 3.1.1, remembered), "5" or "3.1.1"."""
     forward: tuple[str, ...] = ()
     auth_file: Path | None = None
     tls_cert: Path | None = None
@@ -142,6 +144,11 @@ class RelayConfig:
             raise ValueError(f"'keepalive' must be 0.05-3600 seconds, not {self.keepalive}")
         if self.prune_interval <= 0:
             raise ValueError("'prune_interval' must be > 0")
+        if self.upstream_protocol not in ("auto", "5", "3.1.1"):
+            raise ValueError(
+                f'\'upstream.protocol\' must be "auto", "5" or "3.1.1", '
+                f"not {self.upstream_protocol!r}"
+            )
 
     @property
     def host(self) -> str:
@@ -185,7 +192,7 @@ def load(
     table: dict[str, Any] = {}
     where = "command line"
     if config_file is not None:
-        table = _read_toml(config_file)
+        table = _upstream_table(_read_toml(config_file), str(config_file))
         where = str(config_file)
         build(RelayConfig, table, where=where)  # errors name the file, not the merge
     env_table = {
@@ -198,6 +205,24 @@ def load(
         table = merge(table, env_table)
     table = merge(table, {k: v for k, v in flags.items() if v is not None})
     return build(RelayConfig, table, where=where if not flags else f"{where} + command line")
+
+
+# ``[upstream]`` as a table (url, topics, protocol) is the same as the flat keys.
+_UPSTREAM_KEYS = {"url": "upstream", "topics": "upstream_topics", "protocol": "upstream_protocol"}
+
+
+def _upstream_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """``[upstream] url/topics/protocol`` → the flat ``upstream``, ``upstream_*`` keys."""
+    section = table.get("upstream")
+    if not isinstance(section, Mapping):
+        return table
+    flat = {k: v for k, v in table.items() if k != "upstream"}
+    unknown = [f"{where}: unknown key 'upstream.{k}'" for k in section if k not in _UPSTREAM_KEYS]
+    if unknown:
+        raise ConfigError("\n".join(unknown))
+    for key, value in section.items():
+        flat[_UPSTREAM_KEYS[key]] = value
+    return flat
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

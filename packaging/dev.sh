@@ -10,7 +10,8 @@ venv=${EDGEPUSH_VENV:-$root/.venv}
 # virtual screen, a D-Bus session bus, and Tk for the history window.
 APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils trayer xclip
           libnotify-bin python3-tk iproute2 systemd dpkg-dev lintian binutils
-          imagemagick)   # `import` takes the screenshots in tests/desktop.py
+          imagemagick    # `import` takes the screenshots in tests/desktop.py
+          rabbitmq-server nats-server)  # MQTT brokers beside mosquitto (tests/brokers.py)
 # PyInstaller (tests/test_packaging.py) bundles the shared libpython of the venv's Python.
 APT_TEST+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)")
 APT_TEST+=(curl util-linux)  # curl -T uploads, and mount for a full tmpfs (tests/test_relay_attachments.py)
@@ -19,6 +20,20 @@ APT_TEST+=(curl util-linux)  # curl -T uploads, and mount for a full tmpfs (test
 # to build PyGObject and pycairo (the dev extra) against them.
 APT_TEST+=(haskell-gtk-sni-tray-utils haskell-status-notifier-item-utils gir1.2-ayatanaappindicator3-0.1
            libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev)
+
+# The tests start their own RabbitMQ and NATS (tests/brokers.py). rabbitmq-server's postinst
+# starts the Debian service (node rabbit@host, epmd on 4369, AMQP on 5672): stop it and keep
+# it off, so nothing runs that the tests did not start. Without systemd (a CI container) the
+# postinst could not start it and there is nothing to do.
+quiet_packaged_brokers() {
+  [ -d /run/systemd/system ] || return 0
+  local svc
+  for svc in rabbitmq-server nats-server; do
+    if systemctl is-enabled --quiet "$svc" 2>/dev/null || systemctl is-active --quiet "$svc" 2>/dev/null; then
+      need_root systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
+}
 
 need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -61,6 +76,7 @@ case "${1:-}" in
     ;;
   test)
     apt_install "${APT_TEST[@]}"
+    quiet_packaged_brokers
     make_venv dev
     exec "$venv/bin/python" -m pytest "${@:2}"
     ;;

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import Nats, RabbitMQ
 from tests.desktop import Desktop
 from tests.mosquitto import Mosquitto
 
@@ -25,6 +26,28 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto on a free port, persistence in the test's temp dir."""
     broker = Mosquitto(tmp_path / "mosquitto").start()
     try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """A real RabbitMQ 3.10 with rabbitmq_mqtt, once per session (it boots in ~12 s)."""
+    broker = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nats]:
+    """A real nats-server 2.9 with JetStream and MQTT, once per session."""
+    broker = Nats(tmp_path_factory.mktemp("nats"))
+    try:
+        broker.start()
         yield broker
     finally:
         broker.stop()

@@ -71,7 +71,7 @@ def test_secrets_come_from_the_environment_and_are_masked(env: dict[str, str]) -
         ),
         ('[mqtt]\nkeepalive = "60"', "'mqtt.keepalive' must be a whole number, not '60'"),
         ("[mqtt]\nkeepalive = 1", "'mqtt.keepalive' must be 5-65535 seconds, not 1"),
-        ('[mqtt]\nprotocol = "4"', "'mqtt.protocol' must be \"5\" or \"3.1.1\", not '4'"),
+        ('[mqtt]\nprotocol = "4"', '\'mqtt.protocol\' must be "auto", "5" or "3.1.1", not \'4\''),
         ("[mqtt]\nqos = true", "'mqtt.qos' must be a whole number, not True"),
         ("mqtt = 5", "'mqtt' must be a table, not 5"),
         ("servers = 5", "'servers' must be a list, not 5"),

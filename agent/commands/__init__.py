@@ -17,6 +17,15 @@ def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def mqtt_protocol_flag(parser: argparse.ArgumentParser) -> None:
+    """``--mqtt-protocol`` (the config's ``[mqtt] protocol``)."""
+    parser.add_argument(
+        "--mqtt-protocol",
+        choices=("auto", "5", "3.1.1"),
+        help="MQTT protocol: auto (MQTT 5, else 3.1.1, remembered per server), 5 or 3.1.1",
+    )
+
+
 def load_config(args: argparse.Namespace, **flags: Any) -> _config.AgentConfig:
     """The configuration for a command: its file, the environment, then ``flags``."""
     path = getattr(args, "config", None)

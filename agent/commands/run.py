@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 
-from agent.commands import common, load_config
+from agent.commands import common, load_config, mqtt_protocol_flag
 from agent.config import NOTIFIERS, AgentConfig
 from agent.errors import EdgepushError
 
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="topic or MQTT filter such as 'home/#' (repeatable; replaces the config's)",
     )
     p.add_argument("--notifier", choices=NOTIFIERS, help="where new messages go")
+    mqtt_protocol_flag(p)
     p.set_defaults(func=run)
 
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         servers=args.server,
         topics=args.topic,
         notifier=args.notifier,
+        **{"mqtt.protocol": args.mqtt_protocol},
     )
     return asyncio.run(serve(cfg))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import secrets
-from agent.commands import common, load_config
+from agent.commands import common, load_config, mqtt_protocol_flag
 from agent.config import AgentConfig
 from agent.envelope import PRIORITY_WORDS, Message, encode_bytes, from_fields
 from agent.errors import ConfigError, ConnectionLost, MessageError, UsageError
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gone = p.add_mutually_exclusive_group()
     gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
     gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
+    mqtt_protocol_flag(p)
     p.add_argument(
         "--encrypt",
         action="store_true",
@@ -98,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if args.encrypt and (args.attach is not None or args.filename is not None):
         # the file would travel in clear: refused until encrypted attachments exist
         raise UsageError("--attach with --encrypt: encrypted attachments are not supported yet")
-    cfg = load_config(args, servers=[args.server] if args.server else None)
+    cfg = load_config(
+        args,
+        servers=[args.server] if args.server else None,
+        **{"mqtt.protocol": args.mqtt_protocol},
+    )
     if not cfg.servers:
         raise ConfigError("no server: give --server URL or 'servers' in the config")
     from agent.ntfy import server_kind

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="ask each MQTT server now whether it speaks MQTT 5 or 3.1.1 (and remember it)",
+    )
     p.set_defaults(func=status)
 
 
@@ -136,10 +141,16 @@ def status(args: argparse.Namespace) -> int:
     except StoreError as exc:
         counts = {"outbox": None, "messages": None, "store_error": str(exc), "paused_until": None}
     out = report(raw, alive=alive, counts=counts, free=free_bytes(cfg.paths.db.parent))
+    extra: list[str] = []
+    if args.probe:  # imported only here: it pulls in paho and the keyring
+        from agent.commands import mqttprobe
+
+        out["protocols"] = mqttprobe.probe(cfg)
+        extra = mqttprobe.text(out["protocols"])
     if args.json:
         print(json.dumps(out))
     else:
-        print(_text(out))
+        print("\n".join([_text(out), *extra]))
     return 0 if alive else 3
 
 

@@ -32,6 +32,9 @@ Dead links: paho pings after ``keepalive`` seconds without traffic (the watchdog
 bytes last arrived and, after ``keepalive + max(keepalive/4, 2 s)`` of silence, shuts the
 socket down, so a stalled link is replaced within about 1.5 keepalives.
 
+Which protocol (MQTT 5 or 3.1.1; ``[mqtt] protocol = "auto"`` tries 5, then 3.1.1, and remembers
+the answer per server) is ``agent.transports.mqtt_protocol``'s business; ``open`` asks it.
+
 One paho ``Client`` per connection attempt: PUBACKs for a previous connection's packet ids
 must never go out on a new one.
 """
@@ -44,10 +47,8 @@ import logging
 import socket
 import ssl
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -71,55 +72,19 @@ from agent.errors import (
 from agent.store import OutboxItem, Redelivery, Rejected
 from agent.tasks import supervise
 from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
+from agent.transports import mqtt_protocol as proto
+from agent.transports.mqtt_redelivery import RedeliveryTrust
+from agent.transports.mqtt_url import MqttUrl, parse_url
 from agent.transports.paho_conn import PahoConn, Received
 from agent.transports.refusal import must_stop, stopped
 
 log = logging.getLogger("pushagent.mqtt")
+__all__ = ["MqttTransport", "MqttUrl", "parse_url"]
 
 BACKOFF_CAP = 60.0
 # MQTT 5 CONNACK reason codes (and their 3.1.1 return codes 4 and 5) a person must fix.
 _AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
 _AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
-
-
-@dataclass(frozen=True)
-class MqttUrl:
-    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``, parsed."""
-
-    tls: bool
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @property
-    def display(self) -> str:
-        """The URL without credentials (for logs and the status file)."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{host}:{self.port}"
-
-
-def parse_url(url: str) -> MqttUrl:
-    """Parse a broker URL; ConfigError names what is wrong."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"server {url!r}: {exc}") from None
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"server {url!r}: an MQTT URL starts with mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ConfigError(f"server {url!r}: no host name")
-    tls = parts.scheme == "mqtts"
-    return MqttUrl(
-        tls=tls,
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        username=urllib.parse.unquote(parts.username) if parts.username else None,
-        password=urllib.parse.unquote(parts.password) if parts.password else None,
-    )
 
 
 class MqttTransport:
@@ -140,6 +105,7 @@ class MqttTransport:
         password: str | None = None,
         persistent: bool = True,
         fatal_auth: bool = False,
+        protocol_key: str = proto.AGENT_KEY,
     ) -> None:
         self.parsed = parse_url(url)
         self.url = self.parsed.display
@@ -157,6 +123,18 @@ class MqttTransport:
         self.keep_retrying = False
         self.last_error: str | None = None
         self.retry_in: float | None = None
+        self.protocol_key = protocol_key
+        """The config key that sets the protocol, named in errors (the relay's differs)."""
+        self.protocol = "3.1.1" if cfg.mqtt.protocol == "3.1.1" else "5"
+        """The protocol of the current (or last) connection attempt."""
+        self._answered: str | None = None  # ... once its CONNACK accepted it
+        self.memory = proto.ProtocolMemory(cfg.paths.data_dir)
+        known = self.memory.get(self.url)
+        self.trust = RedeliveryTrust(
+            cfg.mqtt.redelivery, self.url, known_untrusted=known.untrusted if known else None,
+            on_untrusted=lambda why: self.memory.mark_untrusted(self.url, why),
+        )  # fmt: skip
+        """Whether packet id + DUP may dedupe id-less messages (``[mqtt] redelivery``)."""
 
     def _set_state(self, state: ConnState) -> None:
         if state == "connected":  # for status and agent.transports.refusal
@@ -211,8 +189,19 @@ class MqttTransport:
         finally:
             self._set_state("offline")
 
-    async def open(self) -> PahoConn:
+    async def open(self, *, probe: bool = False) -> PahoConn:
+        """Connect in the protocol ``[mqtt] protocol`` allows (``mqtt_protocol.negotiate``;
+        ``probe`` ignores the remembered one). Raises our errors."""
+        conn, _ = await proto.negotiate(
+            self._open, setting=self.cfg.mqtt.protocol, server=self.url, memory=self.memory,
+            key=self.protocol_key, probe=probe, answered=lambda: self._answered,
+        )  # fmt: skip
+        return conn
+
+    async def _open(self, protocol: str) -> PahoConn:
         """One connection attempt: TCP (+TLS), CONNECT, CONNACK, SUBSCRIBE. Raises our errors."""
+        self.protocol = protocol
+        self._answered = None
         loop = asyncio.get_running_loop()
         client = self._make_client()
         conn = PahoConn(client, loop)
@@ -229,9 +218,15 @@ class MqttTransport:
                 # paho leaves Nagle on: every PUBACK would wait ~40 ms for the delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.attach()
-            async with asyncio.timeout(timeout):
-                code, present = await conn.connack
+            try:
+                async with asyncio.timeout(timeout):
+                    code, present = await conn.connack
+            except TimeoutError:
+                raise proto.silent(protocol, timeout) from None
+            proto.check_connack(code, protocol)
             _check_connack(code)
+            self.trust.connected(protocol, present)
+            self._answered = protocol
             if self.topics:
                 await self._subscribe(conn, timeout)
         except BaseException as exc:
@@ -242,9 +237,10 @@ class MqttTransport:
         if self.parsed.tls and self.cfg.tls.insecure:
             log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", self.url)
         log.info(
-            "%s: connected as %s (session %s)",
+            "%s: connected as %s with MQTT %s (session %s)",
             self.url,
             self.client_id,
+            protocol,
             "resumed" if present else "new",
         )
         self._conn = conn
@@ -265,8 +261,7 @@ class MqttTransport:
         conn.shutdown()
 
     def _make_client(self) -> paho.Client:
-        mqtt = self.cfg.mqtt
-        v5 = mqtt.protocol == "5"
+        v5 = self.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -288,7 +283,7 @@ class MqttTransport:
         host, port = self.parsed.host, self.parsed.port
         keepalive = self.cfg.mqtt.keepalive
         try:
-            if self.cfg.mqtt.protocol == "5":
+            if self.protocol == "5":
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 if self.persistent:
                     props.SessionExpiryInterval = self.cfg.mqtt.session_expiry
@@ -317,8 +312,8 @@ class MqttTransport:
         async with asyncio.timeout(timeout):
             codes = await conn.suback
         for topic, code in zip(self.topics, codes, strict=False):
-            if code.is_failure:
-                raise AuthError(f"subscription to {topic!r} refused: {code}")
+            if code.is_failure:  # retried with backoff, or stop-and-tell: see mqtt_protocol
+                raise proto.suback_error(topic, code.value, str(code))
 
     # --- paho's callbacks (on the loop, inside loop_read/loop_write) -------------------------
 
@@ -345,6 +340,8 @@ class MqttTransport:
             self._published(conn, mid, rc)
 
         def on_disconnect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+            suback = conn.suback if self.topics else None  # closed right after CONNECT/SUBSCRIBE
+            proto.closed_early(conn.connack, suback, self.protocol, rc)
             conn.events.put_nowait(("lost", str(rc)))
 
         client = conn.client
@@ -399,6 +396,8 @@ class MqttTransport:
         batch = Batch(source=self.url)
         dups = 0
         for mid, qos, dup, topic, payload in msgs:
+            if qos > 0:
+                self.trust.observe(mid, dup)
             try:
                 if topic is None:
                     raise MessageError("the topic is not valid UTF-8", field="topic")
@@ -413,7 +412,7 @@ class MqttTransport:
             # Id-less means decode made the id up: a fresh random id cannot occur in the
             # payload, a payload's own id does (unless \u-escaped; then the record maps the
             # message to its own id, which is harmless).
-            if qos > 0 and m.id.encode() not in payload:
+            if qos > 0 and self.trust.trusted and m.id.encode() not in payload:
                 batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))

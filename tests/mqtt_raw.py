@@ -1,0 +1,118 @@
+"""A raw MQTT 3.1.1 client on a socket, for probing what brokers really do on the wire.
+
+paho hides what the probes need to see (the packet id and DUP flag of each PUBLISH as it
+arrived) and acks on its own schedule; this client acks only when told and can cut its link
+at any moment. Every broker under test speaks 3.1.1, so the probes compare like with like.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        n, digit = divmod(n, 128)
+        out += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def _s16(b: bytes) -> bytes:
+    return len(b).to_bytes(2, "big") + b
+
+
+@dataclass(frozen=True)
+class Pub:
+    """One PUBLISH as it arrived."""
+
+    pid: int
+    dup: bool
+    payload: bytes
+
+
+class RawClient:
+    """MQTT 3.1.1: CONNECT (clean session or not), SUBSCRIBE QoS 1, PUBLISH QoS 1, PUBACK on
+    demand, and an abrupt close."""
+
+    def __init__(self, port: int, client_id: str, *, clean: bool = False) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        flags = 0x02 if clean else 0x00
+        body = _s16(b"MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big")
+        body += _s16(client_id.encode())
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        self._buf = b""
+        kind, _, ack = self._read(10.0)
+        if kind != 2 or ack[1] != 0:
+            raise AssertionError(f"CONNECT refused: {kind} {ack!r}")
+        self.session_present = bool(ack[0] & 1)
+        self._next_pid = 0
+
+    def _read(self, timeout: float) -> tuple[int, int, bytes]:
+        """(packet type, flags, body); TimeoutError when nothing came within ``timeout``."""
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self._buf) >= 2:
+                length, mult, i = 0, 1, 1
+                while i < len(self._buf):
+                    c = self._buf[i]
+                    length += (c & 0x7F) * mult
+                    mult *= 128
+                    i += 1
+                    if not c & 0x80:
+                        if len(self._buf) >= i + length:
+                            head, body = self._buf[0], self._buf[i : i + length]
+                            self._buf = self._buf[i + length :]
+                            return head >> 4, head & 0x0F, body
+                        break
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("the broker closed the connection")
+            self._buf += chunk
+
+    def subscribe(self, topic: str) -> bytes:
+        body = (1).to_bytes(2, "big") + _s16(topic.encode()) + b"\x01"
+        self.sock.sendall(b"\x82" + _varint(len(body)) + body)
+        while True:
+            kind, _, b = self._read(10.0)
+            if kind == 9:
+                return b[2:]
+
+    def publish(self, topic: str, payloads: list[bytes]) -> None:
+        """QoS 1, one at a time, each waiting for its PUBACK."""
+        for payload in payloads:
+            self._next_pid = self._next_pid % 65535 + 1
+            body = _s16(topic.encode()) + self._next_pid.to_bytes(2, "big") + payload
+            self.sock.sendall(b"\x32" + _varint(len(body)) + body)
+            while self._read(10.0)[0] != 4:
+                pass
+
+    def receive(self, n: int, timeout: float) -> list[Pub]:
+        """Up to ``n`` PUBLISHes, waiting at most ``timeout`` for each."""
+        got: list[Pub] = []
+        while len(got) < n:
+            try:
+                kind, flags, b = self._read(timeout)
+            except TimeoutError:
+                break
+            if kind == 3:
+                tl = int.from_bytes(b[:2], "big")
+                pid = int.from_bytes(b[2 + tl : 4 + tl], "big")
+                got.append(Pub(pid, bool(flags & 0x08), b[4 + tl :]))
+        return got
+
+    def ack(self, pubs: list[Pub]) -> None:
+        for p in pubs:
+            self.sock.sendall(b"\x40\x02" + p.pid.to_bytes(2, "big"))
+
+    def ping(self) -> None:
+        """PINGREQ, wait for PINGRESP: the broker has read everything sent before it."""
+        self.sock.sendall(b"\xc0\x00")
+        while self._read(10.0)[0] != 13:
+            pass
+
+    def cut(self) -> None:
+        """Close without DISCONNECT (the broker keeps the session and what was not acked)."""
+        self.sock.close()

@@ -1,0 +1,171 @@
+"""A refused SUBSCRIBE whose reason can pass is retried with the normal backoff, not the 60 s
+pause; "not authorized" stays a stop-and-tell error (issue 13).
+
+The refusals that can pass come from a broker cluster electing a leader (a 3-node NATS
+cluster with a node down). No real broker here can be made to send a chosen SUBACK code on
+demand, so the broker in these tests is a MOCK: a minimal MQTT server (CONNACK, SUBACK,
+PINGRESP) that refuses the first SUBSCRIBEs with the code under test. The agent is the real
+``pushagent run`` process. The code → decision table itself is checked without a broker.
+The same mock also plays a broker that takes an MQTT 5 CONNECT and then closes the link at
+the SUBSCRIBE (NATS 2.9 closes on some MQTT 5 packets; the real NATS here already refuses the
+CONNECT, so this path needs the mock).
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.errors import AuthError, ConnectionLost
+from agent.transports.mqtt_protocol import suback_error
+from tests.helpers import wait_for
+from tests.mqtt_helpers import Agent
+
+
+def _read_packet(f: socket.SocketIO) -> tuple[int, bytes] | None:
+    head = f.read(1)
+    if not head:
+        return None
+    length, mult = 0, 1
+    while True:
+        b = f.read(1)
+        if not b:
+            return None
+        length += (b[0] & 0x7F) * mult
+        mult *= 128
+        if not b[0] & 0x80:
+            break
+    body = b""
+    while len(body) < length:
+        chunk = f.read(length - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return head[0], body
+
+
+class RefusingBroker(socketserver.ThreadingTCPServer):
+    """MOCK broker: accepts CONNECT, refuses the first ``refusals`` SUBSCRIBEs with ``code``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, code: int, refusals: int, *, close_v5_subscribe: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.close_v5_subscribe = close_v5_subscribe
+        """Take an MQTT 5 CONNECT, then close the link at its SUBSCRIBE (as NATS 2.9 does
+        with some MQTT 5 packets)."""
+        self.code = code
+        self.refusals = refusals
+        self.subscribes: list[float] = []  # monotonic time of each SUBSCRIBE
+        self.lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: RefusingBroker
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        f = socket.SocketIO(sock, "rb")
+        v5 = True
+        while (packet := _read_packet(f)) is not None:
+            kind, body = packet[0] >> 4, packet[1]
+            if kind == 1:  # CONNECT: 00 04 "MQTT" level ...
+                v5 = body[6] == 5
+                sock.sendall(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")
+            elif kind == 8 and v5 and self.server.close_v5_subscribe:
+                return
+            elif kind == 8:  # SUBSCRIBE
+                with self.server.lock:
+                    self.server.subscribes.append(time.monotonic())
+                    n = len(self.server.subscribes)
+                code = self.server.code if n <= self.server.refusals else 0x01
+                props = b"\x00" if v5 else b""
+                rest = body[:2] + props + bytes([code])
+                sock.sendall(bytes([0x90, len(rest)]) + rest)
+            elif kind == 12:  # PINGREQ
+                sock.sendall(b"\xd0\x00")
+            elif kind == 14:  # DISCONNECT
+                return
+
+
+@pytest.fixture
+def refusing(request: pytest.FixtureRequest) -> Iterator[RefusingBroker]:
+    code, refusals, *close = request.param
+    server = RefusingBroker(code, refusals, close_v5_subscribe=bool(close))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("refusing", "protocol"),
+    [((0x80, 2), "5"), ((0x83, 2), "5"), ((0x97, 2), "5"), ((0x80, 2), "3.1.1")],
+    indirect=["refusing"],
+    ids=["v5-unspecified", "v5-implementation-specific", "v5-quota-exceeded", "v311-failure"],
+)
+def test_a_refusal_that_can_pass_is_retried_with_the_normal_backoff(
+    refusing: RefusingBroker, protocol: str, home: Path
+) -> None:
+    started = time.monotonic()
+    url = f"mqtt://127.0.0.1:{refusing.port}"
+    agent = Agent(home, url, "--topic", "a/#", "--mqtt-protocol", protocol).start()  # connected
+    try:
+        took = time.monotonic() - started
+        assert len(refusing.subscribes) == 3  # two refused, the third granted
+        # the normal backoff: ~1 s, ~2 s (jittered) — never the 60 s pause of an auth error
+        assert took < 15, f"connected after {took:.1f} s"
+        log = agent.log()
+        assert log.count("refused for now") == 2 and "retrying in 60 s" not in log
+    finally:
+        assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("refusing", [(0x87, 100)], indirect=True)
+def test_not_authorized_stays_a_stop_and_tell_error(refusing: RefusingBroker, home: Path) -> None:
+    url = f"mqtt://127.0.0.1:{refusing.port}"
+    agent = Agent(home, url, "--topic", "a/#").start(wait_connected=False)
+    try:
+        wait_for(lambda: "retrying in 60 s" in agent.log(), timeout=20, what="the 60 s pause")
+        assert "subscription to 'a/#' refused: Not authorized (0x87)" in agent.log()
+        assert len(refusing.subscribes) == 1
+    finally:
+        assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("refusing", [(0x80, 0, "close")], indirect=True)
+def test_a_broker_that_takes_mqtt5_connect_but_closes_at_subscribe_converges_on_311(
+    refusing: RefusingBroker, home: Path
+) -> None:
+    """Must handle (issue 13): the fallback converges and its reason is logged once."""
+    url = f"mqtt://127.0.0.1:{refusing.port}"
+    for _ in range(2):
+        agent = Agent(home, url, "--topic", "a/#").start()  # waits for "connected"
+        assert agent.stop() == 0
+    log = agent.log()
+    assert log.count("closed the connection after SUBSCRIBE") == 1, log
+    assert log.count("with MQTT 3.1.1") == 2 and "with MQTT 5" not in log
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(0x80, ConnectionLost), (0x83, ConnectionLost), (0x97, ConnectionLost),
+     (0x87, AuthError), (0x8F, AuthError), (0x9E, AuthError), (0xA2, AuthError)],
+)  # fmt: skip
+def test_suback_decision_table(code: int, kind: type[Exception]) -> None:
+    err = suback_error("a/#", code, "why")
+    assert type(err) is kind and f"0x{code:02X}" in str(err)
