@@ -222,6 +222,10 @@ class ProtocolMemory:
             log.warning("cannot remember the MQTT protocol in %s: %s", self.path, exc)
 
 
+_LOGGED: set[tuple[str, str]] = set()
+"""(server, protocol) pairs whose refusal this process has logged as a warning."""
+
+
 async def negotiate(
     attempt: Callable[[str], Awaitable[T]],
     *,
@@ -259,7 +263,11 @@ async def negotiate(
         except ProtocolRefused as exc:
             last = exc
             if protocol != order[-1]:
-                log.warning(
+                # once per server and protocol in a process: a fallback whose next attempt
+                # fails before its CONNACK (a cluster electing) comes back here on each retry
+                seen = (server, protocol) in _LOGGED
+                _LOGGED.add((server, protocol))
+                (log.debug if seen else log.warning)(
                     "%s: MQTT %s did not work (%s); trying MQTT %s (%s)",
                     server, protocol, exc.why, order[order.index(protocol) + 1], key,
                 )  # fmt: skip
