@@ -54,8 +54,8 @@ def accepts_html(accept: str) -> bool:
         name, _, params = part.partition(";")
         if name.strip().lower() != "text/html":
             continue
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
+        for item in params.split(";"):
+            key, _, value = item.strip().partition("=")
             if key.lower() == "q":
                 try:
                     return float(value) > 0
