@@ -47,6 +47,8 @@ export function route() {
   return current;
 }
 
+let shown = 0;
+
 function show(main) {
   const { id, arg } = parse(location.hash);
   const page = pages.get(id) || pages.get("");
@@ -57,8 +59,9 @@ function show(main) {
   document.title = (page.title ? page.title + " · " : "") + "edgepush";
   cleanup = page.render(main, arg) || null;
   for (const fn of listeners) fn(current);
+  // after a navigation (not on the first load), a screen reader starts at the new heading
   const heading = main.querySelector("h1");
-  if (heading && document.activeElement !== document.body) {
+  if (heading && shown++ > 0) {
     heading.tabIndex = -1;
     heading.focus();
   }

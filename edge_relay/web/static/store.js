@@ -31,8 +31,10 @@ export function subscribe(topic) {
   if (!list.includes(topic)) {
     list.push(topic);
     localStorage.setItem(TOPICS_KEY, JSON.stringify(list));
-    // a new subscription starts with the cache read: unread means "arrived since"
-    saveRead(topic, { upto: Math.floor(Date.now() / 1000), ids: [] });
+    // a new subscription starts with the cache read: unread means "arrived since" (times
+    // are whole seconds: one published in this second is new)
+    saveRead(topic, { upto: Math.floor(Date.now() / 1000) - 1, ids: [] });
+    readCache.delete(topic);
     bus.dispatchEvent(new CustomEvent("topics"));
   }
 }
@@ -40,6 +42,7 @@ export function subscribe(topic) {
 export function unsubscribe(topic) {
   localStorage.setItem(TOPICS_KEY, JSON.stringify(topics().filter((t) => t !== topic)));
   localStorage.removeItem(READ_PREFIX + topic);
+  readCache.delete(topic);
   messages.delete(topic);
   bus.dispatchEvent(new CustomEvent("topics"));
 }

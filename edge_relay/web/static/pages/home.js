@@ -17,7 +17,7 @@ function row(topic) {
 
 function render(main) {
   const input = h("input", { id: "sub-topic", name: "topic", required: true, autocomplete: "off",
-    pattern: "[-_A-Za-z0-9]{1,64}", placeholder: "e.g. alerts" });
+    pattern: "[A-Za-z0-9_\\-]{1,64}", placeholder: "e.g. alerts" });
   const note = h("p", { class: "note", role: "status" });
   const form = h("form", { class: "subscribe", "aria-labelledby": "sub-h" },
     h("h2", { id: "sub-h", text: "Subscribe to a topic" }),

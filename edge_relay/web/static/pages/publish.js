@@ -47,7 +47,7 @@ export function publishForm(topic) {
   const prio = h("select", { name: "priority" },
     ...[5, 4, 3, 2, 1].map((p) => h("option", { value: p, selected: p === 3, text: `${p} ${PRIORITY[p]}` })));
   const note = h("p", { class: "note", role: "status" });
-  const topicInput = h("input", { name: "topic", required: true, pattern: "[-_A-Za-z0-9]{1,64}", value: topic || "", autocomplete: "off" });
+  const topicInput = h("input", { name: "topic", required: true, pattern: "[A-Za-z0-9_\\-]{1,64}", value: topic || "", autocomplete: "off" });
   const form = h("form", { class: "publish" },
     topic ? h("input", { type: "hidden", name: "topic", value: topic }) : field(id("topic"), "Topic", topicInput),
     field(id("title"), "Title", h("input", { name: "title", autocomplete: "off" })),
