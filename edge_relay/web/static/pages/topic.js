@@ -49,6 +49,12 @@ function render(main, topic) {
     older.disabled = page >= pages - 1;
   }
 
+  // a replay (since=all on 10,000 messages) comes in many batches: one paint per frame
+  let frame = null;
+  function repaint() {
+    if (frame === null) frame = requestAnimationFrame(() => { frame = null; paint(); });
+  }
+
   function onMessages(e) {
     if (e.detail.topic !== topic) return;
     const added = words.length ? e.detail.added.filter((m) => matches(m, words)) : e.detail.added;
@@ -56,7 +62,7 @@ function render(main, topic) {
     const ordered = added.every((m, i) => i === 0 || m.time >= added[i - 1].time);
     const newest = msgs.list[msgs.list.length - 1];
     if (page !== 0 || added.length > PAGE / 2 || !ordered || added[added.length - 1] !== newest) {
-      if (page === 0) paint();
+      if (page === 0) repaint();
       else info.textContent = info.textContent.replace(/ of \d+/, ` of ${items().length}`);
       return;
     }
@@ -112,6 +118,7 @@ function render(main, topic) {
   for (const [ev, fn] of on) store.bus.addEventListener(ev, fn);
   return () => {
     clearTimeout(typing);
+    if (frame !== null) cancelAnimationFrame(frame);
     for (const [ev, fn] of on) store.bus.removeEventListener(ev, fn);
   };
 }
