@@ -28,7 +28,8 @@ HUGE = "W" * 3500  # one unbreakable word, under the relay's 4096-byte field lim
 # Set on every element the test clicks: a script that ran would set window.__pwned.
 ARMED = """() => {
   window.__violations = [];
-  document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective));
+  document.addEventListener('securitypolicyviolation',
+                            e => window.__violations.push(e.violatedDirective));
 }"""
 
 
@@ -117,7 +118,7 @@ async def test_ten_thousand_messages_stay_responsive(relay: Relay, browser: Brow
         start = time.monotonic()
         await t.page.goto(f"{relay.url}/{topic}")
         await t.page.wait_for_function(
-            "() => document.querySelector('.pageinfo')?.textContent === '1–50 of 10000'",
+            "() => document.querySelector('.pageinfo')?.textContent === '1\u201350 of 10000'",
             timeout=30_000,
         )
         loaded = time.monotonic() - start
@@ -139,7 +140,7 @@ async def test_ten_thousand_messages_stay_responsive(relay: Relay, browser: Brow
         start = time.monotonic()
         await t.page.click("text=Older →")
         await t.page.wait_for_function(
-            "() => document.querySelector('.pageinfo').textContent === '51–100 of 10001'",
+            "() => document.querySelector('.pageinfo').textContent === '51\u2013100 of 10001'",
             timeout=1000,
         )
         assert time.monotonic() - start < 1.0
@@ -175,7 +176,7 @@ async def test_reconnect_after_relay_sigkill_shows_every_message_once(
                 await t.wait_text(f"after {round_}")
             shown = [c["id"] for c in await t.cards()]
             assert sorted(shown) == sorted(ids) and len(shown) == len(set(shown)) == 11
-            assert await t.page.inner_text(".pageinfo") == "1–11 of 11"
+            assert await t.page.inner_text(".pageinfo") == "1\u201311 of 11"
             assert [e for e in t.errors if "WebSocket" not in e] == []
     finally:
         relay.stop()
@@ -193,8 +194,8 @@ async def test_screenshots_phone_and_desktop_light_and_dark(
     topic = unique_topic("shot")
     image = tmp_path / "camera.png"
     Image.new("RGB", (320, 180), (60, 120, 200)).save(image)
-    status, _ = relay.request("PUT", f"/{topic}", image.read_bytes(),
-                              {"Filename": "camera.png", "Title": "Porch camera", "Tags": "camera"})  # fmt: skip
+    headers = {"Filename": "camera.png", "Title": "Porch camera", "Tags": "camera"}
+    status, _ = relay.request("PUT", f"/{topic}", image.read_bytes(), headers)
     assert status == 200
     relay.publish(topic, "Backup finished in 4 min", Title="Backup", Tags="white_check_mark,nas")
     post(relay, {"topic": topic, "title": "Water leak", "priority": 5, "tags": ["rotating_light"],
