@@ -10,7 +10,9 @@ once both have it) is timed from just before the request to (a) the bare client'
 clock being the machine's). Then the page weight: every asset's bytes as served (the app is
 its files, uncompressed; no build step) and what a cold load actually fetched. Then
 ``--loads`` cold loads (a new browser context, no cache) of a topic holding one message:
-time from navigation start to that message's card in the DOM. One JSON object per line; the
+time from navigation start to that message's card in the DOM. Last, a topic of
+``--backlog`` messages: a bare client's ``since=all`` to the last one against a cold page
+to its first page shown with the full count. One JSON object per line; the
 last is the summary with p50/p99 and the targets (DOM <= 2 x bare + 20 ms, weight < 150 KB).
 """
 
@@ -128,10 +130,38 @@ async def cold_loads(relay: Relay, browser: Any, loads: int) -> tuple[list[float
     return times, fetched
 
 
+async def backlog(relay: Relay, browser: Any, n: int) -> dict[str, float]:
+    """A topic of ``n`` messages: since=all to the last one, bare client against a cold page
+    (to its "1-50 of n" page shown)."""
+    topic = "benchbig"
+    conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=30)
+    for i in range(n):
+        last = put(conn, topic, f"reading {i:05d} of the backlog")
+    t0 = time.monotonic()
+    async with connect(f"ws://127.0.0.1:{relay.port}/{topic}/ws?since=all") as ws:
+        async for frame in ws:
+            if json.loads(frame).get("id") == last:
+                break
+    bare = time.monotonic() - t0
+    ctx = await browser.new_context()
+    page = await ctx.new_page()
+    t0 = time.monotonic()
+    await page.goto(f"{relay.url}/{topic}")
+    await page.wait_for_function(
+        "n => document.querySelector('.pageinfo')?.textContent.endsWith(' of ' + n)",
+        arg=n,
+        timeout=60_000,
+    )
+    shown = time.monotonic() - t0
+    await ctx.close()
+    return {"messages": n, "bare_ws_s": round(bare, 3), "page_s": round(shown, 3)}
+
+
 async def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--messages", type=int, default=200)
     p.add_argument("--loads", type=int, default=5)
+    p.add_argument("--backlog", type=int, default=10_000)
     args = p.parse_args()
     weight = {
         str(f.relative_to(STATIC)): f.stat().st_size for f in STATIC.rglob("*") if f.is_file()
@@ -142,6 +172,7 @@ async def main() -> int:
             async with chromium() as browser:
                 lat = await latency(relay, browser, args.messages)
                 loads, fetched = await cold_loads(relay, browser, args.loads)
+                big = await backlog(relay, browser, args.backlog)
         finally:
             relay.stop()
     ws50, ws99 = pct(lat["ws_ms"], 50), pct(lat["ws_ms"], 99)
@@ -158,6 +189,7 @@ async def main() -> int:
         "weight_met": total < 150 * 1024,
         "cold_load_first_message_ms": {"median": round(statistics.median(loads), 1),
                                        "max": round(max(loads), 1)},
+        "backlog_since_all": big,
     }  # fmt: skip
     print(json.dumps(summary), flush=True)
     return 0 if summary["latency_met"] and summary["weight_met"] else 1

@@ -49,10 +49,28 @@ function render(main, topic) {
     older.disabled = page >= pages - 1;
   }
 
-  // a replay (since=all on 10,000 messages) comes in many batches: one paint per frame
+  // a replay (since=all on 10,000 messages) comes in many batches: the first paint at the
+  // next frame, then at most one each REPAINT_MS while they keep coming
+  const REPAINT_MS = 200;
+  let lastPaint = 0;
+  let waiting = false;
+  let timer = null;
   let frame = null;
+  let inserted = 0; // cards inserted one by one in the last 16 ms
+  let insertTimer = null;
   function repaint() {
-    if (frame === null) frame = requestAnimationFrame(() => { frame = null; paint(); });
+    if (waiting) return;
+    waiting = true;
+    const wait = Math.max(0, lastPaint + REPAINT_MS - performance.now());
+    timer = setTimeout(() => {
+      timer = null;
+      frame = requestAnimationFrame(() => {
+        frame = null;
+        waiting = false;
+        lastPaint = performance.now();
+        paint();
+      });
+    }, wait);
   }
 
   function onMessages(e) {
@@ -61,7 +79,8 @@ function render(main, topic) {
     if (!added.length) return;
     const ordered = added.every((m, i) => i === 0 || m.time >= added[i - 1].time);
     const newest = msgs.list[msgs.list.length - 1];
-    if (page !== 0 || added.length > PAGE / 2 || !ordered || added[added.length - 1] !== newest) {
+    const burst = inserted + added.length > PAGE; // a replay: cards a frame would not show
+    if (page !== 0 || burst || !ordered || added[added.length - 1] !== newest) {
       if (page === 0) repaint();
       else info.textContent = info.textContent.replace(/ of \d+/, ` of ${items().length}`);
       return;
@@ -70,6 +89,8 @@ function render(main, topic) {
     const empty = feed.querySelector(".empty");
     if (empty) empty.remove();
     for (const m of added) feed.prepend(card(m));
+    inserted += added.length;
+    if (insertTimer === null) insertTimer = setTimeout(() => { insertTimer = null; inserted = 0; }, 16);
     while (feed.childElementCount > PAGE) feed.lastElementChild.remove();
     const total = items().length;
     info.textContent = `1–${Math.min(PAGE, total)} of ${total}${words.length ? " matching" : ""}`;
@@ -118,7 +139,9 @@ function render(main, topic) {
   for (const [ev, fn] of on) store.bus.addEventListener(ev, fn);
   return () => {
     clearTimeout(typing);
+    clearTimeout(timer);
     if (frame !== null) cancelAnimationFrame(frame);
+    clearTimeout(insertTimer);
     for (const [ev, fn] of on) store.bus.removeEventListener(ev, fn);
   };
 }
