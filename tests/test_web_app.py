@@ -54,7 +54,7 @@ async def subscribe(t: Tab, relay: Relay, topic: str) -> None:
     await t.page.click("form.subscribe button[type=submit]")
     await t.page.wait_for_selector(f"h1:has-text('{topic}')")
     await t.page.wait_for_function(
-        "() => document.querySelector('.topichead .state').textContent === 'open'"
+        "() => document.querySelector('.topichead .state').textContent === 'live'"
     )
 
 

@@ -30,6 +30,13 @@ export function status(topic) {
   return states.get(topic) || "closed";
 }
 
+const SHOWN = { open: "live", connecting: "connecting…", closed: "reconnecting…" };
+
+// a stream's state in words for the page
+export function statusText(topic) {
+  return SHOWN[status(topic)];
+}
+
 function queue(topic, msg, fresh) {
   let p = pending.get(topic);
   if (!p) pending.set(topic, (p = { topic, added: [], fresh: [] }));

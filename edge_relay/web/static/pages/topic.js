@@ -29,7 +29,7 @@ function render(main, topic) {
   const newer = h("button", { type: "button", class: "quiet", text: "← Newer" });
   const older = h("button", { type: "button", class: "quiet", text: "Older →" });
   const search = h("input", { id: "search", type: "search", autocomplete: "off", placeholder: "words in title, message or tags" });
-  const state = h("span", { class: "state", text: app.status(topic) });
+  const state = h("span", { class: "state", role: "status", text: app.statusText(topic) });
 
   const items = () => (words.length ? msgs.list.filter((m) => matches(m, words)) : msgs.list);
   const card = (m) => messageCard(m, { read: store.isRead(topic, m), onRead: (x) => app.markRead(topic, [x.id]) });
@@ -110,7 +110,7 @@ function render(main, topic) {
 
   const onChange = (e) => e.detail.topic === topic && paint();
   const onStatus = (e) => {
-    if (e.detail.topic === topic) state.textContent = e.detail.state;
+    if (e.detail.topic === topic) state.textContent = app.statusText(topic);
   };
   newer.addEventListener("click", () => { page--; paint(); });
   older.addEventListener("click", () => { page++; paint(); });
