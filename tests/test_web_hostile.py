@@ -233,3 +233,49 @@ async def test_screenshots_phone_and_desktop_light_and_dark(
     shots = sorted(out.glob("*.png"))
     assert len(shots) == 12 and all(p.stat().st_size > 5000 for p in shots)
     print(f"screenshots in {out}")
+
+
+MARKDOWN = [  # (source, the HTML the page's renderer makes)
+    ("**b** *i* `c` ~~s~~", "<p><strong>b</strong> <em>i</em> <code>c</code> <del>s</del></p>"),
+    ("# Head\ntext", "<h3>Head</h3><p>text</p>"),
+    ("- a\n- b", "<ul><li>a</li><li>b</li></ul>"),
+    ("1. a\n2. b", "<ol><li>a</li><li>b</li></ol>"),
+    ("> q", "<blockquote>q</blockquote>"),
+    ("```\n<b>x</b>\n```", "<pre><code>&lt;b&gt;x&lt;/b&gt;</code></pre>"),
+    ("<script>alert(1)</script>", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
+    ('<img src=x onerror="alert(1)">', '<p>&lt;img src=x onerror="alert(1)"&gt;</p>'),
+    ("[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>"),
+    ("[x](JAVASCRIPT:alert(1))", "<p>[x](JAVASCRIPT:alert(1))</p>"),
+    ("[x](data:text/html,hi)", "<p>[x](data:text/html,hi)</p>"),
+    ("[x](/relative)", "<p>[x](/relative)</p>"),
+    ('[x](https://e.com/a"onmouseover="alert(1))',
+     '<p><a href="https://e.com/a%22onmouseover=%22alert(1" rel="noopener noreferrer nofollow" '
+     'target="_blank">x</a>)</p>'),
+    ("[mail](mailto:a@b.c)",
+     '<p><a href="mailto:a@b.c" rel="noopener noreferrer nofollow" target="_blank">mail</a></p>'),
+    ("see https://e.com/x.",
+     '<p>see <a href="https://e.com/x" rel="noopener noreferrer nofollow" target="_blank">'
+     "https://e.com/x</a>.</p>"),
+]  # fmt: skip
+
+
+async def test_markdown_renderer_allow_list(relay: Relay, browser: Browser) -> None:
+    async with tab(browser) as t:
+        await t.page.goto(relay.url + "/")
+        got = await t.page.evaluate(
+            """async (cases) => {
+                const md = await import('/app/markdown.js');
+                return cases.map(src => md.render(src).innerHTML);
+            }""",
+            [src for src, _ in MARKDOWN],
+        )
+        assert got == [html for _, html in MARKDOWN]
+        urls = await t.page.evaluate(
+            """async () => {
+                const { safeUrl } = await import('/app/markdown.js');
+                return ['https://a.b/', 'http://a.b/', 'mailto:x@y.z', 'javascript:x',
+                        ' javascript:x', 'java\\tscript:x', 'data:,x', 'vbscript:x', '/rel',
+                        'file:///etc/passwd', ''].map(u => safeUrl(u));
+            }"""
+        )
+        assert urls == ["https://a.b/", "http://a.b/", "mailto:x@y.z"] + [None] * 8
