@@ -365,3 +365,36 @@ async def test_keyboard_and_screen_reader_basics(relay: Relay, browser: Browser)
         await t.page.wait_for_selector(f"h1:has-text('{topic}')")
         focused = await t.page.evaluate("document.activeElement.tagName")
         assert focused == "H1"  # focus moved to the new page's heading
+
+
+async def test_icon_and_action_buttons(relay: Relay, browser: Browser) -> None:
+    topic, acks = unique_topic("w"), unique_topic("ack")
+    body = {
+        "topic": topic, "title": "Garage open", "message": "close it?",
+        "icon": f"{relay.url}/app/icon.svg",
+        "actions": [
+            {"action": "view", "label": "Camera", "url": "https://example.com/cam"},
+            {"action": "http", "label": "Close", "url": f"{relay.url}/{acks}", "method": "POST",
+             "headers": {"Title": "from the button"}, "body": "closed"},
+        ],
+    }  # fmt: skip
+    status, sent = relay.request("POST", "/", json.dumps(body).encode())
+    assert status == 200, sent
+    async with tab(browser) as t:
+        await t.page.goto(f"{relay.url}/{topic}")
+        card = f"article[data-id='{sent['id']}']"
+        await t.page.wait_for_selector(card)
+        width = await t.page.eval_on_selector(
+            f"{card} img.icon", "img => img.decode().then(() => img.naturalWidth)"
+        )
+        assert width > 0  # the icon loaded
+        assert await t.page.get_attribute(f"{card} a:has-text('Camera')", "href") == (
+            "https://example.com/cam"
+        )
+        await t.page.click(f"{card} button:has-text('Close')")
+        await t.page.wait_for_function(
+            f"() => document.querySelector(\"{card} button[data-result]\")?.dataset.result === 'ok'"
+        )
+        [ack] = relay.poll(acks)
+        assert (ack["message"], ack["title"]) == ("closed", "from the button")
+        assert t.errors == []
