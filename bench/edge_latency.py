@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import queue
 import socket
 import statistics
@@ -49,6 +48,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import cpu  # noqa: E402
 
 from agent import config  # noqa: E402
 from agent.config import AgentConfig, MqttConfig, WsConfig  # noqa: E402
@@ -334,12 +335,6 @@ async def direct(
             agents.close()
 
 
-def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _relay_count(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=5) as r:
@@ -385,16 +380,16 @@ async def via_relay(
             await _until(lambda: _relay_count(port) >= args.messages)
             upstream_s = time.monotonic() - t_pub
             cloud = wan.down
-            t0, rcpu0 = time.monotonic(), _cpu(relay.pid)
+            t0, rcpu0 = time.monotonic(), cpu(relay.pid)
             done, agents_cpu, _ = await agents.backlog(args.messages)
             elapsed = done - t0
-            cpu = {"agents_cpu_s": round(agents_cpu, 3),
-                   "relay_cpu_s": round(_cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
+            used = {"agents_cpu_s": round(agents_cpu, 3),
+                   "relay_cpu_s": round(cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
             delivered = args.agents * args.messages
             return {
                 "scenario": "relay", "agents": args.agents, "messages": args.messages,
                 "wan_delay_ms": args.delay * 1000, "backlog_s": round(elapsed, 3),
-                "relay_upstream_fill_s": round(upstream_s, 3), **cpu,
+                "relay_upstream_fill_s": round(upstream_s, 3), **used,
                 "cloud_bytes": cloud,
                 "cloud_bytes_per_delivered": round(cloud / delivered, 1),
                 "cloud_copies_per_message": _relay_count(port) / args.messages,

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import http.client
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import cpu, median, rss_kib  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from tests.relay import Relay  # noqa: E402
@@ -46,7 +46,6 @@ send_queue = 100000
 retention_count = 1000000
 """
 TOPIC = "bench"
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def typical(i: int) -> tuple[str, dict[str, str]]:
@@ -65,18 +64,6 @@ def fill(relay: Relay, n: int) -> None:
         resp.read()
         assert resp.status == 200
     conn.close()
-
-
-def cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Counted(ClientConnection):
@@ -157,10 +144,6 @@ async def memory(tmp: Path, subs: int, deflate: bool) -> dict[str, Any]:
         relay.stop()
     return {"scenario": "memory", "deflate": deflate, "subscribers": subs, "rss_base_kib": base,
             "rss_kib": held, "kib_per_subscriber": round((held - base) / subs, 1)}  # fmt: skip
-
-
-def median(rows: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in rows))
 
 
 async def main() -> None:
