@@ -14,11 +14,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent.attachments.cache import clean_temporary, trim
-from agent.attachments.fetch import Inflight, fetch, install
+from agent.attachments.fetch import Inflight, fetch, install, unpack
 from agent.attachments.policy import DownloadError, check, decide, file_name, same_origin
 from agent.backoff import backoff
 from agent.config import AgentConfig
 from agent.errors import EdgepushError
+from agent.ntfyproto.attachment import is_inline
 from agent.private import private_dir
 from agent.store import Store, Stored
 
@@ -162,9 +163,12 @@ class Downloader:
         https = url.lower().startswith("https://")
         ctx = self._context() if https and self._context is not None else None
         private_dir(self.folder)
-        fetched = fetch(url, self.folder, item.message.id, token=token,
-                        max_bytes=self.cfg.max_download, timeout=self.cfg.timeout,
-                        context=ctx, inflight=self._inflight)  # fmt: skip
+        if is_inline(url):
+            fetched = unpack(url, self.folder, item.message.id, max_bytes=self.cfg.max_download)
+        else:
+            fetched = fetch(url, self.folder, item.message.id, token=token,
+                            max_bytes=self.cfg.max_download, timeout=self.cfg.timeout,
+                            context=ctx, inflight=self._inflight)  # fmt: skip
         try:
             mime, ext = check(att, self.cfg, fetched.size, fetched.head)
             final = self.folder / file_name(item.message.id, ext)

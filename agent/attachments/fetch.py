@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.attachments.policy import DownloadError, id_hash
-from agent.ntfyproto.attachment import SNIFF_BYTES
+from agent.ntfyproto.attachment import SNIFF_BYTES, data_url_bytes
 from agent.private import FILE_MODE
 
 DEADLINE = 600.0
@@ -147,3 +147,26 @@ def install(fetched: Fetched, final: Path) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def unpack(url: str, folder: Path, message_id: str, *, max_bytes: int) -> Fetched:
+    """An inline file (a base64 ``data:`` URL, as the relay's bridge forwards small files
+    upstream) written to a 0600 temporary file in ``folder``, like a download."""
+    try:
+        data = data_url_bytes(url, max_bytes)
+    except ValueError as exc:
+        raise DownloadError(str(exc)) from None
+    tmp = folder / f".tmp-{id_hash(message_id)[:16]}-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return Fetched(tmp, len(data), data[:SNIFF_BYTES])

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.config import AttachmentsConfig
-from agent.ntfyproto.attachment import sniff
+from agent.ntfyproto.attachment import is_inline, sniff
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _UNKNOWN = ("", "application/octet-stream")
@@ -34,8 +34,9 @@ def decide(att: Mapping[str, Any], cfg: AttachmentsConfig, now: float) -> str | 
     if cfg.download == "never":
         return "downloads are off"
     url = att.get("url")
-    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-        return "no http(s) url"
+    web = isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+    if not web and not is_inline(url):
+        return "no http(s) url"  # nor an inline data: URL
     expires = att.get("expires")
     if isinstance(expires, int | float) and not isinstance(expires, bool) and expires < now:
         return "expired"
