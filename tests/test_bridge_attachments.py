@@ -68,7 +68,8 @@ async def test_a_file_above_the_inline_limit_goes_by_its_base_url(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     port = free_port()  # base_url must name the relay's port before it starts
-    toml = f'base_url = "http://localhost:{port}"\n{FAST}[attachments]\nupstream_inline_limit = 100\n'
+    inline = "[attachments]\nupstream_inline_limit = 100\n"
+    toml = f'base_url = "http://localhost:{port}"\n{FAST}{inline}'
     relay = Relay(tmp_path / "relay", config=toml, port=port,
                   args=["--upstream", mosquitto.url, "--forward", "up*"]).start()  # fmt: skip
     wait_for(lambda: relay.request("GET", "/v1/health")[1]["upstream"]["state"] == "connected",
