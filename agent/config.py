@@ -165,6 +165,7 @@ class DesktopConfig:
 
 
 DOWNLOAD_MODES = ("always", "images", "never")
+_HTTP_URL = re.compile(r"https?://[^/\s?#]+(?:/[^\s?#]*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,12 @@ class AttachmentsConfig:
     max_download: ByteSize = 15 * 1024 * 1024  # type: ignore[assignment]
     cache_max: ByteSize = 500 * 1024 * 1024  # type: ignore[assignment]
     timeout: float = 30.0
+    upload_server: str | None = None
+    """Where ``pushagent send --attach FILE`` over MQTT puts the file (a relay or ntfy
+    server, http(s)://): the MQTT message carries only its ``attachment`` object."""
+    upload_topic: str = "pushagent-files"
+    """The topic on ``upload_server`` the files are published to (receivers fetch them
+    without a token: it must be readable by them)."""
 
     def __post_init__(self) -> None:
         if self.download not in DOWNLOAD_MODES:
@@ -187,6 +194,9 @@ class AttachmentsConfig:
             )
         if not 0 < self.timeout <= 3600:
             raise ValueError(f"'attachments.timeout' must be 0-3600 seconds, not {self.timeout}")
+        if self.upload_server is not None and not _HTTP_URL.fullmatch(self.upload_server):
+            raise ValueError(f"'attachments.upload_server' must be an http(s)://HOST[:PORT] URL, "
+                             f"not {self.upload_server!r}")  # fmt: skip
         if self.max_download < 1:
             raise ValueError(f"'attachments.max_download' must be > 0, not {self.max_download}")
         if self.cache_max < self.max_download:
