@@ -58,6 +58,9 @@ class MqttConfig:
     redelivery: str = "auto"
     """May packet id + DUP dedupe id-less messages: "auto", "trusted" or "untrusted"
     (``agent.transports.mqtt_redelivery``)."""
+    compress: str = "none"
+    """"zstd": publish payloads of 512 bytes and more as zstd frames (agent.transports.
+    mqtt_codec); received zstd payloads are inflated whatever this says."""
 
     def __post_init__(self) -> None:
         if self.redelivery not in ("auto", "trusted", "untrusted"):
@@ -65,6 +68,8 @@ class MqttConfig:
                 '\'mqtt.redelivery\' must be "auto", "trusted" or "untrusted", '
                 f"not {self.redelivery!r}"
             )
+        if self.compress not in ("none", "zstd"):
+            raise ValueError(f'\'mqtt.compress\' must be "none" or "zstd", not {self.compress!r}')
         if self.protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(
                 f'\'mqtt.protocol\' must be "auto", "5" or "3.1.1", not {self.protocol!r}'
