@@ -161,6 +161,8 @@ class DesktopConfig:
     max_title: int = 200
     max_body: int = 2000
     sound: bool = True
+    downloads: Path | None = None
+    """Where "Save" puts an attachment (default ``XDG_DOWNLOAD_DIR``, else ``~/Downloads``)."""
 
     def __post_init__(self) -> None:
         if not 10 <= self.max_title <= 10_000:
@@ -451,6 +453,16 @@ def load(
             config = build(AgentConfig, table, where=source, fixed={"paths": where})
     assert config is not None
     return config
+
+
+def downloads_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where "Save" puts files without ``desktop.downloads``: ``XDG_DOWNLOAD_DIR`` when set,
+    else ``~/Downloads`` (read when a file is saved, as a file manager would)."""
+    env = os.environ if env is None else env
+    if env.get("XDG_DOWNLOAD_DIR"):
+        return Path(env["XDG_DOWNLOAD_DIR"]).expanduser()
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / "Downloads"
 
 
 def shown(config: AgentConfig) -> dict[str, Any]:
