@@ -411,7 +411,8 @@ async def via_relay(
                            args)  # fmt: skip
         try:
             await asyncio.to_thread(wait_for, lambda: _relay_upstream(port) == "connected",
-                                    timeout=60, what="relay upstream connected")  # fmt: skip
+                                    timeout=180, what=f"relay upstream connected "
+                                    f"({relay_dir / 'relay.log'})")  # fmt: skip
             await agents.connect()
             wan.reset()
             t_pub = time.monotonic()

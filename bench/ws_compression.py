@@ -32,10 +32,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import cpu, median, rss_kib  # noqa: E402
+from _common import baseline_tree, cpu, median, rss_kib  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory  # noqa: E402
 
+from tests.helpers import child_env  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
 CONFIG = """keepalive = 300
@@ -167,29 +168,52 @@ async def main() -> None:
     ap.add_argument("--memory", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=20, help="backlogs per sample")
     ap.add_argument("--windows", default="15", help="deflate windows to compare (9-15)")
+    ap.add_argument(
+        "--baseline",
+        metavar="GIT-REV",
+        help="also run the relay of this commit, same run (its ratios as base_*)",
+    )
     args = ap.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        relay = Relay(tmp / "relay", config=CONFIG).start()
-        rows: list[dict[str, Any]] = []
+        relays = {"": Relay(tmp / "relay", config=CONFIG).start()}
+        if args.baseline:
+            tree = baseline_tree(args.baseline, tmp / "baseline-tree")
+            env = {**child_env(), "PYTHONPATH": str(tree)}
+            relays["base_"] = Relay(tmp / "baseline", config=CONFIG, env=env).start()
+        rows: dict[str, list[dict[str, Any]]] = {k: [] for k in relays}
         try:
-            await asyncio.to_thread(fill, relay, args.messages)
-            await backlog_ws(relay, args.messages, 0, 2)  # warm-up: pages in the store
+            for relay in relays.values():
+                await asyncio.to_thread(fill, relay, args.messages)
+                await backlog_ws(relay, args.messages, 0, 2)  # warm-up: pages in the store
             for run in range(args.runs):
-                order = [0, *windows]
-                for window in order if run % 2 == 0 else order[::-1]:
-                    rows.append(await backlog_ws(relay, args.messages, window, args.repeat))
-                    print(json.dumps({**rows[-1], "run": run}), flush=True)
-                for gz in (False, True):
-                    rows.append(await asyncio.to_thread(poll_json, relay, args.messages, gz))
-                    print(json.dumps({**rows[-1], "run": run}), flush=True)
+                for key, relay in relays.items():
+                    await _run(relay, args, windows, run, rows[key], key)
         finally:
-            relay.stop()
+            for relay in relays.values():
+                relay.stop()
         mem = {w: await memory(tmp, args.memory, w) for w in (0, *windows)}
         for m in mem.values():
             print(json.dumps(m), flush=True)
-    print(json.dumps(summary(rows, args, windows, mem)), flush=True)
+    out = summary(rows[""], args, windows, mem)
+    if args.baseline:
+        base = summary(rows["base_"], args, windows, mem)
+        out["baseline"] = args.baseline
+        out.update({f"base_{k}": v for k, v in base.items() if k.startswith(("w", "ws_"))})
+    print(json.dumps(out), flush=True)
+
+
+async def _run(relay: Relay, args: argparse.Namespace, windows: list[int], run: int,
+               rows: list[dict[str, Any]], key: str) -> None:  # fmt: skip
+    """One run against one relay: the backlogs (order alternating per run), then the polls."""
+    order = [0, *windows]
+    for window in order if run % 2 == 0 else order[::-1]:
+        rows.append(await backlog_ws(relay, args.messages, window, args.repeat))
+        print(json.dumps({**rows[-1], "run": run, "relay": key or "this"}), flush=True)
+    for gz in (False, True):
+        rows.append(await asyncio.to_thread(poll_json, relay, args.messages, gz))
+        print(json.dumps({**rows[-1], "run": run, "relay": key or "this"}), flush=True)
 
 
 def summary(rows: list[dict[str, Any]], args: argparse.Namespace, windows: list[int],
