@@ -28,11 +28,9 @@ from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
 from edge_relay.hub import Live, Subscriber, text_frame, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
-from edge_relay.wsdeflate import Deflater
 
 _PAGE = 500
 _DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
-_DRAIN_AT = 64 * 1024  # aiohttp's writer limit: past it a deflate stream waits for the drain
 COMPRESS_MIN = 128
 """Bytes below which a WebSocket frame goes uncompressed on a permessage-deflate connection:
 ``open``, ``keepalive`` and the tiniest messages, where deflate saves a few bytes for a
@@ -174,14 +172,6 @@ class WsSink(Sink):
         # may not): an uncompressed connection keeps the pre-built frames' fast path below.
         self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=compress)
         self.response = self.ws
-        self._deflater: Deflater | None = None
-
-    async def prepare(self) -> None:
-        await super().prepare()
-        if self.ws.compress:  # negotiated: this connection's frames are deflated here
-            ext = self.ws.headers.get("Sec-WebSocket-Extensions", "")
-            takeover = "server_no_context_takeover" not in ext
-            self._deflater = Deflater(int(self.ws.compress), no_context_takeover=not takeover)
 
     @property
     def compressed(self) -> bool:
@@ -189,31 +179,26 @@ class WsSink(Sink):
         return bool(self.ws.compress)
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
-        deflater = self._deflater
-        if deflater is None:
-            await self.ws.send_str(data)
+        if self.compressed and len(data) < COMPRESS_MIN and self._raw(data):
             return
-        raw = data.encode()
-        # every compressed frame through this connection's one Deflater (edge_relay.wsdeflate)
-        await self._write(text_frame(raw) if len(raw) < COMPRESS_MIN else deflater.frame(raw))
+        await self.ws.send_str(data)  # compressed by aiohttp when negotiated
 
-    async def _write(self, frame: bytes) -> None:
-        """Write a frame; past aiohttp's high-water mark, wait for the drain as its writer
-        does (a slow reader holds up this stream only; the hub's queue bounds the rest)."""
+    def _raw(self, data: str) -> bool:
+        """Write a small frame uncompressed, unless the socket is backed up (then aiohttp's
+        writer, which waits for the drain)."""
         transport = self.request.transport
         if transport is None or transport.is_closing():
-            raise ConnectionResetError("the WebSocket is closed")
-        transport.write(frame)
-        if transport.get_write_buffer_size() > _DRAIN_AT:
-            protocol: Any = self.request.protocol
-            if getattr(protocol, "_paused", False):
-                await protocol._drain_helper()
+            return False
+        if transport.get_write_buffer_size() > _DIRECT_BUFFER:
+            return False
+        transport.write(text_frame(data.encode()))
+        return True
 
     def direct(self) -> Callable[[list[Live]], bool] | None:
         transport = self.request.transport
         if transport is None or self.compressed:
             # Live.frame is uncompressed: on a deflate connection every message goes through
-            # send_text (compressed by its Deflater), never as the pre-built frame.
+            # send_text (compressed by aiohttp), never as the pre-built frame.
             return None
 
         def push(items: list[Live]) -> bool:

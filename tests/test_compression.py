@@ -166,23 +166,3 @@ def test_a_live_gzipped_json_stream_delivers_each_message_at_once(relay: Relay) 
         reader.join(10)
     message = next(e for e in got if e.get("id") == mid)
     assert message["message"] == "live through gzip"
-
-
-def test_the_relays_deflater_writes_what_a_permessage_deflate_inflater_reads() -> None:
-    """edge_relay.wsdeflate against zlib's inflater as RFC 7692 7.2.2 reads a message: the
-    frame's payload plus 00 00 ff ff, one inflater for the connection (context takeover)."""
-    import zlib
-
-    from edge_relay.wsdeflate import Deflater
-
-    for takeover in (True, False):
-        d = Deflater(15, no_context_takeover=not takeover)
-        inflater = zlib.decompressobj(-15)
-        for text in (b'{"event":"message","message":"' + b"x" * n + b'"}' for n in (1, 200, 70000)):
-            frame = d.frame(text)
-            assert frame[0] == 0xC1, "FIN + RSV1 + text"
-            n = frame[1]
-            start = 2 if n < 126 else 4 if n == 126 else 10
-            if not takeover:
-                inflater = zlib.decompressobj(-15)
-            assert inflater.decompress(frame[start:] + b"\x00\x00\xff\xff") == text
