@@ -42,13 +42,10 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import queue
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import replace
@@ -59,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import cpu  # noqa: E402
+from _wan import WanLink  # noqa: E402
 
 from agent import config  # noqa: E402
 from agent.config import AgentConfig, MqttConfig, WsConfig  # noqa: E402
@@ -73,101 +71,8 @@ from agent.transports.ws import WsTransport  # noqa: E402
 from tests.helpers import child_env, free_port, wait_for  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from tests.mqtt_helpers import Publisher  # noqa: E402
-from tests.netproxy import NetProxy, _Link  # noqa: E402
 
 TOPIC = "bench"
-
-
-class WanProxy(NetProxy):
-    """NetProxy with a pipelined one-way delay and a byte count per direction."""
-
-    def __init__(self, target_port: int, port: int, delay: float, down: Any, up: Any) -> None:
-        super().__init__("127.0.0.1", target_port, port=port)
-        self.wan_delay = delay
-        self.down = down  # cloud → LAN bytes (a shared multiprocessing Value)
-        self.up = up
-
-    def _pump(
-        self, link: _Link, src: socket.socket, dst: socket.socket, gate: threading.Event,
-        direction: str = "",
-    ) -> None:  # fmt: skip
-        # (no stalls in the benchmark: the gate that NetProxy uses for them is never closed;
-        # NetProxy passes the direction since 0d1e: the bench failed at connect without it)
-        counter = self.down if src is link.upstream else self.up
-        pending: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
-        sender = threading.Thread(target=self._send, args=(link, dst, pending), daemon=True)
-        sender.start()
-        while True:
-            try:
-                data = src.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                pending.put(None)
-                sender.join(timeout=5)
-                link.close()
-                return
-            with counter.get_lock():
-                counter.value += len(data)
-            pending.put((time.monotonic() + self.wan_delay, data))
-
-    @staticmethod
-    def _send(link: _Link, dst: socket.socket, pending: queue.Queue[Any]) -> None:
-        while True:
-            item = pending.get()
-            if item is None or link.closed:
-                return
-            due, data = item
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            try:
-                dst.sendall(data)
-            except OSError:
-                link.close()
-                return
-
-
-def _proxy_main(target: int, port: int, delay: float, down: Any, up: Any, ready: Any) -> None:
-    WanProxy(target, port, delay, down, up).start()
-    ready.set()
-    while True:
-        time.sleep(3600)
-
-
-class WanLink:
-    """The WAN link in its own process, so forwarding never competes with the agents' GIL."""
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        ctx = mp.get_context("spawn")
-        self.port = free_port()
-        self._down = ctx.Value("q", 0)
-        self._up = ctx.Value("q", 0)
-        ready = ctx.Event()
-        self._proc = ctx.Process(
-            target=_proxy_main,
-            args=(target_port, self.port, delay, self._down, self._up, ready),
-            daemon=True,
-        )
-        self._proc.start()
-        if not ready.wait(30):
-            raise RuntimeError("the WAN proxy did not start")
-
-    @property
-    def down(self) -> int:
-        return int(self._down.value)
-
-    def reset(self) -> None:
-        for v in (self._down, self._up):
-            with v.get_lock():
-                v.value = 0
-
-    def __enter__(self) -> WanLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._proc.terminate()
-        self._proc.join(timeout=10)
 
 
 class Agents:
