@@ -58,6 +58,9 @@ class MqttConfig:
     redelivery: str = "auto"
     """May packet id + DUP dedupe id-less messages: "auto", "trusted" or "untrusted"
     (``agent.transports.mqtt_redelivery``)."""
+    compress: str = "none"
+    """"zstd": publish payloads of 512 bytes and more as zstd frames (agent.transports.
+    mqtt_codec); received zstd payloads are inflated whatever this says."""
 
     def __post_init__(self) -> None:
         if self.redelivery not in ("auto", "trusted", "untrusted"):
@@ -65,6 +68,8 @@ class MqttConfig:
                 '\'mqtt.redelivery\' must be "auto", "trusted" or "untrusted", '
                 f"not {self.redelivery!r}"
             )
+        if self.compress not in ("none", "zstd"):
+            raise ValueError(f'\'mqtt.compress\' must be "none" or "zstd", not {self.compress!r}')
         if self.protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(
                 f'\'mqtt.protocol\' must be "auto", "5" or "3.1.1", not {self.protocol!r}'
@@ -156,6 +161,8 @@ class DesktopConfig:
     max_title: int = 200
     max_body: int = 2000
     sound: bool = True
+    downloads: Path | None = None
+    """Where "Save" puts an attachment (default ``XDG_DOWNLOAD_DIR``, else ``~/Downloads``)."""
 
     def __post_init__(self) -> None:
         if not 10 <= self.max_title <= 10_000:
@@ -165,6 +172,7 @@ class DesktopConfig:
 
 
 DOWNLOAD_MODES = ("always", "images", "never")
+_HTTP_URL = re.compile(r"https?://[^/\s?#]+(?:/[^\s?#]*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,12 @@ class AttachmentsConfig:
     max_download: ByteSize = 15 * 1024 * 1024  # type: ignore[assignment]
     cache_max: ByteSize = 500 * 1024 * 1024  # type: ignore[assignment]
     timeout: float = 30.0
+    upload_server: str | None = None
+    """Where ``pushagent send --attach FILE`` over MQTT puts the file (a relay or ntfy
+    server, http(s)://): the MQTT message carries only its ``attachment`` object."""
+    upload_topic: str = "pushagent-files"
+    """The topic on ``upload_server`` the files are published to (receivers fetch them
+    without a token: it must be readable by them)."""
 
     def __post_init__(self) -> None:
         if self.download not in DOWNLOAD_MODES:
@@ -187,6 +201,9 @@ class AttachmentsConfig:
             )
         if not 0 < self.timeout <= 3600:
             raise ValueError(f"'attachments.timeout' must be 0-3600 seconds, not {self.timeout}")
+        if self.upload_server is not None and not _HTTP_URL.fullmatch(self.upload_server):
+            raise ValueError(f"'attachments.upload_server' must be an http(s)://HOST[:PORT] URL, "
+                             f"not {self.upload_server!r}")  # fmt: skip
         if self.max_download < 1:
             raise ValueError(f"'attachments.max_download' must be > 0, not {self.max_download}")
         if self.cache_max < self.max_download:
@@ -436,6 +453,16 @@ def load(
             config = build(AgentConfig, table, where=source, fixed={"paths": where})
     assert config is not None
     return config
+
+
+def downloads_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where "Save" puts files without ``desktop.downloads``: ``XDG_DOWNLOAD_DIR`` when set,
+    else ``~/Downloads`` (read when a file is saved, as a file manager would)."""
+    env = os.environ if env is None else env
+    if env.get("XDG_DOWNLOAD_DIR"):
+        return Path(env["XDG_DOWNLOAD_DIR"]).expanduser()
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / "Downloads"
 
 
 def shown(config: AgentConfig) -> dict[str, Any]:

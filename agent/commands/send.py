@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from agent import httppublish
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_FILE_MESSAGE = "You received a file: {}"  # ntfy's text for a file without one
 HTTP_BODY_LIMIT = 4096  # ntfy's and the relay's default message limit (docs/E2E.md)
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--attach",
         metavar="FILE|URL",
-        help="upload FILE as the attachment, or refer to an http(s) URL (HTTP)",
+        help="upload FILE as the attachment, or refer to an http(s) URL (over MQTT the "
+        "file goes to [attachments] upload_server)",
     )
     p.add_argument("--filename", metavar="NAME",
                    help="the attachment's name (default: FILE's name)")  # fmt: skip
@@ -87,8 +89,7 @@ def check_priority(value: str) -> str:
 
 
 _HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
-              "sequence_id": "--sequence-id", "attach": "--attach",
-              "filename": "--filename"}  # fmt: skip
+              "sequence_id": "--sequence-id"}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,9 +118,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{flag}: MQTT has no such operation; it needs a relay or ntfy server "
                 "(--server http(s)://HOST:PORT)"
             )
-    text = _message(args)
+    attachment = _mqtt_attachment(cfg, args)
+    if attachment is not None and args.message is None:
+        text = DEFAULT_FILE_MESSAGE.format(attachment.get("name") or "")
+    else:
+        text = _message(args)
     fields = {
         "message": text,
+        "attachment": attachment,
         "title": args.title,
         "priority": args.priority,
         "tags": args.tags,
@@ -249,6 +255,41 @@ def _attachment(args: argparse.Namespace) -> tuple[str | None, bytes | None, str
     except OSError as exc:
         raise UsageError(f"--attach: cannot read {where!r}: {exc.strerror}") from None
     return None, data, args.filename or path.name
+
+
+def _mqtt_attachment(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--attach`` over MQTT: an http(s) URL goes as it is; a FILE is uploaded to
+    ``[attachments] upload_server`` and the MQTT message carries the ``attachment`` object
+    that server answered (never the file itself: no multi-megabyte MQTT payloads)."""
+    url, data, name = _attachment(args)
+    if url is not None:
+        return {"url": url, **({"name": name} if name else {})}
+    if data is None:
+        return None
+    server = cfg.attachments.upload_server
+    if server is None:
+        raise ConfigError(
+            f"--attach FILE over MQTT: no server to hold the file; set [attachments] "
+            f'upload_server = "http://RELAY:8080" in {cfg.paths.config_file} (the MQTT '
+            "message then carries its URL), or send with --server http(s)://HOST:PORT"
+        )
+    from agent import httppublish
+    from agent.ntfy import parse_server
+    from agent.transports import tls_context
+
+    base = parse_server(server)
+    topic = cfg.attachments.upload_topic
+    req = httppublish.publish_request(topic, f"file for {args.topic}", file=data, filename=name)
+    sender = httppublish.Sender(
+        base.http_base, token=secrets.token_for(cfg, base.http_base),
+        context=tls_context(cfg.tls) if base.tls else None, timeout=args.timeout,
+    )  # fmt: skip
+    att = sender.send(req).get("attachment")
+    if not isinstance(att, dict) or not isinstance(att.get("url"), str):
+        raise ConfigError(f"[attachments] upload_server {server}: kept the file as text, not "
+                          "as an attachment; is it a relay or an ntfy server with attachments "
+                          "enabled?")  # fmt: skip
+    return {k: att[k] for k in ("name", "type", "size", "expires", "url") if k in att}
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:

@@ -69,9 +69,10 @@ from agent.errors import (
     ServerRefused,
     TransportError,
 )
+from agent.ntfyproto.attachment import INLINE_URL_MAX
 from agent.store import OutboxItem, Redelivery, Rejected
 from agent.tasks import supervise
-from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
+from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, mqtt_codec, tls_context
 from agent.transports import mqtt_protocol as proto
 from agent.transports.mqtt_redelivery import RedeliveryTrust
 from agent.transports.mqtt_url import MqttUrl, parse_url
@@ -401,7 +402,8 @@ class MqttTransport:
             try:
                 if topic is None:
                     raise MessageError("the topic is not valid UTF-8", field="topic")
-                m = decode(payload, topic=topic, max_size=self.cfg.max_message_size)
+                text = mqtt_codec.unpack(payload, self.cfg.max_message_size + INLINE_URL_MAX)
+                m = decode(text, topic=topic, max_size=self.cfg.max_message_size)
             except MessageError as exc:
                 item = Rejected.of(self.url, topic, str(exc), payload, time.time())
                 batch.rejected.append(item)
@@ -412,7 +414,7 @@ class MqttTransport:
             # Id-less means decode made the id up: a fresh random id cannot occur in the
             # payload, a payload's own id does (unless \u-escaped; then the record maps the
             # message to its own id, which is harmless).
-            if qos > 0 and self.trust.trusted and m.id.encode() not in payload:
+            if qos > 0 and self.trust.trusted and m.id.encode() not in text:
                 batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
@@ -449,7 +451,9 @@ class MqttTransport:
         if conn is None or conn.lost:
             raise ConnectionLost(f"{self.url}: not connected")
         fut: asyncio.Future[None] = conn.loop.create_future()
-        info = conn.client.publish(topic, payload, qos=1)
+        payload = mqtt_codec.pack(payload, self.cfg.mqtt.compress)
+        props = mqtt_codec.properties(payload) if self.protocol == "5" else None
+        info = conn.client.publish(topic, payload, qos=1, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLost(f"{self.url}: publish failed: {paho.error_string(info.rc)}")
         # on_publish cannot have run yet: it runs in a read callback on this loop, which we hold.
