@@ -59,6 +59,7 @@ from typing import Any, Self
 
 from agent.backoff import backoff
 from agent.config import AgentConfig, AttachmentsConfig
+from agent.e2e import files as e2e_files
 from agent.errors import EdgepushError
 from agent.ntfyproto.attachment import SNIFF_BYTES, sniff
 from agent.private import FILE_MODE, private_dir
@@ -275,6 +276,16 @@ def _stream(
     return Fetched(tmp, size, head)
 
 
+def _decrypted(att: Mapping[str, Any], fetched: Fetched) -> Fetched:
+    """The plaintext of an encrypted attachment in place of its ciphertext (agent.e2e.files);
+    a file that does not open is a DownloadError, never kept."""
+    try:
+        size, head = e2e_files.open_download(att, fetched.tmp, SNIFF_BYTES)
+    except e2e_files.FileDecryptError as exc:
+        raise DownloadError(str(exc)) from None
+    return Fetched(fetched.tmp, size, head)
+
+
 def install(fetched: Fetched, final: Path) -> None:
     """Rename the finished temporary file into place and make the rename durable."""
     os.replace(fetched.tmp, final)
@@ -383,7 +394,7 @@ class Downloader:
         now = time.time()
         for item in items:
             att = item.message.attachment
-            if att is None or item.message.id in self._busy:
+            if att is None or item.message.id in self._busy or item.state == "undecryptable":
                 continue
             why = decide(att, self.cfg, now)
             if why is not None:
@@ -451,10 +462,13 @@ class Downloader:
         https = url.lower().startswith("https://")
         ctx = self._context() if https and self._context is not None else None
         private_dir(self.folder)
-        fetched = fetch(url, self.folder, item.message.id, token=token,
-                        max_bytes=self.cfg.max_download, timeout=self.cfg.timeout,
-                        context=ctx, inflight=self._inflight)  # fmt: skip
+        sealed = e2e_files.is_sealed(att)  # an encrypted message's file, 28 bytes longer
+        limit = self.cfg.max_download + (e2e_files.OVERHEAD if sealed else 0)
+        fetched = fetch(url, self.folder, item.message.id, token=token, max_bytes=limit,
+                        timeout=self.cfg.timeout, context=ctx, inflight=self._inflight)  # fmt: skip
         try:
+            if sealed:
+                fetched = _decrypted(att, fetched)  # its plaintext, or refused
             mime, ext = check(att, self.cfg, fetched.size, fetched.head)
             final = self.folder / file_name(item.message.id, ext)
             install(fetched, final)
