@@ -90,10 +90,10 @@ def open_message(msg: Message, keys: Mapping[str, bytes]) -> Opened:
     """Decrypt a sealed ``msg`` with its topic's ``keys`` (kid -> key); see the docstring."""
     token = msg.message
     try:
-        body = jwe.decrypt(token, keys)
+        body, kid = jwe.open_token(token, keys)
         if body.get("topic", msg.topic) != msg.topic:
-            raise jwe.DecryptError("JWE was sealed for another topic")
-        return Opened(opened(msg, body), kid=_kid(token))
+            raise jwe.DecryptError("JWE was sealed for another topic", kid)
+        return Opened(opened(msg, body), kid=kid)
     except MessageError as exc:
         kid = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
         return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=kid)
