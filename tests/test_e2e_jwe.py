@@ -259,3 +259,20 @@ def test_the_receive_path_opens_exactly_what_joserfc_opens(
     assert (ref is None) == (ours is None), (tok, ref, ours)
     if ref is not None and ours is not None:
         assert json.loads(ref) == json.loads(ours)
+
+
+def test_a_non_canonical_last_character_is_refused_as_joserfc_does() -> None:
+    """base64url's last character may carry unused bits; a token differing only there
+    decodes to the same bytes, and both refuse it (joserfc's strict decoder). The tag:
+    16 bytes, 22 characters, the last carrying 4 unused bits."""
+    parts = token().split(".")
+    part = 4
+    seg = parts[part]
+    canonical = "AEIMQUYcgkosw048"
+    assert len(seg) == 22
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    i = last.index(seg[-1])
+    odd = next(c for c in last[i + 1 :] + last[:i] if c not in canonical)
+    parts[part] = seg[:-1] + odd
+    tok = ".".join(parts)
+    assert _joserfc_opens(tok, KEY) is None and _ours_opens(tok, KEY) is None

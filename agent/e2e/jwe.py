@@ -23,7 +23,7 @@ import binascii
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.envelope import check_unicode, dumps, parse_json
@@ -137,11 +137,11 @@ def open_token(
     key = keys.get(kid)
     if key is None:
         raise DecryptError(f"no key {kid!r} for this topic", kid)
-    enc, JoseError = _content_decryption()
+    enc, JoseError, unb64 = _content_decryption()
     try:
         if len(key) != KEY_BYTES:
             raise ValueError(f"an A256GCM key is {KEY_BYTES} bytes, not {len(key)}")
-        iv, ciphertext, tag = (_unb64(p) for p in parts[2:])
+        iv, ciphertext, tag = (unb64(p.encode("ascii")) for p in parts[2:])
         enc.check_iv(iv)
         # RFC 7516 5.2 steps 14-15: the additional data is the header segment as it came
         plain = enc.decrypt(ciphertext, tag, key, iv, parts[0].encode("ascii"))
@@ -170,9 +170,10 @@ def check_kid(kid: str) -> str:
 
 
 @functools.cache
-def _content_decryption() -> tuple[Any, type[Exception]]:
+def _content_decryption() -> tuple[Any, type[Exception], Callable[[bytes], bytes]]:
     """joserfc's own A256GCM content encryption (its JWERegistry's ``enc`` model, allowing
-    only ALGORITHMS) and its error root, made on first use.
+    only ALGORITHMS), its error root and its strict base64url decoder (no padding, canonical
+    last character), made on first use.
 
     The receive path calls it directly, after ``_checked`` did everything else
     ``jwe.decrypt_compact`` would for ``dir``: the header checks (stricter than joserfc's),
@@ -183,8 +184,9 @@ def _content_decryption() -> tuple[Any, type[Exception]]:
     tests/test_e2e_jwe checks both open and refuse the same tokens."""
     from joserfc import jwe
     from joserfc.errors import JoseError
+    from joserfc.util import urlsafe_b64decode
 
-    return jwe.JWERegistry(algorithms=ALGORITHMS).get_enc(ENC), JoseError
+    return jwe.JWERegistry(algorithms=ALGORITHMS).get_enc(ENC), JoseError, urlsafe_b64decode
 
 
 @functools.lru_cache(maxsize=64)

@@ -95,8 +95,8 @@ def open_message(msg: Message, keys: Mapping[str, bytes]) -> Opened:
             raise jwe.DecryptError("JWE was sealed for another topic", kid)
         return Opened(opened(msg, body), kid=kid)
     except MessageError as exc:
-        kid = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
-        return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=kid)
+        named = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
+        return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=named)
 
 
 def opened(outer: Message, body: Mapping[str, Any]) -> Message:
