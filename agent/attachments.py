@@ -276,12 +276,14 @@ def _stream(
     return Fetched(tmp, size, head)
 
 
-def _decrypted(att: Mapping[str, Any], fetched: Fetched) -> Fetched:
+def _decrypted(att: Mapping[str, Any], fetched: Fetched, message_id: str) -> Fetched:
     """The plaintext of an encrypted attachment in place of its ciphertext (agent.e2e.files);
-    a file that does not open is a DownloadError, never kept."""
+    a file that does not open is a DownloadError, never kept, and always a warning (not
+    rate-limited like a server that is down: it is a changed file, once per message)."""
     try:
         size, head = e2e_files.open_download(att, fetched.tmp, SNIFF_BYTES)
     except e2e_files.FileDecryptError as exc:
+        log.warning("attachment of %s not kept: %s", message_id, exc)
         raise DownloadError(str(exc)) from None
     return Fetched(fetched.tmp, size, head)
 
@@ -468,7 +470,7 @@ class Downloader:
                         timeout=self.cfg.timeout, context=ctx, inflight=self._inflight)  # fmt: skip
         try:
             if sealed:
-                fetched = _decrypted(att, fetched)  # its plaintext, or refused
+                fetched = _decrypted(att, fetched, item.message.id)  # plaintext, or refused
             mime, ext = check(att, self.cfg, fetched.size, fetched.head)
             final = self.folder / file_name(item.message.id, ext)
             install(fetched, final)

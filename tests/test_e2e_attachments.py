@@ -99,6 +99,9 @@ def test_send_encrypt_attach_relay_sees_ciphertext_agent_gets_the_file(tmp_path:
         assert isinstance(outer, dict) and jwe.looks_like(str(frame["message"]))
         assert outer["type"] == "application/octet-stream" and outer["name"] == "attachment.bin"
         assert outer["size"] == len(original) + e2e_files.OVERHEAD and "key" not in outer
+        uploads = [p for p in (tmp_path / "relay").rglob("*") if p.is_file()
+                   and p.stat().st_size == len(original) + e2e_files.OVERHEAD]  # fmt: skip
+        assert uploads, "the search below must cover the relay's copy of the file"
         stored = files_bytes(tmp_path / "relay")
         assert marker not in stored and original[-64:] not in stored and name.encode() not in stored
 
@@ -111,12 +114,24 @@ def test_send_encrypt_attach_relay_sees_ciphertext_agent_gets_the_file(tmp_path:
                  what=f"B downloaded the file after the import\n{b.log()[-2000:]}")  # fmt: skip
         assert Path(str(downloads(hb)[mid][0])).read_bytes() == original
 
+        # a file by URL travels inside only: the relay has no attachment and no URL
+        link = f"http://127.0.0.1:9/{marker.decode()}.png"
+        by_url = pushagent("send", "--encrypt", "--server", relay.url, "alerts", "Link",
+                           "--attach", link, home=ha, env=ea)  # fmt: skip
+        assert by_url.returncode == 0, by_url.stderr
+        lid = by_url.stdout.decode().strip()
+        wait_for(lambda: lid in shown_ids(a), timeout=30, what="A showed the link")  # type: ignore[arg-type]
+        assert shown_ids(a)[lid]["attachment"] == {"name": f"{marker.decode()}.png", "url": link}
+        assert "attachment" not in poll(relay, "alerts")[lid]
+        assert marker not in files_bytes(tmp_path / "relay")
+
         # a changed byte of the ciphertext: the message opens, its file is not kept
         bad = put_tampered(relay, parse(exported), png() + marker)
         wait_for(lambda: bad in downloads(ha), timeout=30, what="A tried the tampered file")
         path, error = downloads(ha)[bad]
         assert path is None and error is not None and "tampered" in error
-        assert f"attachment of {bad} not downloaded: " in a.log()
+        assert (f"WARNING pushagent.attachments: attachment of {bad} not kept: encrypted "
+                "attachment does not open: tampered or truncated") in a.log()  # fmt: skip
         cache = ha / "cache" / "attachments"
         assert sorted(p.name for p in cache.iterdir()) == [kept.name]
     finally:

@@ -168,8 +168,13 @@ def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.H
     url, data, name = _attachment(args)
     text = _message(args) if data is None or args.message is not None else ""
     blob, attachment = _sealed_file(data, name) if data is not None else (None, None)
-    if url is not None:
-        attachment = {"name": name or "attachment", "url": url}  # inside: never in clear
+    if url is not None:  # inside only: never in clear; named as ntfy names it (its path)
+        from urllib.parse import urlsplit
+
+        from agent.ntfyproto.attachment import safe_name
+
+        base = safe_name(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+        attachment = {"name": name or base or "attachment", "url": url}
     fields = {"message": text or (f"You received a file: {name}" if blob else None),
               "title": args.title, "priority": args.priority, "tags": args.tags,
               "click": args.click, "attachment": attachment,
