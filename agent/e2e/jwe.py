@@ -40,7 +40,7 @@ DEFAULT_MAX_SIZE = 256 * 1024  # the envelope's own bound (agent.envelope.DEFAUL
 CONTENT_TYPE = "application/jose"  # RFC 7515 section 9.2.1: the compact serialization
 ENCODING = "jwe"  # the envelope's "encoding" when "message" is a JWE (MQTT, ntfy frames)
 _KID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_B64 = re.compile(r"[A-Za-z0-9_-]*")
+_COMPACT = re.compile(r"[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){4}")  # five base64url parts
 _HEADER_KEYS = frozenset({"alg", "enc", "kid", "typ", "cty"})
 IV_BYTES = 12
 TAG_BYTES = 16
@@ -92,9 +92,9 @@ def _checked(token: str, max_size: int) -> tuple[list[str], dict[str, Any]]:
     """The five segments of ``token`` and its checked header."""
     if len(token) > max_size:
         raise DecryptError(f"JWE is {len(token)} characters, above the limit of {max_size}")
-    parts = token.split(".")
-    if len(parts) != 5 or not all(_B64.fullmatch(p) for p in parts):
+    if not _COMPACT.fullmatch(token):
         raise DecryptError("not a JWE compact serialization (five base64url parts)")
+    parts = token.split(".")
     if len(parts[0]) > MAX_HEADER:
         raise DecryptError(f"JWE header is longer than {MAX_HEADER} characters")
     obj = dict(_checked_header(parts[0]))
@@ -143,7 +143,11 @@ def open_token(
         raise DecryptError(f"no key {kid!r} for this topic", kid)
     aead, InvalidTag = _aead()
     try:
-        iv, ciphertext, tag = (_strict_unb64(p) for p in parts[2:])
+        iv, ciphertext, tag = (
+            _strict_unb64(parts[2]),
+            _strict_unb64(parts[3]),
+            _strict_unb64(parts[4]),
+        )
         if len(iv) != IV_BYTES or len(tag) != TAG_BYTES:
             raise ValueError("A256GCM takes a 96-bit IV and a 128-bit tag")
         # RFC 7516 5.2 steps 14-15: the additional data is the header segment as it came
