@@ -341,6 +341,8 @@ class AgentService:
                 items = await asyncio.to_thread(self._e2e.reopened, self.store)
                 if items and self._notifier is not None:
                     await self._notifier.show(items)  # shown again, now with their text
+                if items and self.downloads is not None:
+                    self.downloads.submit(items)  # an encrypted file can be opened now
 
     # --- receipts -------------------------------------------------------------------------
 

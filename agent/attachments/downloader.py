@@ -8,18 +8,19 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from agent.attachments.cache import clean_temporary, trim
-from agent.attachments.fetch import Inflight, fetch, install, unpack
+from agent.attachments.fetch import Fetched, Inflight, fetch, install, unpack
 from agent.attachments.policy import DownloadError, check, decide, file_name, same_origin
 from agent.backoff import backoff
 from agent.config import AgentConfig
+from agent.e2e import files as e2e_files
 from agent.errors import EdgepushError
-from agent.ntfyproto.attachment import is_inline
+from agent.ntfyproto.attachment import SNIFF_BYTES, is_inline
 from agent.private import private_dir
 from agent.store import Store, Stored
 
@@ -95,7 +96,7 @@ class Downloader:
         now = time.time()
         for item in items:
             att = item.message.attachment
-            if att is None or item.message.id in self._busy:
+            if att is None or item.message.id in self._busy or item.state == "undecryptable":
                 continue
             why = decide(att, self.cfg, now)
             if why is not None:
@@ -163,13 +164,17 @@ class Downloader:
         https = url.lower().startswith("https://")
         ctx = self._context() if https and self._context is not None else None
         private_dir(self.folder)
+        sealed = e2e_files.is_sealed(att)  # an encrypted message's file, 28 bytes longer
+        limit = self.cfg.max_download + (e2e_files.OVERHEAD if sealed else 0)
         if is_inline(url):
-            fetched = unpack(url, self.folder, item.message.id, max_bytes=self.cfg.max_download)
+            fetched = unpack(url, self.folder, item.message.id, max_bytes=limit)
         else:
             fetched = fetch(url, self.folder, item.message.id, token=token,
-                            max_bytes=self.cfg.max_download, timeout=self.cfg.timeout,
+                            max_bytes=limit, timeout=self.cfg.timeout,
                             context=ctx, inflight=self._inflight)  # fmt: skip
         try:
+            if sealed:
+                fetched = _decrypted(att, fetched, item.message.id)  # plaintext, or refused
             mime, ext = check(att, self.cfg, fetched.size, fetched.head)
             final = self.folder / file_name(item.message.id, ext)
             install(fetched, final)
@@ -208,6 +213,18 @@ class Downloader:
         else:
             self._quiet += 1
             log.debug("%s", text)
+
+
+def _decrypted(att: Mapping[str, Any], fetched: Fetched, message_id: str) -> Fetched:
+    """The plaintext of an encrypted attachment in place of its ciphertext (agent.e2e.files);
+    a file that does not open is a DownloadError, never kept, and always a warning (not
+    rate-limited like a server that is down: it is a changed file, once per message)."""
+    try:
+        size, head = e2e_files.open_download(att, fetched.tmp, SNIFF_BYTES)
+    except e2e_files.FileDecryptError as exc:
+        log.warning("attachment of %s not kept: %s", message_id, exc)
+        raise DownloadError(str(exc)) from None
+    return Fetched(fetched.tmp, size, head)
 
 
 def _delay(attempt: int) -> float:

@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def mark_read(cfg: AgentConfig, store: Store, ids: list[str] | None) -> int:
     """Record ``read`` for ``ids`` (None: every unread message). Returns how many."""
     if ids is None:
-        ids = [s.message.id for s in store.query(newest=False) if s.state in UNREAD]
+        sealed = store.unread_undecryptable()  # they stay undecryptable; the receipt marks
+        ids = [s.message.id for s in store.query(newest=False)
+               if s.state in UNREAD or s.message.id in sealed]  # fmt: skip
     if not ids:
         return 0
     now = time.time()

@@ -97,9 +97,6 @@ def run(args: argparse.Namespace) -> int:
         check_priority(args.priority)
     if args.expose_priority and not args.encrypt:
         raise UsageError("--expose-priority: only with --encrypt")
-    if args.encrypt and (args.attach is not None or args.filename is not None):
-        # the file would travel in clear: refused until encrypted attachments exist
-        raise UsageError("--attach with --encrypt: encrypted attachments are not supported yet")
     cfg = load_config(
         args,
         servers=[args.server] if args.server else None,
@@ -169,12 +166,24 @@ def _key(cfg: AgentConfig, topic: str) -> tuple[str, bytes]:
 
 def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.HttpRequest:
     """The HTTP publish of an encrypted message: the JWE as the body, application/jose;
-    only routing options as headers (docs/E2E.md)."""
+    only routing options as headers (docs/E2E.md). With ``--attach FILE`` the body is the
+    file encrypted with its own key (agent.e2e.files), the JWE in the ``Message`` header."""
     from agent import httppublish
     from agent.e2e import jwe, seal
 
-    fields = {"message": _message(args), "title": args.title, "priority": args.priority,
-              "tags": args.tags, "click": args.click,
+    url, data, name = _attachment(args)
+    text = _message(args) if data is None or args.message is not None else ""
+    blob, attachment = _sealed_file(data, name) if data is not None else (None, None)
+    if url is not None:  # inside only: never in clear; named as ntfy names it (its path)
+        from urllib.parse import urlsplit
+
+        from agent.ntfyproto.attachment import safe_name
+
+        base = safe_name(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+        attachment = {"name": name or base or "attachment", "url": url}
+    fields = {"message": text or (f"You received a file: {name}" if blob else None),
+              "title": args.title, "priority": args.priority, "tags": args.tags,
+              "click": args.click, "attachment": attachment,
               "content_type": "text/markdown" if args.markdown else None}  # fmt: skip
     msg = _built(fields, args.topic)
     kid, key = _key(cfg, args.topic)
@@ -185,11 +194,28 @@ def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.H
             f"keep a body above {HTTP_BODY_LIMIT} bytes (their default message limit) as an "
             "attachment file, which agents would not decrypt; shorten the text"
         )
-    return httppublish.publish_request(
-        args.topic, token,
-        priority=args.priority if args.expose_priority else None, delay=args.delay,
-        sequence_id=args.sequence_id, content_type=jwe.CONTENT_TYPE,
-    )  # fmt: skip
+    routing: dict[str, Any] = {
+        "priority": args.priority if args.expose_priority else None,
+        "delay": args.delay, "sequence_id": args.sequence_id,
+    }  # fmt: skip
+    if blob is not None:  # the relay sees a neutral name and, sniffed, octet-stream
+        from agent.e2e import files
+
+        return httppublish.publish_request(
+            args.topic, token, file=blob, filename=files.UPLOAD_NAME, **routing
+        )
+    return httppublish.publish_request(args.topic, token, content_type=jwe.CONTENT_TYPE, **routing)
+
+
+def _sealed_file(data: bytes, name: str | None) -> tuple[bytes, dict[str, Any]]:
+    """``data`` encrypted for upload, and the attachment object that goes inside the JWE."""
+    from agent.e2e import files
+    from agent.ntfyproto.attachment import SNIFF_BYTES, safe_name, sniff
+
+    label = safe_name(name or "") or "attachment"
+    mime, _ = sniff(data[:SNIFF_BYTES], label)
+    blob, secret = files.seal_file(data)
+    return blob, {"name": label, "type": mime, "size": len(data), **secret}
 
 
 def _message(args: argparse.Namespace) -> str:
