@@ -163,5 +163,3 @@ async def receipts_get(request: web.Request) -> web.Response:
         {"id": mid, "topic": stored.message.topic, "state": stored.state,
          "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows]}
     )  # fmt: skip
-
-
