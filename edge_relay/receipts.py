@@ -159,7 +159,13 @@ async def receipts_get(request: web.Request) -> web.Response:
 
         return error(404, f"no message with id {mid!r} that this caller may read")
     rows = await state.to_thread(state.store.receipts_by_owner, mid)
+    names = await state.to_thread(state.store.device_names, mid)
+    out = []
+    for o, d, s, t in rows:
+        item: dict[str, Any] = {"owner": o, "device": d, "state": s, "time": t}
+        if (o, d) in names:
+            item["device_name"] = names[o, d]
+        out.append(item)
     return web.json_response(
-        {"id": mid, "topic": stored.message.topic, "state": stored.state,
-         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows]}
-    )  # fmt: skip
+        {"id": mid, "topic": stored.message.topic, "state": stored.state, "receipts": out}
+    )

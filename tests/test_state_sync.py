@@ -94,6 +94,9 @@ def test_a_click_on_one_device_closes_it_on_the_others_through_the_relay(
         by_device: dict[str, set[str]] = {}
         for r in body["receipts"]:
             by_device.setdefault(r["device"], set()).add(r["state"])
+            assert r["owner"] == "anonymous"  # no token: every device is the same "user"
+        names = {r["device"]: r["device_name"] for r in body["receipts"]}
+        assert names == {a.client_id: "A", b.client_id: "B", c.client_id: "C"}
         assert by_device[a.client_id] >= {"delivered", "displayed", "clicked"}
         for d in (b, c):
             assert by_device[d.client_id] == {"delivered", "displayed"}, body

@@ -75,6 +75,11 @@ class _Ledger(_Base):
                 "VALUES (?, ?, ?, ?, ?)",
                 [(mid, owner, st, device, t) for mid, st, t in valid],
             )
+            if valid and device and device_name:  # the owner's device, by its human name
+                conn.execute(
+                    "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?)",
+                    (owner, device, device_name, time.time()),
+                )
             if receipt_destination is not None:
                 self._queue_receipts(conn, valid, receipt_destination, device, name=device_name)
                 if state_prefix is not None:
@@ -150,6 +155,15 @@ class _Ledger(_Base):
             (message_id,),
         )
         return [(str(o), str(d), str(s), float(t)) for o, d, s, t in rows]
+
+    def device_names(self, message_id: str) -> dict[tuple[str, str], str]:
+        """``(owner, device) -> device_name`` for the devices with receipts for a message."""
+        rows = self._read(
+            "SELECT DISTINCT r.owner, r.device, d.name FROM receipts r JOIN devices d "
+            "ON d.owner = r.owner AND d.device = r.device WHERE r.message_id = ?",
+            (message_id,),
+        )
+        return {(str(o), str(d)): str(n) for o, d, n in rows}
 
     def topic_stats(self) -> dict[str, dict[str, int]]:
         """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""
@@ -259,6 +273,7 @@ class _Ledger(_Base):
                     "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
                 )
             prune_states(conn, cutoff)
+            conn.execute("DELETE FROM devices WHERE seen < ?", (cutoff,))
         return deleted
 
 
