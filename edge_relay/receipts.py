@@ -69,23 +69,16 @@ async def receipts_post(request: web.Request) -> web.Response:
         by_device[r.device, r.device_name].append((r.id, r.state, at))
         if r.state in SYNCED:
             synced.append(StateEvent(r.id, r.state, r.device, at, topic, r.device_name))
-    accepted = 0
-    for (dev, name), events in by_device.items():
-        accepted += await state.to_thread(
-            state.store.record_states, events, device=dev, owner=ident.name,
-            max_devices=_DEVICES_PER_OWNER, device_name=name,
-        )  # fmt: skip
-    if synced:
-        await _sync(state, ident.name, synced)
-    return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
-
-
-async def _sync(state: RelayState, owner: str, events: list[StateEvent]) -> None:
-    """Keep the owner's states (forward only) and send those that moved to the owner's open
-    streams as ``message_state`` events (edge_relay.hub.Hub.send_states)."""
-    moved = await state.to_thread(state.store.sync_states, events, owner=owner)
+    # One transaction for the receipts and the owner's synced states (forward only), then
+    # those that moved go to the owner's open streams as message_state events.
+    groups = [(dev, name, events) for (dev, name), events in by_device.items()]
+    accepted, moved = await state.to_thread(
+        state.store.record_receipts, groups, synced, owner=ident.name,
+        max_devices=_DEVICES_PER_OWNER,
+    )  # fmt: skip
     if moved:
-        state.hub.send_states(owner, moved)
+        state.hub.send_states(ident.name, moved)
+    return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
 
 
 class _Receipt(NamedTuple):
