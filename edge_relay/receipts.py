@@ -33,25 +33,14 @@ async def receipts_post(request: web.Request) -> web.Response:
     ``_receipt_time``). A receipt that names a ``topic`` the caller may not read is refused
     (403): a forged state, which says nothing about any message.
     """
-    from edge_relay.server import _read_body
-
     state: RelayState = request.app["state"]
     ident = state.identify(request)
     if not ident.grant.read:  # may read nothing at all: say so (naming no message or topic)
         if ident.name == "anonymous":
             raise AuthError("posting receipts needs a token")
         raise Forbidden(f"token {ident.name!r} may not read any topic")
-    body = await _read_body(request, 256 * 1024)
-    try:
-        text = body.decode("utf-8")
-        items = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MessageError("body is not JSON", field="body") from None
-    check_unicode(text, items, "body")
-    if not isinstance(items, list) or len(items) > 1000:
-        raise MessageError("body must be a list of at most 1000 receipts", field="body")
+    parsed = await _read_receipts(request)
     now = time.time()
-    parsed = [_receipt(item, i) for i, item in enumerate(items)]
     for r in parsed:
         if r.topic and not ident.grant.allows("read", r.topic):
             raise Forbidden(f"token {ident.name!r} may not read topic {r.topic!r}")
@@ -78,7 +67,23 @@ async def receipts_post(request: web.Request) -> web.Response:
     )  # fmt: skip
     if moved:
         state.hub.send_states(ident.name, moved)
-    return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
+    return web.json_response({"accepted": accepted, "ignored": len(parsed) - accepted})
+
+
+async def _read_receipts(request: web.Request) -> list[_Receipt]:
+    """The body as receipts (at most 1,000, 256 KiB); MessageError naming what is wrong."""
+    from edge_relay.server import _read_body
+
+    body = await _read_body(request, 256 * 1024)
+    try:
+        text = body.decode("utf-8")
+        items = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MessageError("body is not JSON", field="body") from None
+    check_unicode(text, items, "body")
+    if not isinstance(items, list) or len(items) > 1000:
+        raise MessageError("body must be a list of at most 1000 receipts", field="body")
+    return [_receipt(item, i) for i, item in enumerate(items)]
 
 
 class _Receipt(NamedTuple):

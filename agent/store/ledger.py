@@ -61,15 +61,7 @@ class _Ledger(_Base):
             if max_devices is not None:
                 room = self._device_room(conn, {e[0] for e in valid}, owner, device, max_devices)
                 valid = [e for e in valid if e[0] in room]
-            moved = []
-            for message_id, state, at in valid:
-                topic, old = known[message_id]
-                if rank(state) > rank(old):
-                    known[message_id] = (topic, state)
-                    moved.append((message_id, state, at))
-            conn.executemany(
-                "UPDATE messages SET state = ? WHERE id = ?", [(st, mid) for mid, st, _ in moved]
-            )
+            moved = _advance(conn, valid, known)
             conn.executemany(
                 "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, time) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -275,6 +267,22 @@ class _Ledger(_Base):
             prune_states(conn, cutoff)
             conn.execute("DELETE FROM devices WHERE seen < ?", (cutoff,))
         return deleted
+
+
+def _advance(
+    conn: sqlite3.Connection,
+    events: Sequence[tuple[str, str, float]],
+    known: dict[str, tuple[str, str]],
+) -> list[tuple[str, str, float]]:
+    """Move each message's state forward (agent.states), in order; the events that did."""
+    moved = []
+    for message_id, state, at in events:
+        topic, old = known[message_id]
+        if rank(state) > rank(old):
+            known[message_id] = (topic, state)
+            moved.append((message_id, state, at))
+    conn.executemany("UPDATE messages SET state = ? WHERE id = ?", [(s, i) for i, s, _ in moved])
+    return moved
 
 
 def _queue_states(
