@@ -336,3 +336,32 @@ def test_two_devices_in_the_same_second_with_skewed_clocks_converge(tmp_path: Pa
         assert relay.stop() == 0
         for s in streams:
             s.close()
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_states_in_a_burst_over_mosquitto(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from tests.mqtt_helpers import Publisher, envelope
+
+    a, b = devs = [Device(tmp_path / n, n, desktop=False).configure(mosquitto.url, ["bulk/#"],
+                                                                    "none")
+                   for n in ("A", "B")]  # fmt: skip
+    try:
+        for d in devs:
+            d.start()
+        with Publisher(mosquitto.port) as p:
+            p.publish("bulk/x", (envelope(i, "bulk") for i in range(10_000)))
+        for d in devs:
+            wait_for(lambda d=d: d.count() == 10_000, timeout=90, interval=0.2,
+                     what=f"10,000 messages on {d.name}")  # fmt: skip
+        done = a.cli("read", "--all")
+        assert done.returncode == 0 and b"10000" in done.stdout, done.stdout
+        start = time.monotonic()
+        wait_for(lambda: b.count("read") == 10_000, timeout=90, interval=0.2,
+                 what=f"10,000 read states on B (now {b.count('read')})")  # fmt: skip
+        took = time.monotonic() - start
+        assert b.count() == 10_000 and a.connected() and b.connected()
+        assert took < 60, took
+    finally:
+        close_all(devs)
