@@ -365,3 +365,32 @@ def test_ten_thousand_states_in_a_burst_over_mosquitto(
         assert took < 60, took
     finally:
         close_all(devs)
+
+
+# the library's own use of websockets (as in tests/test_ntfy_subscriber_lib.py)
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_an_ntfy_client_that_does_not_know_message_state_skips_it(relay: Relay) -> None:
+    """``ntfy-api`` (a subscriber nobody here wrote, tests/test_ntfy_subscriber_lib.py) over
+    /ws: a ``message_state`` between two messages is skipped, the stream carries on."""
+    import ntfy_api
+
+    sub = ntfy_api.NtfyClient(base_url=relay.url).subscribe("libsync")
+    with sub:
+        wait_for(lambda: not sub.messages.empty(), timeout=15, what="the open event")
+        assert str(sub.messages.get_nowait().event) == "open"
+        first = relay.publish("libsync", "first")
+        posted = relay.request("POST", "/v1/receipts", json.dumps(
+            [{"id": first["id"], "state": "clicked", "device": "laptop"}]).encode())  # fmt: skip
+        assert posted == (200, {"accepted": 1, "ignored": 0})
+        marker = relay.publish("libsync", "marker")
+        got: list[Any] = []
+        wait_for(lambda: _take(sub, got) and got[-1].id == marker["id"], timeout=15,
+                 what="the marker after the state")  # fmt: skip
+    assert [(str(m.event), m.id) for m in got] == [("message", first["id"]),
+                                                   ("message", marker["id"])]  # fmt: skip
+
+
+def _take(sub: Any, into: list[Any]) -> bool:
+    while not sub.messages.empty():
+        into.append(sub.messages.get_nowait())
+    return bool(into)
