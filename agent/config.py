@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ class MqttConfig:
     redelivery: str = "auto"
     """May packet id + DUP dedupe id-less messages: "auto", "trusted" or "untrusted"
     (``agent.transports.mqtt_redelivery``)."""
+    compress: str = "none"
+    """"zstd": publish payloads of 512 bytes and more as zstd frames (agent.transports.
+    mqtt_codec); received zstd payloads are inflated whatever this says."""
 
     def __post_init__(self) -> None:
         if self.redelivery not in ("auto", "trusted", "untrusted"):
@@ -65,6 +69,8 @@ class MqttConfig:
                 '\'mqtt.redelivery\' must be "auto", "trusted" or "untrusted", '
                 f"not {self.redelivery!r}"
             )
+        if self.compress not in ("none", "zstd"):
+            raise ValueError(f'\'mqtt.compress\' must be "none" or "zstd", not {self.compress!r}')
         if self.protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(
                 f'\'mqtt.protocol\' must be "auto", "5" or "3.1.1", not {self.protocol!r}'
@@ -156,6 +162,8 @@ class DesktopConfig:
     max_title: int = 200
     max_body: int = 2000
     sound: bool = True
+    downloads: Path | None = None
+    """Where "Save" puts an attachment (default ``XDG_DOWNLOAD_DIR``, else ``~/Downloads``)."""
 
     def __post_init__(self) -> None:
         if not 10 <= self.max_title <= 10_000:
@@ -165,6 +173,7 @@ class DesktopConfig:
 
 
 DOWNLOAD_MODES = ("always", "images", "never")
+_HTTP_URL = re.compile(r"https?://[^/\s?#]+(?:/[^\s?#]*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,12 @@ class AttachmentsConfig:
     max_download: ByteSize = 15 * 1024 * 1024  # type: ignore[assignment]
     cache_max: ByteSize = 500 * 1024 * 1024  # type: ignore[assignment]
     timeout: float = 30.0
+    upload_server: str | None = None
+    """Where ``pushagent send --attach FILE`` over MQTT puts the file (a relay or ntfy
+    server, http(s)://): the MQTT message carries only its ``attachment`` object."""
+    upload_topic: str = "pushagent-files"
+    """The topic on ``upload_server`` the files are published to (receivers fetch them
+    without a token: it must be readable by them)."""
 
     def __post_init__(self) -> None:
         if self.download not in DOWNLOAD_MODES:
@@ -187,6 +202,9 @@ class AttachmentsConfig:
             )
         if not 0 < self.timeout <= 3600:
             raise ValueError(f"'attachments.timeout' must be 0-3600 seconds, not {self.timeout}")
+        if self.upload_server is not None and not _HTTP_URL.fullmatch(self.upload_server):
+            raise ValueError(f"'attachments.upload_server' must be an http(s)://HOST[:PORT] URL, "
+                             f"not {self.upload_server!r}")  # fmt: skip
         if self.max_download < 1:
             raise ValueError(f"'attachments.max_download' must be > 0, not {self.max_download}")
         if self.cache_max < self.max_download:
@@ -261,6 +279,10 @@ class AgentConfig:
     topics: tuple[str, ...] = ()
     notifier: str = "desktop"
     client_id: str | None = None
+    device_name: str = field(default_factory=lambda: socket.gethostname()[:128] or "pushagent")
+    """This device's human name, sent with its receipts and states beside the client id."""
+    state_topic_prefix: str = "edgepush/state"
+    """MQTT: synced states go to (and come from) ``<state_topic_prefix>/<topic>``."""
     max_message_size: int = DEFAULT_MAX_SIZE
     log_level: str = "info"
     quiet_hours: str | None = None
@@ -289,6 +311,14 @@ class AgentConfig:
         if not 64 <= self.max_message_size <= 64 * 1024 * 1024:
             raise ValueError(
                 f"'max_message_size' must be 64 bytes to 64 MiB, not {self.max_message_size}"
+            )
+        if not 0 < len(self.device_name) <= 128 or not self.device_name.isprintable():
+            raise ValueError(f"'device_name' must be 1-128 printable characters, "
+                             f"not {self.device_name!r}")  # fmt: skip
+        prefix = self.state_topic_prefix
+        if not prefix or any(c in prefix for c in "+#\0") or prefix.endswith("/"):
+            raise ValueError(
+                f"'state_topic_prefix' must be a topic without wildcards, not {prefix!r}"
             )
         if self.quiet_hours is not None and not _HHMM.match(self.quiet_hours):
             raise ValueError(
@@ -436,6 +466,16 @@ def load(
             config = build(AgentConfig, table, where=source, fixed={"paths": where})
     assert config is not None
     return config
+
+
+def downloads_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where "Save" puts files without ``desktop.downloads``: ``XDG_DOWNLOAD_DIR`` when set,
+    else ``~/Downloads`` (read when a file is saved, as a file manager would)."""
+    env = os.environ if env is None else env
+    if env.get("XDG_DOWNLOAD_DIR"):
+        return Path(env["XDG_DOWNLOAD_DIR"]).expanduser()
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / "Downloads"
 
 
 def shown(config: AgentConfig) -> dict[str, Any]:

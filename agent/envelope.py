@@ -6,7 +6,10 @@ A payload is bytes from a broker, a relay or a request body. ``decode`` turns it
 ``Message`` or raises ``MessageError`` naming the field that was wrong — nothing else ever
 escapes (a hypothesis test feeds it arbitrary bytes). The rules, in order:
 
-1. Larger than ``max_size``: rejected (``field="payload"``).
+1. Larger than ``max_size``: rejected (``field="payload"``). An inline file, an
+   ``attachment.url`` that is a base64 ``data:`` URL of at most 256 KiB (what the relay's
+   bridge forwards upstream, ``agent.ntfyproto.attachment.INLINE_MAX``), does not count: it
+   is bounded by its own cap, and the rest of the payload by ``max_size``.
 2. Not UTF-8: rejected (``field="payload"``); the text of a notification must be text.
 3. A JSON object carrying at least one envelope field: an envelope. Known fields are checked
    and normalised (priority words → numbers, out-of-range priorities clamped to 1..5, a tags
@@ -62,6 +65,7 @@ from agent.jsontext import MAX_DEPTH as MAX_DEPTH
 from agent.jsontext import TooDeep as TooDeep
 from agent.jsontext import check_unicode as check_unicode
 from agent.jsontext import parse_json as parse_json
+from agent.ntfyproto.attachment import INLINE_URL_MAX, is_inline
 
 FIELDS = (
     "id",
@@ -185,17 +189,17 @@ def decode(
             f"payload has an unpaired UTF-16 surrogate (character {exc.start}): not Unicode text",
             field="payload",
         ) from None
-    if len(raw) > max_size:
-        raise MessageError(
-            f"payload is {len(raw)} bytes, above the limit of {max_size}", field="payload"
-        )
+    if len(raw) > max_size + INLINE_URL_MAX:
+        raise _too_large(len(raw), max_size)
     try:
         text = raw.decode("utf-8") if isinstance(payload, bytes) else payload
     except UnicodeDecodeError as exc:
         raise MessageError(
             f"payload is not valid UTF-8 (byte {exc.start})", field="payload"
         ) from None
-    obj = _json_object(text)
+    obj = _json_object(text) if len(raw) <= max_size or b"data:" in raw else None
+    if len(raw) > max_size and _inline_length(obj) < len(raw) - max_size:
+        raise _too_large(len(raw), max_size)
     if obj is None or _FIELD_SET.isdisjoint(obj):
         # Plain text: what from_fields({"message": text}) builds, without its field checks.
         return Message(
@@ -250,7 +254,7 @@ def from_fields(
     for name in ("actions", "attachment"):
         if name in known:
             _check_encodable(name, known[name])
-    if extra:
+    if extra and not _plain(extra):
         _check_encodable("extra", extra)
     return Message(
         id=check_id(known["id"]) if "id" in known else new_id(),
@@ -316,6 +320,15 @@ def check_topic(value: Any) -> str:
     return value
 
 
+def _plain(extra: Mapping[Any, Any]) -> bool:
+    """Extras JSON always writes back: ASCII string keys with ASCII string or int values, as
+    an encrypted message's ``encoding: jwe`` (the dump below cost ~5 us of its decode)."""
+    return all(
+        type(k) is str and k.isascii() and (type(v) is int or (type(v) is str and v.isascii()))
+        for k, v in extra.items()
+    )
+
+
 def _check_encodable(name: str, value: Any) -> None:
     """A structured field that JSON can write back (a mapping from another decoder may hold
     ``inf`` or a lone surrogate); ours were checked at parse time, so this never fires there."""
@@ -368,6 +381,17 @@ def _actions(value: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(action.get("action"), str) or not isinstance(action.get("label"), str):
             raise MessageError("each action needs string 'action' and 'label'", "actions")
     return tuple(value)
+
+
+def _too_large(size: int, max_size: int) -> MessageError:
+    return MessageError(f"payload is {size} bytes, above the limit of {max_size}", "payload")
+
+
+def _inline_length(obj: dict[str, Any] | None) -> int:
+    """Characters of an inline file's ``data:`` URL in an envelope (0 when none)."""
+    att = obj.get("attachment") if obj is not None else None
+    url = att.get("url") if isinstance(att, dict) else None
+    return len(url) if isinstance(url, str) and is_inline(url) else 0
 
 
 def _attachment(value: Any) -> dict[str, Any] | None:

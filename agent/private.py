@@ -9,6 +9,10 @@ Modes are set explicitly (``chmod`` after creating), not left to the umask, so a
 gives 0600/0700 too. Folders and files that already existed are the user's: a folder is left
 as it is (``PUSHAGENT_HOME=/tmp/x`` must not chmod ``/tmp``); a file of ours that is more open
 than 0600 (written by an older version) is tightened, if we own it.
+
+Reading the other way round: ``read_private`` refuses a secret file (a password file, the
+secrets file, the E2E key file) that group or others can read, with the ``chmod`` that
+fixes it -- the one place that check is written.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import contextlib
 import os
 import stat
 from pathlib import Path
+
+from agent.errors import ConfigError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -82,3 +88,34 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def read_private(
+    path: Path, label: str, *, error: type[ConfigError] = ConfigError, missing_ok: bool = False
+) -> str | None:
+    """The text of ``path``, refusing a file group or others can read (``error`` naming
+    ``label`` and the fix). A missing file is None with ``missing_ok``, else ``error``.
+
+    The mode is checked on the opened file (``fstat``), so what is read is what was checked.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        if missing_ok:
+            return None
+        raise error(f"{label}: {exc.strerror}") from None
+    except OSError as exc:
+        raise error(f"{label}: {exc.strerror}") from None
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise error(
+                f"{label}: must be readable by you only (mode 0600), not {mode:04o}; "
+                f"run: chmod 600 {path}"
+            )
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return file.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{label}: cannot read: {exc}") from None
+    finally:
+        os.close(fd)

@@ -13,13 +13,12 @@ Layout: ``{"passwords": {"mqtt://host:port": {"user": U, "password": P}},
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
 from agent.errors import ConfigError
-from agent.private import write_private
+from agent.private import read_private, write_private
 
 FILE_NAME = "secrets.json"
 KINDS = ("passwords", "tokens")
@@ -32,20 +31,12 @@ def path(cfg: AgentConfig) -> Path:
 
 def _read(cfg: AgentConfig) -> dict[str, dict[str, Any]]:
     where = path(cfg)
-    try:
-        mode = where.stat().st_mode
-    except FileNotFoundError:
+    text = read_private(where, str(where), missing_ok=True)
+    if text is None:
         return {k: {} for k in KINDS}
-    except OSError as exc:
-        raise ConfigError(f"{where}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{where}: must be readable by you only (mode 0600), not "
-            f"{stat.S_IMODE(mode):04o}; run: chmod 600 {where}"
-        )
     try:
-        data = json.loads(where.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(text)
+    except ValueError as exc:
         raise ConfigError(f"{where}: cannot read the stored secrets: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: cannot read the stored secrets: not a JSON object")

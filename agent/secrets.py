@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import stat
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 from agent import secretfile
 from agent.config import AgentConfig
 from agent.errors import AuthError, ConfigError
-from agent.private import write_private
+from agent.private import read_private, write_private
 
 SERVICE = "pushagent"
 log = logging.getLogger("pushagent.secrets")
@@ -163,19 +162,7 @@ def delete_password(cfg: AgentConfig, server: str) -> bool:
 
 def read_password_file(path: Path) -> str:
     """The password in ``path`` (first line); refuse a file others can read."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ConfigError(f"auth.password_file {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"auth.password_file {path}: must be readable by you only (mode 0600), "
-            f"not {stat.S_IMODE(mode):04o}; run: chmod 600 {path}"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"auth.password_file {path}: cannot read: {exc}") from None
+    text = read_private(path, f"auth.password_file {path}") or ""
     return text.splitlines()[0] if text else ""
 
 

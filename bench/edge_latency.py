@@ -21,8 +21,16 @@ one interpreter, so each scenario's agents are spread round-robin over ``--worke
 (default 2, one per core of the reference machine; the same for both scenarios). Before this
 option all agents ran in the benchmark's own process, where 20 agents queue for one GIL.
 
+``--pin 0:1`` (the default on 2+ cores; ``os.sched_setaffinity``, as ``taskset``): the
+broker, the WAN proxy, the relay and this process on core 0, the agents' worker processes on
+core 1, so the 20-agent figure measures the link, not the agents and the servers queueing for
+the same core. ``--compress both`` (default) runs every comparison without and then with
+compression: the agents' WebSocket permessage-deflate and the relay's ``compress``, and the
+cloud publisher's payloads through the MQTT zstd codec (which leaves envelopes below 512 bytes
+as they are). The messages are typical monitoring notices (~230 bytes as envelopes).
+
     python bench/edge_latency.py [--agents 20 1] [--messages 1000] [--delay 0.040] [--rounds 3]
-                                 [--workers 2]
+                                 [--workers 2] [--pin 0:1|none] [--compress both|on|off]
 
 Prints one JSON object per scenario and a final comparison object.
 """
@@ -34,13 +42,10 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import queue
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import replace
@@ -50,108 +55,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import cpu  # noqa: E402
+from _wan import WanLink  # noqa: E402
+
 from agent import config  # noqa: E402
 from agent.config import AgentConfig, MqttConfig, WsConfig  # noqa: E402
 from agent.store import Store  # noqa: E402
-from agent.transports import Batch, Transport  # noqa: E402
+from agent.transports import (  # noqa: E402
+    Batch,
+    Transport,
+    mqtt_codec,
+)
 from agent.transports.mqtt import MqttTransport  # noqa: E402
 from agent.transports.ws import WsTransport  # noqa: E402
 from tests.helpers import child_env, free_port, wait_for  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from tests.mqtt_helpers import Publisher  # noqa: E402
-from tests.netproxy import NetProxy, _Link  # noqa: E402
 
 TOPIC = "bench"
-
-
-class WanProxy(NetProxy):
-    """NetProxy with a pipelined one-way delay and a byte count per direction."""
-
-    def __init__(self, target_port: int, port: int, delay: float, down: Any, up: Any) -> None:
-        super().__init__("127.0.0.1", target_port, port=port)
-        self.wan_delay = delay
-        self.down = down  # cloud → LAN bytes (a shared multiprocessing Value)
-        self.up = up
-
-    def _pump(
-        self, link: _Link, src: socket.socket, dst: socket.socket, gate: threading.Event
-    ) -> None:
-        # (no stalls in the benchmark: the gate that NetProxy uses for them is never closed)
-        counter = self.down if src is link.upstream else self.up
-        pending: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
-        sender = threading.Thread(target=self._send, args=(link, dst, pending), daemon=True)
-        sender.start()
-        while True:
-            try:
-                data = src.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                pending.put(None)
-                sender.join(timeout=5)
-                link.close()
-                return
-            with counter.get_lock():
-                counter.value += len(data)
-            pending.put((time.monotonic() + self.wan_delay, data))
-
-    @staticmethod
-    def _send(link: _Link, dst: socket.socket, pending: queue.Queue[Any]) -> None:
-        while True:
-            item = pending.get()
-            if item is None or link.closed:
-                return
-            due, data = item
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            try:
-                dst.sendall(data)
-            except OSError:
-                link.close()
-                return
-
-
-def _proxy_main(target: int, port: int, delay: float, down: Any, up: Any, ready: Any) -> None:
-    WanProxy(target, port, delay, down, up).start()
-    ready.set()
-    while True:
-        time.sleep(3600)
-
-
-class WanLink:
-    """The WAN link in its own process, so forwarding never competes with the agents' GIL."""
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        ctx = mp.get_context("spawn")
-        self.port = free_port()
-        self._down = ctx.Value("q", 0)
-        self._up = ctx.Value("q", 0)
-        ready = ctx.Event()
-        self._proc = ctx.Process(
-            target=_proxy_main,
-            args=(target_port, self.port, delay, self._down, self._up, ready),
-            daemon=True,
-        )
-        self._proc.start()
-        if not ready.wait(30):
-            raise RuntimeError("the WAN proxy did not start")
-
-    @property
-    def down(self) -> int:
-        return int(self._down.value)
-
-    def reset(self) -> None:
-        for v in (self._down, self._up):
-            with v.get_lock():
-                v.value = 0
-
-    def __enter__(self) -> WanLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._proc.terminate()
-        self._proc.join(timeout=10)
 
 
 class Agents:
@@ -208,13 +129,15 @@ def _make(kind: str, url: str, cfg: AgentConfig, name: str, store: Store) -> Tra
     return WsTransport(url, cfg, topics=cfg.topics, store=store)
 
 
-def _worker_main(conn: Any, kind: str, url: str, root: str, names: list[str]) -> None:
-    asyncio.run(_worker(conn, kind, url, Path(root), names))
+def _worker_main(conn: Any, kind: str, url: str, root: str, names: list[str],
+                 compress: bool) -> None:  # fmt: skip
+    asyncio.run(_worker(conn, kind, url, Path(root), names, compress))
 
 
-async def _worker(conn: Any, kind: str, url: str, root: Path, names: list[str]) -> None:
+async def _worker(conn: Any, kind: str, url: str, root: Path, names: list[str],
+                  compress: bool) -> None:  # fmt: skip
     """One worker process's share of the agents, driven by AgentPool over a pipe."""
-    cfg = _cfg(root)
+    cfg = _cfg(root, compress)
     agents = Agents(root, lambda i, st: _make(kind, url, cfg, names[i], st), len(names))
     try:
         while (cmd := await asyncio.to_thread(conn.recv)) is not None:
@@ -243,8 +166,10 @@ class AgentPool:
     ``backlog(n)`` starts them all and returns (time the last one had n stored, CPU seconds
     the workers spent meanwhile, batches' messages delivered)."""
 
-    def __init__(self, kind: str, url: str, root: Path, tag: str, n: int, workers: int) -> None:
+    def __init__(self, kind: str, url: str, root: Path, tag: str, args: argparse.Namespace
+                 ) -> None:  # fmt: skip
         ctx = mp.get_context("spawn")
+        n, workers = args.agents, args.workers
         self.conns: list[Any] = []
         self.procs: list[Any] = []
         for w in range(min(workers, n)):
@@ -252,9 +177,10 @@ class AgentPool:
             parent, child = ctx.Pipe()
             wroot = root / f"worker{w}"
             wroot.mkdir(parents=True)
-            proc = ctx.Process(target=_worker_main, args=(child, kind, url, str(wroot), names),
-                               daemon=True)  # fmt: skip
+            work = (child, kind, url, str(wroot), names, args.compress)
+            proc = ctx.Process(target=_worker_main, args=work, daemon=True)
             proc.start()
+            pin(proc.pid, args.agent_cores)  # the agents' core: the devices' own CPU
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)
@@ -297,14 +223,32 @@ async def _until(pred: Any, timeout: float = 120) -> None:
         await asyncio.sleep(0.01)
 
 
-def _cfg(root: Path) -> AgentConfig:
+def _cfg(root: Path, compress: bool) -> AgentConfig:
     cfg = config.load({}, env={"PUSHAGENT_HOME": str(root / "home")})
-    return replace(cfg, topics=(TOPIC,), mqtt=MqttConfig(max_batch=1000), ws=WsConfig(keepalive=45))
+    mqtt = MqttConfig(max_batch=1000, compress="zstd" if compress else "none")
+    return replace(cfg, topics=(TOPIC,), mqtt=mqtt, ws=WsConfig(keepalive=45, compress=compress))
 
 
-def _publish(broker: Mosquitto, n: int, tag: str) -> None:
+def pin(pid: int, cores: set[int] | None) -> None:
+    """Keep process ``pid`` on ``cores`` (``taskset -p``; None: anywhere)."""
+    if cores:
+        os.sched_setaffinity(pid, cores)
+
+
+def typical(tag: str, i: int) -> dict[str, Any]:
+    """A typical monitoring message (~230 bytes as an envelope), as bench/ws_compression.py."""
+    host = f"web-{i % 17:02d}"
+    return {"id": f"{tag}{i:05d}", "title": f"backup {host}", "priority": 1 + i % 5,
+            "message": f"Backup of {host} finished in {30 + i % 90} s: {1000 + 37 * i} files, "
+                       "0 errors", "tags": ["floppy_disk", "white_check_mark"]}  # fmt: skip
+
+
+def _publish(broker: Mosquitto, n: int, tag: str, compress: bool) -> None:
+    """The cloud's publisher; with ``compress`` its payloads go through the agent's MQTT codec
+    (zstd, which leaves envelopes below 512 bytes as they are, as these are)."""
+    mode = "zstd" if compress else "none"
     with Publisher(broker.port) as pub:
-        pub.publish(TOPIC, (json.dumps({"id": f"{tag}{i:05d}", "message": f"m {i}"}).encode()
+        pub.publish(TOPIC, (mqtt_codec.pack(json.dumps(typical(tag, i)).encode(), mode)
                             for i in range(n)))  # fmt: skip
 
 
@@ -313,11 +257,10 @@ async def direct(
 ) -> dict[str, Any]:
     with WanLink(broker.port, args.delay) as wan:
         url = f"mqtt://127.0.0.1:{wan.port}"
-        agents = AgentPool("mqtt", url, root / "direct", f"{tag}-direct", args.agents,
-                           args.workers)  # fmt: skip
+        agents = AgentPool("mqtt", url, root / "direct", f"{tag}-direct", args)
         try:
             await agents.connect()  # sessions are created on the cloud broker and kept
-            await asyncio.to_thread(_publish, broker, args.messages, tag)
+            await asyncio.to_thread(_publish, broker, args.messages, tag, args.compress)
             wan.reset()
             t0 = time.monotonic()
             done, agents_cpu, deliveries = await agents.backlog(args.messages)
@@ -332,12 +275,6 @@ async def direct(
             }  # fmt: skip
         finally:
             agents.close()
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _relay_count(port: int) -> int:
@@ -365,36 +302,39 @@ async def via_relay(
         port = free_port()
         relay_dir = root / "relay"
         relay_dir.mkdir(parents=True)
+        (relay_dir / "relay.toml").write_text(f"compress = {str(args.compress).lower()}\n")
         log = (relay_dir / "relay.log").open("wb")
         relay = subprocess.Popen(
             [sys.executable, "-m", "edge_relay", "serve", "--listen", f"127.0.0.1:{port}",
              "--data-dir", str(relay_dir / "data"), "--no-advertise",
-             "--upstream", f"mqtt://127.0.0.1:{wan.port}", "--upstream-topic", TOPIC],
+             "--upstream", f"mqtt://127.0.0.1:{wan.port}", "--upstream-topic", TOPIC,
+             "--config", str(relay_dir / "relay.toml")],
             env=child_env(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
         agents = AgentPool("ws", f"http://127.0.0.1:{port}", root / "viarelay", f"{tag}-relay",
-                           args.agents, args.workers)  # fmt: skip
+                           args)  # fmt: skip
         try:
             await asyncio.to_thread(wait_for, lambda: _relay_upstream(port) == "connected",
-                                    timeout=60, what="relay upstream connected")  # fmt: skip
+                                    timeout=180, what=f"relay upstream connected "
+                                    f"({relay_dir / 'relay.log'})")  # fmt: skip
             await agents.connect()
             wan.reset()
             t_pub = time.monotonic()
-            await asyncio.to_thread(_publish, broker, args.messages, tag)
+            await asyncio.to_thread(_publish, broker, args.messages, tag, args.compress)
             await _until(lambda: _relay_count(port) >= args.messages)
             upstream_s = time.monotonic() - t_pub
             cloud = wan.down
-            t0, rcpu0 = time.monotonic(), _cpu(relay.pid)
+            t0, rcpu0 = time.monotonic(), cpu(relay.pid)
             done, agents_cpu, _ = await agents.backlog(args.messages)
             elapsed = done - t0
-            cpu = {"agents_cpu_s": round(agents_cpu, 3),
-                   "relay_cpu_s": round(_cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
+            used = {"agents_cpu_s": round(agents_cpu, 3),
+                   "relay_cpu_s": round(cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
             delivered = args.agents * args.messages
             return {
                 "scenario": "relay", "agents": args.agents, "messages": args.messages,
                 "wan_delay_ms": args.delay * 1000, "backlog_s": round(elapsed, 3),
-                "relay_upstream_fill_s": round(upstream_s, 3), **cpu,
+                "relay_upstream_fill_s": round(upstream_s, 3), **used,
                 "cloud_bytes": cloud,
                 "cloud_bytes_per_delivered": round(cloud / delivered, 1),
                 "cloud_copies_per_message": _relay_count(port) / args.messages,
@@ -406,6 +346,14 @@ async def via_relay(
             log.close()
 
 
+def _cores(text: str) -> tuple[set[int] | None, set[int] | None]:
+    """``--pin SERVERS:AGENTS`` (core lists like ``0`` or ``2,3``; ``none``: no pinning)."""
+    if text == "none":
+        return None, None
+    servers, _, agents = text.partition(":")
+    return ({int(c) for c in servers.split(",")}, {int(c) for c in agents.split(",")})
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", type=int, nargs="+", default=[20, 1],
@@ -415,31 +363,50 @@ async def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2,
                    help="processes the agents of each scenario are spread over")  # fmt: skip
+    p.add_argument(
+        "--pin",
+        default="0:1" if (os.cpu_count() or 1) >= 2 else "none",
+        help="SERVER_CORES:AGENT_CORES: the broker, the WAN proxy, the relay "
+        "and this process on the first, the agents on the second (none: off)",
+    )
+    p.add_argument("--compress", choices=("on", "off", "both"), default="both",
+                   help="WebSocket permessage-deflate and the MQTT zstd codec")  # fmt: skip
     args = p.parse_args()
+    args.server_cores, args.agent_cores = _cores(args.pin)
+    pin(os.getpid(), args.server_cores)  # inherited by the broker, the proxy and the relay
+    print(json.dumps({"pin": args.pin, "loadavg_start": os.getloadavg()}), flush=True)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.compress]
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp) / "cloud").start()
         try:
-            for n in args.agents:
-                await _compare(Path(tmp), broker, argparse.Namespace(**{**vars(args), "agents": n}))
+            for compress in modes:
+                for n in args.agents:
+                    run = argparse.Namespace(**{**vars(args), "agents": n, "compress": compress})
+                    await _compare(Path(tmp), broker, run)
         finally:
             broker.stop()
+    print(json.dumps({"loadavg_end": os.getloadavg()}), flush=True)
 
 
 async def _compare(tmp: Path, broker: Mosquitto, args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, Any]]] = {"direct": [], "relay": []}
     for r in range(args.rounds):
         for name, scenario in (("direct", direct), ("relay", via_relay)):
-            tag = f"a{args.agents}r{r}{name[0]}"
+            tag = f"a{args.agents}r{r}{name[0]}{int(args.compress)}"
             out = await scenario(tmp / tag, broker, args, tag)
-            out["round"] = r
+            out["round"], out["compress"] = r, args.compress
             print(json.dumps(out), flush=True)
             results[name].append(out)
     med = {k: statistics.median(x["backlog_s"] for x in v) for k, v in results.items()}
     bpd = {k: statistics.median(x["cloud_bytes_per_delivered"] for x in v)
            for k, v in results.items()}  # fmt: skip
+    per_round = [round(d["backlog_s"] / max(1e-9, r["backlog_s"]), 1)
+                 for d, r in zip(results["direct"], results["relay"], strict=True)]  # fmt: skip
     print(json.dumps({
         "scenario": "comparison", "agents": args.agents, "rounds": args.rounds,
+        "compress": args.compress, "pin": args.pin,
         "backlog_s_median": med, "backlog_speedup": round(med["direct"] / med["relay"], 2),
+        "speedup_per_round": per_round,
         "cloud_bytes_per_delivered_median": bpd,
         "cloud_bytes_ratio": round(bpd["direct"] / bpd["relay"], 1),
         "cloud_copies_per_message": {k: v[-1]["cloud_copies_per_message"]

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import struct
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import baseline_tree, pct, rss_kib, summary  # noqa: E402
 
 from tests.helpers import child_env  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
@@ -346,13 +347,6 @@ def _collect(procs: list[Any]) -> list[dict[str, Any]]:
     return results
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 async def _publish(kind: str, port: int, m: int, rate: float | None) -> float:
     async with Publisher(kind, port) as pub:
         start = time.time()
@@ -379,15 +373,8 @@ def scenario(
         "server": kind, "subscribers": n, "messages": m, "rate": rate or "burst",
         "deliveries": got, "expected": n * m,
         "deliveries_per_s": round(got / max(1e-9, last - start)),
-        "p50_ms": round(_pct(lat, 0.50) * 1000, 2), "p99_ms": round(_pct(lat, 0.99) * 1000, 2),
+        "p50_ms": round(pct(lat, 0.50) * 1000, 2), "p99_ms": round(pct(lat, 0.99) * 1000, 2),
     }  # fmt: skip
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def _hold(port: int, n: int) -> None:
@@ -410,7 +397,7 @@ def idle_rss(tmp: Path, n: int, clients: int) -> dict[str, Any]:
     try:
         relay.publish(TOPIC, "warm-up")  # code paths loaded before the base is taken
         assert relay.proc is not None
-        base = _rss_kib(relay.proc.pid)
+        base = rss_kib(relay.proc.pid)
         procs = []
         for _ in range(clients):
             cmd = [sys.executable, __file__, "--hold", str(relay.port), str(n // clients)]
@@ -420,48 +407,13 @@ def idle_rss(tmp: Path, n: int, clients: int) -> dict[str, Any]:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         _, health = relay.request("GET", "/v1/health")
-        held = _rss_kib(relay.proc.pid)
+        held = rss_kib(relay.proc.pid)
         for p in procs:
             p.communicate("done\n", timeout=120)
     finally:
         relay.stop()
     return {"server": "relay", "idle_subscribers": health["subscribers"], "rss_base_kib": base,
             "rss_kib": held, "kib_per_subscriber": round((held - base) / max(1, n), 2)}  # fmt: skip
-
-
-def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (N, scenario): medians over the runs, the relay/mosquitto ratio of each run, and
-    with a baseline the relay/baseline ratio of each run."""
-    out = []
-    keys = dict.fromkeys((r["subscribers"], r["rate"]) for r in rows)
-    servers = list(dict.fromkeys(r["server"] for r in rows))
-    for n, rate in keys:
-        by = {k: [r for r in rows if (r["subscribers"], r["rate"], r["server"]) == (n, rate, k)]
-              for k in servers}  # fmt: skip
-        line: dict[str, Any] = {"summary": True, "subscribers": n, "rate": rate,
-                                "runs": len(by["relay"])}  # fmt: skip
-        for k, rs in by.items():
-            for f in ("deliveries_per_s", "p50_ms", "p99_ms"):
-                line[f"{k}_{f}"] = statistics.median(r[f] for r in rs)
-        for name, other in (("ratio", "mosquitto"), ("vs_baseline", "baseline")):
-            if other not in by:
-                continue
-            runs = zip(by["relay"], by[other], strict=True)
-            line[f"{name}_per_run"] = [
-                round(a["deliveries_per_s"] / b["deliveries_per_s"], 2) for a, b in runs
-            ]
-            line[f"{name}_median"] = statistics.median(line[f"{name}_per_run"])
-        out.append(line)
-    return out
-
-
-def _baseline_tree(rev: str, into: Path) -> Path:
-    """The project's tree at ``rev`` (git archive), to run a second relay from."""
-    into.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
-                             capture_output=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def main() -> None:
@@ -480,7 +432,7 @@ def main() -> None:
         servers = [("relay", "relay", relay.port), ("mosquitto", "mosquitto", broker.port)]
         base: Relay | None = None
         if args.baseline:
-            tree = _baseline_tree(args.baseline, Path(tmp) / "baseline-tree")
+            tree = baseline_tree(args.baseline, Path(tmp) / "baseline-tree")
             env = {**child_env(), "PYTHONPATH": str(tree)}
             base = Relay(Path(tmp) / "baseline", config=CONFIG, env=env).start()
             servers.append(("baseline", "relay", base.port))
@@ -496,7 +448,7 @@ def main() -> None:
                             row["server"] = label
                             rows.append(row)
                             print(json.dumps(row), flush=True)
-            for line in _summary(rows):
+            for line in summary(rows, "deliveries_per_s", ("deliveries_per_s", "p50_ms", "p99_ms")):
                 print(json.dumps(line), flush=True)
             print(json.dumps({"loadavg_end": os.getloadavg()}), flush=True)
             for n in (int(x) for x in args.idle.split(",") if x):

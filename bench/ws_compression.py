@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import http.client
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,8 +32,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import baseline_tree, cpu, median, rss_kib  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory  # noqa: E402
 
+from tests.helpers import child_env  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
 CONFIG = """keepalive = 300
@@ -46,7 +48,6 @@ send_queue = 100000
 retention_count = 1000000
 """
 TOPIC = "bench"
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def typical(i: int) -> tuple[str, dict[str, str]]:
@@ -67,18 +68,6 @@ def fill(relay: Relay, n: int) -> None:
     conn.close()
 
 
-def cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 class Counted(ClientConnection):
     """A websockets client connection that counts the bytes the socket delivered."""
 
@@ -89,12 +78,25 @@ class Counted(ClientConnection):
         super().data_received(data)
 
 
-async def _one_backlog(url: str, n: int, deflate: bool) -> int:
-    async with connect(url, compression="deflate" if deflate else None,
-                       create_connection=Counted, max_size=1 << 20) as ws:  # fmt: skip
+def _offer(window: int) -> dict[str, Any]:
+    """connect() options: no compression (0), the agent's offer (15: websockets' default,
+    no ``server_max_window_bits``), or the agent's offer asking the relay for a smaller
+    window (``server_max_window_bits=N``, RFC 7692 7.1.2.1)."""
+    if window == 0:
+        return {"compression": None}
+    if window == 15:
+        return {"compression": "deflate"}
+    factory = ClientPerMessageDeflateFactory(server_max_window_bits=window,
+                                             compress_settings={"memLevel": 5})  # fmt: skip
+    return {"compression": None, "extensions": [factory]}
+
+
+async def _one_backlog(url: str, n: int, window: int) -> int:
+    async with connect(url, **_offer(window), create_connection=Counted,
+                       max_size=1 << 20) as ws:  # fmt: skip
         assert isinstance(ws, Counted)
         offered = str(ws.response.headers.get("Sec-WebSocket-Extensions"))
-        assert ("permessage-deflate" in offered) == deflate, offered
+        assert ("permessage-deflate" in offered) == bool(window), offered
         start, got = ws.received, 0
         while got < n:
             if json.loads(await ws.recv())["event"] == "message":
@@ -102,14 +104,14 @@ async def _one_backlog(url: str, n: int, deflate: bool) -> int:
         return ws.received - start
 
 
-async def backlog_ws(relay: Relay, n: int, deflate: bool, repeat: int) -> dict[str, Any]:
+async def backlog_ws(relay: Relay, n: int, window: int, repeat: int) -> dict[str, Any]:
     """``repeat`` backlogs in a row (the relay's CPU is counted in 10 ms ticks); figures per
     backlog."""
     assert relay.proc is not None
     url = f"ws://127.0.0.1:{relay.port}/{TOPIC}/ws?since=all"
     relay0, client0, wall0 = cpu(relay.proc.pid), time.process_time(), time.perf_counter()
-    wire = [await _one_backlog(url, n, deflate) for _ in range(repeat)]
-    return {"scenario": "ws_backlog", "deflate": deflate, "messages": n,
+    wire = [await _one_backlog(url, n, window) for _ in range(repeat)]
+    return {"scenario": "ws_backlog", "window": window, "messages": n,
             "wire_bytes": statistics.median(wire),
             "relay_cpu_s": round((cpu(relay.proc.pid) - relay0) / repeat, 4),
             "client_cpu_s": round((time.process_time() - client0) / repeat, 4),
@@ -134,15 +136,15 @@ def poll_json(relay: Relay, n: int, gzip_ok: bool) -> dict[str, Any]:
             "client_cpu_s": round(time.process_time() - client0, 3)}  # fmt: skip
 
 
-async def memory(tmp: Path, subs: int, deflate: bool) -> dict[str, Any]:
+async def memory(tmp: Path, subs: int, window: int) -> dict[str, Any]:
     """RSS growth of a fresh relay with ``subs`` WebSockets that each received a message."""
-    relay = Relay(tmp / f"mem-{deflate}", config=CONFIG).start()
+    relay = Relay(tmp / f"mem-{window}", config=CONFIG).start()
     try:
         assert relay.proc is not None
         relay.publish(TOPIC, "warm-up")
         base = rss_kib(relay.proc.pid)
         url = f"ws://127.0.0.1:{relay.port}/{TOPIC}/ws"
-        conns = [await connect(url, compression="deflate" if deflate else None)
+        conns = [await connect(url, **_offer(window))
                  for _ in range(subs)]  # fmt: skip
         for ws in conns:
             await ws.recv()  # open
@@ -155,12 +157,8 @@ async def memory(tmp: Path, subs: int, deflate: bool) -> dict[str, Any]:
             await ws.close()
     finally:
         relay.stop()
-    return {"scenario": "memory", "deflate": deflate, "subscribers": subs, "rss_base_kib": base,
+    return {"scenario": "memory", "window": window, "subscribers": subs, "rss_base_kib": base,
             "rss_kib": held, "kib_per_subscriber": round((held - base) / subs, 1)}  # fmt: skip
-
-
-def median(rows: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in rows))
 
 
 async def main() -> None:
@@ -169,50 +167,93 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--memory", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=20, help="backlogs per sample")
+    ap.add_argument("--windows", default="15", help="deflate windows to compare (9-15)")
+    ap.add_argument(
+        "--baseline",
+        metavar="GIT-REV",
+        help="also run the relay of this commit, same run (its ratios as base_*)",
+    )
     args = ap.parse_args()
+    windows = [int(w) for w in args.windows.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        relay = Relay(tmp / "relay", config=CONFIG).start()
-        rows: list[dict[str, Any]] = []
+        relays = {"": Relay(tmp / "relay", config=CONFIG).start()}
+        if args.baseline:
+            tree = baseline_tree(args.baseline, tmp / "baseline-tree")
+            env = {**child_env(), "PYTHONPATH": str(tree)}
+            relays["base_"] = Relay(tmp / "baseline", config=CONFIG, env=env).start()
+        rows: dict[str, list[dict[str, Any]]] = {k: [] for k in relays}
         try:
-            await asyncio.to_thread(fill, relay, args.messages)
-            await backlog_ws(relay, args.messages, False, 2)  # warm-up: pages in the store
+            for relay in relays.values():
+                await asyncio.to_thread(fill, relay, args.messages)
+                await backlog_ws(relay, args.messages, 0, 2)  # warm-up: pages in the store
             for run in range(args.runs):
-                for deflate in (False, True) if run % 2 == 0 else (True, False):
-                    rows.append(await backlog_ws(relay, args.messages, deflate, args.repeat))
-                    print(json.dumps({**rows[-1], "run": run}), flush=True)
-                for gz in (False, True):
-                    rows.append(await asyncio.to_thread(poll_json, relay, args.messages, gz))
-                    print(json.dumps({**rows[-1], "run": run}), flush=True)
+                for key, relay in relays.items():
+                    await _run(relay, args, windows, run, rows[key], key)
         finally:
-            relay.stop()
-        mem = [await memory(tmp, args.memory, d) for d in (False, True)]
-        for m in mem:
+            for relay in relays.values():
+                relay.stop()
+        mem = {w: await memory(tmp, args.memory, w) for w in (0, *windows)}
+        for m in mem.values():
             print(json.dumps(m), flush=True)
-    plain = [r for r in rows if r["scenario"] == "ws_backlog" and not r["deflate"]]
-    deflated = [r for r in rows if r["scenario"] == "ws_backlog" and r["deflate"]]
+    out = summary(rows[""], args, windows, mem)
+    if args.baseline:
+        base = summary(rows["base_"], args, windows, mem)
+        out["baseline"] = args.baseline
+        out.update({f"base_{k}": v for k, v in base.items() if k.startswith(("w", "ws_"))})
+    print(json.dumps(out), flush=True)
+
+
+async def _run(relay: Relay, args: argparse.Namespace, windows: list[int], run: int,
+               rows: list[dict[str, Any]], key: str) -> None:  # fmt: skip
+    """One run against one relay: the backlogs (order alternating per run), then the polls."""
+    order = [0, *windows]
+    for window in order if run % 2 == 0 else order[::-1]:
+        rows.append(await backlog_ws(relay, args.messages, window, args.repeat))
+        print(json.dumps({**rows[-1], "run": run, "relay": key or "this"}), flush=True)
+    for gz in (False, True):
+        rows.append(await asyncio.to_thread(poll_json, relay, args.messages, gz))
+        print(json.dumps({**rows[-1], "run": run, "relay": key or "this"}), flush=True)
+
+
+def summary(rows: list[dict[str, Any]], args: argparse.Namespace, windows: list[int],
+            mem: dict[int, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """Medians, and per window the ratios against the same run's uncompressed backlogs."""
+    ws = {w: [r for r in rows if r["scenario"] == "ws_backlog" and r["window"] == w]
+          for w in (0, *windows)}  # fmt: skip
     raw = [r for r in rows if r["scenario"] == "json_poll" and not r["gzip"]]
     gz = [r for r in rows if r["scenario"] == "json_poll" and r["gzip"]]
+    plain = ws[0]
 
     def total(rs: list[dict[str, Any]]) -> float:
         return float(statistics.median(r["relay_cpu_s"] + r["client_cpu_s"] for r in rs))
 
-    print(json.dumps({
+    out: dict[str, Any] = {
         "summary": True, "messages": args.messages, "runs": args.runs, "repeat": args.repeat,
         "ws_bytes_plain": median(plain, "wire_bytes"),
-        "ws_bytes_deflate": median(deflated, "wire_bytes"),
-        "ws_bytes_ratio": round(median(plain, "wire_bytes") / median(deflated, "wire_bytes"), 2),
-        "ws_relay_cpu_s": [median(plain, "relay_cpu_s"), median(deflated, "relay_cpu_s")],
-        "ws_client_cpu_s": [median(plain, "client_cpu_s"), median(deflated, "client_cpu_s")],
-        "ws_cpu_ratio_relay": round(median(deflated, "relay_cpu_s")
-                                    / max(0.001, median(plain, "relay_cpu_s")), 2),
-        "ws_cpu_ratio_total": round(total(deflated) / max(0.001, total(plain)), 2),
+        "ws_relay_cpu_s_plain": median(plain, "relay_cpu_s"),
+        "ws_client_cpu_s_plain": median(plain, "client_cpu_s"),
         "poll_bytes_plain": median(raw, "body_bytes"),
         "poll_bytes_gzip": median(gz, "body_bytes"),
         "poll_bytes_ratio": round(median(raw, "body_bytes") / median(gz, "body_bytes"), 2),
         "poll_relay_cpu_s": [median(raw, "relay_cpu_s"), median(gz, "relay_cpu_s")],
-        "memory_kib_per_subscriber": [m["kib_per_subscriber"] for m in mem],
-    }), flush=True)  # fmt: skip
+        "memory_kib_per_subscriber_plain": mem[0]["kib_per_subscriber"],
+    }  # fmt: skip
+    for w in windows:
+        rs = ws[w]
+        out[f"w{w}"] = {
+            "ws_bytes": median(rs, "wire_bytes"),
+            "ws_bytes_ratio": round(median(plain, "wire_bytes") / median(rs, "wire_bytes"), 2),
+            "relay_cpu_s": median(rs, "relay_cpu_s"),
+            "client_cpu_s": median(rs, "client_cpu_s"),
+            "cpu_ratio_relay": round(median(rs, "relay_cpu_s")
+                                     / max(0.001, median(plain, "relay_cpu_s")), 2),
+            "cpu_ratio_relay_per_run": [round(a["relay_cpu_s"] / max(0.001, b["relay_cpu_s"]), 2)
+                                        for a, b in zip(rs, plain, strict=True)],
+            "cpu_ratio_total": round(total(rs) / max(0.001, total(plain)), 2),
+            "memory_kib_per_subscriber": mem[w]["kib_per_subscriber"],
+        }  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

@@ -13,22 +13,33 @@ Up: a local publish whose topic matches a ``--forward`` pattern is queued in the
 outbox in the same transaction as the message itself, with its relay-assigned id. A drainer
 sends the outbox in order, one PUBACK at a time, and deletes an item only once acknowledged;
 while the broker is down items wait (and survive a relay restart).
+
+A forwarded message's file (an upload to this relay, ``/file/<id>``) must be fetchable from
+the cloud side, which cannot reach a LAN address: at send time (``upstream_payload``) a file
+below ``[attachments] upstream_inline_limit`` goes inline, its ``attachment.url`` a base64
+``data:`` URL (``agent.ntfyproto.attachment.data_url``) that the agent turns back into a
+file; a larger one keeps a URL on ``base_url`` (the relay's public address) when one is
+configured, else the URL it was published with. An external ``Attach:`` URL goes as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from agent.config import AgentConfig, MqttConfig, Paths
 from agent.envelope import Message, encode_bytes
 from agent.errors import ConnectionLost, EdgepushError, MessageError, StoreBusy
-from agent.store import Rejected, Stored
+from agent.ntfyproto.attachment import FILE_PATH, data_url
+from agent.store import OutboxItem, Rejected, Stored
 from agent.topics import glob_match
 from agent.transports import Batch, ConnState
 from agent.transports.mqtt import MqttTransport
@@ -134,6 +145,7 @@ class Bridge:
                 continue
             for item in items:
                 try:
+                    item = await asyncio.to_thread(self._outgoing, item)
                     await self.transport.publish(item)
                 except ConnectionLost as exc:
                     log.info("outbox waits for the upstream: %s", exc)
@@ -144,6 +156,43 @@ class Bridge:
                     await asyncio.to_thread(store.outbox_failed, [item.seq])
                     break
                 await asyncio.to_thread(store.outbox_done, [item.seq])
+
+    def _outgoing(self, item: OutboxItem) -> OutboxItem:
+        try:
+            payload = upstream_payload(item.payload, self.state)
+        except OSError as exc:  # the file went between the lookup and the read: as it is
+            log.warning("outbox item %d: cannot read its file: %s", item.seq, exc)
+            return item
+        return item if payload is None else replace(item, payload=payload)
+
+
+def upstream_payload(payload: str, state: RelayState) -> str | None:
+    """The outbox payload with its local file made fetchable upstream (see the module
+    docstring), or None when it goes as it is."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return None
+    att = obj.get("attachment") if isinstance(obj, dict) else None
+    if not isinstance(att, dict):
+        return None
+    url = att.get("url")
+    path_part = urlsplit(url).path if isinstance(url, str) else ""
+    found = FILE_PATH.fullmatch(path_part[path_part.rfind("/file/") :])
+    if found is None or found.group(1) != obj.get("id"):
+        return None  # not this message's upload: an external URL goes as it is
+    path = state.files.path(found.group(1))
+    if path is None:
+        return None  # expired or gone: the cloud gets the URL, which answers 404
+    cfg = state.cfg
+    size = path.stat().st_size
+    if size < cfg.attachments.upstream_inline_limit:
+        att["url"] = data_url(str(att.get("type") or ""), path.read_bytes())
+    elif cfg.base_url:
+        att["url"] = cfg.base_url.rstrip("/") + found.group(0)
+    else:
+        return None
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _raw(msg: Message) -> bytes:

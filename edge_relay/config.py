@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.ntfyproto.attachment import INLINE_MAX
 from agent.settings import build, merge
 from edge_relay.core import ExemptHosts
 
@@ -98,11 +99,18 @@ class Attachments:
     daily_bandwidth_limit: int = 500 * _MB
     """Bytes one client (token, else address) may upload per day (ntfy's
     ``visitor-attachment-daily-bandwidth-limit``): a bucket that refills over 24 h."""
+    upstream_inline_limit: int = 256 * 1024
+    """Files below this many bytes go upstream inline (the bridge's forward: a base64
+    ``data:`` URL as ``attachment.url``); larger ones by URL. 0: never inline; at most
+    256 KiB (``INLINE_MAX``, what an agent accepts beside ``max_message_size``)."""
 
     def __post_init__(self) -> None:
         for name in ("file_size_limit", "total_size_limit", "daily_bandwidth_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"'attachments.{name}' must be >= 0 bytes (0: no files)")
+        if not 0 <= self.upstream_inline_limit <= INLINE_MAX:
+            raise ValueError(f"'attachments.upstream_inline_limit' must be 0-{INLINE_MAX} bytes, "
+                             f"not {self.upstream_inline_limit}")  # fmt: skip
         if not 1 <= self.expiry <= 366 * 86400:
             raise ValueError(f"'attachments.expiry' must be 1 s to 366 days, not {self.expiry}")
 

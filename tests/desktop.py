@@ -142,7 +142,11 @@ class Desktop:
         # dunst's context menu (`dunstctl context`) asks "dmenu" to pick an action: this one
         # picks the line with the label press() left in the choice file.
         dmenu = self.root / "dmenu.sh"
-        dmenu.write_text(f'#!/bin/sh\ngrep -m1 -F -- "$(cat "{self.root}/dmenu-choice")"\n')
+        # (and appends what it was offered to dmenu-offered, for offered())
+        dmenu.write_text(
+            f'#!/bin/sh\nmenu=$(cat)\nprintf "%s\\n" "$menu" >> "{self.root}/dmenu-offered"\n'
+            f'printf "%s\\n" "$menu" | grep -m1 -F -- "$(cat "{self.root}/dmenu-choice")"\n'
+        )
         dmenu.chmod(0o755)
         rc.write_text(DUNSTRC.format(script=script, dmenu=dmenu))
         self._spawn(["dunst", "-config", str(rc)], "dunst", env={**os.environ, **self.env})
@@ -151,6 +155,11 @@ class Desktop:
             timeout=20,
             what=f"dunst on the bus ({self.log('dunst')})",
         )
+
+    def offered(self) -> list[str]:
+        """Every line dunst's context menu offered so far (the buttons, over all presses)."""
+        f = self.root / "dmenu-offered"
+        return f.read_text().splitlines() if f.exists() else []
 
     def press(self, label: str) -> None:
         """Press the action button ``label`` of the newest notification (dunst's context

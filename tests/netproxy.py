@@ -7,6 +7,7 @@
         proxy.stall(direction="up")  # ... only client -> target (the client's acks vanish)
         proxy.resume()          # ... and forward again (what they read meanwhile included)
         proxy.cut()             # close every open link (both sides)
+        proxy.sent              # with record=True: every byte client -> target, in order
 
 ``stall()`` affects the links open at that moment; links accepted later flow normally
 (``stall(new_links=True)`` stalls those too until ``resume()``). Threads, not asyncio, so
@@ -52,8 +53,13 @@ class _Link:
 class NetProxy:
     """Listen on 127.0.0.1:``port`` and forward each connection to ``host:target_port``."""
 
-    def __init__(self, host: str, target_port: int, *, port: int | None = None) -> None:
+    def __init__(
+        self, host: str, target_port: int, *, port: int | None = None, record: bool = False
+    ) -> None:
         self.target = (host, target_port)
+        self.record = record
+        self.sent = bytearray()
+        """With ``record``: what clients sent through the proxy (all links, in order)."""
         self.port = port or free_port()
         self.delay = 0.0
         self._stall_new = False
@@ -143,6 +149,8 @@ class NetProxy:
                 return
             with self._lock:
                 self.moved[direction] += len(data)
+                if self.record and direction == "up":
+                    self.sent += data
 
     @property
     def links(self) -> list[_Link]:

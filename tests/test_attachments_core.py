@@ -1,8 +1,9 @@
-"""The pure decisions of agent/attachments.py and the size setting, without I/O: which
+"""The pure decisions of agent/attachments/ and the size setting, without I/O: which
 attachment objects are fetched, what the bytes must be, where a token may go."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -102,3 +103,32 @@ def test_failures_are_warned_once_a_minute(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == ["attachment of m0: HTTP 503"]
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 49
+
+
+def test_an_inline_file_does_not_count_toward_max_message_size_but_has_its_own_cap() -> None:
+    from agent.envelope import decode
+    from agent.errors import MessageError
+    from agent.ntfyproto.attachment import INLINE_MAX, data_url, data_url_bytes
+
+    blob = bytes(range(256)) * (200 * 1024 // 256)  # 200 KiB: ~273 KB as base64
+    att = {"name": "x.bin", "type": "application/octet-stream", "size": len(blob),
+           "url": data_url("application/octet-stream", blob)}  # fmt: skip
+    payload = json.dumps({"topic": "t", "message": "file", "attachment": att})
+    assert len(payload) > 256 * 1024
+    msg = decode(payload, max_size=256 * 1024)
+    assert msg.attachment is not None
+    assert data_url_bytes(msg.attachment["url"], INLINE_MAX) == blob
+    with pytest.raises(MessageError, match="above the limit"):  # not inline: counted
+        decode(json.dumps({"topic": "t", "message": "x" * 300_000}), max_size=256 * 1024)
+    with pytest.raises(MessageError, match="above the limit"):  # the rest is still bounded
+        decode(json.dumps({"topic": "t", "message": "x" * 300_000, "attachment": att}),
+               max_size=256 * 1024)  # fmt: skip
+    with pytest.raises(ValueError, match="above 1000 bytes"):
+        data_url_bytes(att["url"], 1000)
+    with pytest.raises(ValueError, match=f"above {INLINE_MAX} bytes"):
+        data_url_bytes(data_url("x/y", b"\0" * (INLINE_MAX + 10)), 1 << 30)
+    with pytest.raises(ValueError, match="not a base64 data: URL"):
+        data_url_bytes("data:text/plain,hello", 1000)
+    cfg = AttachmentsConfig(download="always")
+    assert decide({"url": att["url"]}, cfg, 0) is None
+    assert decide({"url": "file:///etc/passwd"}, cfg, 0) == "no http(s) url"

@@ -149,3 +149,70 @@ async def test_a_burst_of_images_each_keeps_its_own_notification(
         desktop.dunstctl("close-all")
         history = await until(lambda: len(desktop.history()) == 4 and desktop.history())
     assert {h["summary"]: h["icon_path"] for h in history} == want
+
+
+def wav() -> bytes:
+    """A valid, silent 8 kHz mono WAV (sniffed audio/x-wav)."""
+    samples = b"\x80" * 800
+    fmt = b"fmt " + (16).to_bytes(4, "little") + bytes.fromhex("01000100401f0000401f000001000800")
+    data = b"data" + len(samples).to_bytes(4, "little") + samples
+    body = b"WAVE" + fmt + data
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def recording_opener(tmp_path: Path) -> tuple[Path, Path]:
+    opened = tmp_path / "opened.txt"
+    opener = tmp_path / "opener.sh"
+    opener.write_text(f'#!/bin/sh\nprintf "%s" "$1" > "{opened}"\n')
+    opener.chmod(0o755)
+    return opener, opened
+
+
+async def test_an_audio_attachment_gets_a_play_button_that_opens_it(
+    desktop: Desktop, relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    topic = unique_topic("wav")
+    opener, opened = recording_opener(tmp_path)
+    cfg = agent_cfg(tmp_path, relay, topic, **{"attachments.download": "always"})
+    cfg = replace(cfg, desktop=DesktopConfig(opener=(str(opener),)))
+    async with AgentService(cfg):
+        mid = await asyncio.to_thread(upload, relay, topic, wav(), "memo.wav")
+        cached = cfg.paths.cache_dir / "attachments" / f"{mid}.wav"
+        await until(cached.exists, what="the WAV in the cache")
+        await until(lambda: len(shown(desktop)) >= 2, what="the notification re-sent")
+        desktop.press("Play")
+        await until(lambda: opened.exists() and opened.read_text(), what="the opener run")
+    assert opened.read_text() == str(cached)
+    menu = desktop.offered()
+    assert any("Play" in line for line in menu), menu
+    assert not any("Open" in line or "Save" in line for line in menu), menu
+
+
+async def test_save_copies_a_file_into_downloads_without_overwriting(
+    desktop: Desktop, relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    downloads = tmp_path / "Downloads-xdg"
+    downloads.mkdir()
+    (downloads / "report.pdf").write_bytes(b"the user's own report")
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(downloads))
+    topic = unique_topic("save")
+    cfg = agent_cfg(tmp_path, relay, topic, **{"attachments.download": "always"})
+    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    async with AgentService(cfg):
+        mid = await asyncio.to_thread(upload, relay, topic, pdf, "report.pdf")
+        cached = cfg.paths.cache_dir / "attachments" / f"{mid}.pdf"
+        await until(cached.exists, what="the PDF in the cache")
+        await until(lambda: len(shown(desktop)) >= 2, what="the notification re-sent")
+        desktop.press("Save")
+        saved = downloads / "report (1).pdf"
+        await until(saved.exists, what="the saved copy")
+        await until(lambda: saved.stat().st_size == len(pdf), what="the copy complete")
+    assert saved.read_bytes() == pdf and saved.stat().st_mode & 0o777 == 0o600
+    assert (downloads / "report.pdf").read_bytes() == b"the user's own report"
+    assert sorted(p.name for p in downloads.iterdir()) == ["report (1).pdf", "report.pdf"]
+    menu = desktop.offered()
+    assert any("Open" in line for line in menu) and any("Save" in line for line in menu), menu

@@ -218,3 +218,61 @@ def test_any_sealed_envelope_opens_or_is_a_stand_in_never_an_exception(
     assert got.message.id == "m1" and got.message.topic == "alerts"
     if got.ciphertext is not None:
         assert got.message.message == "encrypted message on alerts" and got.reason
+
+
+def _joserfc_opens(tok: str, key: bytes) -> bytes | None:
+    """joserfc's whole decrypt_compact, allowing only dir + A256GCM: the reference."""
+    try:
+        got = rfc_jwe.decrypt_compact(tok, OctKey.import_key(key), algorithms=["dir", "A256GCM"])
+    except Exception:  # any refusal counts as "does not open"
+        return None
+    return got.plaintext
+
+
+def _ours_opens(tok: str, key: bytes) -> bytes | None:
+    try:
+        return json.dumps(jwe.decrypt(tok, {KID: key}), separators=(",", ":")).encode()
+    except jwe.DecryptError:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 63)), max_size=3),
+    st.integers(0, 30),
+    st.booleans(),
+)
+def test_the_receive_path_opens_exactly_what_joserfc_opens(
+    edits: list[tuple[int, int]], cut: int, other_key: bool
+) -> None:
+    """The agent decrypts with joserfc's A256GCM model after its own checks (agent.e2e.jwe
+    ``_content_decryption``): whatever a changed character, a cut or another key does to a
+    token, it opens exactly when joserfc's full decrypt_compact does, to the same text."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+    tok = jwe.encrypt({"message": "Door opened", "topic": "alerts"}, KEY, KID)
+    for pos, ch in edits:
+        i = pos % len(tok)
+        tok = tok[:i] + alphabet[ch % len(alphabet)] + tok[i + 1 :]
+    tok = tok[: len(tok) - cut] if cut else tok
+    key = os.urandom(32) if other_key else KEY
+    ref, ours = _joserfc_opens(tok, key), _ours_opens(tok, key)
+    assert (ref is None) == (ours is None), (tok, ref, ours)
+    if ref is not None and ours is not None:
+        assert json.loads(ref) == json.loads(ours)
+
+
+def test_a_non_canonical_last_character_is_refused_as_joserfc_does() -> None:
+    """base64url's last character may carry unused bits; a token differing only there
+    decodes to the same bytes, and both refuse it (joserfc's strict decoder). The tag:
+    16 bytes, 22 characters, the last carrying 4 unused bits."""
+    parts = token().split(".")
+    part = 4
+    seg = parts[part]
+    canonical = "AEIMQUYcgkosw048"
+    assert len(seg) == 22
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    i = last.index(seg[-1])
+    odd = next(c for c in last[i + 1 :] + last[:i] if c not in canonical)
+    parts[part] = seg[:-1] + odd
+    tok = ".".join(parts)
+    assert _joserfc_opens(tok, KEY) is None and _ours_opens(tok, KEY) is None

@@ -253,8 +253,7 @@ def test_send_encrypt_refuses_what_would_leave_in_clear_or_as_a_file(tmp_path: P
     assert pushagent("key", "new", "alerts", home=home, env=env).returncode == 0
     (tmp_path / "f.txt").write_text("x")
     cases = [
-        (("--attach", str(tmp_path / "f.txt"), "alerts", "hi"),
-         "--attach with --encrypt: encrypted attachments are not supported yet"),
+        (("--attach", str(tmp_path / "nope.txt"), "alerts", "hi"), "--attach: cannot read"),
         (("alerts", "x" * 3500), "--encrypt: the encrypted message is"),
         (("other", "hi"), "--encrypt: no key for 'other' here"),
     ]  # fmt: skip

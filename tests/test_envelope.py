@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.envelope import FIELDS, MAX_DEPTH, Message, decode, dumps, encode, encode_bytes
+from agent.envelope import (
+    FIELDS,
+    MAX_DEPTH,
+    Message,
+    decode,
+    dumps,
+    encode,
+    encode_bytes,
+    from_fields,
+)
 from agent.errors import MessageError
 from agent.ntfy import parse_frame
 from tests import json_text
@@ -392,3 +401,25 @@ def test_any_ntfy_frame_text_is_a_message_that_round_trips_or_rejected_or_broken
     assert ev.kind in ("message", "rejected"), ev
     if ev.message is not None:
         _round_trips(ev.message)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"x": float("inf")},
+        {"x": "\ud800"},
+        {"\ud800": "x"},
+        {"x": {"y": float("nan")}},
+        {("t",): 1},
+    ],
+)
+def test_extras_json_cannot_write_back_are_refused(extra: dict[object, object]) -> None:
+    """A mapping from another decoder: whatever JSON cannot write back is a MessageError
+    (the plain ASCII extras of an encrypted message skip the dump that finds these)."""
+    with pytest.raises(MessageError, match="extra cannot be written back as JSON"):
+        from_fields({"message": "m", **extra}, topic="t")  # type: ignore[dict-item]
+
+
+def test_plain_extras_are_kept_as_they_are() -> None:
+    got = from_fields({"message": "m", "encoding": "jwe", "n": 3}, topic="t")
+    assert got.extra == {"encoding": "jwe", "n": 3}

@@ -413,6 +413,18 @@ def test_json_publish_with_nan_beside_a_surrogate_escape_is_40024_not_a_crash() 
                    max_size=4096) == 40024  # fmt: skip
 
 
+@pytest.mark.parametrize("key", ["extras", "zz", "actions"])
+def test_json_publish_nested_deeper_than_the_stack_is_an_answer_not_a_500(key: str) -> None:
+    """Found by tests/test_hostile_paths.py's generator: a 500-deep array under any key made
+    the NaN scan recurse past Python's stack (RecursionError, a 500 at the relay). ntfy ignores
+    unknown keys whatever they hold; actions must be objects (40024)."""
+    body = b'{"topic":"a","message":"m","' + key.encode() + b'":' + b"[" * 500 + b"]" * 500 + b"}"
+    if key == "actions":
+        assert code_of(parse_json_publish, Request([], {}), body, max_size=8192) == 40024
+    else:
+        assert parse_json_publish(Request([], {}), body, max_size=8192)[1].fields["message"] == "m"
+
+
 @pytest.mark.parametrize("sid", ["a.b", "x" * 65, "a b", "ü"])
 def test_sequence_id_refused_40049_in_every_form(sid: str) -> None:
     """ntfy 2.16: sequenceIDRegex is the topic rule, errHTTPBadRequestSequenceIDInvalid."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from agent import httppublish
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_FILE_MESSAGE = "You received a file: {}"  # ntfy's text for a file without one
 HTTP_BODY_LIMIT = 4096  # ntfy's and the relay's default message limit (docs/E2E.md)
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--attach",
         metavar="FILE|URL",
-        help="upload FILE as the attachment, or refer to an http(s) URL (HTTP)",
+        help="upload FILE as the attachment, or refer to an http(s) URL (over MQTT the "
+        "file goes to [attachments] upload_server)",
     )
     p.add_argument("--filename", metavar="NAME",
                    help="the attachment's name (default: FILE's name)")  # fmt: skip
@@ -87,8 +89,7 @@ def check_priority(value: str) -> str:
 
 
 _HTTP_ONLY = {"clear": "--clear", "delete": "--delete", "delay": "--delay",
-              "sequence_id": "--sequence-id", "attach": "--attach",
-              "filename": "--filename"}  # fmt: skip
+              "sequence_id": "--sequence-id"}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,9 +97,6 @@ def run(args: argparse.Namespace) -> int:
         check_priority(args.priority)
     if args.expose_priority and not args.encrypt:
         raise UsageError("--expose-priority: only with --encrypt")
-    if args.encrypt and (args.attach is not None or args.filename is not None):
-        # the file would travel in clear: refused until encrypted attachments exist
-        raise UsageError("--attach with --encrypt: encrypted attachments are not supported yet")
     cfg = load_config(
         args,
         servers=[args.server] if args.server else None,
@@ -117,9 +115,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{flag}: MQTT has no such operation; it needs a relay or ntfy server "
                 "(--server http(s)://HOST:PORT)"
             )
-    text = _message(args)
+    attachment = _mqtt_attachment(cfg, args)
+    if attachment is not None and args.message is None:
+        text = DEFAULT_FILE_MESSAGE.format(attachment.get("name") or "")
+    else:
+        text = _message(args)
     fields = {
         "message": text,
+        "attachment": attachment,
         "title": args.title,
         "priority": args.priority,
         "tags": args.tags,
@@ -163,12 +166,24 @@ def _key(cfg: AgentConfig, topic: str) -> tuple[str, bytes]:
 
 def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.HttpRequest:
     """The HTTP publish of an encrypted message: the JWE as the body, application/jose;
-    only routing options as headers (docs/E2E.md)."""
+    only routing options as headers (docs/E2E.md). With ``--attach FILE`` the body is the
+    file encrypted with its own key (agent.e2e.files), the JWE in the ``Message`` header."""
     from agent import httppublish
     from agent.e2e import jwe, seal
 
-    fields = {"message": _message(args), "title": args.title, "priority": args.priority,
-              "tags": args.tags, "click": args.click,
+    url, data, name = _attachment(args)
+    text = _message(args) if data is None or args.message is not None else ""
+    blob, attachment = _sealed_file(data, name) if data is not None else (None, None)
+    if url is not None:  # inside only: never in clear; named as ntfy names it (its path)
+        from urllib.parse import urlsplit
+
+        from agent.ntfyproto.attachment import safe_name
+
+        base = safe_name(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+        attachment = {"name": name or base or "attachment", "url": url}
+    fields = {"message": text or (f"You received a file: {name}" if blob else None),
+              "title": args.title, "priority": args.priority, "tags": args.tags,
+              "click": args.click, "attachment": attachment,
               "content_type": "text/markdown" if args.markdown else None}  # fmt: skip
     msg = _built(fields, args.topic)
     kid, key = _key(cfg, args.topic)
@@ -179,11 +194,28 @@ def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.H
             f"keep a body above {HTTP_BODY_LIMIT} bytes (their default message limit) as an "
             "attachment file, which agents would not decrypt; shorten the text"
         )
-    return httppublish.publish_request(
-        args.topic, token,
-        priority=args.priority if args.expose_priority else None, delay=args.delay,
-        sequence_id=args.sequence_id, content_type=jwe.CONTENT_TYPE,
-    )  # fmt: skip
+    routing: dict[str, Any] = {
+        "priority": args.priority if args.expose_priority else None,
+        "delay": args.delay, "sequence_id": args.sequence_id,
+    }  # fmt: skip
+    if blob is not None:  # the relay sees a neutral name and, sniffed, octet-stream
+        from agent.e2e import files
+
+        return httppublish.publish_request(
+            args.topic, token, file=blob, filename=files.UPLOAD_NAME, **routing
+        )
+    return httppublish.publish_request(args.topic, token, content_type=jwe.CONTENT_TYPE, **routing)
+
+
+def _sealed_file(data: bytes, name: str | None) -> tuple[bytes, dict[str, Any]]:
+    """``data`` encrypted for upload, and the attachment object that goes inside the JWE."""
+    from agent.e2e import files
+    from agent.ntfyproto.attachment import SNIFF_BYTES, safe_name, sniff
+
+    label = safe_name(name or "") or "attachment"
+    mime, _ = sniff(data[:SNIFF_BYTES], label)
+    blob, secret = files.seal_file(data)
+    return blob, {"name": label, "type": mime, "size": len(data), **secret}
 
 
 def _message(args: argparse.Namespace) -> str:
@@ -249,6 +281,41 @@ def _attachment(args: argparse.Namespace) -> tuple[str | None, bytes | None, str
     except OSError as exc:
         raise UsageError(f"--attach: cannot read {where!r}: {exc.strerror}") from None
     return None, data, args.filename or path.name
+
+
+def _mqtt_attachment(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--attach`` over MQTT: an http(s) URL goes as it is; a FILE is uploaded to
+    ``[attachments] upload_server`` and the MQTT message carries the ``attachment`` object
+    that server answered (never the file itself: no multi-megabyte MQTT payloads)."""
+    url, data, name = _attachment(args)
+    if url is not None:
+        return {"url": url, **({"name": name} if name else {})}
+    if data is None:
+        return None
+    server = cfg.attachments.upload_server
+    if server is None:
+        raise ConfigError(
+            f"--attach FILE over MQTT: no server to hold the file; set [attachments] "
+            f'upload_server = "http://RELAY:8080" in {cfg.paths.config_file} (the MQTT '
+            "message then carries its URL), or send with --server http(s)://HOST:PORT"
+        )
+    from agent import httppublish
+    from agent.ntfy import parse_server
+    from agent.transports import tls_context
+
+    base = parse_server(server)
+    topic = cfg.attachments.upload_topic
+    req = httppublish.publish_request(topic, f"file for {args.topic}", file=data, filename=name)
+    sender = httppublish.Sender(
+        base.http_base, token=secrets.token_for(cfg, base.http_base),
+        context=tls_context(cfg.tls) if base.tls else None, timeout=args.timeout,
+    )  # fmt: skip
+    att = sender.send(req).get("attachment")
+    if not isinstance(att, dict) or not isinstance(att.get("url"), str):
+        raise ConfigError(f"[attachments] upload_server {server}: kept the file as text, not "
+                          "as an attachment; is it a relay or an ntfy server with attachments "
+                          "enabled?")  # fmt: skip
+    return {k: att[k] for k in ("name", "type", "size", "expires", "url") if k in att}
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:

@@ -23,7 +23,7 @@ import binascii
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.envelope import check_unicode, dumps, parse_json
@@ -39,7 +39,7 @@ DEFAULT_MAX_SIZE = 256 * 1024  # the envelope's own bound (agent.envelope.DEFAUL
 CONTENT_TYPE = "application/jose"  # RFC 7515 section 9.2.1: the compact serialization
 ENCODING = "jwe"  # the envelope's "encoding" when "message" is a JWE (MQTT, ntfy frames)
 _KID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_B64 = re.compile(r"[A-Za-z0-9_-]*")
+_COMPACT = re.compile(r"[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){4}")  # five base64url parts
 _HEADER_KEYS = frozenset({"alg", "enc", "kid", "typ", "cty"})
 
 if TYPE_CHECKING:
@@ -81,17 +81,22 @@ def looks_like(text: str) -> bool:
 
 def header(token: str, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     """The checked protected header of ``token`` (see the module docstring); DecryptError."""
+    return _checked(token, max_size)[1]
+
+
+def _checked(token: str, max_size: int) -> tuple[list[str], dict[str, Any]]:
+    """The five segments of ``token`` and its checked header."""
     if len(token) > max_size:
         raise DecryptError(f"JWE is {len(token)} characters, above the limit of {max_size}")
-    parts = token.split(".")
-    if len(parts) != 5 or not all(_B64.fullmatch(p) for p in parts):
+    if not _COMPACT.fullmatch(token):
         raise DecryptError("not a JWE compact serialization (five base64url parts)")
+    parts = token.split(".")
     if len(parts[0]) > MAX_HEADER:
         raise DecryptError(f"JWE header is longer than {MAX_HEADER} characters")
     obj = dict(_checked_header(parts[0]))
     if parts[1]:
         raise DecryptError("JWE with alg dir must have an empty encrypted key", obj["kid"])
-    return obj
+    return parts, obj
 
 
 # Every message sealed with one key carries the same header segment: its checks are done
@@ -120,16 +125,29 @@ def decrypt(
     token: str, keys: Mapping[str, bytes], *, max_size: int = DEFAULT_MAX_SIZE
 ) -> dict[str, Any]:
     """The envelope inside ``token``, opened with ``keys[kid]``; DecryptError otherwise."""
-    kid = str(header(token, max_size=max_size)["kid"])
+    return open_token(token, keys, max_size=max_size)[0]
+
+
+def open_token(
+    token: str, keys: Mapping[str, bytes], *, max_size: int = DEFAULT_MAX_SIZE
+) -> tuple[dict[str, Any], str]:
+    """``decrypt``, and the kid that opened it (the header is read once)."""
+    parts, head = _checked(token, max_size)
+    kid = str(head["kid"])
     key = keys.get(kid)
     if key is None:
         raise DecryptError(f"no key {kid!r} for this topic", kid)
-    jwe, JoseError, registry = _joserfc()
+    enc, JoseError, unb64 = _content_decryption()
     try:
-        plain = jwe.decrypt_compact(token, _oct(key), registry=registry).plaintext
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"an A256GCM key is {KEY_BYTES} bytes, not {len(key)}")
+        iv, ciphertext, tag = (unb64(p.encode("ascii")) for p in parts[2:])
+        enc.check_iv(iv)
+        # RFC 7516 5.2 steps 14-15: the additional data is the header segment as it came
+        plain = enc.decrypt(ciphertext, tag, key, iv, parts[0].encode("ascii"))
     except (JoseError, ValueError, binascii.Error):
         # AES-GCM's tag did not match (tampered, truncated or another key with this kid), or
-        # a segment joserfc could not read: the same answer, nothing of the plaintext shown.
+        # a segment that does not decode: the same answer, nothing of the plaintext shown.
         raise DecryptError(
             f"JWE does not open with key {kid!r}: tampered or wrong key", kid
         ) from None
@@ -141,7 +159,7 @@ def decrypt(
         raise DecryptError("decrypted JWE is not a JSON envelope", kid) from None
     if not isinstance(obj, dict):
         raise DecryptError("decrypted JWE is not a JSON object", kid)
-    return obj
+    return obj, kid
 
 
 def check_kid(kid: str) -> str:
@@ -152,13 +170,23 @@ def check_kid(kid: str) -> str:
 
 
 @functools.cache
-def _joserfc() -> tuple[Any, type[Exception], Any]:
-    """joserfc's jwe module, its error root and a registry allowing only ALGORITHMS, made
-    on first use (``algorithms=`` would build a new registry at every call)."""
+def _content_decryption() -> tuple[Any, type[Exception], Callable[[bytes], bytes]]:
+    """joserfc's own A256GCM content encryption (its JWERegistry's ``enc`` model, allowing
+    only ALGORITHMS), its error root and its strict base64url decoder (no padding, canonical
+    last character), made on first use.
+
+    The receive path calls it directly, after ``_checked`` did everything else
+    ``jwe.decrypt_compact`` would for ``dir``: the header checks (stricter than joserfc's),
+    the empty encrypted key (``dir``: the key is the CEK), the segments' base64url. That
+    wrapper cost ~20-30 us a message here -- the registry checks, a CompactEncryption and
+    Recipient object, a JSON decode of a header whose checks are cached per segment --
+    against ~7 us for the content decryption itself (docs/PERFORMANCE.md, ``--encrypted``);
+    tests/test_e2e_jwe checks both open and refuse the same tokens."""
     from joserfc import jwe
     from joserfc.errors import JoseError
+    from joserfc.util import urlsafe_b64decode
 
-    return jwe, JoseError, jwe.JWERegistry(algorithms=ALGORITHMS)
+    return jwe.JWERegistry(algorithms=ALGORITHMS).get_enc(ENC), JoseError, urlsafe_b64decode
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from agent.config import AgentConfig
 from agent.e2e import keys
 from agent.errors import ConfigError
-from agent.private import write_private
+from agent.private import read_private, write_private
 
 SERVICE = "pushagent-e2e"
 INDEX = "e2e-index.json"
@@ -143,20 +142,12 @@ class KeyStore:
 
     def _file(self) -> tuple[Path, dict[str, Any]]:
         path = self.file_path
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
+        text = read_private(path, f"E2E key file {path}", error=KeyFileError, missing_ok=True)
+        if text is None:
             return path, {}
-        except OSError as exc:
-            raise KeyFileError(f"E2E key file {path}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError(
-                f"E2E key file {path}: must be readable by you only (mode 0600), "
-                f"not {stat.S_IMODE(mode):04o}; run: chmod 600 {path}"
-            )
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))["topics"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data = json.loads(text)["topics"]
+        except (ValueError, KeyError, TypeError) as exc:
             raise KeyFileError(f"E2E key file {path}: unreadable ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise KeyFileError(f"E2E key file {path}: 'topics' is not a table")

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.e2e import jwe
+from agent.e2e import files, jwe
 from agent.envelope import Message, encode, from_fields
 from agent.errors import MessageError
 
@@ -76,11 +76,13 @@ def is_sealed(msg: Message) -> bool:
 
 
 def stand_in(msg: Message) -> Message:
-    """What is shown for an encrypted message that cannot be opened: never its contents."""
+    """What is shown for an encrypted message that cannot be opened: never its contents.
+    The server's attachment object (an encrypted file's location, nothing the server does
+    not know) is kept for a later key import; undecryptable messages are not downloaded."""
     return Message(
         id=msg.id, time=msg.time, topic=msg.topic, expires=msg.expires,
         message=f"encrypted message on {msg.topic}", priority=msg.priority,
-        extra=_outside_extras(msg),
+        attachment=msg.attachment, extra=_outside_extras(msg),
     )  # fmt: skip
 
 
@@ -88,18 +90,20 @@ def open_message(msg: Message, keys: Mapping[str, bytes]) -> Opened:
     """Decrypt a sealed ``msg`` with its topic's ``keys`` (kid -> key); see the docstring."""
     token = msg.message
     try:
-        body = jwe.decrypt(token, keys)
+        body, kid = jwe.open_token(token, keys)
         if body.get("topic", msg.topic) != msg.topic:
-            raise jwe.DecryptError("JWE was sealed for another topic")
-        return Opened(opened(msg, body), kid=_kid(token))
+            raise jwe.DecryptError("JWE was sealed for another topic", kid)
+        return Opened(opened(msg, body), kid=kid)
     except MessageError as exc:
-        kid = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
-        return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=kid)
+        named = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
+        return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=named)
 
 
 def opened(outer: Message, body: Mapping[str, Any]) -> Message:
     """The decrypted envelope ``body`` under ``outer``'s routing fields; MessageError."""
     fields = {k: v for k, v in body.items() if k not in ROUTING and k not in KEEP_OUTSIDE}
+    if isinstance(fields.get("attachment"), dict):  # an encrypted file: the server's URL
+        fields["attachment"] = files.located(fields["attachment"], outer.attachment)
     fields.update(_outside_extras(outer))
     fields.update(id=outer.id, time=outer.time)
     if outer.expires is not None:

@@ -22,8 +22,8 @@ wrapped for that one call (under a lock) to pass the id of the notification it r
 Attachments (agent.attachments downloads them after the message is shown): when the file is
 in the cache, a notification still on screen is replaced in place by one that shows the
 image (desktop-notifier's ``attachment``: D-Bus ``image-path``) or, for any other file, has
-an "Open" button that opens the cached file with ``desktop.opener`` or the OS default
-application (``xdg-open``, ``open``, ``os.startfile``).
+buttons by its sniffed type (agent.notify.files): audio and video "Play", anything else
+"Open" and "Save" (a copy in the Downloads folder that never overwrites).
 
 ``icon`` (an http(s) URL) is fetched into the cache folder (agent.notify.icons) and passed
 as a file; ``content_type: text/markdown`` is rendered (agent.notify.markdown) to the
@@ -48,9 +48,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from agent.config import DesktopConfig
+from agent.config import DesktopConfig, downloads_dir
 from agent.envelope import Message
-from agent.notify import EventSink, LogNotifier, clipboard, markdown
+from agent.notify import EventSink, LogNotifier, clipboard, files, markdown
 from agent.notify.icons import IconCache
 from agent.notify.screen import ScreenMemory
 from agent.store import Stored
@@ -67,11 +67,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 def urgency_name(priority: int) -> str:
     """``low`` / ``normal`` / ``critical`` for an ntfy priority 1-5."""
-    if priority <= 2:
-        return "low"
-    if priority == 3:
-        return "normal"
-    return "critical"
+    return "low" if priority <= 2 else "normal" if priority == 3 else "critical"
 
 
 def clean(text: str, limit: int, *, markup: bool, oneline: bool = False) -> str:
@@ -268,7 +264,7 @@ class DesktopNotifier:
             message=self._body(msg),
             urgency=dn.Urgency(urgency_name(msg.priority)),
             icon=dn.Icon(path=icon) if icon is not None else None,
-            buttons=tuple(self._buttons(item, None if image else path)),
+            buttons=tuple(self._buttons(item, None if image else path, mime)),
             attachment=dn.Attachment(path=path) if image else None,
             sound=dn.DEFAULT_SOUND if msg.priority >= 5 and self._cfg.sound else None,
             on_dispatched=on_dispatched,
@@ -350,6 +346,18 @@ class DesktopNotifier:
             finally:
                 iface.call_notify = original
 
+    async def close(self, items: Sequence[Stored]) -> None:
+        """Close the notifications of ``items`` that are on screen (handled on another of
+        the user's devices): ``CloseNotification``, which dunst and the others report as
+        closed by the application (reason 3), so no ``dismissed`` comes back from it."""
+        for item in items:
+            key = (item.message.topic, sequence_key(item.message))
+            if self._showing.get(self._screen.get(key, "")) not in (None, item.message.id):
+                continue  # a later message of its sequence replaced it on screen: keep that
+            if key in self._screen or self._memory.get(*key) is not None:
+                await self._close(item)
+        self._memory.save()
+
     async def _close(self, item: Stored) -> bool:
         """A clear or delete: close the sequence's notification if this run or the last one
         shows it."""
@@ -378,12 +386,13 @@ class DesktopNotifier:
         except Exception as exc:  # noqa: BLE001 - already closed, or the server went away
             log.debug("CloseNotification(%d): %s", pid, exc)
 
-    def _buttons(self, item: Stored, file: Path | None = None) -> list[Any]:
+    def _buttons(self, item: Stored, file: Path | None = None, mime: str = "") -> list[Any]:
         import desktop_notifier as dn
 
         buttons = []
         if file is not None:
-            buttons.append(dn.Button(title="Open", on_pressed=self._open_file(item, file)))
+            for title in files.file_buttons(mime):
+                buttons.append(dn.Button(title=title, on_pressed=self._file(item, file, title)))
         for action in item.message.actions[:3]:
             kind, label = action.get("action"), str(action.get("label") or "")[:40]
             if not label:
@@ -409,27 +418,17 @@ class DesktopNotifier:
 
         return pressed
 
-    def _open_file(self, item: Stored, path: Path) -> Callable[[], None]:
+    def _file(self, item: Stored, path: Path, title: str) -> Callable[[], None]:
         def pressed() -> None:
-            self._spawn(self._open_path(path))
+            if title == files.SAVE:
+                name = str((item.message.attachment or {}).get("name") or "")
+                folder = self._cfg.downloads or downloads_dir()
+                self._spawn(files.save(path, folder, name))
+            else:  # Open, Play
+                self._spawn(files.open_path(self._cfg.opener, path))
             self._event(item, "clicked")
 
         return pressed
-
-    async def _open_path(self, path: Path) -> None:
-        """The cached file in the OS default application (or ``desktop.opener``)."""
-        import os
-        import sys
-
-        if not self._cfg.opener and sys.platform == "win32":
-            os.startfile(path)  # type: ignore[attr-defined]  # noqa: S606 - our own cached file
-            return
-        argv = self._cfg.opener or (("open",) if sys.platform == "darwin" else ("xdg-open",))
-        try:
-            proc = await asyncio.create_subprocess_exec(*argv, str(path))
-            await proc.wait()
-        except OSError as exc:
-            log.warning("cannot open %s with %s: %s", path, argv[0], exc.strerror)
 
     def _event(self, item: Stored, state: str) -> None:
         if item.seq:  # burst summaries are not stored messages

@@ -14,10 +14,16 @@ save the file under a name derived from it: no directory parts (``../``, ``\\``)
 control characters, no reserved Windows device names (``CON``, ``NUL``, ``COM1``...), at most
 ``MAX_NAME`` characters with the extension kept. The file on the relay's disk is named by the
 message id alone, so the name is only ever a label.
+
+An inline file (what the relay's bridge forwards upstream for files below
+``upstream_inline_limit``) is the same object with a base64 ``data:`` URL (RFC 2397) as its
+``url``: ``data_url`` writes it, ``data_url_bytes`` reads it back within a size cap.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 from urllib.parse import quote
@@ -101,3 +107,42 @@ def disposition(name: str, mime: str) -> str:
     # RFC 6266: an ASCII fallback, and the UTF-8 name for clients that read it
     fallback = quoted.encode("ascii", "replace").decode("ascii")
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
+
+
+# --- inline files: a base64 ``data:`` URL (RFC 2397) as the attachment's ``url`` ----------------
+
+INLINE_MAX = 256 * 1024
+"""The largest file a message may carry inline (the bridge's ``upstream_inline_limit`` at
+most): the agent does not count such a URL toward ``max_message_size``."""
+INLINE_URL_MAX = len("data:;base64,") + 255 + (INLINE_MAX + 2) // 3 * 4
+"""Characters of the ``data:`` URL of an ``INLINE_MAX`` file (a type of up to 255)."""
+_DATA_URL = re.compile(r"data:([!#$&^_.+\-/A-Za-z0-9]{0,255});base64,([A-Za-z0-9+/]*={0,2})")
+
+
+def data_url(mime: str, data: bytes) -> str:
+    """``data:<type>;base64,<data>``: a file any client can turn back into bytes."""
+    base = mime.split(";", 1)[0].strip() or "application/octet-stream"
+    return f"data:{base};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def is_inline(url: object) -> bool:
+    """True for a ``data:`` URL no longer than an ``INLINE_MAX`` file's."""
+    return isinstance(url, str) and url[:5].lower() == "data:" and len(url) <= INLINE_URL_MAX
+
+
+def data_url_bytes(url: str, max_bytes: int) -> bytes:
+    """The file of a base64 ``data:`` URL; ValueError when it is not one, or is larger than
+    ``max_bytes`` (checked before decoding)."""
+    max_bytes = min(max_bytes, INLINE_MAX)
+    m = _DATA_URL.fullmatch(url) if len(url) <= INLINE_URL_MAX else None
+    if m is None:
+        raise ValueError("not a base64 data: URL of at most 256 KiB")
+    if len(m.group(2)) // 4 * 3 > max_bytes + 2:
+        raise ValueError(f"the inline file is above {max_bytes} bytes")
+    try:
+        data = base64.b64decode(m.group(2), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"bad base64 in the data: URL: {exc}") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"the inline file is above {max_bytes} bytes")
+    return data

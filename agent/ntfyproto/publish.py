@@ -46,6 +46,7 @@ from typing import Any
 
 from agent.envelope import check_unicode
 from agent.errors import MessageError
+from agent.jsontext import holds
 from agent.ntfyproto import fields as f
 from agent.ntfyproto import templates
 from agent.ntfyproto.actions import check_types, parse_actions
@@ -327,7 +328,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
         if not ok or (kind is int and not -(2**63) <= value < 2**63):
             raise NtfyError(40024, f"'{key}' must be {_GO_NAMES[kind]}", field=name)
         typed[name] = value
-    if _holds_constant(obj):  # NaN/Infinity anywhere is a syntax error to Go's decoder
+    # NaN/Infinity anywhere is a syntax error to Go's decoder (deep bodies under keys ntfy
+    # ignores are valid: Go's decoder recurses 10,000 deep)
+    if holds(obj, lambda v: isinstance(v, _Constant)):
         raise NtfyError(40024, "NaN and Infinity are not JSON", field="body")
     if "actions" in typed:
         typed["actions"] = check_types(typed["actions"], code=40024)
@@ -341,16 +344,6 @@ class _Constant:
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-
-def _holds_constant(value: Any) -> bool:
-    if isinstance(value, _Constant):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_constant(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_constant(v) for v in value)
-    return False
 
 
 _GO_NAMES = {str: "a string", int: "an integer", list: "an array", bool: "a boolean"}

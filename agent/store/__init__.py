@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import Message
+from agent.states import STATES, StateEvent
 from agent.store import sealed, sequences
 from agent.store.files import _Files
 from agent.store.ledger import _Ledger
@@ -38,7 +39,6 @@ from agent.store.schema import (
     _SEARCH,
     _SELECT,
     MIGRATIONS,
-    STATES,
     OutboxItem,
     Redelivery,
     Rejected,
@@ -51,12 +51,13 @@ from agent.store.schema import (
     _stored,
 )
 from agent.store.sealed import _Sealed
+from agent.store.syncstate import _SyncState, apply_pending
 from agent.timeparse import Since
 
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_Sealed, _Scheduled, _Ledger, _Files):
+class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------
@@ -69,6 +70,7 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files):
         cursor: tuple[str, str] | None = None,
         receipt_destination: str | None = None,
         device: str = "",
+        device_name: str = "",
         forward: Callable[[Message], str | None] | None = None,
         redelivery: Mapping[str, Redelivery] | None = None,
         rejected: Sequence[Rejected] = (),
@@ -79,7 +81,9 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files):
 
         ``cursor=(source, subscription)`` saves the last message id of the batch as that
         subscription's position, atomically with the messages. ``receipt_destination`` queues
-        a ``delivered`` receipt for each new message in the outbox, in the same transaction.
+        a ``delivered`` receipt for each new message in the outbox, in the same transaction
+        (from ``device``, named ``device_name``). States other devices reported before a
+        message arrived (``pending_states``) are applied to it in this transaction too.
         ``forward(message)`` naming a destination queues the message itself in the outbox
         (kind ``message``), in the same transaction (the relay's upstream forwarding).
 
@@ -136,6 +140,8 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files):
             first = _insert_new(conn, fresh, source, now, tokens)
             if fresh:
                 sequences.record(conn, fresh, now)
+            # states that overtook their message (never onto one still undecryptable)
+            applied = apply_pending(conn, [m for m in fresh if _state(m, marks) == "received"])
             position = cursor_id or last_id
             if cursor is not None and position is not None:
                 conn.execute(
@@ -146,13 +152,37 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files):
                 _insert_rejected(conn, rejected)
             if receipt_destination is not None and fresh:
                 self._queue_receipts(
-                    conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device
-                )
+                    conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device,
+                    name=device_name,
+                )  # fmt: skip
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
-        if marks:
-            return [Stored(first + i, m, _state(m, marks), source) for i, m in enumerate(fresh)]
+        if marks or applied:
+            return [
+                Stored(first + i, m, applied.get(m.id) or _state(m, marks), source)
+                for i, m in enumerate(fresh)
+            ]
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
+
+    def record_receipts(
+        self,
+        groups: Sequence[tuple[str, str, Sequence[tuple[str, str, float]]]],
+        synced: Sequence[StateEvent],
+        *,
+        owner: str,
+        max_devices: int | None = None,
+    ) -> tuple[int, list[StateEvent]]:
+        """The relay's ``POST /v1/receipts`` in ONE transaction: each ``(device, device_name,
+        events)`` group's receipts (``record_states``), then the owner's synced states
+        (``sync_states``). Returns how many receipts named a stored message, and the synced
+        states that moved forward (for the owner's streams)."""
+        with self._write():
+            accepted = sum(
+                self.record_states(ev, device=d, owner=owner, max_devices=max_devices,
+                                   device_name=name)
+                for d, name, ev in groups
+            )  # fmt: skip
+            return accepted, self.sync_states(synced, owner=owner)
 
     def get(self, message_id: str) -> Stored | None:
         rows = self._read(f"{_SELECT} WHERE id = ?", (message_id,))

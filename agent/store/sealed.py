@@ -90,6 +90,17 @@ class _Sealed(_Base):
         rows = self._read(sql + " ORDER BY seq", params)
         return [(_stored(r[:-1]), str(r[-1])) for r in rows if r[-1] is not None]
 
+    def unread_undecryptable(self) -> set[str]:
+        """Ids of undecryptable messages not marked read (or deleted) here: their state stays
+        ``undecryptable`` until a key import, so the local ``read`` receipt is what marks
+        them (the tray's unread count, ``pushagent read --all``)."""
+        rows = self._read(
+            "SELECT id FROM messages WHERE state = 'undecryptable' AND NOT EXISTS (SELECT 1 "
+            "FROM receipts r WHERE r.message_id = messages.id AND r.owner = '' "
+            "AND r.state IN ('read', 'deleted'))"
+        )
+        return {str(r[0]) for r in rows}
+
     def decrypted(self, messages: Sequence[Message]) -> int:
         """Replace undecryptable rows by their decrypted ``messages`` (same ids), in place:
         same seq, state back to ``received``, ciphertext dropped, search index updated (the

@@ -47,9 +47,10 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
         pass
     now = time.time()
     counts = store.count_by_state()
+    sealed = store.unread_undecryptable()  # "encrypted message on TOPIC", not read yet
     recent = tuple(
         Recent(s.message.id, s.message.topic, s.message.title or s.message.message[:80],
-               s.state in UNREAD_STATES)
+               s.state in UNREAD_STATES or s.message.id in sealed)
         for s in store.query(limit=10)
     )  # fmt: skip
     problem = None
@@ -58,7 +59,7 @@ def read_snapshot(cfg: AgentConfig, store: Store, service: ServiceHandle | None)
     return Snapshot(
         problem=problem,
         connected=connected,
-        unread=sum(counts.get(s, 0) for s in UNREAD_STATES),
+        unread=sum(counts.get(s, 0) for s in UNREAD_STATES) + len(sealed),
         paused=dnd.paused_until(store, now) is not None,
         recent=recent,
     )

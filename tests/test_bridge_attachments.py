@@ -1,0 +1,87 @@
+"""A local upload forwarded upstream by the bridge, fetched by an agent on the broker's side
+(real relay, real mosquitto, the agent in-process over MQTT): a file below
+``upstream_inline_limit`` travels inline as a base64 ``data:`` URL and lands in the agent's
+cache; a larger one carries a URL on the relay's ``base_url``."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+from agent import config
+from agent.config import ReceiptsConfig
+from agent.service import AgentService
+from tests.helpers import free_port, wait_for
+from tests.mosquitto import Mosquitto
+from tests.notifyhelp import until
+from tests.relay import FAST, Relay
+from tests.test_agent_attachments import recorded, upload
+from tests.test_desktop_sequence import png
+
+TOPIC = "upfiles"
+
+
+def broker_agent(home: Path, broker: Mosquitto) -> config.AgentConfig:
+    cfg = config.load({"attachments.download": "always"}, env={"PUSHAGENT_HOME": str(home)})
+    return replace(cfg, servers=(broker.url,), topics=(TOPIC,), notifier="none",
+                   receipts=ReceiptsConfig(enabled=False))  # fmt: skip
+
+
+def bridged(tmp: Path, broker: Mosquitto, extra: str = "") -> Relay:
+    relay = Relay(tmp, config=FAST + extra, args=["--upstream", broker.url, "--forward", "up*"])
+    relay.start()
+    wait_for(lambda: relay.request("GET", "/v1/health")[1]["upstream"]["state"] == "connected",
+             timeout=20, what="upstream connected")  # fmt: skip
+    return relay
+
+
+def attachment_url(cfg: config.AgentConfig, mid: str) -> str:
+    with sqlite3.connect(cfg.paths.db) as db:
+        row = db.execute("SELECT json_extract(attachment, '$.url') FROM messages "
+                         "WHERE id = ?", (mid,)).fetchone()  # fmt: skip
+    return str(row[0]) if row else ""
+
+
+async def test_a_small_upload_goes_upstream_inline_and_the_agent_keeps_the_file(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    relay = bridged(tmp_path / "relay", mosquitto)
+    cfg = broker_agent(tmp_path / "home", mosquitto)
+    try:
+        async with AgentService(cfg) as svc:
+            await until(lambda: svc.state() == "connected", what="the agent on the broker")
+            image = png()
+            sent = await asyncio.to_thread(upload, relay, TOPIC, image, "door.png")
+            got = await until(lambda: recorded(cfg, sent["id"]), timeout=30, what="the file")
+        path = Path(str(got[0]))
+        assert path.read_bytes() == image and got[1] is None
+        assert attachment_url(cfg, sent["id"]).startswith("data:image/png;base64,")
+        relay.stop()  # the file is the agent's now: nothing refers back to the LAN relay
+        assert path.read_bytes() == image
+    finally:
+        relay.stop()
+
+
+async def test_a_file_above_the_inline_limit_goes_by_its_base_url(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    port = free_port()  # base_url must name the relay's port before it starts
+    inline = "[attachments]\nupstream_inline_limit = 100\n"
+    toml = f'base_url = "http://localhost:{port}"\n{FAST}{inline}'
+    relay = Relay(tmp_path / "relay", config=toml, port=port,
+                  args=["--upstream", mosquitto.url, "--forward", "up*"]).start()  # fmt: skip
+    wait_for(lambda: relay.request("GET", "/v1/health")[1]["upstream"]["state"] == "connected",
+             timeout=20, what="upstream connected")  # fmt: skip
+    cfg = broker_agent(tmp_path / "home", mosquitto)
+    try:
+        async with AgentService(cfg) as svc:
+            await until(lambda: svc.state() == "connected", what="the agent on the broker")
+            image = png() + b"\x00" * 400  # a PNG still, above the 100-byte inline limit
+            sent = await asyncio.to_thread(upload, relay, TOPIC, image, "door.png")
+            got = await until(lambda: recorded(cfg, sent["id"]), timeout=30, what="the file")
+        assert Path(str(got[0])).read_bytes() == image
+        assert attachment_url(cfg, sent["id"]) == f"http://localhost:{port}/file/{sent['id']}.png"
+    finally:
+        relay.stop()
