@@ -398,3 +398,53 @@ async def test_icon_and_action_buttons(relay: Relay, browser: Browser) -> None:
         [ack] = relay.poll(acks)
         assert (ack["message"], ack["title"]) == ("closed", "from the button")
         assert t.errors == []
+
+
+async def login(t: Tab, relay: Relay, tok: str) -> None:
+    await t.page.goto(relay.url + "/#/settings")
+    await t.page.fill("#token", tok)
+    await t.page.click("form.token button[type=submit]")
+    await t.page.wait_for_function(
+        "() => document.querySelector('form.token .note').textContent.includes('Signed in')"
+    )
+
+
+async def test_read_state_syncs_with_the_users_other_devices(
+    secured: tuple[Relay, str], browser: Browser
+) -> None:
+    """Mark read in one browser: the relay's message_state event marks it read in the other
+    browser of the same token; an agent's receipt marks it read in both."""
+    relay, tok = secured
+    topic = "home-" + unique_topic("sync")
+    hdr = {"Authorization": f"Bearer {tok}"}
+    async with tab(browser) as a, tab(browser) as b:
+        for t in (a, b):
+            await login(t, relay, tok)
+            await subscribe(t, relay, topic)
+            await t.page.goto(relay.url + "/#/")
+        ids = [relay.publish(topic, f"sync {i}", **hdr)["id"] for i in range(2)]
+        badge = f"nav a[data-topic='{topic}'] .badge"
+
+        async def count(t: Tab, n: int) -> None:
+            want = f"=== '{n}'" if n else "=== undefined"
+            await t.page.wait_for_function(
+                f'() => document.querySelector("{badge}")?.textContent {want}', timeout=5000
+            )
+
+        for t in (a, b):
+            await count(t, 2)
+        await a.page.click(f"nav a[data-topic='{topic}']")
+        await a.page.click(f"article[data-id='{ids[0]}'] button.mark")
+        await count(a, 1)
+        await count(b, 1)  # b heard a's state from the relay
+        device = await a.page.evaluate("localStorage['edgepush.device']")
+        assert device.startswith("web-")  # a's own device id, as the relay recorded it
+        status, body = relay.request("GET", f"/v1/messages/{ids[0]}/receipts", None, hdr)
+        assert [r["device"] for r in body["receipts"]] == [device]
+        receipt = [{"id": ids[1], "state": "read", "device": "laptop", "device_name": "agent"}]
+        status, body = relay.request("POST", "/v1/receipts", json.dumps(receipt).encode(), hdr)
+        assert status == 200, body
+        await count(a, 0)
+        await count(b, 0)
+        assert await a.page.locator("article.unread").count() == 0
+        assert a.errors == [] and b.errors == []

@@ -77,8 +77,21 @@ export function account() {
   return get("/v1/account");
 }
 
+// This browser as a device of the token's owner: a random id kept with the token, so the
+// relay's synced states tell it from the user's agents and other browsers.
+export function device() {
+  let id = localStorage.getItem("edgepush.device");
+  if (!id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(6));
+    id = "web-" + [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+    localStorage.setItem("edgepush.device", id);
+  }
+  return id;
+}
+
 export async function markRead(ids) {
   if (!token() || ids.length === 0) return null;
-  const items = ids.slice(0, 1000).map((id) => ({ id, state: "read", device: "web" }));
+  const dev = device();
+  const items = ids.slice(0, 1000).map((id) => ({ id, state: "read", device: dev, device_name: "browser" }));
   return request("POST", "/v1/receipts", { json: items });
 }

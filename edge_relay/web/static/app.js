@@ -15,6 +15,7 @@ const streams = new Map();
 const states = new Map();
 const pending = new Map(); // topic -> {added, fresh}
 let flushTimer = null;
+const SYNCED = new Set(["read", "clicked", "dismissed", "acknowledged"]); // agent.states.SYNCED
 const FRESH_SLACK = 5; // s: a message this much older than the stream's start is history
 
 export let onNotificationClick = null;
@@ -99,9 +100,9 @@ function onEvent(topic, stream, ev) {
       break;
     }
     case "message_state": {
-      // the sync API's event: another device of this user read (or clicked) a message
-      const target = [ev.message_id, ev.target, ev.ref].find((x) => typeof x === "string");
-      if (target && ["read", "clicked", "dismissed"].includes(ev.state)) store.markRead(topic, [target]);
+      // synced state (edge_relay.receipts): one of this token's devices read, clicked,
+      // dismissed or acknowledged message ev.id; not a stored message, no cursor move
+      if (typeof ev.id === "string" && SYNCED.has(ev.state)) store.markRead(topic, [ev.id]);
       break;
     }
     default:
