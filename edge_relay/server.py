@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
+from agent.analytics import by_device
 from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
 from agent.ntfyproto import NtfyError, fields, templates
@@ -362,8 +363,9 @@ def _printable(text: str) -> bool:
 
 async def receipts_get(request: web.Request) -> web.Response:
     """``GET /v1/messages/<id>/receipts``: every owner's receipts, for a caller who may read
-    the message. An unknown id and one the caller may not read get the same 404, naming no
-    topic (a 401/403 would say the id exists, and where)."""
+    the message: as a list, and per device (``devices``: owner, device name, the furthest
+    state and each state's time). An unknown id and one the caller may not read get the
+    same 404, naming no topic (a 401/403 would say the id exists, and where)."""
     state: RelayState = request.app["state"]
     mid = check_id(request.match_info["id"])
     ident = state.identify(request)
@@ -372,8 +374,10 @@ async def receipts_get(request: web.Request) -> web.Response:
         return error(404, f"no message with id {mid!r} that this caller may read")
     rows = await state.to_thread(state.store.receipts_by_owner, mid)
     return web.json_response(
-        {"id": mid, "topic": stored.message.topic, "state": stored.state,
-         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows]}
+        {"id": mid, "topic": stored.message.topic, "time": stored.message.time,
+         "state": stored.state,
+         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows],
+         "devices": by_device(rows)}
     )  # fmt: skip
 
 

@@ -227,4 +227,5 @@ class _Ledger(_Base):
                 conn.execute(
                     "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
                 )
+                conn.execute("DELETE FROM held WHERE message_id NOT IN (SELECT id FROM messages)")
         return deleted
