@@ -66,6 +66,11 @@ def _token_parser(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--read", nargs="*", default=[], metavar="PATTERN")
     add.add_argument("--write", nargs="*", default=[], metavar="PATTERN")
+    add.add_argument(
+        "--admin",
+        action="store_true",
+        help="may manage tokens and see the dashboard (/v1/tokens, /v1/admin/overview)",
+    )
     add.set_defaults(func=_token_add)
     tsub.add_parser("list", help="list tokens and their patterns").set_defaults(func=_token_list)
     rev = tsub.add_parser("revoke", help="delete a token")
@@ -152,7 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_add(args: argparse.Namespace) -> int:
-    token = auth.add_token(_auth_file(args), args.name, args.read, args.write)
+    token = auth.add_token(_auth_file(args), args.name, args.read, args.write, admin=args.admin)
     print(token)
     print(
         f"token {args.name!r} added to {_auth_file(args)}; it is shown only once", file=sys.stderr
@@ -165,8 +170,10 @@ def _token_list(args: argparse.Namespace) -> int:
     print(f"anonymous  read={','.join(db.anonymous.read) or '-'} "
           f"write={','.join(db.anonymous.write) or '-'}")  # fmt: skip
     for name, entry in sorted(db.tokens.items()):
+        admin = "  admin" if entry.get("admin") is True else ""
         print(
-            f"{name}  read={','.join(entry['read']) or '-'} write={','.join(entry['write']) or '-'}"
+            f"{name}  read={','.join(entry['read']) or '-'} "
+            f"write={','.join(entry['write']) or '-'}{admin}"
         )
     return 0
 
