@@ -53,6 +53,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--tls-cert", type=Path, metavar="FILE")
     p.add_argument("--tls-key", type=Path, metavar="FILE")
     p.add_argument("--no-advertise", action="store_true", help="no mDNS advertisement")
+    p.add_argument("--no-web", action="store_true", help="no web app at / ([web] enabled)")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     p.set_defaults(func=_serve)
 
@@ -151,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
         "tls_cert": str(args.tls_cert) if args.tls_cert else None,
         "tls_key": str(args.tls_key) if args.tls_key else None,
         "advertise": False if args.no_advertise else None,
+        "web": {"enabled": False} if args.no_web else None,
     }
     cfg = config.load({k: v for k, v in flags.items() if v is not None}, config_file=args.config)
     return asyncio.run(serve(cfg))

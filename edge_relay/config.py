@@ -108,6 +108,15 @@ class Attachments:
 
 
 @dataclass(frozen=True)
+class Web:
+    """``[web]``: the browser app at ``/`` (docs/WEB.md)."""
+
+    enabled: bool = True
+    """Serve the app at ``/``, ``/app/...`` and ``/<topic>`` for browsers; off (``--no-web``):
+    those answer as without an app (404, the API)."""
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """Everything ``edge-relay serve`` needs."""
 
@@ -129,6 +138,7 @@ class RelayConfig:
     ``/sse``, ``/raw`` and ``poll=1`` answers (when the request accepts it)."""
     limits: Limits = field(default_factory=Limits)
     attachments: Attachments = field(default_factory=Attachments)
+    web: Web = field(default_factory=Web)
     base_url: str | None = None
     """The relay's public URL (ntfy's ``base-url``), for attachment URLs; without it they are
     made from the request's ``Host``."""

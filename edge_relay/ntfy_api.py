@@ -133,7 +133,7 @@ async def topic_get(request: web.Request) -> web.Response:
     up = param(request, fields.UNIFIEDPUSH).lower()
     if TOPIC_RE.fullmatch(request.match_info["topic"]) and up in ("1", "yes", "true"):
         return web.json_response({"unifiedpush": {"version": 1}}, dumps=dumps)
-    return error(404, "page not found (the relay has no web app; subscribe with /<topic>/json)")
+    return error(404, "page not found (subscribe with /<topic>/json; browsers get the web app)")
 
 
 async def account(request: web.Request) -> web.Response:

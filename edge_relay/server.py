@@ -45,6 +45,7 @@ from edge_relay.guard import Throttle, track
 from edge_relay.hub import event_json
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
+from edge_relay.web import routes as web_routes
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -421,12 +422,16 @@ def make_app(state: RelayState) -> web.Application:
     r.add_get("/metrics", metrics)
     r.add_get(r"/file/{name}", files.serve_file)  # and HEAD (aiohttp adds it)
     ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS
+    topic_get: Handler = ntfy_api.topic_get
+    if state.cfg.web.enabled:
+        web_routes.add_routes(r)  # /, /app/<file>
+        topic_get = web_routes.topic_page(topic_get)  # a browser's GET /<topic>: the app
     r.add_post("/", publish_json)
     r.add_put("/", publish_json)
     r.add_get(r"/{topics}/{fmt:json|sse|raw|ws}", subscribe)
     topic_publish = ntfy_api.poll_requests(publish)  # X-Poll-ID: a poll_request, else publish
     r.add_get(r"/{topic}/{verb:publish|send|trigger}", topic_publish)  # ntfy's GET publishing
-    r.add_get("/{topic}", ntfy_api.topic_get)
+    r.add_get("/{topic}", topic_get)
     r.add_route("PUT", "/{topic}", topic_publish)
     r.add_route("POST", "/{topic}", topic_publish)
     topic_sequence = ntfy_api.poll_requests(publish_sequence)
