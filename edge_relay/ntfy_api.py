@@ -10,8 +10,9 @@
   relay does not serve: 404.
 * ``GET /v1/account``: ntfy's account view. Without a token the anonymous one ntfy returns
   (``username "*"``, ``role "anonymous"``) with the relay's limits; with a token, its name
-  and ``role "user"``. No ``stats``: the relay keeps no per-visitor counts (ntfy omits the
-  key when it has none too).
+  and ``role "user"`` (``"admin"`` for a token with the admin grant, as ntfy names its
+  admins). No ``stats``: the relay keeps no per-visitor counts (ntfy omits the key when it
+  has none too).
 * ``GET /v1/stats``: ntfy's ``{"messages", "messages_rate"}`` plus the relay's per-topic
   receipt counts under ``topics`` (extra keys do not disturb ntfy's clients); with
   ``topic=``/``since=`` also ``analytics``, the per-day funnel (``edge_relay.stats``).
@@ -155,7 +156,7 @@ async def account(request: web.Request) -> web.Response:
     anonymous = ident.name == "anonymous"
     body = {
         "username": "*" if anonymous else ident.name,
-        "role": "anonymous" if anonymous else "user",
+        "role": "anonymous" if anonymous else "admin" if ident.admin else "user",
         "limits": limits,
     }
     return web.json_response(body, dumps=dumps)
