@@ -76,6 +76,9 @@ def test_only_admin_tokens_reach_the_management_api(relay: tuple[Relay, Tokens])
     assert listing["anonymous"] == {"read": [], "write": []}
     assert "hash" not in json.dumps(listing)
     assert call(r, "GET", "/v1/tokens", tokens.h("alice"))[0] == 403  # still refused after
+    # the web app learns the grant from ntfy's account view: role "admin" (ntfy's name)
+    assert call(r, "GET", "/v1/account", tokens.h("boss"))[1]["role"] == "admin"
+    assert call(r, "GET", "/v1/account", tokens.h("alice"))[1]["role"] == "user"
 
 
 def test_add_and_revoke_through_the_api_take_effect_at_once(
