@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.states import rank
 from agent.store.analytics import FunnelRows
-from agent.store.schema import _RANK
 from agent.timeparse import parse_duration
 
 FUNNEL_STATES = ("delivered", "displayed", "clicked", "dismissed", "acknowledged")
@@ -110,14 +110,9 @@ def by_device(rows: Iterable[tuple[str, str, str, float]]) -> list[dict[str, Any
             (owner, device), {"owner": owner, "device": device, "state": state, "states": {}}
         )
         entry["states"].setdefault(state, at)
-        if _rank(state) >= _rank(entry["state"]):
+        if rank(state) >= rank(entry["state"]):
             entry["state"] = state
     return list(devices.values())
-
-
-def _rank(state: str) -> int:
-    # issue 16's order: delivered < displayed < clicked|dismissed < acknowledged
-    return 9 if state == "acknowledged" else _RANK.get(state, 0)
 
 
 # --- the agent's own engagement ----------------------------------------------------------------

@@ -86,10 +86,16 @@ def test_funnel_per_topic_and_day_from_real_agents(
     finally:
         for a in agents:
             a.stop()
+    # each agent's device as the relay recorded it from the agent's own receipts
+    first = r.request("GET", f"/v1/messages/{sent[0]['id']}/receipts", None, tokens.h("bob"))[1]
+    device = {d["owner"]: d["device"] for d in first["devices"]}
+    assert sorted(device) == ["agent1", "agent2"]
     # agent1's device clicks three messages 5, 15 and 30 s after publishing; agent2 dismisses two
-    post(r, tokens, "agent1", [{"id": m["id"], "state": "clicked", "time": m["time"] + d}
+    post(r, tokens, "agent1", [{"id": m["id"], "state": "clicked", "time": m["time"] + d,
+                                "device": device["agent1"]}
                                for m, d in zip(sent[:3], (5, 30, 15), strict=True)])  # fmt: skip
-    post(r, tokens, "agent2", [{"id": m["id"], "state": "dismissed"} for m in sent[3:5]])
+    post(r, tokens, "agent2", [{"id": m["id"], "state": "dismissed", "device": device["agent2"]}
+                               for m in sent[3:5]])  # fmt: skip
 
     status, body = stats(r, tokens, "alice", "?topic=homedoor&since=7d")
     assert status == 200, body

@@ -12,10 +12,11 @@ from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from agent.envelope import Message, dumps, encode
+from agent.states import RANK
 
-STATES = ("received", "delivered", "displayed", "clicked", "dismissed", "read")
-# A message's state only moves forward: a late "displayed" never hides a "clicked".
-_RANK = {"received": 0, "delivered": 0, "displayed": 1, "dismissed": 2, "clicked": 3, "read": 4}
+# A message's state only moves forward: a late "displayed" never hides a "clicked"
+# (agent.states has the one rank table).
+_RANK = RANK
 _COLUMNS = (
     "id", "time", "expires", "topic", "title", "message", "priority", "tags", "click",
     "actions", "attachment", "content_type", "extra", "source", "received",
@@ -301,6 +302,37 @@ def _m010_attachment_files(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m011_message_states(db: sqlite_utils.Database) -> None:
+    # Synced read state (agent.store.syncstate has the details): each owner's highest state
+    # per message, ``changed`` by the local clock (what a since= replay asks for); and the
+    # agent's states for messages it has not received yet.
+    db.execute(
+        """CREATE TABLE message_states (
+            message_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            state TEXT NOT NULL,
+            device TEXT NOT NULL,
+            device_name TEXT NOT NULL,
+            time REAL NOT NULL,
+            changed REAL NOT NULL,
+            PRIMARY KEY (message_id, owner)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX message_states_changed ON message_states (owner, changed)")
+    db.execute(
+        """CREATE TABLE pending_states (
+            message_id TEXT PRIMARY KEY,
+            topic TEXT NOT NULL,
+            state TEXT NOT NULL,
+            device TEXT NOT NULL,
+            device_name TEXT NOT NULL,
+            time REAL NOT NULL,
+            received REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
 def _m012_analytics(db: sqlite_utils.Database) -> None:
     # Delivery analytics (agent.store.analytics). The relay's per-topic, per-day funnel walks
     # the messages of one topic within a time window: (topic, time) covers it (the window
@@ -328,6 +360,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("008_sequence", _m008_sequence),
     ("009_undecryptable", _m009_undecryptable),
     ("010_attachment_files", _m010_attachment_files),
+    ("011_message_states", _m011_message_states),
     ("012_analytics", _m012_analytics),
 )
 
