@@ -166,8 +166,8 @@ async def overview(request: web.Request) -> web.Response:
          "subscribers": state.hub.subscriber_count,
          "streams": [{"name": n, "streams": c, "topics": t}
                      for n, (c, t) in sorted(streams.items())],
-         "devices": [{"owner": o, "device": d, "last_seen": t, "receipts": n}
-                     for o, d, t, n in devices],
+         "devices": [{"owner": o, "device": d, "device_name": m, "last_seen": t,
+                      "receipts": n} for o, d, m, t, n in devices],
          "messages_per_hour": [{"hour": h, "messages": n} for h, n in hours],
          "store": {"messages": stored, "rejected": state.rejected},
          "upstream": {"url": up.url, "state": up.state, "outbox": up.outbox,

@@ -149,8 +149,8 @@ def _printable(text: str) -> bool:
 
 async def receipts_get(request: web.Request) -> web.Response:
     """``GET /v1/messages/<id>/receipts``: every owner's receipts, for a caller who may read
-    the message: as a list, and per device (``devices``: owner, device, the furthest state
-    and each state's time). An unknown id and one the caller may not read get the same 404,
+    the message: as a list, and per device (``devices``: owner, device, its name, the furthest
+    state and each state's time). An unknown id and one the caller may not read get the same 404,
     naming no topic (a 401/403 would say the id exists, and where)."""
     state: RelayState = request.app["state"]
     mid = check_id(request.match_info["id"])
@@ -160,10 +160,10 @@ async def receipts_get(request: web.Request) -> web.Response:
         from edge_relay.server import error
 
         return error(404, f"no message with id {mid!r} that this caller may read")
-    rows = await state.to_thread(state.store.receipts_by_owner, mid)
+    rows = await state.to_thread(state.store.receipts_by_device, mid)
     return web.json_response(
         {"id": mid, "topic": stored.message.topic, "time": stored.message.time,
          "state": stored.state,
-         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows],
+         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, _, s, t in rows],
          "devices": by_device(rows)}
     )  # fmt: skip

@@ -158,15 +158,16 @@ def test_cli_and_api_writers_never_lose_each_others_tokens(relay: tuple[Relay, T
 def test_overview_numbers(relay: tuple[Relay, Tokens]) -> None:
     r, tokens = relay
     ids = [r.publish("homedoor", f"m{i}", **tokens.h("alice"))["id"] for i in range(5)]
-    receipts = [{"id": i, "state": "displayed", "device": "phone"} for i in ids[:3]]
+    receipts = [{"id": i, "state": "displayed", "device": "p-1", "device_name": "phone"}
+                for i in ids[:3]]  # fmt: skip
     status, _ = call(r, "POST", "/v1/receipts", tokens.h("alice"), receipts)
     assert status == 200
     status, body = call(r, "GET", "/v1/admin/overview", tokens.h("boss"))
     assert status == 200, body
     assert sum(h["messages"] for h in body["messages_per_hour"]) == 5
     assert body["store"]["messages"] == 5 and body["subscribers"] == 0
-    assert [(d["owner"], d["device"], d["receipts"]) for d in body["devices"]] == [
-        ("alice", "phone", 3)]  # fmt: skip
+    assert [(d["owner"], d["device"], d["device_name"], d["receipts"])
+            for d in body["devices"]] == [("alice", "p-1", "phone", 3)]  # fmt: skip
     assert body["upstream"] == {"url": None, "state": "none", "outbox": 0, "last_error": None}
 
 

@@ -45,6 +45,7 @@ def relay(tmp_path: Path) -> Iterator[tuple[Relay, Tokens]]:
 def _agent(tmp_path: Path, relay: Relay, tokens: Tokens, name: str) -> AgentProc:
     home = tmp_path / name
     home.mkdir()
+    (home / "config.toml").write_text(f'device_name = "{name}-laptop"\n')
     env = {"PUSHAGENT_TOKEN": tokens.by_name[name]}
     return AgentProc(home, ["--server", relay.url, "--topic", "homedoor"], env=env).start()
 
@@ -130,6 +131,8 @@ def test_funnel_per_topic_and_day_from_real_agents(
     assert status == 200, listing
     devices = {d["owner"]: d for d in listing["devices"]}
     assert sorted(devices) == ["agent1", "agent2"]
+    assert devices["agent1"]["device_name"] == "agent1-laptop"  # the name its receipts gave
+    assert devices["agent2"]["device_name"] == "agent2-laptop"
     assert devices["agent1"]["state"] == "clicked"
     assert sorted(devices["agent1"]["states"]) == ["clicked", "delivered", "displayed"]
     assert devices["agent1"]["states"]["clicked"] == sent[1]["time"] + 30

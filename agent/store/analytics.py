@@ -138,12 +138,14 @@ class _Analytics(_Base):
         )
         return [(int(h), int(n)) for h, n in rows]
 
-    def recent_devices(self, since: float, limit: int = 200) -> list[tuple[str, str, float, int]]:
-        """``(owner, device, last receipt time, receipts)`` of the devices that reported
-        since ``since``, most recent first (the relay's admin overview)."""
+    def recent_devices(
+        self, since: float, limit: int = 200
+    ) -> list[tuple[str, str, str, float, int]]:
+        """``(owner, device, device name, last receipt time, receipts)`` of the devices that
+        reported since ``since``, most recent first (the relay's admin overview)."""
         rows = self._read(
-            "SELECT owner, device, max(time), count(*) FROM receipts WHERE time >= ? "
-            "GROUP BY owner, device ORDER BY 3 DESC LIMIT ?",
+            "SELECT owner, device, max(device_name), max(time), count(*) FROM receipts "
+            "WHERE time >= ? GROUP BY owner, device ORDER BY 4 DESC LIMIT ?",
             (since, limit),
         )
-        return [(str(o), str(d), float(t), int(n)) for o, d, t, n in rows]
+        return [(str(o), str(d), str(m), float(t), int(n)) for o, d, m, t, n in rows]

@@ -71,9 +71,9 @@ class _Ledger(_Base):
                 "UPDATE messages SET state = ? WHERE id = ?", [(st, mid) for mid, st, _ in moved]
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, time) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(mid, owner, st, device, t) for mid, st, t in valid],
+                "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, device_name, "
+                "time) VALUES (?, ?, ?, ?, ?, ?)",
+                [(mid, owner, st, device, device_name, t) for mid, st, t in valid],
             )
             if receipt_destination is not None:
                 self._queue_receipts(conn, valid, receipt_destination, device, name=device_name)
@@ -150,6 +150,16 @@ class _Ledger(_Base):
             (message_id,),
         )
         return [(str(o), str(d), str(s), float(t)) for o, d, s, t in rows]
+
+    def receipts_by_device(self, message_id: str) -> list[tuple[str, str, str, str, float]]:
+        """``(owner, device, device name, state, time)`` for each receipt of a message, oldest
+        first (migration 012 keeps the name)."""
+        rows = self._read(
+            "SELECT owner, device, device_name, state, time FROM receipts WHERE message_id = ? "
+            "ORDER BY time, rowid",
+            (message_id,),
+        )
+        return [(str(o), str(d), str(n), str(s), float(t)) for o, d, n, s, t in rows]
 
     def topic_stats(self) -> dict[str, dict[str, int]]:
         """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""

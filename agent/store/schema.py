@@ -340,6 +340,9 @@ def _m012_analytics(db: sqlite_utils.Database) -> None:
     # (``held``: muted, low-priority, quiet, paused, burst), written once per batch by the
     # rules layer, so `pushagent stats` can tell "muted by rule" from "never looked at".
     db.execute("CREATE INDEX messages_topic_time ON messages (topic, time)")
+    # Each receipt's device name beside its device id (what sync's receipts carry), so the
+    # per-device listing and the admin overview show "laptop", not only a client id.
+    db.execute("ALTER TABLE receipts ADD COLUMN device_name TEXT NOT NULL DEFAULT ''")
     db.execute(
         """CREATE TABLE held (
             message_id TEXT PRIMARY KEY,

@@ -64,7 +64,7 @@ function connected(overview) {
     h("td", { text: s.name }), cell("streams", s.streams),
     h("td", { text: Object.entries(s.topics).map(([t, n]) => (n > 1 ? `${t} ×${n}` : t)).join(", ") })));
   const devices = overview.devices.map((d) => h("tr", {},
-    h("td", { text: d.owner }), h("td", { text: d.device || "(unnamed)" }),
+    h("td", { text: d.owner }), h("td", { text: d.device_name || d.device || "(unnamed)", title: d.device }),
     h("td", { text: formatTime(d.last_seen) }), cell("receipts", d.receipts)));
   return h("section", { class: "card", "aria-labelledby": "dash-conn" },
     h("h2", { id: "dash-conn", text: "Connected" }),
