@@ -170,6 +170,25 @@ async def test_tokens_page_adds_and_revokes(
         assert [e for e in t.errors if REFUSED not in e] == []
 
 
+async def test_hostile_device_names_are_shown_as_text(
+    secured: tuple[Relay, dict[str, str]], browser: Browser
+) -> None:
+    relay, tokens = secured
+    evil = "<img src=x onerror=window.__pwned=1> &amp; <b>phone</b>"
+    mid = relay.publish("home-door", "x", Authorization=f"Bearer {tokens['alice']}")["id"]
+    item = [{"id": mid, "state": "displayed", "device": "evil-1", "device_name": evil}]
+    hdr = {"Authorization": f"Bearer {tokens['alice']}"}
+    assert relay.request("POST", "/v1/receipts", json.dumps(item).encode(), hdr)[0] == 200
+    async with tab(browser, viewport=DESKTOP) as t:
+        await signed_in(t, relay, tokens["boss"], "#/dashboard")
+        await t.page.wait_for_selector("main[data-loaded='7d']")
+        cells = await t.page.eval_on_selector_all("td", "els => els.map(e => e.textContent)")
+        assert evil in cells
+        assert await t.page.evaluate("window.__pwned") is None
+        assert await t.page.locator("main img").count() == 0
+        assert [e for e in t.errors if REFUSED not in e] == []
+
+
 async def test_a_token_without_the_admin_grant_sees_neither_page(
     secured: tuple[Relay, dict[str, str]], browser: Browser
 ) -> None:
