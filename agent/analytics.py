@@ -101,18 +101,20 @@ def funnel_report(
     return {"since": since, "until": until, "topics": topics}
 
 
-def by_device(rows: Iterable[tuple[str, str, str, str, float]]) -> list[dict[str, Any]]:
-    """A message's receipts ``(owner, device, device name, state, time)`` grouped per device:
-    its name (the last one it gave), each state it reported with its time, and the furthest
-    state it reached."""
+def by_device(
+    rows: Iterable[tuple[str, str, str, float]], names: Mapping[tuple[str, str], str]
+) -> list[dict[str, Any]]:
+    """A message's receipts ``(owner, device, state, time)`` grouped per device: its name
+    (``names``, the relay's ``devices`` table; "" when it gave none), each state it reported
+    with its time, and the furthest state it reached."""
     devices: dict[tuple[str, str], dict[str, Any]] = {}
-    for owner, device, name, state, at in rows:
+    for owner, device, state, at in rows:
         entry = devices.setdefault(
             (owner, device),
-            {"owner": owner, "device": device, "device_name": name, "state": state, "states": {}},
-        )
+            {"owner": owner, "device": device, "device_name": names.get((owner, device), ""),
+             "state": state, "states": {}},
+        )  # fmt: skip
         entry["states"].setdefault(state, at)
-        entry["device_name"] = name or entry["device_name"]
         if rank(state) >= rank(entry["state"]):
             entry["state"] = state
     return list(devices.values())

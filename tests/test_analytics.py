@@ -128,11 +128,11 @@ def test_suggestions_threshold_sample_prefix_and_mute() -> None:
 
 
 def test_by_device_groups_states_and_keeps_the_furthest() -> None:
-    rows = [("bob", "p1", "", "delivered", 1.0), ("bob", "p1", "phone", "displayed", 2.0),
-            ("bob", "l1", "laptop", "delivered", 1.5), ("bob", "p1", "", "clicked", 3.0),
-            ("bob", "p1", "phone", "displayed", 4.0),
-            ("eve", "p1", "", "dismissed", 5.0)]  # fmt: skip
-    assert analytics.by_device(rows) == [
+    rows = [("bob", "p1", "delivered", 1.0), ("bob", "p1", "displayed", 2.0),
+            ("bob", "l1", "delivered", 1.5), ("bob", "p1", "clicked", 3.0),
+            ("bob", "p1", "displayed", 4.0), ("eve", "p1", "dismissed", 5.0)]  # fmt: skip
+    names = {("bob", "p1"): "phone", ("bob", "l1"): "laptop"}
+    assert analytics.by_device(rows, names) == [
         {"owner": "bob", "device": "p1", "device_name": "phone", "state": "clicked",
          "states": {"delivered": 1.0, "displayed": 2.0, "clicked": 3.0}},
         {"owner": "bob", "device": "l1", "device_name": "laptop", "state": "delivered",
@@ -142,10 +142,10 @@ def test_by_device_groups_states_and_keeps_the_furthest() -> None:
     ]  # fmt: skip
 
 
-def test_receipts_keep_the_device_name(tmp_path: Path) -> None:
+def test_recent_devices_carry_their_names(tmp_path: Path) -> None:
     with _store(tmp_path) as s:
         s.insert_batch([_msg(1, "a", T0)])
         s.record_states([("msg000000001", "displayed", 7.0)], device="c1", owner="bob",
                         device_name="laptop")  # fmt: skip
-        assert s.receipts_by_device("msg000000001") == [("bob", "c1", "laptop", "displayed", 7.0)]
-        assert s.recent_devices(0) == [("bob", "c1", "laptop", 7.0, 1)]
+        s.record_states([("msg000000001", "displayed", 8.0)], device="c2", owner="bob")
+        assert s.recent_devices(0) == [("bob", "c2", "", 8.0, 1), ("bob", "c1", "laptop", 7.0, 1)]

@@ -142,10 +142,12 @@ class _Analytics(_Base):
         self, since: float, limit: int = 200
     ) -> list[tuple[str, str, str, float, int]]:
         """``(owner, device, device name, last receipt time, receipts)`` of the devices that
-        reported since ``since``, most recent first (the relay's admin overview)."""
+        reported since ``since``, most recent first (the relay's admin overview; the name
+        from the ``devices`` table, "" for a device that gave none)."""
         rows = self._read(
-            "SELECT owner, device, max(device_name), max(time), count(*) FROM receipts "
-            "WHERE time >= ? GROUP BY owner, device ORDER BY 4 DESC LIMIT ?",
+            "SELECT r.owner, r.device, coalesce(d.name, ''), max(r.time), count(*) "
+            "FROM receipts r LEFT JOIN devices d ON d.owner = r.owner AND d.device = r.device "
+            "WHERE r.time >= ? GROUP BY r.owner, r.device ORDER BY 4 DESC LIMIT ?",
             (since, limit),
         )
         return [(str(o), str(d), str(m), float(t), int(n)) for o, d, m, t, n in rows]
