@@ -14,7 +14,7 @@ APT_TEST=(mosquitto mosquitto-clients dunst xvfb dbus dbus-x11 xdotool x11-utils
           rabbitmq-server nats-server)  # MQTT brokers beside mosquitto (tests/brokers.py)
 # PyInstaller (tests/test_packaging.py) bundles the shared libpython of the venv's Python.
 APT_TEST+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)")
-APT_TEST+=(chromium)  # the web app's browser tests (tests/test_web_app.py, Playwright)
+APT_TEST+=(chromium fonts-noto-color-emoji)  # the web app's browser tests (Playwright) and its emoji
 APT_TEST+=(curl util-linux)  # curl -T uploads, and mount for a full tmpfs (tests/test_relay_attachments.py)
 # The tray on a StatusNotifierItem host (tests/test_tray_sni.py): a real host and a bare
 # watcher, the AppIndicator typelib pystray's appindicator backend loads, and what pip needs

@@ -387,6 +387,15 @@ def test_end_to_end_relay_and_agent_binaries(
         "disk full on nas",
         4,
     )
+    # the web app is inside the binary: every asset served as it is in the tree
+    static = ROOT / "edge_relay" / "web" / "static"
+    assets = [p for p in static.rglob("*") if p.is_file()]
+    assert len(assets) > 10
+    for asset in assets:
+        name = asset.relative_to(static).as_posix()
+        assert _get(f"{relay}/app/{name}") == asset.read_bytes(), name
+    page = _get(f"{relay}/")
+    assert page is not None and b"/app/main.js" in page
     for log in ("relay.log", "agent.log"):
         assert "Traceback" not in (tmp_path / log).read_text(errors="replace")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import tomllib
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from playwright.async_api import Browser
 
 from edge_relay import auth
 from tests.browser import NOTIFICATION_SPY, Tab, chromium, tab
-from tests.helpers import wait_for
+from tests.helpers import ROOT, wait_for
 from tests.relay import FAST, Relay, module_relay, unique_topic
 
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # chromium's
@@ -53,7 +54,7 @@ async def subscribe(t: Tab, relay: Relay, topic: str) -> None:
     await t.page.click("form.subscribe button[type=submit]")
     await t.page.wait_for_selector(f"h1:has-text('{topic}')")
     await t.page.wait_for_function(
-        "() => document.querySelector('.topichead .state').textContent === 'open'"
+        "() => document.querySelector('.topichead .state').textContent === 'live'"
     )
 
 
@@ -104,6 +105,19 @@ def test_web_enabled_false_in_the_config_file(tmp_path: Path) -> None:
         assert get(r.url + "/")[0] == 404
     finally:
         assert r.stop() == 0
+
+
+def test_package_data_names_every_asset() -> None:
+    """pyproject's package-data globs take every file of the app (a file they miss would be
+    absent from the wheel and 404 in an installed relay; the binary's check is in
+    tests/test_packaging.py)."""
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = table["tool"]["setuptools"]["package-data"]["edge_relay.web"]
+    static = ROOT / "edge_relay" / "web" / "static"
+    files = {p for p in static.rglob("*") if p.is_file()}
+    taken = {p for g in globs for p in static.parent.glob(g)}  # glob(): setuptools' rules
+    assert len(files) > 10
+    assert sorted(map(str, files - taken)) == []
 
 
 # --- subscribe, live messages, publish -----------------------------------------------------

@@ -15,7 +15,7 @@ const streams = new Map();
 const states = new Map();
 const pending = new Map(); // topic -> {added, fresh}
 let flushTimer = null;
-const FRESH_SLACK = 5; // s: a message this much older than the stream's first open is history
+const FRESH_SLACK = 5; // s: a message this much older than the stream's start is history
 
 export let onNotificationClick = null;
 export function setNotificationClick(fn) {
@@ -28,6 +28,13 @@ function emit(name, detail) {
 
 export function status(topic) {
   return states.get(topic) || "closed";
+}
+
+const SHOWN = { open: "live", connecting: "connecting…", closed: "reconnecting…" };
+
+// a stream's state in words for the page
+export function statusText(topic) {
+  return SHOWN[status(topic)];
 }
 
 function queue(topic, msg, fresh) {
@@ -75,7 +82,7 @@ function onEvent(topic, stream, ev) {
   const msgs = store.of(topic);
   switch (ev.event) {
     case "message": {
-      if (msgs.add(ev)) queue(topic, ev, ev.time >= stream.firstOpen - FRESH_SLACK);
+      if (msgs.add(ev)) queue(topic, ev, ev.time >= stream.startedAt - FRESH_SLACK);
       break;
     }
     case "message_delete": {
@@ -107,12 +114,11 @@ function start(topic) {
   const stream = new TopicStream(topic, {
     onEvent: (ev) => onEvent(topic, stream, ev),
     onStatus: (state) => {
-      if (state === "open" && !stream.firstOpen) stream.firstOpen = Date.now() / 1000;
       states.set(topic, state);
       emit("status", { topic, state });
     },
   });
-  stream.firstOpen = 0;
+  stream.startedAt = Date.now() / 1000;
   streams.set(topic, stream);
   stream.start();
 }

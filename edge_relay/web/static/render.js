@@ -27,12 +27,14 @@ function text(value) {
   return typeof value === "string" ? value : value === undefined || value === null ? "" : String(value);
 }
 
+// Intl formatters are slow to make (toLocaleTimeString builds one per call): made once
+const TIME = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const DATE_TIME = new Intl.DateTimeFormat([], { dateStyle: "short", timeStyle: "short" });
+
 export function formatTime(unix) {
   const d = new Date(unix * 1000);
   const sameDay = d.toDateString() === new Date().toDateString();
-  return sameDay
-    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
-    : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  return (sameDay ? TIME : DATE_TIME).format(d);
 }
 
 function isImage(att) {

@@ -10,7 +10,7 @@ function row(topic) {
   return h("li", { class: "sub" },
     h("a", { href: href("t", topic), text: topic }),
     h("span", { class: "count", text: n ? `${n} unread` : "no unread" }),
-    h("span", { class: "state", text: app.status(topic) }),
+    h("span", { class: "state", text: app.statusText(topic) }),
     h("button", { type: "button", class: "quiet", "aria-label": `Unsubscribe from ${topic}`,
       text: "Unsubscribe", onclick: () => app.unfollow(topic) }));
 }

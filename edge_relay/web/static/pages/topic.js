@@ -29,7 +29,7 @@ function render(main, topic) {
   const newer = h("button", { type: "button", class: "quiet", text: "← Newer" });
   const older = h("button", { type: "button", class: "quiet", text: "Older →" });
   const search = h("input", { id: "search", type: "search", autocomplete: "off", placeholder: "words in title, message or tags" });
-  const state = h("span", { class: "state", text: app.status(topic) });
+  const state = h("span", { class: "state", role: "status", text: app.statusText(topic) });
 
   const items = () => (words.length ? msgs.list.filter((m) => matches(m, words)) : msgs.list);
   const card = (m) => messageCard(m, { read: store.isRead(topic, m), onRead: (x) => app.markRead(topic, [x.id]) });
@@ -49,14 +49,39 @@ function render(main, topic) {
     older.disabled = page >= pages - 1;
   }
 
+  // a replay (since=all on 10,000 messages) comes in many batches: the first paint at the
+  // next frame, then at most one each REPAINT_MS while they keep coming
+  const REPAINT_MS = 200;
+  let lastPaint = 0;
+  let waiting = false;
+  let timer = null;
+  let frame = null;
+  let inserted = 0; // cards inserted one by one in the last 16 ms
+  let insertTimer = null;
+  function repaint() {
+    if (waiting) return;
+    waiting = true;
+    const wait = Math.max(0, lastPaint + REPAINT_MS - performance.now());
+    timer = setTimeout(() => {
+      timer = null;
+      frame = requestAnimationFrame(() => {
+        frame = null;
+        waiting = false;
+        lastPaint = performance.now();
+        paint();
+      });
+    }, wait);
+  }
+
   function onMessages(e) {
     if (e.detail.topic !== topic) return;
     const added = words.length ? e.detail.added.filter((m) => matches(m, words)) : e.detail.added;
     if (!added.length) return;
     const ordered = added.every((m, i) => i === 0 || m.time >= added[i - 1].time);
     const newest = msgs.list[msgs.list.length - 1];
-    if (page !== 0 || added.length > PAGE / 2 || !ordered || added[added.length - 1] !== newest) {
-      if (page === 0) paint();
+    const burst = inserted + added.length > PAGE; // a replay: cards a frame would not show
+    if (page !== 0 || burst || !ordered || added[added.length - 1] !== newest) {
+      if (page === 0) repaint();
       else info.textContent = info.textContent.replace(/ of \d+/, ` of ${items().length}`);
       return;
     }
@@ -64,6 +89,8 @@ function render(main, topic) {
     const empty = feed.querySelector(".empty");
     if (empty) empty.remove();
     for (const m of added) feed.prepend(card(m));
+    inserted += added.length;
+    if (insertTimer === null) insertTimer = setTimeout(() => { insertTimer = null; inserted = 0; }, 16);
     while (feed.childElementCount > PAGE) feed.lastElementChild.remove();
     const total = items().length;
     info.textContent = `1–${Math.min(PAGE, total)} of ${total}${words.length ? " matching" : ""}`;
@@ -83,7 +110,7 @@ function render(main, topic) {
 
   const onChange = (e) => e.detail.topic === topic && paint();
   const onStatus = (e) => {
-    if (e.detail.topic === topic) state.textContent = e.detail.state;
+    if (e.detail.topic === topic) state.textContent = app.statusText(topic);
   };
   newer.addEventListener("click", () => { page--; paint(); });
   older.addEventListener("click", () => { page++; paint(); });
@@ -112,6 +139,9 @@ function render(main, topic) {
   for (const [ev, fn] of on) store.bus.addEventListener(ev, fn);
   return () => {
     clearTimeout(typing);
+    clearTimeout(timer);
+    if (frame !== null) cancelAnimationFrame(frame);
+    clearTimeout(insertTimer);
     for (const [ev, fn] of on) store.bus.removeEventListener(ev, fn);
   };
 }
