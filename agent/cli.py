@@ -24,6 +24,7 @@ COMMANDS = (
     "history",
     "status",
     "read",
+    "stats",
     "pause",
     "login",
     "key",

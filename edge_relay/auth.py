@@ -4,7 +4,13 @@ File format (written by ``edge-relay token ...``; hand-editable)::
 
     {"anonymous": {"read": ["public*"], "write": []},
      "tokens": {"alice": {"hash": "<sha256 hex>", "read": ["*"], "write": ["alerts"],
-                          "created": 1700000000}}}
+                          "created": 1700000000},
+                "owner": {"hash": "<sha256 hex>", "read": ["*"], "write": ["*"],
+                          "admin": true, "created": 1700000000}}}
+
+``admin`` (optional, default false; ``edge-relay token add NAME --admin``) is the grant the
+relay's own management API asks for (``/v1/tokens``, ``/v1/admin/overview``:
+``edge_relay.admin``); read/write patterns still decide which topics the token reaches.
 
 Tokens are 32 random characters (``tk_`` + 29), so a plain SHA-256 is enough: there is no
 password to brute-force. With no auth file every request is allowed; with one, a request
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -28,7 +36,7 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -68,9 +76,13 @@ class Identity:
     name: str
     grant: Grant
     digest: str = ""
+    admin: bool = False
+    """The ``admin`` grant: may use the relay's management API (``edge_relay.admin``)."""
 
 
-ANONYMOUS_OPEN = Identity("anonymous", Grant(("*",), ("*",)))
+ANONYMOUS_OPEN = Identity("anonymous", Grant(("*",), ("*",)), admin=True)
+"""Everyone, on a relay without an auth file: everything is allowed, management included
+(tokens cannot be managed there: there is no file to hold them)."""
 
 
 @dataclass
@@ -96,7 +108,7 @@ class AuthDB:
         for name, entry in self.tokens.items():
             if hmac.compare_digest(str(entry["hash"]), digest):
                 grant = Grant(tuple(entry["read"]), tuple(entry["write"]))
-                return Identity(name, grant, digest)
+                return Identity(name, grant, digest, admin=entry.get("admin") is True)
         return None
 
 
@@ -202,6 +214,8 @@ def parse(data: object) -> AuthDB:
         if not isinstance(digest, str) or not _HASH_RE.fullmatch(digest):
             raise ValueError(f"token {name!r}: 'hash' must be 64 lowercase hex digits (SHA-256)")
         g = _grant(item, f"token {name!r}")
+        if not isinstance(item.get("admin", False), bool):
+            raise ValueError(f"token {name!r}: 'admin' must be true or false")
         checked[name] = {**item, "read": list(g.read), "write": list(g.write)}
     return AuthDB(grant, checked)
 
@@ -257,39 +271,73 @@ def save(path: Path, db: AuthDB) -> None:
     os.replace(tmp, path)
 
 
-def add_token(path: Path, name: str, read: Sequence[str], write: Sequence[str]) -> str:
+@contextlib.contextmanager
+def _editing(path: Path) -> Iterator[AuthDB]:
+    """The auth file, loaded under an exclusive lock and saved when the block ends.
+
+    The lock is a ``flock`` on the file's folder (whose inode, unlike the file's, survives
+    the atomic replace), so ``edge-relay token ...`` and the relay's ``/v1/tokens`` never
+    interleave a load and a save and lose each other's change. OSError (a read-only folder,
+    as a systemd credential is) says where.
+    """
+    private_dir(path.parent)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        db = load(path)
+        yield db
+        save(path, db)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def entry_of(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A token as the management API shows it: never its hash."""
+    return {"name": name, "read": list(entry["read"]), "write": list(entry["write"]),
+            "admin": entry.get("admin") is True, "created": entry.get("created")}  # fmt: skip
+
+
+def add_token(
+    path: Path, name: str, read: Sequence[str], write: Sequence[str], *, admin: bool = False
+) -> str:
     """Create token ``name`` with the given patterns; return the token (shown once)."""
     try:
         check_name(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _check_flags(read, write)
-    db = load(path)
-    if name in db.tokens:
-        raise UsageError(f"a token named {name!r} exists; revoke it first")
     token = new_token()
-    db.tokens[name] = {
-        "hash": hash_token(token),
-        "read": list(read),
-        "write": list(write),
-        "created": int(time.time()),
-    }
-    save(path, db)
+    with _editing(path) as db:
+        if name in db.tokens:
+            raise UsageError(f"a token named {name!r} exists; revoke it first")
+        db.tokens[name] = {
+            "hash": hash_token(token),
+            "read": list(read),
+            "write": list(write),
+            "created": int(time.time()),
+        }
+        if admin:
+            db.tokens[name]["admin"] = True
     return token
 
 
-def revoke_token(path: Path, name: str) -> None:
-    db = load(path)
-    if db.tokens.pop(name, None) is None:
-        raise UsageError(f"no token named {name!r} in {path}")
-    save(path, db)
+def revoke_token(path: Path, name: str, *, keep_an_admin: bool = False) -> None:
+    """Delete token ``name``. ``keep_an_admin``: refuse to delete the last admin token (the
+    management API: an admin page must not lock everyone out of itself)."""
+    with _editing(path) as db:
+        entry = db.tokens.get(name)
+        if entry is None:
+            raise UsageError(f"no token named {name!r} in {path}")
+        admins = [n for n, e in db.tokens.items() if e.get("admin") is True]
+        if keep_an_admin and admins == [name]:
+            raise UsageError(f"token {name!r} is the last admin token; add another first")
+        del db.tokens[name]
 
 
 def set_anonymous(path: Path, read: Sequence[str], write: Sequence[str]) -> None:
     _check_flags(read, write)
-    db = load(path)
-    db.anonymous = Grant(tuple(read), tuple(write))
-    save(path, db)
+    with _editing(path) as db:
+        db.anonymous = Grant(tuple(read), tuple(write))
 
 
 def _check_flags(read: Sequence[str], write: Sequence[str]) -> None:

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _serve_parser(sub)
     _token_parser(sub)
+    _stats_parser(sub)
     return parser
 
 
@@ -66,6 +67,11 @@ def _token_parser(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--read", nargs="*", default=[], metavar="PATTERN")
     add.add_argument("--write", nargs="*", default=[], metavar="PATTERN")
+    add.add_argument(
+        "--admin",
+        action="store_true",
+        help="may manage tokens and see the dashboard (/v1/tokens, /v1/admin/overview)",
+    )
     add.set_defaults(func=_token_add)
     tsub.add_parser("list", help="list tokens and their patterns").set_defaults(func=_token_list)
     rev = tsub.add_parser("revoke", help="delete a token")
@@ -78,6 +84,54 @@ def _token_parser(sub: Any) -> None:
     for action in (add, rev, anon, tsub.choices["list"]):
         # accepted after the action too: `edge-relay token add NAME --auth-file F`
         action.add_argument("--auth-file", type=Path, metavar="FILE", dest="auth_file_here")
+
+
+def _stats_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "stats",
+        help="delivery analytics per topic and day, from the store",
+        description="Per topic and UTC day: messages published, devices delivered to, "
+        "displayed, clicked, dismissed, acknowledged, the click-through rate (clicked / "
+        "displayed) and the median time from publish to click. Reads the relay's store "
+        "(the relay may be running).",
+    )
+    p.add_argument("--topic", action="append", metavar="T", help="only this topic (repeatable)")
+    p.add_argument(
+        "--since",
+        default="7d",
+        metavar="WHEN",
+        help="a duration back from now (7d, 12h), a unix time, or 'all'; default 7d",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="where the store lives")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    p.set_defaults(func=_stats)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.envelope import dumps
+    from agent.errors import UsageError
+    from agent.store import Store
+    from edge_relay import stats
+    from edge_relay.core import check_relay_topic
+
+    flags = {"data_dir": str(args.data_dir)} if args.data_dir else {}
+    cfg = config.load(flags, config_file=args.config)
+    now = int(time.time())
+    try:
+        since = stats.parse_window(args.since, now)
+        topics = [check_relay_topic(t) for t in args.topic] if args.topic else None
+    except (ValueError, EdgepushError) as exc:
+        raise UsageError(f"{exc}") from None
+    if not cfg.db.exists():
+        raise UsageError(f"no relay store at {cfg.db} (use --data-dir or --config)")
+    with Store(cfg.db) as store:
+        data = stats.report(store, since=since, until=now + 1, topics=topics,
+                            readable=lambda _: True)  # fmt: skip
+    sys.stdout.write(dumps(data) + "\n" if args.json else stats.render(data))
+    return 0
 
 
 def _auth_file(args: argparse.Namespace) -> Path:
@@ -105,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_add(args: argparse.Namespace) -> int:
-    token = auth.add_token(_auth_file(args), args.name, args.read, args.write)
+    token = auth.add_token(_auth_file(args), args.name, args.read, args.write, admin=args.admin)
     print(token)
     print(
         f"token {args.name!r} added to {_auth_file(args)}; it is shown only once", file=sys.stderr
@@ -118,8 +172,10 @@ def _token_list(args: argparse.Namespace) -> int:
     print(f"anonymous  read={','.join(db.anonymous.read) or '-'} "
           f"write={','.join(db.anonymous.write) or '-'}")  # fmt: skip
     for name, entry in sorted(db.tokens.items()):
+        admin = "  admin" if entry.get("admin") is True else ""
         print(
-            f"{name}  read={','.join(entry['read']) or '-'} write={','.join(entry['write']) or '-'}"
+            f"{name}  read={','.join(entry['read']) or '-'} "
+            f"write={','.join(entry['write']) or '-'}{admin}"
         )
     return 0
 

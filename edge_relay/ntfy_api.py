@@ -10,10 +10,12 @@
   relay does not serve: 404.
 * ``GET /v1/account``: ntfy's account view. Without a token the anonymous one ntfy returns
   (``username "*"``, ``role "anonymous"``) with the relay's limits; with a token, its name
-  and ``role "user"``. No ``stats``: the relay keeps no per-visitor counts (ntfy omits the
-  key when it has none too).
+  and ``role "user"`` (``"admin"`` for a token with the admin grant, as ntfy names its
+  admins). No ``stats``: the relay keeps no per-visitor counts (ntfy omits the key when it
+  has none too).
 * ``GET /v1/stats``: ntfy's ``{"messages", "messages_rate"}`` plus the relay's per-topic
-  receipt counts under ``topics`` (extra keys do not disturb ntfy's clients).
+  receipt counts under ``topics`` (extra keys do not disturb ntfy's clients); with
+  ``topic=``/``since=`` also ``analytics``, the per-day funnel (``edge_relay.stats``).
 * ``X-Poll-ID`` (``Poll-ID``, ``?poll-id=``) on a publish: ntfy's ``poll_request`` event
   instead of a message (``parsePublishParams``/``newPollRequestMessage``): ``message`` "New
   message", ``poll_id``, not stored, the body ignored, sent to the subscribers connected now
@@ -32,6 +34,7 @@ from aiohttp import web
 from agent.envelope import dumps, encode, new_id
 from agent.errors import MessageError
 from agent.ntfyproto import fields
+from edge_relay import stats as funnel
 from edge_relay.core import TOPIC_RE, PollRequest, check_relay_topic, event_of, parse_topic_list
 from edge_relay.state import RelayState
 from edge_relay.streams import param
@@ -153,7 +156,7 @@ async def account(request: web.Request) -> web.Response:
     anonymous = ident.name == "anonymous"
     body = {
         "username": "*" if anonymous else ident.name,
-        "role": "anonymous" if anonymous else "user",
+        "role": "anonymous" if anonymous else "admin" if ident.admin else "user",
         "limits": limits,
     }
     return web.json_response(body, dumps=dumps)
@@ -162,18 +165,20 @@ async def account(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """``GET /v1/stats``: ntfy's ``messages`` (published since the relay started) and
     ``messages_rate`` (their average per second since then), and under ``topics`` the
-    relay's published/delivered/displayed/clicked per topic the caller may read."""
+    relay's published/delivered/displayed/clicked per topic the caller may read. With
+    ``topic=`` or ``since=`` also ``analytics``: the per-day funnel (``edge_relay.stats``)."""
     state: RelayState = request.app["state"]
     ident = state.identify(request)
+    extra = await funnel.for_request(request, state) if funnel.wanted(request.query) else None
     table = await state.to_thread(state.store.topic_stats)
     visible = {t: v for t, v in table.items() if ident.grant.allows("read", t)}
     published = state.metrics.registry.get_sample_value("edge_relay_published_total") or 0.0
     uptime = max(time.time() - state.started, 1.0)
-    return web.json_response(
-        {"messages": int(published), "messages_rate": round(published / uptime, 6),
-         "topics": visible},
-        dumps=dumps,
-    )  # fmt: skip
+    body = {"messages": int(published), "messages_rate": round(published / uptime, 6),
+            "topics": visible}  # fmt: skip
+    if extra is not None:
+        body["analytics"] = extra
+    return web.json_response(body, dumps=dumps)
 
 
 def poll_requests(publish: Handler) -> Handler:

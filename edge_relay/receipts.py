@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from agent.analytics import by_device
 from agent.envelope import check_id, check_unicode
 from agent.errors import AuthError, MessageError
 from agent.states import STATES, SYNCED, StateEvent
@@ -146,8 +147,9 @@ def _printable(text: str) -> bool:
 
 async def receipts_get(request: web.Request) -> web.Response:
     """``GET /v1/messages/<id>/receipts``: every owner's receipts, for a caller who may read
-    the message. An unknown id and one the caller may not read get the same 404, naming no
-    topic (a 401/403 would say the id exists, and where)."""
+    the message: as a list, and per device (``devices``: owner, device, its name, the furthest
+    state and each state's time). An unknown id and one the caller may not read get the same 404,
+    naming no topic (a 401/403 would say the id exists, and where)."""
     state: RelayState = request.app["state"]
     mid = check_id(request.match_info["id"])
     ident = state.identify(request)
@@ -165,5 +167,6 @@ async def receipts_get(request: web.Request) -> web.Response:
             item["device_name"] = names[o, d]
         out.append(item)
     return web.json_response(
-        {"id": mid, "topic": stored.message.topic, "state": stored.state, "receipts": out}
-    )
+        {"id": mid, "topic": stored.message.topic, "time": stored.message.time,
+         "state": stored.state, "receipts": out, "devices": by_device(rows, names)}
+    )  # fmt: skip

@@ -58,6 +58,16 @@ class Streams:
     def remove(self, stream: OpenStream) -> None:
         self._open.discard(stream)
 
+    def by_name(self) -> dict[str, tuple[int, dict[str, int]]]:
+        """Per token name: its open streams, and how many of them read each topic."""
+        out: dict[str, tuple[int, dict[str, int]]] = {}
+        for stream in self._open:
+            n, topics = out.get(stream.name, (0, {}))
+            for topic in stream.topics:
+                topics[topic] = topics.get(topic, 0) + 1
+            out[stream.name] = (n + 1, topics)
+        return out
+
     def recheck(self, db: AuthDB) -> int:
         """End every stream ``db`` no longer allows; returns how many were ended."""
         ended: list[tuple[OpenStream, str]] = []

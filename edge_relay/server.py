@@ -34,7 +34,7 @@ from agent.ntfyproto.publish import (
     parse_json_publish,
     parse_publish,
 )
-from edge_relay import files, ntfy_api, receipts
+from edge_relay import admin, files, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
@@ -305,6 +305,7 @@ def make_app(state: RelayState) -> web.Application:
     r.add_get("/v1/health", health)
     r.add_post("/v1/receipts", receipts.receipts_post)
     r.add_get("/v1/messages/{id}/receipts", receipts.receipts_get)
+    admin.add_routes(r)  # /v1/tokens, /v1/admin/overview (admin tokens only)
     r.add_get("/metrics", metrics)
     r.add_get(r"/file/{name}", files.serve_file)  # and HEAD (aiohttp adds it)
     ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS

@@ -166,7 +166,7 @@ def tree(root: Path) -> list[str]:
 
 NOTHING_TO_WRITE = [
     ("history",), ("history", "--json"), ("status",), ("config", "show"), ("config", "path"),
-    ("read", "--all"), ("resume",), ("autostart", "status"),
+    ("read", "--all"), ("resume",), ("autostart", "status"), ("stats",), ("stats", "--json"),
 ]  # fmt: skip
 
 

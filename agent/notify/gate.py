@@ -2,7 +2,8 @@
 
 The service sees one notifier; it does not know about rules. This layer reads the clock, the
 local time of day and the pause (from the store) and passes them to the pure ``Gate``. Held
-back messages stay stored with their state unchanged, so they are visible in history.
+back messages stay stored with their state unchanged, so they are visible in history; why
+each was held back (the verdict) is kept in the store's ``held`` table for ``pushagent stats``.
 Bursts: summaries that are not due yet are shown later by a small task this layer owns.
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Self
 from agent import dnd, rules
 from agent.config import AgentConfig
 from agent.envelope import Message, new_id
+from agent.errors import EdgepushError
 from agent.store import Store, Stored
 from agent.store.sequences import event_of
 
@@ -138,6 +140,17 @@ class RulesNotifier:
             await self.backend.show(shown)
         if self.gate.pending:
             self._wake.set()
+        await self._note_held([(mid, v) for mid, v in decision.verdicts if v != rules.SHOW], now)
+
+    async def _note_held(self, held: list[tuple[str, str]], now: float) -> None:
+        """Keep why messages were held back, for `pushagent stats` (one write a batch); a
+        store that cannot take it costs the statistic, never the hand-off."""
+        if not held or self._store is None:
+            return
+        try:
+            await asyncio.to_thread(self._store.record_held, held, now)
+        except EdgepushError as exc:
+            log.warning("could not record why %d message(s) were held back: %s", len(held), exc)
 
     async def _flusher(self) -> None:
         while True:

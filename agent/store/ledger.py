@@ -264,6 +264,7 @@ class _Ledger(_Base):
                 conn.execute(
                     "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
                 )
+                conn.execute("DELETE FROM held WHERE message_id NOT IN (SELECT id FROM messages)")
             prune_states(conn, cutoff)
             conn.execute("DELETE FROM devices WHERE seen < ?", (cutoff,))
         return deleted

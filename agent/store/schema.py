@@ -324,6 +324,22 @@ def _m011_message_states(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m012_analytics(db: sqlite_utils.Database) -> None:
+    # Delivery analytics (agent.store.analytics). The relay's per-topic, per-day funnel walks
+    # the messages of one topic within a time window: (topic, time) covers it (the window
+    # alone already has messages_time). The agent keeps why the rules held a message back
+    # (``held``: muted, low-priority, quiet, paused, burst), written once per batch by the
+    # rules layer, so `pushagent stats` can tell "muted by rule" from "never looked at".
+    db.execute("CREATE INDEX messages_topic_time ON messages (topic, time)")
+    db.execute(
+        """CREATE TABLE held (
+            message_id TEXT PRIMARY KEY,
+            verdict TEXT NOT NULL,
+            time REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -336,6 +352,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("009_undecryptable", _m009_undecryptable),
     ("010_attachment_files", _m010_attachment_files),
     ("011_message_states", _m011_message_states),
+    ("012_analytics", _m012_analytics),
 )
 
 

@@ -1,6 +1,7 @@
 // Boot: the pages register themselves (pages/index.js), the streams start, the router shows
 // the page the URL names. A browser that opened http://relay/<topic> gets that topic's page.
 
+import * as admin from "./admin.js";
 import * as app from "./app.js";
 import "./pages/index.js";
 import { go, href, navPages, onRoute, route, start } from "./router.js";
@@ -59,11 +60,12 @@ function soon() {
   }
 }
 
-for (const ev of ["messages", "change", "read", "topics", "status"]) store.bus.addEventListener(ev, soon);
+for (const ev of ["messages", "change", "read", "topics", "status", "role"]) store.bus.addEventListener(ev, soon);
 onRoute(() => renderNav());
 app.setNotificationClick((msg) => go("t", msg.topic));
 
 fromPath();
+admin.refresh(); // the admin pages join the navigation when the token is an admin's
 app.startAll();
 start(document.getElementById("main"));
 renderNav();

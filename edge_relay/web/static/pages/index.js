@@ -4,3 +4,5 @@ import "./home.js";
 import "./topic.js";
 import "./publish.js";
 import "./settings.js";
+import "./dashboard.js";
+import "./tokens.js";

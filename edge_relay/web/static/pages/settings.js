@@ -1,5 +1,6 @@
 // "#/settings": the access token (kept in this origin's localStorage, sent as Bearer) and
 // browser notifications.
+import * as admin from "../admin.js";
 import * as api from "../api.js";
 import * as notify from "../notify.js";
 import { register } from "../router.js";
@@ -22,12 +23,13 @@ function tokenForm() {
     h("label", { for: "token", text: "Token" }), input,
     h("div", { class: "buttons" },
       h("button", { type: "submit", text: "Save" }),
-      h("button", { type: "button", class: "quiet", text: "Forget", onclick: () => { input.value = ""; api.setToken(""); note.textContent = "Token removed."; } })),
+      h("button", { type: "button", class: "quiet", text: "Forget", onclick: () => { input.value = ""; api.setToken(""); note.textContent = "Token removed."; admin.refresh(); } })),
     note);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     api.setToken(input.value.trim());
     check();
+    admin.refresh();
   });
   return form;
 }
