@@ -24,6 +24,7 @@ COMMANDS = (
     "history",
     "status",
     "read",
+    "ack",
     "pause",
     "login",
     "key",

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from agent import health
+from agent import ackcore, health
 from agent.attachments import Downloader
 from agent.config import AgentConfig
 from agent.e2e.receive import Decryptor
@@ -45,6 +45,7 @@ from agent.envelope import new_id
 from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
 from agent.private import write_private
+from agent.realert import ReAlerter
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
 
@@ -176,6 +177,8 @@ class AgentService:
         self._events: list[tuple[str, str, float]] = []
         self._e2e = Decryptor(cfg)
         self.downloads: Downloader | None = None
+        self.realert: ReAlerter | None = None
+        self._urgent_ack = any(r.ack_urgent for r in cfg.rules)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -203,6 +206,10 @@ class AgentService:
         self._spawn(self._prune())
         self._spawn(self._status())
         self._spawn(self._rekeyed())
+        # re-alerts go straight to the backend: the burst guard must not fold them
+        backend = getattr(self._notifier, "backend", self._notifier)
+        self.realert = ReAlerter(self.store, backend.show, quiet_hours=self.cfg.quiet_hours)
+        self._spawn(self.realert.run())
         if self._receipts is not None:
             self._spawn(self._drain_outbox())
         for transport in self.transports:
@@ -260,6 +267,8 @@ class AgentService:
             self._outbox_wake.set()
             if self.downloads is not None:  # after the hand-off is queued: never before it
                 self.downloads.submit(fresh)
+            if self.realert is not None and any(ackcore.required(s.message) for s in fresh):
+                self.realert.wake()  # the store's trigger scheduled it (agent.realert)
 
     def _downloader(self, notifier: Notifier) -> Downloader:
         from agent import secrets
@@ -279,6 +288,8 @@ class AgentService:
     def _commit(self, batch: Batch) -> list[Stored]:
         """Decrypt what arrived encrypted (agent.e2e), then store; in a worker thread."""
         messages, encrypted = self._e2e.open_batch(batch.messages)
+        if self._urgent_ack:  # [[rules]] ack_urgent: priority 5 there must be acknowledged
+            messages = [ackcore.stamp(m, self.cfg.rules) for m in messages]
         return self.store.insert_batch(
             messages,
             source=batch.source,

@@ -37,7 +37,7 @@ from agent.ntfyproto.publish import (
     parse_publish,
 )
 from agent.store import STATES
-from edge_relay import files, ntfy_api
+from edge_relay import acks, files, ntfy_api
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
@@ -311,6 +311,9 @@ async def receipts_post(request: web.Request) -> web.Response:
             state.store.record_states, events, device=dev, owner=ident.name,
             max_devices=_DEVICES_PER_OWNER,
         )  # fmt: skip
+    window = state.cfg.limits.retention_age
+    await acks.note_receipts(request, ident.name, items, readable,
+                             lambda t: _receipt_time(t, now, window))  # fmt: skip
     return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
 
 
@@ -408,11 +411,13 @@ def make_app(state: RelayState) -> web.Application:
     """The aiohttp application with every route of the relay's API."""
     app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
+    app[acks.WAITERS] = acks.AckWaiters()
     app.on_response_prepare.append(ntfy_api.cors)
     r = app.router
     r.add_get("/v1/health", health)
     r.add_post("/v1/receipts", receipts_post)
     r.add_get("/v1/messages/{id}/receipts", receipts_get)
+    r.add_get("/v1/messages/{id}/ack", acks.ack_get)
     r.add_get("/metrics", metrics)
     r.add_get(r"/file/{name}", files.serve_file)  # and HEAD (aiohttp adds it)
     ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS

@@ -31,6 +31,7 @@ from typing import Any
 
 from agent.envelope import Message
 from agent.store import sealed, sequences
+from agent.store.acks import _Acks
 from agent.store.files import _Files
 from agent.store.ledger import _Ledger
 from agent.store.scheduled import _Scheduled
@@ -56,7 +57,7 @@ from agent.timeparse import Since
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_Sealed, _Scheduled, _Ledger, _Files):
+class Store(_Sealed, _Scheduled, _Ledger, _Files, _Acks):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------

@@ -55,7 +55,8 @@ class _Ledger(_Base):
             for message_id, state, _ in valid:
                 conn.execute(
                     "UPDATE messages SET state = ? WHERE id = ? AND "
-                    "(CASE state WHEN 'undecryptable' THEN 9 WHEN 'deleted' THEN 5 "
+                    "(CASE state WHEN 'undecryptable' THEN 9 WHEN 'acknowledged' THEN 6 "
+                    "WHEN 'deleted' THEN 5 "
                     "WHEN 'read' THEN 4 WHEN 'clicked' THEN 3 WHEN 'dismissed' "
                     "THEN 2 WHEN 'displayed' THEN 1 ELSE 0 END) < ?",
                     (state, message_id, _RANK[state]),

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from agent.envelope import Message, dumps, encode
 
-STATES = ("received", "delivered", "displayed", "clicked", "dismissed", "read")
-# A message's state only moves forward: a late "displayed" never hides a "clicked".
-_RANK = {"received": 0, "delivered": 0, "displayed": 1, "dismissed": 2, "clicked": 3, "read": 4}
+STATES = ("received", "delivered", "displayed", "clicked", "dismissed", "read", "acknowledged")
+# A message's state only moves forward: a late "displayed" never hides a "clicked", and
+# nothing undoes an "acknowledged" (acknowledge-until-acked, agent.realert).
+_RANK = {"received": 0, "delivered": 0, "displayed": 1, "dismissed": 2, "clicked": 3, "read": 4,
+         "acknowledged": 6}  # fmt: skip
 _COLUMNS = (
     "id", "time", "expires", "topic", "title", "message", "priority", "tags", "click",
     "actions", "attachment", "content_type", "extra", "source", "received",
@@ -301,6 +303,67 @@ def _m010_attachment_files(db: sqlite_utils.Database) -> None:
     )
 
 
+def _num(expr: str, default: int) -> str:
+    """SQL for a JSON number clamped to 1..86400 s, ``default`` when it is not a number (an
+    MQTT publisher's envelope may carry anything in its extra fields)."""
+    return (f"min(86400, max(1, CASE WHEN typeof({expr}) IN ('integer', 'real') "
+            f"THEN {expr} ELSE {default} END))")  # fmt: skip
+
+
+def _m013_ack(db: sqlite_utils.Database) -> None:
+    # Acknowledge-until-acked (agent.realert, docs/NOTIFICATIONS.md). ``realerts``: the
+    # agent's re-alert schedule, one row per ack-required message not yet acknowledged or
+    # expired. Triggers keep it in the messages' own transactions: a row is made when an
+    # ack-required message is inserted (so a SIGKILL right after the commit loses no
+    # schedule), removed when the message turns ``acknowledged`` (whatever path set it:
+    # a button, ``pushagent ack``, a state synced from another device) or is pruned. Expiry
+    # counts from the earlier of the message's time and its arrival, so an agent whose clock
+    # is behind the publisher's does not re-alert longer than asked.
+    # ``acks``: on the relay, who acknowledged a message first (the first one recorded wins,
+    # whatever the devices' clocks say) for ``GET /v1/messages/<id>/ack``.
+    db.execute(
+        """CREATE TABLE realerts (
+            message_id TEXT PRIMARY KEY,
+            due REAL NOT NULL,
+            retry REAL NOT NULL,
+            expires REAL NOT NULL,
+            count INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX realerts_due ON realerts (due)")
+    retry = _num("json_extract(NEW.extra, '$.ack_retry')", 60)
+    expire = _num("json_extract(NEW.extra, '$.ack_expire')", 3600)
+    db.execute(
+        f"""CREATE TRIGGER realerts_new AFTER INSERT ON messages
+        WHEN NEW.extra IS NOT NULL AND json_valid(NEW.extra)
+            AND json_extract(NEW.extra, '$.ack') = 'required' AND NEW.state != 'acknowledged'
+        BEGIN
+            INSERT OR IGNORE INTO realerts (message_id, due, retry, expires)
+            VALUES (NEW.id, NEW.received + {retry}, {retry},
+                    min(NEW.time, NEW.received) + {expire});
+        END"""
+    )
+    db.execute(
+        """CREATE TRIGGER realerts_acked AFTER UPDATE OF state ON messages
+        WHEN NEW.state = 'acknowledged'
+        BEGIN DELETE FROM realerts WHERE message_id = NEW.id; END"""
+    )
+    db.execute(
+        """CREATE TRIGGER realerts_gone AFTER DELETE ON messages
+        BEGIN DELETE FROM realerts WHERE message_id = OLD.id; END"""
+    )
+    db.execute(
+        """CREATE TABLE acks (
+            message_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            device TEXT NOT NULL,
+            device_name TEXT NOT NULL,
+            time REAL NOT NULL,
+            recorded REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -312,6 +375,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("008_sequence", _m008_sequence),
     ("009_undecryptable", _m009_undecryptable),
     ("010_attachment_files", _m010_attachment_files),
+    ("013_ack", _m013_ack),
 )
 
 

@@ -1,0 +1,102 @@
+"""Re-alerts for messages that must be acknowledged: the I/O around ``agent.ackcore``.
+
+``ReAlerter.run`` is one owned task of the agent's TaskGroup. It reads the schedule row due
+first (the store's ``realerts`` table, migration 013), sleeps until its due time — or until
+``wake()`` says the schedule changed — and then asks ``ackcore.decide``: stop (acknowledged,
+gone or expired: the row is dropped), hold (paused or quiet hours, priority below 5) or
+alert (a new notification at urgency critical with sound, straight to the backend: the burst
+guard does not fold an alert that insists). No polling: with nothing due it sleeps on the
+event, so an idle agent costs no CPU.
+
+The schedule is in the store, so a SIGKILLed agent resumes it after a restart; a message
+acknowledged meanwhile (here, or on another device and synced here) has lost its row to the
+store's trigger and is never shown again. A kill between the alert and the row's move repeats
+that one alert after the restart, never an acknowledged one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from agent import ackcore, dnd, rules
+from agent.notify.gate import local_minute
+from agent.store import Store, Stored
+from agent.store.acks import Realert
+
+log = logging.getLogger("pushagent.realert")
+
+Show = Callable[[Sequence[Stored]], Awaitable[None]]
+
+
+class ReAlerter:
+    """The agent's re-alert task (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        show: Show,
+        *,
+        quiet_hours: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._show = show
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._quiet = rules.parse_hhmm_range(quiet_hours) if quiet_hours else None
+        self.alerts = 0
+        """Re-alerts shown by this run (the status and tests read it)."""
+
+    def wake(self) -> None:
+        """The schedule changed (a new ack-required message): look at it again now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            row = await asyncio.to_thread(self._store.realert_next)
+            self._wake.clear()
+            if row is None:
+                await self._wake.wait()
+                continue
+            delay = row.due - self._clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):  # not wait_for (see service._status)
+                        await self._wake.wait()
+                continue  # read again: something may be due sooner, or this one acknowledged
+            await self._due(row)
+
+    async def _due(self, row: Realert) -> None:
+        stored = await asyncio.to_thread(self._store.get, row.message_id)
+        now = self._clock()
+        verdict = ackcore.decide(
+            state=stored.state if stored is not None else None,
+            expires=row.expires,
+            priority=stored.message.priority if stored is not None else 0,
+            now=now,
+            held=await asyncio.to_thread(self._held, now),
+        )
+        if verdict == ackcore.STOP or stored is None:
+            await asyncio.to_thread(self._store.realert_done, row.message_id)
+            log.debug("re-alerts of %s end (%s)", row.message_id, stored and stored.state)
+            return
+        count = row.count
+        if verdict == ackcore.ALERT:
+            count += 1
+            msg = ackcore.realert_message(stored.message, count)
+            await self._show([Stored(stored.seq, msg, stored.state, stored.source)])
+            self.alerts += 1
+            log.info("re-alert %d of %s (not acknowledged yet)", count, row.message_id)
+        await asyncio.to_thread(
+            self._store.realert_moved, row.message_id, ackcore.next_due(now, row.retry), count
+        )
+
+    def _held(self, now: float) -> bool:
+        """Paused, or in quiet hours (these hold re-alerts below priority 5 only)."""
+        if dnd.paused_until(self._store, now) is not None:
+            return True
+        return self._quiet is not None and rules.in_quiet_hours(self._quiet, local_minute(now))
