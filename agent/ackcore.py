@@ -11,7 +11,8 @@ re-alert schedule see one field. The store keeps the schedule (migration 013: a 
 such message, removed by a trigger when it turns ``acknowledged``); ``agent.realert`` sleeps
 until the first due row and asks ``decide`` what to do with it:
 
-1. the message is gone or ``acknowledged``: STOP (never re-alerted, whatever else holds);
+1. the message is gone, ``acknowledged`` or deleted (ntfy's delete): STOP (never
+   re-alerted, whatever else holds);
 2. its expiry has passed: STOP;
 3. priority below 5 and paused (``pushagent pause``) or in quiet hours: HOLD (no alert now,
    looked at again one retry later);
@@ -64,7 +65,7 @@ def stamp(msg: Message, rules: Sequence[UrgentRule]) -> Message:
 def decide(*, state: str | None, expires: float, priority: int, now: float, held: bool) -> str:
     """STOP, HOLD or ALERT for a due re-alert (see the module docstring). ``state`` is the
     message's stored state (None: no longer stored); ``held``: paused or in quiet hours."""
-    if state is None or state == "acknowledged":
+    if state is None or state in ("acknowledged", "deleted"):
         return STOP
     if now >= expires:
         return STOP

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import Message
+from agent.states import STATES
 from agent.store import sealed, sequences
 from agent.store.acks import _Acks
 from agent.store.files import _Files
@@ -39,7 +40,6 @@ from agent.store.schema import (
     _SEARCH,
     _SELECT,
     MIGRATIONS,
-    STATES,
     OutboxItem,
     Redelivery,
     Rejected,
@@ -52,12 +52,13 @@ from agent.store.schema import (
     _stored,
 )
 from agent.store.sealed import _Sealed
+from agent.store.syncstate import _SyncState, apply_pending
 from agent.timeparse import Since
 
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_Sealed, _Scheduled, _Ledger, _Files, _Acks):
+class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Acks):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------
@@ -70,6 +71,7 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files, _Acks):
         cursor: tuple[str, str] | None = None,
         receipt_destination: str | None = None,
         device: str = "",
+        device_name: str = "",
         forward: Callable[[Message], str | None] | None = None,
         redelivery: Mapping[str, Redelivery] | None = None,
         rejected: Sequence[Rejected] = (),
@@ -80,7 +82,9 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files, _Acks):
 
         ``cursor=(source, subscription)`` saves the last message id of the batch as that
         subscription's position, atomically with the messages. ``receipt_destination`` queues
-        a ``delivered`` receipt for each new message in the outbox, in the same transaction.
+        a ``delivered`` receipt for each new message in the outbox, in the same transaction
+        (from ``device``, named ``device_name``). States other devices reported before a
+        message arrived (``pending_states``) are applied to it in this transaction too.
         ``forward(message)`` naming a destination queues the message itself in the outbox
         (kind ``message``), in the same transaction (the relay's upstream forwarding).
 
@@ -137,6 +141,8 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files, _Acks):
             first = _insert_new(conn, fresh, source, now, tokens)
             if fresh:
                 sequences.record(conn, fresh, now)
+            # states that overtook their message (never onto one still undecryptable)
+            applied = apply_pending(conn, [m for m in fresh if _state(m, marks) == "received"])
             position = cursor_id or last_id
             if cursor is not None and position is not None:
                 conn.execute(
@@ -147,12 +153,16 @@ class Store(_Sealed, _Scheduled, _Ledger, _Files, _Acks):
                 _insert_rejected(conn, rejected)
             if receipt_destination is not None and fresh:
                 self._queue_receipts(
-                    conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device
-                )
+                    conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device,
+                    name=device_name,
+                )  # fmt: skip
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
-        if marks:
-            return [Stored(first + i, m, _state(m, marks), source) for i, m in enumerate(fresh)]
+        if marks or applied:
+            return [
+                Stored(first + i, m, applied.get(m.id) or _state(m, marks), source)
+                for i, m in enumerate(fresh)
+            ]
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
 
     def get(self, message_id: str) -> Stored | None:

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import dumps
+from agent.states import STATES, SYNCED, StateEvent, rank
 from agent.store.base import _Base
 from agent.store.schema import (
-    _RANK,
+    _MAX_VARS,
     REJECTED_MAX_AGE,
-    STATES,
     OutboxItem,
     Rejected,
     _insert_rejected,
 )
+from agent.store.syncstate import prune_states
 
 
 class _Ledger(_Base):
@@ -31,44 +32,69 @@ class _Ledger(_Base):
         device: str = "",
         owner: str = "",
         max_devices: int | None = None,
+        device_name: str = "",
+        state_prefix: str | None = None,
     ) -> int:
         """Record ``(message_id, state, time)`` events; queue receipts if a destination is set.
 
-        A message's visible state only moves forward (read beats clicked beats displayed);
-        ``undecryptable`` stays until a key import decrypts it (agent.store.sealed).
+        A message's visible state only moves forward (agent.states: read beats clicked beats
+        displayed); ``undecryptable`` stays until a key import decrypts it (agent.store.sealed).
         Unknown ids are ignored. Returns how many events named a stored message. ``owner``
         is who reported them (the relay: the caller's token name; the agent itself: ''):
         receipts are keyed by (id, owner, state, device), first one wins. ``max_devices``
         bounds the devices one owner may report per message: an event for another device
         beyond it is ignored (not counted in the result).
+
+        Receipts carry ``device_name`` beside ``device`` (never the topic: an end-to-end
+        encrypted topic's receipts say nothing of it; the relay knows the message). With
+        ``state_prefix`` (state sync), each synced state (agent.states.SYNCED) that moved a
+        message forward also queues a ``state`` item for ``<state_prefix>/<topic>``: the
+        MQTT state topic (a relay syncs from the receipt itself; its transport drops these).
         """
         for _, state, _ in events:
             if state not in STATES:
                 raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
         with self._write() as conn:
             ids = [e[0] for e in events]
-            known = self._existing_ids(conn, ids)
+            known = self._topics_states(conn, ids)
             valid = [e for e in events if e[0] in known]
             if max_devices is not None:
                 room = self._device_room(conn, {e[0] for e in valid}, owner, device, max_devices)
                 valid = [e for e in valid if e[0] in room]
-            for message_id, state, _ in valid:
-                conn.execute(
-                    "UPDATE messages SET state = ? WHERE id = ? AND "
-                    "(CASE state WHEN 'undecryptable' THEN 9 WHEN 'acknowledged' THEN 6 "
-                    "WHEN 'deleted' THEN 5 "
-                    "WHEN 'read' THEN 4 WHEN 'clicked' THEN 3 WHEN 'dismissed' "
-                    "THEN 2 WHEN 'displayed' THEN 1 ELSE 0 END) < ?",
-                    (state, message_id, _RANK[state]),
-                )
+            moved = []
+            for message_id, state, at in valid:
+                topic, old = known[message_id]
+                if rank(state) > rank(old):
+                    known[message_id] = (topic, state)
+                    moved.append((message_id, state, at))
+            conn.executemany(
+                "UPDATE messages SET state = ? WHERE id = ?", [(st, mid) for mid, st, _ in moved]
+            )
             conn.executemany(
                 "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, time) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(mid, owner, st, device, t) for mid, st, t in valid],
             )
             if receipt_destination is not None:
-                self._queue_receipts(conn, valid, receipt_destination, device)
+                self._queue_receipts(conn, valid, receipt_destination, device, name=device_name)
+                if state_prefix is not None:
+                    topics = {mid: known[mid][0] for mid, _, _ in moved}
+                    synced = [e for e in moved if e[1] in SYNCED]
+                    _queue_states(conn, synced, state_prefix, topics, device, device_name)
         return len(valid)
+
+    @staticmethod
+    def _topics_states(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """id -> (topic, state) of the stored ones among ``ids``."""
+        found: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(ids), _MAX_VARS):
+            chunk = ids[i : i + _MAX_VARS]
+            rows = conn.execute(
+                f"SELECT id, topic, state FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((str(m), (str(t), str(s))) for m, t, s in rows)
+        return found
 
     @staticmethod
     def _device_room(
@@ -93,12 +119,16 @@ class _Ledger(_Base):
         events: Sequence[tuple[str, str, float]],
         destination: str,
         device: str,
+        *,
+        name: str = "",
     ) -> None:
         rows = []
         for message_id, state, at in events:
             body: dict[str, Any] = {"id": message_id, "state": state, "time": int(at)}
             if device:
                 body["device"] = device
+            if name:
+                body["device_name"] = name
             rows.append(("receipt", destination, dumps(body), at))
         conn.executemany(
             "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)", rows
@@ -228,4 +258,23 @@ class _Ledger(_Base):
                 conn.execute(
                     "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
                 )
+            prune_states(conn, cutoff)
         return deleted
+
+
+def _queue_states(
+    conn: sqlite3.Connection,
+    events: Sequence[tuple[str, str, float]],
+    prefix: str,
+    topics: Mapping[str, str],
+    device: str,
+    name: str,
+) -> None:
+    """``state`` outbox items, one per synced event, for ``<prefix>/<topic>`` (state sync)."""
+    rows = []
+    for mid, state, at in events:
+        ev = StateEvent(mid, state, device, at, topics[mid], name)
+        rows.append(("state", f"{prefix}/{ev.topic}", dumps(ev.wire()), at))
+    conn.executemany(
+        "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)", rows
+    )

@@ -12,12 +12,11 @@ from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from agent.envelope import Message, dumps, encode
+from agent.states import RANK
 
-STATES = ("received", "delivered", "displayed", "clicked", "dismissed", "read", "acknowledged")
-# A message's state only moves forward: a late "displayed" never hides a "clicked", and
-# nothing undoes an "acknowledged" (acknowledge-until-acked, agent.realert).
-_RANK = {"received": 0, "delivered": 0, "displayed": 1, "dismissed": 2, "clicked": 3, "read": 4,
-         "acknowledged": 6}  # fmt: skip
+# A message's state only moves forward: a late "displayed" never hides a "clicked"
+# (agent.states has the one rank table).
+_RANK = RANK
 _COLUMNS = (
     "id", "time", "expires", "topic", "title", "message", "priority", "tags", "click",
     "actions", "attachment", "content_type", "extra", "source", "received",
@@ -303,6 +302,37 @@ def _m010_attachment_files(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m011_message_states(db: sqlite_utils.Database) -> None:
+    # Synced read state (agent.store.syncstate has the details): each owner's highest state
+    # per message, ``changed`` by the local clock (what a since= replay asks for); and the
+    # agent's states for messages it has not received yet.
+    db.execute(
+        """CREATE TABLE message_states (
+            message_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            state TEXT NOT NULL,
+            device TEXT NOT NULL,
+            device_name TEXT NOT NULL,
+            time REAL NOT NULL,
+            changed REAL NOT NULL,
+            PRIMARY KEY (message_id, owner)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX message_states_changed ON message_states (owner, changed)")
+    db.execute(
+        """CREATE TABLE pending_states (
+            message_id TEXT PRIMARY KEY,
+            topic TEXT NOT NULL,
+            state TEXT NOT NULL,
+            device TEXT NOT NULL,
+            device_name TEXT NOT NULL,
+            time REAL NOT NULL,
+            received REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
 def _num(expr: str, default: int) -> str:
     """SQL for a JSON number clamped to 1..86400 s, ``default`` when it is not a number (an
     MQTT publisher's envelope may carry anything in its extra fields)."""
@@ -345,7 +375,7 @@ def _m013_ack(db: sqlite_utils.Database) -> None:
     )
     db.execute(
         """CREATE TRIGGER realerts_acked AFTER UPDATE OF state ON messages
-        WHEN NEW.state = 'acknowledged'
+        WHEN NEW.state IN ('acknowledged', 'deleted')
         BEGIN DELETE FROM realerts WHERE message_id = NEW.id; END"""
     )
     db.execute(
@@ -375,6 +405,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("008_sequence", _m008_sequence),
     ("009_undecryptable", _m009_undecryptable),
     ("010_attachment_files", _m010_attachment_files),
+    ("011_message_states", _m011_message_states),
     ("013_ack", _m013_ack),
 )
 

@@ -22,17 +22,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.envelope import Message
+from agent.states import rank, rank_sql
 
 CLEAR, DELETE = "message_clear", "message_delete"
 SEQUENCE_STATES = ("shown", "updated", "cleared", "deleted")
 _CLOSED = ("cleared", "deleted")
 # The messages-table state a clear / delete moves the sequence's messages to, and its rank
-# (agent.store.schema._RANK; "deleted" is above "read").
-_MARK = {CLEAR: ("read", 4), DELETE: ("deleted", 5)}
-_RANK_SQL = (
-    "(CASE state WHEN 'deleted' THEN 5 WHEN 'read' THEN 4 WHEN 'clicked' THEN 3 "
-    "WHEN 'dismissed' THEN 2 WHEN 'displayed' THEN 1 ELSE 0 END)"
-)
+# (agent.states.RANK; "deleted" is above every reported state). A clear does not wait for an
+# undecryptable message's key: it is closed like any other.
+_MARK = {CLEAR: ("read", rank("read")), DELETE: ("deleted", rank("deleted"))}
+_RANK_SQL = rank_sql(skip=("undecryptable",))
 
 
 def event_of(msg: Message) -> str:
