@@ -8,6 +8,8 @@ alert (a new notification at urgency critical with sound, straight to the backen
 guard does not fold an alert that insists). No polling: with nothing due it sleeps on the
 event, so an idle agent costs no CPU.
 
+After a start it first waits to be connected (at most ``OFFLINE_WAIT``) and ``CATCH_UP``
+seconds more, so the states it missed while down are applied before anything re-alerts.
 The schedule is in the store, so a SIGKILLed agent resumes it after a restart; a message
 acknowledged meanwhile (here, or on another device and synced here) has lost its row to the
 store's trigger and is never shown again. A kill between the alert and the row's move repeats
@@ -29,6 +31,14 @@ from agent.store.acks import Realert
 
 log = logging.getLogger("pushagent.realert")
 
+CATCH_UP = 2.0
+"""Seconds after the first connection before the first re-alert: what happened while the
+agent was down (an acknowledgement replayed with ``since=``, or queued in its MQTT session)
+arrives first, so a restarted agent does not repeat an alert another device acknowledged."""
+OFFLINE_WAIT = 30.0
+"""How long a (re)started agent waits for a connection before it re-alerts anyway: a device
+that cannot hear the acknowledgement must still insist."""
+
 Show = Callable[[Sequence[Stored]], Awaitable[None]]
 
 
@@ -47,6 +57,7 @@ class ReAlerter:
         self._show = show
         self._clock = clock
         self._wake = asyncio.Event()
+        self._online = asyncio.Event()
         self._quiet = rules.parse_hhmm_range(quiet_hours) if quiet_hours else None
         self.alerts = 0
         """Re-alerts shown by this run (the status and tests read it)."""
@@ -55,7 +66,15 @@ class ReAlerter:
         """The schedule changed (a new ack-required message): look at it again now."""
         self._wake.set()
 
+    def online(self) -> None:
+        """The agent is connected (the service calls it on each state change to connected)."""
+        self._online.set()
+
     async def run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OFFLINE_WAIT):
+                await self._online.wait()
+        await asyncio.sleep(CATCH_UP if self._online.is_set() else 0)
         while True:
             row = await asyncio.to_thread(self._store.realert_next)
             self._wake.clear()

@@ -460,6 +460,8 @@ class AgentService:
         self._since = time.time()
         self._write_status(self.state())
         self._state_changed.set()
+        if self.realert is not None and self.state() == "connected":
+            self.realert.online()
 
     _since: float = 0.0
     _store: str = health.OK

@@ -170,6 +170,11 @@ def test_first_ack_recorded_wins_whatever_the_clocks(store: Store) -> None:
     assert rec is not None and (rec.device, rec.device_name) == ("b", "B")
 
 
+def online(r: ReAlerter) -> ReAlerter:
+    r.online()
+    return r
+
+
 # --- the task ------------------------------------------------------------------------------
 
 
@@ -186,7 +191,7 @@ async def test_task_realerts_until_acknowledged_then_sleeps(store: Store, tmp_pa
     m = ack_msg(retry=1, expire=60, priority=3)
     store.insert_batch([m])
     store.realert_moved(m.id, time.time(), 0)
-    r = ReAlerter(store, screen.show)
+    r = online(ReAlerter(store, screen.show))
     task = asyncio.create_task(r.run())
     try:
         await _until(lambda: len(screen.shown) >= 3)
@@ -211,7 +216,7 @@ async def test_pause_holds_below_priority_5_only(store: Store) -> None:
     for m in (low, high):
         store.realert_moved(m.id, time.time(), 0)
     dnd.pause(store, time.time() + 3600)
-    task = asyncio.create_task(ReAlerter(store, screen.show).run())
+    task = asyncio.create_task(online(ReAlerter(store, screen.show)).run())
     try:
         await _until(lambda: sum(s.message.id == high.id for s in screen.shown) >= 3)
         assert not [s for s in screen.shown if s.message.id == low.id]
@@ -224,7 +229,7 @@ async def test_expiry_ends_realerts(store: Store) -> None:
     screen = Screen()
     m = ack_msg(retry=1, expire=1)
     store.insert_batch([m])
-    task = asyncio.create_task(ReAlerter(store, screen.show).run())
+    task = asyncio.create_task(online(ReAlerter(store, screen.show)).run())
     try:
         await _until(lambda: store.realert_count() == 0, timeout=10)
         assert len(screen.shown) <= 1

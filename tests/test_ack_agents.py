@@ -1,0 +1,230 @@
+"""Acknowledge-until-acked with real processes: three agents (separate PUSHAGENT_HOMEs, each
+with its own dunst on its own Xvfb and D-Bus) on one relay and on mosquitto. An ack-required
+message re-alerts on all three until B acknowledges (its dunst's "Acknowledge" button); then
+none re-alerts, and the publisher's long-poll answers with B's device name. An agent
+SIGKILLed during re-alerts resumes them after a restart without repeating an acknowledged
+one."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.desktop import Desktop
+from tests.helpers import child_env, pushagent, spawn, wait_for
+from tests.mosquitto import Mosquitto
+from tests.mqtt_helpers import Publisher
+from tests.relay import Relay
+
+pytestmark = pytest.mark.desktop
+DEVICE_NAME = 'device_name = "{name}-desk"\n'
+RETRY = 1  # X-Ack-Retry: 1s, the shortest the relay takes (tests only)
+
+
+class Device:
+    """One user device: a home, maybe a desktop session, a ``pushagent run`` process."""
+
+    def __init__(self, root: Path, name: str, server: str, topics: list[str],
+                 desktop: Desktop | None) -> None:  # fmt: skip
+        self.name, self.home, self.desktop = name, root / name, desktop
+        self.home.mkdir(parents=True)
+        notifier = "desktop" if desktop is not None else "log"
+        (self.home / "config.toml").write_text(
+            f'servers = ["{server}"]\ntopics = {json.dumps(topics)}\nnotifier = "{notifier}"\n'
+            f'client_id = "dev-{name.lower()}"\n{DEVICE_NAME.format(name=name)}'
+            "[ws]\nkeepalive = 2\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> Device:
+        self.starts += 1
+        env = {**child_env(self.home), **(self.desktop.env if self.desktop else {})}
+        with (
+            (self.home / f"out-{self.starts}.jsonl").open("wb") as out,
+            (self.home / f"agent-{self.starts}.log").open("wb") as err,
+        ):
+            self.proc = spawn("agent", ["run"], env=env, stdout=out, stderr=err)
+        wait_for(self.connected, timeout=30, what=f"{self.name} connected ({self.log()})")
+        return self
+
+    def connected(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited: {self.log()}")
+        try:
+            status = json.loads((self.home / "data" / "status.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(status.get("state") == "connected" and status.get("pid") == self.proc.pid)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def shown(self, title: str) -> int:
+        """Notifications dunst showed with this title (the first one and every re-alert)."""
+        assert self.desktop is not None
+        return sum(1 for summary, _ in self.desktop.icons() if summary == title)
+
+    def printed(self, mid: str, start: int | None = None) -> list[dict[str, Any]]:
+        """``--notifier log`` lines for ``mid`` (of one start, or of all)."""
+        out = []
+        for n in [start] if start else range(1, self.starts + 1):
+            path = self.home / f"out-{n}.jsonl"
+            for line in path.read_bytes().splitlines() if path.exists() else []:
+                obj = json.loads(line)
+                if obj["id"] == mid:
+                    out.append(obj)
+        return out
+
+    def state(self, mid: str) -> str | None:
+        done = pushagent("history", "--json", home=self.home)
+        for m in json.loads(done.stdout or b"[]"):
+            if m["id"] == mid:
+                return str(m["state"])
+        return None
+
+    def log(self) -> str:
+        path = self.home / f"agent-{self.starts}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+@pytest.fixture
+def desktops(tmp_path: Path) -> Iterator[list[Desktop]]:
+    started: list[Desktop] = []
+    try:
+        for name in "ABC":
+            started.append(Desktop(tmp_path / f"desktop-{name}").start())
+        yield started
+    finally:
+        for d in started:
+            d.stop()
+
+
+def _three(tmp_path: Path, server: str, topic: str, desktops: list[Desktop] | None) -> list[Device]:
+    return [Device(tmp_path, name, server, [topic], desktops[i] if desktops else None)
+            for i, name in enumerate("ABC")]  # fmt: skip
+
+
+def _until_acked_none_realerts(devices: list[Device], title: str, mid: str) -> None:
+    """B presses Acknowledge; then every device learns it and none shows the message again
+    for several retry intervals."""
+    b = devices[1]
+    wait_for(lambda: all(d.shown(title) >= 3 for d in devices), timeout=60,
+             what="the first notification and two re-alerts on A, B and C")  # fmt: skip
+    assert b.desktop is not None
+    b.desktop.press("Acknowledge")
+    for d in devices:
+        wait_for(lambda d=d: d.state(mid) == "acknowledged", timeout=30,  # type: ignore[misc]
+                 what=f"{d.name} knows the message is acknowledged ({d.log()})")  # fmt: skip
+    after = {d.name: d.shown(title) for d in devices}
+    time.sleep(4 * RETRY + 1)  # four retry intervals in which nothing may appear
+    assert {d.name: d.shown(title) for d in devices} == after
+    # each device got at least the first notification and two re-alerts, all critical
+    for d in devices:
+        assert d.desktop is not None
+        assert set(d.desktop.urgencies().values()) == {"CRITICAL"}, d.desktop.urgencies()
+
+
+def test_three_agents_on_a_relay_realert_until_b_acknowledges(
+    tmp_path: Path, desktops: list[Desktop]
+) -> None:
+    relay = Relay(tmp_path / "relay").start()
+    devices = _three(tmp_path, relay.url, "pager", desktops)
+    try:
+        for d in devices:
+            d.start()
+        title = "DB primary down"
+        out = relay.publish("pager", "replica lag 300 s", **{
+            "X-Title": title, "X-Priority": "4", "X-Ack": "required",
+            "X-Ack-Retry": f"{RETRY}s", "X-Ack-Expire": "10m"})  # fmt: skip
+        mid = out["id"]
+        answer: list[Any] = []
+        poll = threading.Thread(target=lambda: answer.append(
+            relay.request("GET", f"/v1/messages/{mid}/ack?wait=120")))  # fmt: skip
+        poll.start()
+        _until_acked_none_realerts(devices, title, mid)
+        poll.join(60)
+        assert answer, "the publisher's long-poll did not return"
+        status, body = answer[0]
+        assert status == 200 and body["acknowledged"] is True, body
+        assert body["device"] == {"id": "dev-b", "name": "B-desk"}, body
+    finally:
+        for d in devices:
+            d.stop()
+        relay.stop()
+
+
+def test_three_agents_on_mosquitto_realert_until_b_acknowledges(
+    tmp_path: Path, desktops: list[Desktop], mosquitto: Mosquitto
+) -> None:
+    devices = _three(tmp_path, mosquitto.url, "pager/#", desktops)
+    try:
+        for d in devices:
+            d.start()
+        title = "Smoke in the kitchen"
+        env = {"id": "smokealarm01", "title": title, "message": "detector 3", "priority": 5,
+               "ack": "required", "ack_retry": RETRY, "ack_expire": 600}  # fmt: skip
+        with Publisher(mosquitto.port) as pub:
+            pub.publish("pager/home", [json.dumps(env).encode()])
+        _until_acked_none_realerts(devices, title, "smokealarm01")
+    finally:
+        for d in devices:
+            d.stop()
+
+
+def test_sigkilled_agent_resumes_realerts_without_repeating_acknowledged_ones(
+    tmp_path: Path,
+) -> None:
+    relay = Relay(tmp_path / "relay").start()
+    a, _, c = _three(tmp_path, relay.url, "pager", None)
+    try:
+        a.start()
+        c.start()
+        heads = {"X-Ack": "required", "X-Ack-Retry": f"{RETRY}s", "X-Ack-Expire": "10m"}
+        local, remote, open_ = (relay.publish("pager", n, **heads)["id"]
+                                for n in ("acked here", "acked on A", "never acked"))  # fmt: skip
+        for mid in (local, remote, open_):
+            wait_for(lambda mid=mid: len(c.printed(mid)) >= 3, timeout=30,  # type: ignore[misc]
+                     what="C showed it and re-alerted twice")  # fmt: skip
+        c.kill()  # in the middle of re-alerting all three
+        done = pushagent("ack", local, home=c.home)  # on C while its agent is down
+        assert done.returncode == 0 and b"acknowledged 1 message" in done.stdout, done
+        done = pushagent("ack", remote, home=a.home)  # on A: reaches C through the relay
+        assert done.returncode == 0, done
+        wait_for(lambda: relay.request("GET", f"/v1/messages/{remote}/ack")[1]["acknowledged"],
+                 timeout=30, what="A's acknowledgement at the relay")  # fmt: skip
+        c.start()
+        wait_for(lambda: len(c.printed(open_, c.starts)) >= 3, timeout=30,
+                 what="C resumed re-alerting the open one after the restart")  # fmt: skip
+        assert c.printed(local, c.starts) == [], "re-alerted one acknowledged locally"
+        assert c.printed(remote, c.starts) == [], "re-alerted one acknowledged on A"
+        # the resumed schedule continues the count (it is the same schedule, not a new one)
+        before = max(m.get("realert", 0) for m in c.printed(open_, 1))
+        assert min(m["realert"] for m in c.printed(open_, c.starts)) > before
+        assert c.state(local) == c.state(remote) == "acknowledged"
+    finally:
+        a.stop()
+        c.stop()
+        relay.stop()
