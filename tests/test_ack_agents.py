@@ -33,14 +33,14 @@ class Device:
     """One user device: a home, maybe a desktop session, a ``pushagent run`` process."""
 
     def __init__(self, root: Path, name: str, server: str, topics: list[str],
-                 desktop: Desktop | None) -> None:  # fmt: skip
+                 desktop: Desktop | None, extra: str = "") -> None:  # fmt: skip
         self.name, self.home, self.desktop = name, root / name, desktop
         self.home.mkdir(parents=True)
         notifier = "desktop" if desktop is not None else "log"
         (self.home / "config.toml").write_text(
             f'servers = ["{server}"]\ntopics = {json.dumps(topics)}\nnotifier = "{notifier}"\n'
             f'client_id = "dev-{name.lower()}"\n{DEVICE_NAME.format(name=name)}'
-            "[ws]\nkeepalive = 2\n"
+            "[ws]\nkeepalive = 2\n" + extra
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -227,4 +227,28 @@ def test_sigkilled_agent_resumes_realerts_without_repeating_acknowledged_ones(
     finally:
         a.stop()
         c.stop()
+        relay.stop()
+
+
+def test_priority_5_on_an_ack_urgent_topic_insists_without_x_ack(tmp_path: Path) -> None:
+    relay = Relay(tmp_path / "relay").start()
+    rule = '[[rules]]\ntopic = "oncall*"\nack_urgent = true\n'
+    d = Device(tmp_path, "A", relay.url, ["oncall", "chat"], None, extra=rule)
+    try:
+        d.start()
+        retry = {"X-Ack-Retry": f"{RETRY}s"}  # the interval is the publisher's (default 60 s)
+        urgent = relay.publish("oncall", "pager", **{"X-Priority": "5", **retry})["id"]
+        high = relay.publish("oncall", "not urgent", **{"X-Priority": "4", **retry})["id"]
+        elsewhere = relay.publish("chat", "urgent chat", **{"X-Priority": "5", **retry})["id"]
+        wait_for(lambda: len(d.printed(urgent)) >= 3, timeout=30, what="urgent re-alerted")
+        assert [m.get("realert") for m in d.printed(urgent)][:3] == [None, 1, 2]
+        assert len(d.printed(high)) == len(d.printed(elsewhere)) == 1  # shown once, no more
+        done = pushagent("ack", urgent, home=d.home)
+        assert done.returncode == 0, done
+        wait_for(lambda: d.state(urgent) == "acknowledged", timeout=10, what="acknowledged")
+        seen = len(d.printed(urgent))
+        time.sleep(4 * RETRY + 1)  # four intervals in which nothing may appear
+        assert len(d.printed(urgent)) <= seen + 1  # one already past its check at most
+    finally:
+        d.stop()
         relay.stop()
