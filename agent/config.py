@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,10 @@ class AgentConfig:
     topics: tuple[str, ...] = ()
     notifier: str = "desktop"
     client_id: str | None = None
+    device_name: str = field(default_factory=lambda: socket.gethostname()[:128] or "pushagent")
+    """This device's human name, sent with its receipts and states beside the client id."""
+    state_topic_prefix: str = "edgepush/state"
+    """MQTT: synced states go to (and come from) ``<state_topic_prefix>/<topic>``."""
     max_message_size: int = DEFAULT_MAX_SIZE
     log_level: str = "info"
     quiet_hours: str | None = None
@@ -291,6 +296,14 @@ class AgentConfig:
         if not 64 <= self.max_message_size <= 64 * 1024 * 1024:
             raise ValueError(
                 f"'max_message_size' must be 64 bytes to 64 MiB, not {self.max_message_size}"
+            )
+        if not 0 < len(self.device_name) <= 128 or not self.device_name.isprintable():
+            raise ValueError(f"'device_name' must be 1-128 printable characters, "
+                             f"not {self.device_name!r}")  # fmt: skip
+        prefix = self.state_topic_prefix
+        if not prefix or any(c in prefix for c in "+#\0") or prefix.endswith("/"):
+            raise ValueError(
+                f"'state_topic_prefix' must be a topic without wildcards, not {prefix!r}"
             )
         if self.quiet_hours is not None and not _HHMM.match(self.quiet_hours):
             raise ValueError(

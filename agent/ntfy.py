@@ -23,6 +23,11 @@ one per WebSocket text frame (or per line on ``/json``), each with an ``event`` 
     cursor moves past them and a replay stores (and acts on) each once. The service routes
     them to the notifier as close/update instead of a new notification.
 
+``message_state`` (an edgepush relay)
+    a synced state (agent.states): one of the user's other devices clicked, dismissed, read
+    or acknowledged a message. It becomes an Event of kind ``state``; one that does not parse
+    is ignored (it is not a message: nothing is lost, and the stream carries on).
+
 Other event names (a future server's) are ignored.
 
 What is wrong is split in two, because the caller does different things next:
@@ -56,6 +61,7 @@ from agent.envelope import (
     parse_json,
 )
 from agent.errors import ConfigError, ConnectionLost, MessageError
+from agent.states import STATE_EVENT, StateEvent, parse_event
 
 DEFAULT_KEEPALIVE = 45.0
 """ntfy's default keepalive interval in seconds."""
@@ -67,7 +73,7 @@ AUTO = "auto"
 MESSAGE_EVENTS = frozenset({"message", "message_clear", "message_delete"})
 """Events stored as Messages (``extra["event"]`` keeps the two that are not ``message``)."""
 
-EventKind = Literal["open", "keepalive", "message", "poll_request", "rejected", "other"]
+EventKind = Literal["open", "keepalive", "message", "poll_request", "rejected", "state", "other"]
 
 
 class Event(NamedTuple):
@@ -80,6 +86,8 @@ class Event(NamedTuple):
     """For ``rejected``: what was wrong with the message."""
     id: str | None = None
     """For ``rejected``: the message's id when it had a usable one."""
+    state: StateEvent | None = None
+    """For ``state``: the synced state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +214,11 @@ def parse_frame(frame: str | bytes, *, max_size: int) -> Event:
         raise ConnectionLost(f"server sent an object without an 'event' field: {_shown(frame)}")
     if event in ("open", "keepalive", "poll_request"):
         return Event(event)  # type: ignore[arg-type]
+    if event == STATE_EVENT:
+        try:
+            return Event("state", state=parse_event(obj))
+        except MessageError:
+            return Event("other")
     if event not in MESSAGE_EVENTS:
         return Event("other")
     fields = obj  # freshly decoded and ours alone: drop the event name in place, no copy

@@ -46,6 +46,7 @@ from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
 from agent.private import write_private
 from agent.realert import ReAlerter
+from agent.statesync import ScreenSync, state_prefix
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
 
@@ -83,9 +84,8 @@ def _mqtt(url: str, cfg: AgentConfig, client_id: str) -> Transport:
     from agent.transports.mqtt import MqttTransport, parse_url
 
     user, password = secrets.credentials(cfg, url, parse_url(url).username)
-    return MqttTransport(
-        url, cfg, topics=cfg.topics, client_id=client_id, username=user, password=password
-    )
+    return MqttTransport(url, cfg, topics=cfg.topics, client_id=client_id, username=user,
+                         password=password, state_prefix=cfg.state_topic_prefix)  # fmt: skip
 
 
 def _ws(url: str, cfg: AgentConfig, client_id: str) -> Transport:
@@ -179,6 +179,8 @@ class AgentService:
         self.downloads: Downloader | None = None
         self.realert: ReAlerter | None = None
         self._urgent_ack = any(r.ack_urgent for r in cfg.rules)
+        self.screen = ScreenSync(self._write_lock)
+        self._state_prefix = state_prefix(cfg)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -210,6 +212,7 @@ class AgentService:
         backend = getattr(self._notifier, "backend", self._notifier)
         self.realert = ReAlerter(self.store, backend.show, quiet_hours=self.cfg.quiet_hours)
         self._spawn(self.realert.run())
+        self._spawn(self.screen.run(self._notifier))
         if self._receipts is not None:
             self._spawn(self._drain_outbox())
         for transport in self.transports:
@@ -247,17 +250,19 @@ class AgentService:
     async def _sink(self, batch: Batch) -> None:
         """Commit one batch (messages, cursor, delivered receipts, rejected payloads) in one
         transaction; a batch of only rejected payloads is committed too, before its ack."""
-        if not batch.messages and not batch.rejected:
+        if not batch.messages and not batch.rejected and not batch.states:
             return
         async with self._write_lock:
             try:
-                fresh = await asyncio.to_thread(self._commit, batch)
+                fresh, handled = await asyncio.to_thread(self._commit, batch)
             except StoreError as exc:  # StoreBusy too: the transport retries, status says why
                 self._store_health(str(exc))
                 raise
             self._store_health(None)
             if fresh:  # queued under the lock: the queue's order is the commit order
                 self._queued.append(fresh)
+            if handled:  # before the hand-off can see them: it skips these
+                self.screen.note(handled)
         if encrypted_fresh := [s for s in fresh if s.state != "received"]:
             self._e2e.note(encrypted_fresh)
         if batch.messages:
@@ -285,21 +290,23 @@ class AgentService:
             context=lambda: tls_context(cfg.tls),
         )
 
-    def _commit(self, batch: Batch) -> list[Stored]:
-        """Decrypt what arrived encrypted (agent.e2e), then store; in a worker thread."""
-        messages, encrypted = self._e2e.open_batch(batch.messages)
-        if self._urgent_ack:  # [[rules]] ack_urgent: priority 5 there must be acknowledged
-            messages = [ackcore.stamp(m, self.cfg.rules) for m in messages]
-        return self.store.insert_batch(
-            messages,
-            source=batch.source,
-            cursor=batch.cursor,
-            receipt_destination=self._receipts,
-            redelivery=batch.redelivery,
-            rejected=batch.rejected,
-            cursor_id=batch.last_id,
-            encrypted=encrypted,
-        )
+    def _commit(self, batch: Batch) -> tuple[list[Stored], list[Stored]]:
+        """Decrypt (agent.e2e), store, then apply the synced states (agent.statesync), in a
+        worker thread: the new messages, and those another device handled."""
+        fresh: list[Stored] = []
+        if batch.messages or batch.rejected:
+            messages, encrypted = self._e2e.open_batch(batch.messages)
+            if self._urgent_ack:  # [[rules]] ack_urgent: priority 5 there must be acknowledged
+                messages = [ackcore.stamp(m, self.cfg.rules) for m in messages]
+            fresh = self.store.insert_batch(
+                messages, source=batch.source, cursor=batch.cursor,
+                receipt_destination=self._receipts, device=self.client_id,
+                device_name=self.cfg.device_name, redelivery=batch.redelivery,
+                rejected=batch.rejected, cursor_id=batch.last_id, encrypted=encrypted,
+            )  # fmt: skip
+        if not batch.states:
+            return fresh, []
+        return fresh, self.store.apply_remote_states(batch.states, own_device=self.client_id)
 
     async def _hand_off(self) -> None:
         """Hand stored messages to the notifier, oldest first, each once.
@@ -330,9 +337,9 @@ class AgentService:
                 part = items[start : start + step]
                 # Superseded or closed members of a notification sequence are not shown (a
                 # restart's backlog of message, update, clear shows nothing); still marked.
-                live = part
-                if any(s.message.extra and "sequence_id" in s.message.extra for s in part):
-                    live = await asyncio.to_thread(self.store.current, part)
+                live = [s for s in part if not self.screen.handled(s)]  # read elsewhere
+                if any(s.message.extra and "sequence_id" in s.message.extra for s in live):
+                    live = await asyncio.to_thread(self.store.current, live)
                 if live:
                     await notifier.show(live)
                 # No await between show() and the mark, and the mark takes no lock
@@ -371,8 +378,10 @@ class AgentService:
         events, self._events = self._events, []
         try:
             await asyncio.to_thread(
-                self.store.record_states, events, receipt_destination=self._receipts
-            )
+                self.store.record_states, events, receipt_destination=self._receipts,
+                device=self.client_id, device_name=self.cfg.device_name,
+                state_prefix=self._state_prefix,
+            )  # fmt: skip
         except EdgepushError as exc:
             log.warning("could not record %d events (%s ...): %s", len(events), events[0], exc)
             return

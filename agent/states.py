@@ -27,6 +27,7 @@ sequence) and ``undecryptable`` (kept until a key decrypts it; agent.store.seale
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -120,6 +121,20 @@ def parse_event(obj: Any, *, topic: str = "") -> StateEvent:
     if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
         raise MessageError("time must be a unix time", field="time")
     return StateEvent(mid, str(state), device, max(0.0, float(at)), where, name)
+
+
+def from_payload(topic: str, payload: bytes) -> StateEvent:
+    """A synced state from an MQTT state topic (``<state_topic_prefix>/<topic>``): ``topic``
+    is the MQTT topic's, never what the payload claims. MessageError for anything else."""
+    obj: Any = None
+    if len(payload) <= 4096:
+        try:
+            obj = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            obj = None
+    if isinstance(obj, dict):
+        obj["topic"] = topic
+    return parse_event(obj, topic=topic)
 
 
 def _text(value: Any, field: str) -> str:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 An ``acknowledged`` receipt (``POST /v1/receipts``; agent.realert has the agent's side) for
-a stored message is recorded in the store's ``acks`` table by ``note_receipts``; only the
+a stored message is recorded in the store's ``acks`` table by ``note_acks``; only the
 first one per message is kept, in the relay's order of recording (two devices acknowledging
 in the same second: the one whose POST committed first is "who"; the devices' clocks, which
 may be skewed, decide nothing). Recording it wakes every request waiting on that id.
@@ -28,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -74,28 +74,26 @@ class AckWaiters:
 WAITERS = web.AppKey("ack_waiters", AckWaiters)
 
 
-async def note_receipts(
-    request: web.Request, owner: str, items: Iterable[Any], readable: Mapping[str, bool],
-    at: Callable[[Any], float],
-) -> None:  # fmt: skip
-    """Record the first acknowledgement of each message among the ``POST /v1/receipts``
-    items (already checked by the caller, which found which ids ``owner`` may read; ``at``
-    gives an item's time as the relay keeps it)."""
+class Ack(NamedTuple):
+    """One acknowledgement as ``POST /v1/receipts`` checked it."""
+
+    id: str
+    device: str
+    device_name: str
+    time: float
+
+
+async def note_acks(request: web.Request, owner: str, items: Iterable[Ack]) -> None:
+    """Record the first acknowledgement of each message (the caller checked that ``owner``
+    may read them) and release the requests waiting for it."""
     state: RelayState = request.app["state"]
-    for item in items:
-        mid = item["id"]
-        if item.get("state") != "acknowledged" or not readable.get(mid):
-            continue
-        name = item.get("device_name", "")
-        if not isinstance(name, str) or len(name) > 128 or not name.isprintable():
-            name = ""  # a bad name does not lose the acknowledgement
-        device = str(item.get("device", ""))
+    for ack in items:
         first = await state.to_thread(
-            state.store.ack_record, mid, owner=owner, device=device, device_name=name,
-            at=at(item.get("time")),
+            state.store.ack_record, ack.id, owner=owner, device=ack.device,
+            device_name=ack.device_name, at=ack.time,
         )  # fmt: skip
         if first:
-            request.app[WAITERS].notify(mid)
+            request.app[WAITERS].notify(ack.id)
 
 
 async def ack_get(request: web.Request) -> web.Response:

@@ -40,11 +40,12 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
+from agent.states import StateEvent
 from agent.store import Redelivery, Store, Stored
 from agent.store.scheduled import RELEASE_MAX
 from edge_relay.core import ACTION_EVENTS, Filters, check_storable, event_of
@@ -83,6 +84,22 @@ class Live:
         self.frame = text_frame(self.text.encode())
 
 
+class LiveState:
+    """A synced state on its way to one owner's live subscribers (``message_state``), encoded
+    once: it is not a stored message, so it has no seq and never moves the replay seam."""
+
+    __slots__ = ("frame", "id", "text", "topic")
+
+    def __init__(self, event: StateEvent) -> None:
+        self.id = event.id
+        self.topic = event.topic
+        self.text = dumps(event.wire())
+        self.frame = text_frame(self.text.encode())
+
+
+Framed = Live | LiveState
+
+
 def text_frame(data: bytes) -> bytes:
     """``data`` as one unmasked, uncompressed WebSocket text frame (RFC 6455 section 5.2;
     RSV1 clear: RFC 7692 lets a permessage-deflate connection carry uncompressed messages)."""
@@ -101,8 +118,8 @@ class Subscriber:
 
     # One per open stream, so its size is paid per idle connection: slots and a LiveQueue
     # instead of a __dict__ and an asyncio.Queue: 4,264 -> 529 bytes each (tracemalloc).
-    __slots__ = ("_filtered", "dead", "direct", "filters", "last_seq", "on_overflow", "queue",
-                 "topics")  # fmt: skip
+    __slots__ = ("_filtered", "dead", "direct", "filters", "last_seq", "on_overflow", "owner",
+                 "queue", "topics")  # fmt: skip
 
     def __init__(
         self,
@@ -111,14 +128,17 @@ class Subscriber:
         *,
         queue_size: int,
         on_overflow: Callable[[], None],
+        owner: str | None = None,
     ) -> None:
         self.topics = frozenset(topics)
         self.filters = filters
-        self.queue: LiveQueue[Live] = LiveQueue(queue_size)
+        self.owner = owner
+        """The token name the stream was opened with: its owner's synced states reach it."""
+        self.queue: LiveQueue[Framed] = LiveQueue(queue_size)
         self.on_overflow = on_overflow
         self.dead = False
         self.last_seq = 0
-        self.direct: Callable[[list[Live]], bool] | None = None
+        self.direct: Callable[[Sequence[Framed]], bool] | None = None
         """Set by a caught-up subscriber whose sink can take messages without waiting (a
         WebSocket): fan-out then writes them to it directly, all of one commit group in one
         write, with no task wake-up; it returns False when the connection's buffer is over its
@@ -152,6 +172,22 @@ class Subscriber:
                 break
         return 0
 
+    def offer_states(self, items: list[LiveState]) -> None:
+        """Queue synced states (never waits), behind any message already queued; no filter
+        and no seq: a state is for whatever message of these topics it names."""
+        if self.dead:
+            return
+        if self.direct is not None and self.queue.empty():
+            if not self.direct(items):
+                self._overflow()
+            return
+        for item in items:
+            try:
+                self.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self._overflow()
+                break
+
     def _overflow(self) -> None:
         self.dead = True
         log.warning("subscriber to %s too slow: disconnected", ",".join(sorted(self.topics)))
@@ -166,8 +202,9 @@ class Subscriber:
         self.last_seq = item.seq
         return True
 
-    async def next(self, timeout: float) -> Live | None:
-        """The next live message not yet sent, or None after ``timeout`` s (keepalive time)."""
+    async def next(self, timeout: float) -> Framed | None:
+        """The next live message not yet sent (or state), or None after ``timeout`` s
+        (keepalive time)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -184,7 +221,7 @@ class Subscriber:
                         item = await self.queue.get()
                 except TimeoutError:
                     return None
-            if self.fresh(item.stored):
+            if isinstance(item, LiveState) or self.fresh(item.stored):
                 return item
 
 
@@ -382,6 +419,21 @@ class Hub:
         for callback in self.on_stored:
             callback(stored, source)
         return None
+
+    def send_states(self, owner: str, events: Iterable[StateEvent]) -> int:
+        """Offer synced states to ``owner``'s live subscribers of each state's topic (all of
+        one subscriber's in one write when it is caught up). Returns how many subscribers."""
+        batches: dict[Subscriber, list[LiveState]] = {}
+        for ev in events:
+            live: LiveState | None = None
+            for sub in self._subs.get(ev.topic, ()):
+                if sub.owner != owner:
+                    continue
+                live = live or LiveState(ev)  # encoded once, however many subscribers
+                batches.setdefault(sub, []).append(live)
+        for sub, batch in batches.items():
+            sub.offer_states(batch)
+        return len(batches)
 
     def _fan_out(self, stored: list[Stored]) -> None:
         # Per subscriber, the group's messages for it in seq order, so a caught-up WebSocket

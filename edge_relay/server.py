@@ -10,10 +10,8 @@ which holds ntfy's rules.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -22,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
-from agent.envelope import Message, check_id, check_unicode, dumps, encode, from_fields
+from agent.envelope import Message, dumps, encode, from_fields
 from agent.errors import AuthError, InvalidState, MessageError, StoreBusy, StoreError
 from agent.ntfyproto import NtfyError, fields, templates
 from agent.ntfyproto.delay import parse_delay
@@ -36,8 +34,7 @@ from agent.ntfyproto.publish import (
     parse_json_publish,
     parse_publish,
 )
-from agent.store import STATES
-from edge_relay import acks, files, ntfy_api
+from edge_relay import acks, files, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
@@ -271,115 +268,6 @@ async def publish_json(request: web.Request) -> web.Response:
     return await _accept(state, topic, parsed)
 
 
-async def receipts_post(request: web.Request) -> web.Response:
-    """``POST /v1/receipts``: ``[{id, state, device, time}, ...]``, recorded under the caller.
-
-    The owner is the caller's token name, never something the body says; a receipt for a
-    message the caller may not read is ignored exactly as one for an unknown id (so the answer
-    does not tell them apart), and ``time`` is kept only within the retention window (see
-    ``_receipt_time``).
-    """
-    state: RelayState = request.app["state"]
-    ident = state.identify(request)
-    if not ident.grant.read:  # may read nothing at all: say so (naming no message or topic)
-        if ident.name == "anonymous":
-            raise AuthError("posting receipts needs a token")
-        raise Forbidden(f"token {ident.name!r} may not read any topic")
-    body = await _read_body(request, 256 * 1024)
-    try:
-        text = body.decode("utf-8")
-        items = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MessageError("body is not JSON", field="body") from None
-    check_unicode(text, items, "body")
-    if not isinstance(items, list) or len(items) > 1000:
-        raise MessageError("body must be a list of at most 1000 receipts", field="body")
-    now = time.time()
-    parsed = [_receipt(item, i) for i, item in enumerate(items)]
-    readable: dict[str, bool] = {}
-    by_device: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
-    for mid, st, dev, at in parsed:
-        if mid not in readable:
-            stored = await state.to_thread(state.store.get, mid)
-            readable[mid] = stored is not None and ident.grant.allows("read", stored.message.topic)
-        if readable[mid]:
-            window = state.cfg.limits.retention_age
-            by_device[dev].append((mid, st, _receipt_time(at, now, window)))
-    accepted = 0
-    for dev, events in by_device.items():
-        accepted += await state.to_thread(
-            state.store.record_states, events, device=dev, owner=ident.name,
-            max_devices=_DEVICES_PER_OWNER,
-        )  # fmt: skip
-    window = state.cfg.limits.retention_age
-    await acks.note_receipts(request, ident.name, items, readable,
-                             lambda t: _receipt_time(t, now, window))  # fmt: skip
-    return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
-
-
-def _receipt(item: Any, i: int) -> tuple[str, str, str, float | None]:
-    if not isinstance(item, dict):
-        raise MessageError(f"receipt {i} is not an object", field="receipts")
-    mid = check_id(item.get("id"))
-    st = item.get("state")
-    if st not in STATES:
-        raise MessageError(f"receipt {i}: state must be one of {', '.join(STATES)}", "state")
-    dev = item.get("device", "")
-    at = item.get("time")
-    if not isinstance(dev, str) or len(dev) > 128 or not _printable(dev):
-        raise MessageError(f"receipt {i}: device must be a short string", field="device")
-    if at is not None and (
-        isinstance(at, bool) or not isinstance(at, int | float) or not 0 <= at < 2**40
-    ):
-        raise MessageError(f"receipt {i}: time must be a unix time", field="time")
-    return mid, st, dev, None if at is None else float(at)
-
-
-_CLOCK_SKEW = 60.0  # seconds a client's clock may run ahead of the relay's
-# Devices one caller may report per message: a person's phone, laptop, tray... and no more,
-# so one token cannot swell /v1/stats or the receipts table with invented device names.
-_DEVICES_PER_OWNER = 16
-
-
-def _receipt_time(at: float | None, now: float, window: float) -> float:
-    """The client's time if it is plausible, else the relay's: a receipt happened after the
-    message was stored (at most ``window`` = the retention age ago) and not in the future.
-
-    A client's time is kept within that window because an agent that was offline posts its
-    receipts late and their time is when the user saw the message; a far-off time (a clock
-    at 1970, or one chosen to reorder someone's list) is replaced, not refused, so a device
-    with a bad clock still reports.
-    """
-    if at is None or not now - window <= at <= now + _CLOCK_SKEW:
-        return now
-    return at
-
-
-def _printable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return text.isprintable()
-
-
-async def receipts_get(request: web.Request) -> web.Response:
-    """``GET /v1/messages/<id>/receipts``: every owner's receipts, for a caller who may read
-    the message. An unknown id and one the caller may not read get the same 404, naming no
-    topic (a 401/403 would say the id exists, and where)."""
-    state: RelayState = request.app["state"]
-    mid = check_id(request.match_info["id"])
-    ident = state.identify(request)
-    stored = await state.to_thread(state.store.get, mid)
-    if stored is None or not ident.grant.allows("read", stored.message.topic):
-        return error(404, f"no message with id {mid!r} that this caller may read")
-    rows = await state.to_thread(state.store.receipts_by_owner, mid)
-    return web.json_response(
-        {"id": mid, "topic": stored.message.topic, "state": stored.state,
-         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows]}
-    )  # fmt: skip
-
-
 async def health(request: web.Request) -> web.Response:
     """``GET /v1/health``: up, counts, and the upstream bridge's state."""
     state: RelayState = request.app["state"]
@@ -415,8 +303,8 @@ def make_app(state: RelayState) -> web.Application:
     app.on_response_prepare.append(ntfy_api.cors)
     r = app.router
     r.add_get("/v1/health", health)
-    r.add_post("/v1/receipts", receipts_post)
-    r.add_get("/v1/messages/{id}/receipts", receipts_get)
+    r.add_post("/v1/receipts", receipts.receipts_post)
+    r.add_get("/v1/messages/{id}/receipts", receipts.receipts_get)
     r.add_get("/v1/messages/{id}/ack", acks.ack_get)
     r.add_get("/metrics", metrics)
     r.add_get(r"/file/{name}", files.serve_file)  # and HEAD (aiohttp adds it)

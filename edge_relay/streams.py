@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -21,11 +21,12 @@ from agent.envelope import dumps, new_id
 from agent.ntfyproto import fields
 from agent.ntfyproto.fields import Param, Request
 from agent.ntfyproto.since import parse_since
+from agent.states import STATE_EVENT
 from agent.store import Stored
 from agent.timeparse import Since
 from edge_relay.auth import Identity
 from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
-from edge_relay.hub import Live, Subscriber, text_frame, wire
+from edge_relay.hub import Framed, LiveState, Subscriber, text_frame, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
 
@@ -116,6 +117,11 @@ class Sink:
         """A message; ``data`` is its event (``hub.wire``) as JSON text."""
         await self.send_text(event_of(item.message), item.message.id, data)
 
+    async def send_state(self, item: LiveState) -> None:
+        """A synced state (``message_state``): ntfy's clients skip an event they do not
+        know (SSE: a named event nobody listens to; JSON/WebSocket: an unknown ``event``)."""
+        await self.send_text(STATE_EVENT, item.id, item.text)
+
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         """An event already encoded as JSON text."""
         if self.fmt == "json":
@@ -140,7 +146,7 @@ class Sink:
         if self.body is not None:
             self.body.cancel()
 
-    def direct(self) -> Callable[[list[Live]], bool] | None:
+    def direct(self) -> Callable[[Sequence[Framed]], bool] | None:
         """A synchronous writer for live messages, if this sink has one."""
         return None
 
@@ -161,6 +167,9 @@ class RawSink(Sink):
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
         await self.write(b"\n")
+
+    async def send_state(self, item: LiveState) -> None:
+        return None  # a raw stream is message text only: a state is not a line of it
 
 
 class WsSink(Sink):
@@ -194,14 +203,14 @@ class WsSink(Sink):
         transport.write(text_frame(data.encode()))
         return True
 
-    def direct(self) -> Callable[[list[Live]], bool] | None:
+    def direct(self) -> Callable[[Sequence[Framed]], bool] | None:
         transport = self.request.transport
         if transport is None or self.compressed:
             # Live.frame is uncompressed: on a deflate connection every message goes through
             # send_text (compressed by aiohttp), never as the pre-built frame.
             return None
 
-        def push(items: list[Live]) -> bool:
+        def push(items: Sequence[Framed]) -> bool:
             if transport.is_closing():
                 return True  # the reader side ends this subscription
             if transport.get_write_buffer_size() > _DIRECT_BUFFER:
@@ -340,7 +349,8 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         state.metrics.dropped.inc()
         sink.abort()
 
-    sub = Subscriber(topics, filters, queue_size=state.cfg.limits.send_queue, on_overflow=overflow)
+    sub = Subscriber(topics, filters, queue_size=state.cfg.limits.send_queue,
+                     on_overflow=overflow, owner=ident.name)  # fmt: skip
     state.hub.subscribe(sub)  # live first, then replay: see the hub's theory of operation
     opened = _watch(state, ident, sub, sink)
     state.subs_per_client[client] += 1
@@ -403,6 +413,8 @@ async def _stream(
         await _replay(state, sink, sub, since)
         if scheduled and since.kind != "latest":
             await _replay_scheduled(state, sink, sub)
+        if not poll:  # a poll is a fetch of messages: ntfy's clients list what it returns
+            await _replay_states(state, sink, sub, since)
     if poll:
         return
     keepalive = state.cfg.keepalive
@@ -415,6 +427,8 @@ async def _stream(
             break
         if item is None:
             await sink.send(event("keepalive", topics))
+        elif isinstance(item, LiveState):
+            await sink.send_state(item)
         else:
             await sink.send_message(item.stored, item.text)
             state.metrics.delivered.inc()
@@ -437,6 +451,23 @@ async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) 
         if len(rows) < _PAGE or since.kind == "latest":
             return
         after = rows[-1].seq
+
+
+async def _replay_states(state: RelayState, sink: Sink, sub: Subscriber, since: Since) -> None:
+    """After the messages: the owner's synced states that changed since the subscriber's
+    position (by the relay's clock: when the ``since=`` message was stored, or the ``since=``
+    time), so a device that was away hears what its other devices did meanwhile. States
+    arriving live meanwhile are queued behind; a state sent twice is a no-op at the agent."""
+    if sub.owner is None or since.kind in ("latest", "none"):
+        return
+    after = 0.0
+    if since.kind == "time" and since.time is not None:
+        after = float(since.time)
+    elif since.kind == "id" and since.id is not None:
+        after = await state.to_thread(state.store.received_at, since.id) or 0.0
+    events = await state.to_thread(state.store.states_since, sub.owner, sub.topics, after)
+    for ev in events:
+        await sink.send_state(LiveState(ev))
 
 
 async def _replay_scheduled(state: RelayState, sink: Sink, sub: Subscriber) -> None:

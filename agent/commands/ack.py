@@ -7,7 +7,8 @@ import time
 
 from agent.commands import common, load_config, open_store
 from agent.errors import MessageError, UsageError
-from agent.service import receipt_destination
+from agent.service import client_id, receipt_destination
+from agent.statesync import state_prefix
 
 DESCRIPTION = """\
 Acknowledge message(s) by ID. A publisher that sends with 'X-Ack: required' (or a
@@ -45,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(cfg)
         try:
             now = time.time()
+            # like `pushagent read`: the receipt (and for MQTT the state topic's item) tells
+            # the user's other devices, which stop re-alerting (agent.statesync)
             count = store.record_states(
                 [(i, "acknowledged", now) for i in ids],
                 receipt_destination=receipt_destination(cfg, store),
-            )
+                device=client_id(cfg, store), device_name=cfg.device_name,
+                state_prefix=state_prefix(cfg),
+            )  # fmt: skip
         finally:
             store.close()
     if count < len(ids):

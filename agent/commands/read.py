@@ -9,7 +9,8 @@ from agent.commands import common, load_config, open_store
 from agent.config import AgentConfig
 from agent.envelope import check_id
 from agent.errors import MessageError, UsageError
-from agent.service import receipt_destination
+from agent.service import client_id, receipt_destination
+from agent.statesync import state_prefix
 from agent.store import Store
 
 UNREAD = ("received", "delivered", "displayed", "dismissed", "clicked")
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "read",
         help="mark messages read",
         description="Mark one message (by ID) or all messages read; the publisher gets a "
-        "'read' receipt the next time the agent is connected.",
+        "'read' receipt and the user's other devices close it, the next time the agent is "
+        "connected.",
     )
     common(p)
     p.add_argument("id", nargs="*", metavar="ID", help="message id(s)")
@@ -35,9 +37,12 @@ def mark_read(cfg: AgentConfig, store: Store, ids: list[str] | None) -> int:
     if not ids:
         return 0
     now = time.time()
+    # the receipt (and, for MQTT, the state topic's item) tells the user's other devices,
+    # which take it off their screens (agent.statesync); the running agent sends them
     return store.record_states(
-        [(i, "read", now) for i in ids], receipt_destination=receipt_destination(cfg, store)
-    )
+        [(i, "read", now) for i in ids], receipt_destination=receipt_destination(cfg, store),
+        device=client_id(cfg, store), device_name=cfg.device_name, state_prefix=state_prefix(cfg),
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,11 +73,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 def urgency_name(priority: int) -> str:
     """``low`` / ``normal`` / ``critical`` for an ntfy priority 1-5."""
-    if priority <= 2:
-        return "low"
-    if priority == 3:
-        return "normal"
-    return "critical"
+    return "low" if priority <= 2 else "normal" if priority == 3 else "critical"
 
 
 def clean(text: str, limit: int, *, markup: bool, oneline: bool = False) -> str:
@@ -357,6 +353,18 @@ class DesktopNotifier:
                 await self._dn.send_notification(notification)
             finally:
                 iface.call_notify = original
+
+    async def close(self, items: Sequence[Stored]) -> None:
+        """Close the notifications of ``items`` that are on screen (handled on another of
+        the user's devices): ``CloseNotification``, which dunst and the others report as
+        closed by the application (reason 3), so no ``dismissed`` comes back from it."""
+        for item in items:
+            key = (item.message.topic, sequence_key(item.message))
+            if self._showing.get(self._screen.get(key, "")) not in (None, item.message.id):
+                continue  # a later message of its sequence replaced it on screen: keep that
+            if key in self._screen or self._memory.get(*key) is not None:
+                await self._close(item)
+        self._memory.save()
 
     async def _close(self, item: Stored) -> bool:
         """A clear or delete: close the sequence's notification if this run or the last one

@@ -103,6 +103,12 @@ class RulesNotifier:
                 await self._task
         await self.backend.__aexit__(exc_type, exc, tb)
 
+    async def close(self, items: Sequence[Stored]) -> None:
+        """Take ``items`` off the screen (handled on another device), if the backend can."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            await close(items)
+
     async def show(self, items: Sequence[Stored]) -> None:
         """Apply the rules to ``items`` and show what passes (plus any due summaries)."""
         closing = [s for s in items if event_of(s.message) != "message"]

@@ -64,6 +64,15 @@ class _SyncState(_Base):
         return [StateEvent(str(i), str(s), str(d), float(t), str(tp), str(n))
                 for i, s, d, t, tp, n in rows]  # fmt: skip
 
+    def topics_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> topic of the stored messages among ``ids`` (one read for a whole POST)."""
+        out: dict[str, str] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT id, topic FROM messages WHERE id IN ({marks})", chunk)
+            out.update((str(i), str(t)) for i, t in rows)
+        return out
+
     def received_at(self, message_id: str) -> float | None:
         """When this store received a message (its clock), or None if unknown."""
         rows = self._read("SELECT received FROM messages WHERE id = ?", (message_id,))

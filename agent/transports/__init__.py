@@ -47,6 +47,7 @@ from agent.backoff import backoff
 from agent.config import TlsConfig
 from agent.envelope import Message
 from agent.errors import ConfigError, StoreBusy
+from agent.states import StateEvent
 from agent.store import OutboxItem, Redelivery, Rejected
 
 log = logging.getLogger("pushagent.transport")
@@ -68,6 +69,8 @@ class Batch:
     """The cursor position when it is not the last message's id (a rejected frame's id)."""
     redelivery: dict[str, Redelivery] = field(default_factory=dict)
     """Message id -> where that id-less message came from (see ``Store.insert_batch``)."""
+    states: list[StateEvent] = field(default_factory=list)
+    """Synced states from the user's other devices (agent.states), applied with the batch."""
 
 
 BatchSink = Callable[[Batch], Awaitable[None]]

@@ -66,9 +66,9 @@ from agent.errors import (
     ConnectionLost,
     InvalidState,
     MessageError,
-    ServerRefused,
     TransportError,
 )
+from agent.states import from_payload
 from agent.store import OutboxItem, Redelivery, Rejected
 from agent.tasks import supervise
 from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
@@ -82,9 +82,6 @@ log = logging.getLogger("pushagent.mqtt")
 __all__ = ["MqttTransport", "MqttUrl", "parse_url"]
 
 BACKOFF_CAP = 60.0
-# MQTT 5 CONNACK reason codes (and their 3.1.1 return codes 4 and 5) a person must fix.
-_AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
-_AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
 
 
 class MqttTransport:
@@ -106,11 +103,15 @@ class MqttTransport:
         persistent: bool = True,
         fatal_auth: bool = False,
         protocol_key: str = proto.AGENT_KEY,
+        state_prefix: str | None = None,
     ) -> None:
         self.parsed = parse_url(url)
         self.url = self.parsed.display
         self.cfg = cfg
-        self.topics = topics
+        self.state_prefix = state_prefix
+        """State sync: ``<state_prefix>/<topic>`` for each topic is subscribed too, and what
+        arrives there is a synced state (agent.states), never a message."""
+        self.topics = topics + tuple(f"{state_prefix}/{t}" for t in topics if state_prefix)
         self.client_id = client_id or f"pushagent-{uuid.uuid4().hex[:12]}"
         self._password = self.parsed.password or password
         self._username = self.parsed.username or username or cfg.auth.username
@@ -224,7 +225,7 @@ class MqttTransport:
             except TimeoutError:
                 raise proto.silent(protocol, timeout) from None
             proto.check_connack(code, protocol)
-            _check_connack(code)
+            proto.refused(code)
             self.trust.connected(protocol, present)
             self._answered = protocol
             if self.topics:
@@ -395,12 +396,16 @@ class MqttTransport:
     async def _deliver(self, conn: PahoConn, msgs: list[Received], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
         dups = 0
+        states = f"{self.state_prefix}/" if self.state_prefix else None
         for mid, qos, dup, topic, payload in msgs:
             if qos > 0:
                 self.trust.observe(mid, dup)
             try:
                 if topic is None:
                     raise MessageError("the topic is not valid UTF-8", field="topic")
+                if states is not None and topic.startswith(states):
+                    batch.states.append(from_payload(topic[len(states) :], payload))
+                    continue
                 m = decode(payload, topic=topic, max_size=self.cfg.max_message_size)
             except MessageError as exc:
                 item = Rejected.of(self.url, topic, str(exc), payload, time.time())
@@ -480,17 +485,3 @@ def _digest(topic: str, payload: bytes) -> bytes:
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
         fut.set_result(value)
-
-
-def _check_connack(code: ReasonCode | int) -> None:
-    if isinstance(code, ReasonCode):
-        if not code.is_failure:
-            return
-        if code.value in _AUTH_CODES:
-            raise ServerRefused(f"the broker refused the connection: {code}")
-        raise ConnectionLost(f"the broker refused the connection: {code}")
-    if code == 0:
-        return
-    if code in _AUTH_V3:
-        raise ServerRefused(f"the broker refused the connection: {_AUTH_V3[code]}")
-    raise ConnectionLost(f"the broker refused the connection (code {code})")

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.errors import AuthError, ConfigError, ConnectionLost
+from agent.errors import AuthError, ConfigError, ConnectionLost, ServerRefused
 
 log = logging.getLogger("pushagent.mqtt")
 
@@ -282,3 +282,24 @@ async def negotiate(
     if setting != "auto":
         raise mismatch(last, key) from None
     raise ConnectionLost(last.why) from None
+
+
+# MQTT 5 CONNACK reason codes (and their 3.1.1 return codes 4 and 5) a person must fix.
+_AUTH_CODES = {0x86, 0x87, 0x8C, 0x85, 0x8A}
+_AUTH_V3 = {4: "bad user name or password", 5: "not authorized"}
+
+
+def refused(code: Any) -> None:
+    """Raise for a CONNACK that refused: ServerRefused for what a person must fix (bad
+    credentials, not authorised), ConnectionLost for the rest."""
+    if not isinstance(code, int):  # MQTT 5: paho's ReasonCode
+        if not code.is_failure:
+            return
+        if code.value in _AUTH_CODES:
+            raise ServerRefused(f"the broker refused the connection: {code}")
+        raise ConnectionLost(f"the broker refused the connection: {code}")
+    if code == 0:
+        return
+    if code in _AUTH_V3:
+        raise ServerRefused(f"the broker refused the connection: {_AUTH_V3[code]}")
+    raise ConnectionLost(f"the broker refused the connection (code {code})")

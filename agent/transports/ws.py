@@ -32,22 +32,20 @@ time is a dead link (close, reconnect); a pong means a server whose keepalive in
 longer than ours, which must not be cut every minute. The library's periodic pings are off,
 so there is one definition of dead.
 
-Receipts go to ``POST <server>/v1/receipts`` as a JSON list. The agent's core must not depend
-on aiohttp (it is the relay's extra), and websockets has no HTTP client, so the POST is the
-stdlib's urllib in a worker thread: one request per batch of receipts, which is rare enough
-that a thread per request costs nothing measurable.
+Synced states (an edgepush relay's ``message_state`` events: the user's other devices
+clicked, dismissed or read a message) are queued by the reader like messages and go into the
+same batch (``Batch.states``), so a burst of them commits in a few transactions too; they
+never move the cursor (a resume with ``since=`` replays the states changed after it).
+
+Receipts go to ``POST <server>/v1/receipts`` (agent.transports.wspost).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import ssl
 import time
-import urllib.error
 from collections.abc import Callable
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -60,16 +58,15 @@ from agent.errors import (
     ConfigError,
     ConnectionLost,
     InvalidState,
-    MessageError,
-    RateLimited,
     TransportError,
 )
-from agent.httppublish import DEFAULT_RETRY_AFTER, exchange, retry_after
 from agent.ntfy import check_topics, dead_after, parse_frame, parse_server, subscription, ws_url
+from agent.states import StateEvent
 from agent.store import OutboxItem, Rejected, Store
 from agent.tasks import supervise
 from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, tls_context
 from agent.transports.refusal import must_stop, stopped, ws_refusal
+from agent.transports.wspost import Poster
 
 log = logging.getLogger("pushagent.ws")
 
@@ -77,14 +74,11 @@ BACKOFF_CAP = 60.0
 STABLE_AFTER = 10.0
 """A connection that lived this long resets the backoff; a server that accepts and then sends
 garbage at once keeps backing off instead of being hammered."""
-_RECEIPTS_PER_POST = 500
-MAX_RETRY_AFTER = 3600.0
-"""The longest a 429's ``Retry-After`` holds POSTs (a server asking for more is capped: the
-outbox keeps the items, and an hour later it asks again if it still means it)."""
 
 
-_Item = Message | tuple[Rejected, str | None] | TransportError
-"""Queued by the reader: a message, a refused frame with its id (if usable), or the end."""
+_Item = Message | tuple[Rejected, str | None] | StateEvent | TransportError
+"""Queued by the reader: a message, a refused frame with its id (if usable), a synced state,
+or the end."""
 
 
 def make_transport(url: str, cfg: AgentConfig, client_id: str) -> WsTransport:
@@ -137,13 +131,10 @@ class WsTransport:
         self._token = token
         self._token_source = token_source
         self._quiet_noted = False
-        self._insecure_noted = False  # the stream's connect warned; its POSTs need not
-        self._hold_until = 0.0  # loop time before which no POST is sent (a 429's Retry-After)
         self._last_frame = 0.0
         self._dead: ConnectionLost | None = None
-        self._pending: list[tuple[OutboxItem, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._rejects = RejectLog(log)
+        self._poster = Poster(self.server, cfg, self._auth_headers)
 
     def _set_state(self, state: ConnState) -> None:
         if state != self.state:
@@ -290,6 +281,8 @@ class WsTransport:
                     item = Rejected.of(self.source, None, event.reason or "", frame, time.time())
                     self._rejects.note(self.url, item)
                     await queue.put((item, event.id))
+                elif event.kind == "state" and event.state is not None:
+                    await queue.put(event.state)
                 elif event.kind == "poll_request":
                     # "Fetch now" (ntfy's iOS wake-up): this stream is live and in order, so
                     # whatever the poll would fetch has already come down it. Reconnecting
@@ -356,9 +349,11 @@ class WsTransport:
                 elif isinstance(item, tuple):
                     batch.rejected.append(item[0])
                     batch.last_id = item[1] or batch.last_id or _last_id(batch)
+                elif isinstance(item, StateEvent):
+                    batch.states.append(item)
                 else:
                     end = item
-            if batch.messages or batch.rejected:
+            if batch.messages or batch.rejected or batch.states:
                 await commit(batch, sink)
             if end is not None:
                 raise end
@@ -366,65 +361,21 @@ class WsTransport:
     # --- publishing -----------------------------------------------------------------------
 
     async def publish(self, item: OutboxItem) -> None:
-        """Send one outbox item; receipts published together go in one POST /v1/receipts."""
+        """Send one outbox item (agent.transports.wspost): receipts published together go in
+        one POST /v1/receipts; a ``state`` item is done at once (the relay syncs the user's
+        devices from the receipt itself)."""
         if self.state != "connected":
             raise ConnectionLost(f"{self.url}: not connected")
-        if item.kind != "receipt":
-            await self._post(self.server.http_base + "/", _publish_body(item))
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await fut
+        await self._poster.publish(item)
 
     async def publish_many(self, items: list[OutboxItem]) -> None:
         """Send several outbox items, receipts in one request (what the outbox drain uses)."""
         await asyncio.gather(*(self.publish(i) for i in items))
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let publishers in the same loop turn join this request
-        while self._pending:
-            group = self._pending[:_RECEIPTS_PER_POST]
-            del self._pending[:_RECEIPTS_PER_POST]
-            body = "[" + ",".join(i.payload for i, _ in group) + "]"
-            try:
-                await self._post(self.server.receipts_url, body.encode())
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting publisher
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_result(None)
-
-    async def _post(self, url: str, body: bytes) -> None:
-        """POST to the server; after a 429, no request at all until its ``Retry-After`` has
-        passed (each outbox retry before then fails at once, the items staying queued)."""
-        loop = asyncio.get_running_loop()
-        left = self._hold_until - loop.time()
-        if left > 0:
-            raise ConnectionLost(f"{self.server.url}: rate limited; next POST in {left:.0f} s")
-        headers = {"Content-Type": "application/json", **self._auth_headers()}
-        ctx = tls_context(self.cfg.tls) if self.server.tls else None
-        if not self._insecure_noted:  # a POST before any stream connect: warn once
-            self._warn_insecure()
-        timeout = self.cfg.ws.connect_timeout
-        try:
-            await asyncio.to_thread(_http_post, url, body, headers, ctx, timeout, self.server.url)
-        except RateLimited as exc:
-            wait = DEFAULT_RETRY_AFTER if exc.retry_after is None else exc.retry_after
-            self._hold_until = max(self._hold_until, loop.time() + min(wait, MAX_RETRY_AFTER))
-            log.info("%s; holding POSTs for %.0f s", exc, wait)
-            raise
-
     # --- helpers ------------------------------------------------------------------------------
 
     def _warn_insecure(self) -> None:
-        if self.server.tls and self.cfg.tls.insecure:
-            log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", self.url)
-            self._insecure_noted = True
+        self._poster.warn_insecure()
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -432,51 +383,6 @@ class WsTransport:
 
 def _last_id(batch: Batch) -> str | None:
     return batch.messages[-1].id if batch.messages else None
-
-
-def _publish_body(item: OutboxItem) -> bytes:
-    """An outbox message as ntfy's JSON publish body (``POST /``)."""
-    try:
-        obj: dict[str, Any] = json.loads(item.payload)
-    except ValueError:
-        obj = {"message": item.payload}
-    if not isinstance(obj, dict):
-        obj = {"message": item.payload}
-    obj.setdefault("topic", item.destination)
-    return json.dumps(obj, ensure_ascii=False).encode()
-
-
-def _http_post(
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    ctx: ssl.SSLContext | None,
-    timeout: float,
-    shown: str,
-) -> None:
-    """Blocking POST (worker thread); our errors out, never urllib's."""
-    try:
-        status, answer_headers, raw = exchange(url, "POST", body, headers, ctx, timeout)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise ConnectionLost(f"{shown}: POST failed: {exc}") from None
-    if status < 300:
-        return
-    if status in (401, 403):
-        raise AuthError(
-            f"{shown}: POST answered {status}; run: pushagent login {shown} --token-stdin"
-        )
-    if status in (404, 405, 501):
-        # A plain ntfy server has no /v1/receipts: the receipt can never be delivered,
-        # and keeping it would grow the outbox forever.
-        log.warning("%s: no receipts endpoint (HTTP %d); receipt dropped", shown, status)
-        return
-    if status == 429:
-        wait = retry_after(answer_headers.get("Retry-After"))
-        raise RateLimited(f"{shown}: POST answered HTTP 429", retry_after=wait)
-    if status >= 500:
-        raise ConnectionLost(f"{shown}: POST answered HTTP {status}")
-    detail = raw[:300].decode("utf-8", "replace").strip()
-    raise MessageError(f"{shown}: POST refused (HTTP {status}): {detail}")
 
 
 def _closed_reason(exc: ConnectionClosed, max_frame: int) -> str:
