@@ -10,6 +10,8 @@ event, so an idle agent costs no CPU.
 
 After a start it first waits to be connected (at most ``OFFLINE_WAIT``) and ``CATCH_UP``
 seconds more, so the states it missed while down are applied before anything re-alerts.
+Before each alert it may ask the relay (``probe``, agent.ackprobe) whether someone with
+another token acknowledged it.
 The schedule is in the store, so a SIGKILLed agent resumes it after a restart; a message
 acknowledged meanwhile (here, or on another device and synced here) has lost its row to the
 store's trigger and is never shown again. A kill between the alert and the row's move repeats
@@ -40,6 +42,7 @@ OFFLINE_WAIT = 30.0
 that cannot hear the acknowledgement must still insist."""
 
 Show = Callable[[Sequence[Stored]], Awaitable[None]]
+Probe = Callable[[str], Awaitable[bool]]
 
 
 class ReAlerter:
@@ -51,10 +54,12 @@ class ReAlerter:
         show: Show,
         *,
         quiet_hours: str | None = None,
+        probe: Probe | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._show = show
+        self._probe = probe
         self._clock = clock
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
@@ -99,6 +104,15 @@ class ReAlerter:
             now=now,
             held=await asyncio.to_thread(self._held, now),
         )
+        if (
+            verdict == ackcore.ALERT
+            and self._probe is not None
+            and await self._probe(row.message_id)
+        ):
+            # acknowledged elsewhere (agent.ackprobe): recorded here, which ends the schedule
+            events = [(row.message_id, "acknowledged", now)]
+            await asyncio.to_thread(self._store.record_states, events)
+            verdict = ackcore.STOP
         if verdict == ackcore.STOP or stored is None:
             await asyncio.to_thread(self._store.realert_done, row.message_id)
             log.debug("re-alerts of %s end (%s)", row.message_id, stored and stored.state)

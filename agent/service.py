@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent import ackcore, health
+from agent.ackprobe import AckProbe
 from agent.attachments import Downloader
 from agent.config import AgentConfig
 from agent.e2e.receive import Decryptor
@@ -210,7 +211,11 @@ class AgentService:
         self._spawn(self._rekeyed())
         # re-alerts go straight to the backend: the burst guard must not fold them
         backend = getattr(self._notifier, "backend", self._notifier)
-        self.realert = ReAlerter(self.store, backend.show, quiet_hours=self.cfg.quiet_hours)
+        probe = AckProbe(self.cfg, lambda: next(
+            (t.url for t in self.transports if t.state == "connected"), None))  # fmt: skip
+        self.realert = ReAlerter(
+            self.store, backend.show, quiet_hours=self.cfg.quiet_hours, probe=probe
+        )
         self._spawn(self.realert.run())
         self._spawn(self.screen.run(self._notifier))
         if self._receipts is not None:

@@ -44,10 +44,11 @@ class Device:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.env: dict[str, str] = {}
 
     def start(self) -> Device:
         self.starts += 1
-        env = {**child_env(self.home), **(self.desktop.env if self.desktop else {})}
+        env = {**child_env(self.home), **(self.desktop.env if self.desktop else {}), **self.env}
         with (
             (self.home / f"out-{self.starts}.jsonl").open("wb") as out,
             (self.home / f"agent-{self.starts}.log").open("wb") as err,
@@ -251,4 +252,39 @@ def test_priority_5_on_an_ack_urgent_topic_insists_without_x_ack(tmp_path: Path)
         assert len(d.printed(urgent)) <= seen + 1  # one already past its check at most
     finally:
         d.stop()
+        relay.stop()
+
+
+def test_another_tokens_acknowledgement_stops_realerts_too(tmp_path: Path) -> None:
+    """Two people on one on-call topic (two tokens): state sync tells only the acknowledging
+    token's devices, so the other's agent learns it from the relay before its next re-alert."""
+    from tests.test_relay_receipts import Tokens
+
+    tokens = Tokens(tmp_path / "auth.json")
+    tokens.add("alice", "--read", "oncall*", "--write", "oncall*")
+    tokens.add("bob", "--read", "oncall*")
+    relay = Relay(tmp_path / "relay", args=["--auth-file", str(tokens.af)]).start()
+    a = Device(tmp_path, "A", relay.url, ["oncall"], None)
+    b = Device(tmp_path, "B", relay.url, ["oncall"], None)
+    a.env = {"PUSHAGENT_TOKEN": tokens.by_name["alice"]}
+    b.env = {"PUSHAGENT_TOKEN": tokens.by_name["bob"]}
+    try:
+        a.start()
+        b.start()
+        mid = relay.publish("oncall", "disk full", **{"X-Ack": "required",
+                            "X-Ack-Retry": f"{RETRY}s"}, **tokens.h("alice"))["id"]  # fmt: skip
+        for d in (a, b):
+            wait_for(lambda d=d: len(d.printed(mid)) >= 3, timeout=30,  # type: ignore[misc]
+                     what=f"{d.name} re-alerted twice")  # fmt: skip
+        assert pushagent("ack", mid, home=b.home).returncode == 0
+        wait_for(lambda: a.state(mid) == "acknowledged", timeout=30,
+                 what=f"A learned bob's acknowledgement ({a.log()})")  # fmt: skip
+        seen = len(a.printed(mid))
+        time.sleep(4 * RETRY + 1)  # four intervals in which nothing may appear
+        assert len(a.printed(mid)) == seen
+        status, body = relay.request("GET", f"/v1/messages/{mid}/ack", None, tokens.h("alice"))
+        assert status == 200 and (body["owner"], body["device"]["name"]) == ("bob", "B-desk")
+    finally:
+        a.stop()
+        b.stop()
         relay.stop()
