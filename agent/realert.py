@@ -25,11 +25,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from agent import ackcore, dnd, rules
+from agent.ackprobe import AckProbe
+from agent.config import AgentConfig
 from agent.notify.gate import local_minute
 from agent.store import Store, Stored
 from agent.store.acks import Realert
+
+if TYPE_CHECKING:
+    from agent.notify import Notifier
+    from agent.transports import Transport
 
 log = logging.getLogger("pushagent.realert")
 
@@ -133,3 +140,13 @@ class ReAlerter:
         if dnd.paused_until(self._store, now) is not None:
             return True
         return self._quiet is not None and rules.in_quiet_hours(self._quiet, local_minute(now))
+
+
+def realerter(
+    cfg: AgentConfig, store: Store, notifier: Notifier, transports: Sequence[Transport]
+) -> ReAlerter:
+    """The service's re-alert task: straight to the backend (the rules layer's burst guard
+    must not fold an alert that insists), asking the connected relay before each alert."""
+    backend = getattr(notifier, "backend", notifier)
+    probe = AckProbe(cfg, lambda: next((t.url for t in transports if t.state == "connected"), None))
+    return ReAlerter(store, backend.show, quiet_hours=cfg.quiet_hours, probe=probe)

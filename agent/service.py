@@ -38,7 +38,6 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent import ackcore, health
-from agent.ackprobe import AckProbe
 from agent.attachments import Downloader
 from agent.config import AgentConfig
 from agent.e2e.receive import Decryptor
@@ -46,7 +45,7 @@ from agent.envelope import new_id
 from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
 from agent.private import write_private
-from agent.realert import ReAlerter
+from agent.realert import ReAlerter, realerter
 from agent.statesync import ScreenSync, state_prefix
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
@@ -209,13 +208,7 @@ class AgentService:
         self._spawn(self._prune())
         self._spawn(self._status())
         self._spawn(self._rekeyed())
-        # re-alerts go straight to the backend: the burst guard must not fold them
-        backend = getattr(self._notifier, "backend", self._notifier)
-        probe = AckProbe(self.cfg, lambda: next(
-            (t.url for t in self.transports if t.state == "connected"), None))  # fmt: skip
-        self.realert = ReAlerter(
-            self.store, backend.show, quiet_hours=self.cfg.quiet_hours, probe=probe
-        )
+        self.realert = realerter(self.cfg, self.store, self._notifier, self.transports)
         self._spawn(self.realert.run())
         self._spawn(self.screen.run(self._notifier))
         if self._receipts is not None:

@@ -288,3 +288,41 @@ def test_another_tokens_acknowledgement_stops_realerts_too(tmp_path: Path) -> No
         a.stop()
         b.stop()
         relay.stop()
+
+
+def test_a_device_offline_during_the_ack_stops_when_it_is_back(tmp_path: Path) -> None:
+    """C's link is down (a stalled proxy: no reconnect gets through) while B acknowledges. C
+    keeps insisting meanwhile (it cannot know), and stops once it is back: the state reaches
+    it with the since= replay (or the relay's answer before its next re-alert)."""
+    from tests.netproxy import NetProxy
+
+    relay = Relay(tmp_path / "relay").start()
+    with NetProxy("127.0.0.1", relay.port) as proxy:
+        b = Device(tmp_path, "B", relay.url, ["pager"], None)
+        c = Device(tmp_path, "C", f"http://127.0.0.1:{proxy.port}", ["pager"], None)
+        try:
+            b.start()
+            c.start()
+            heads = {"X-Ack": "required", "X-Ack-Retry": f"{RETRY}s", "X-Ack-Expire": "1h"}
+            mid = relay.publish("pager", "water leak", **heads)["id"]
+            wait_for(lambda: len(c.printed(mid)) >= 2, timeout=30, what="C re-alerted")
+            proxy.stall(new_links=True)
+            proxy.cut()
+            wait_for(lambda: not c.connected(), timeout=30, what="C noticed it is offline")
+            assert pushagent("ack", mid, home=b.home).returncode == 0
+            wait_for(lambda: relay.request("GET", f"/v1/messages/{mid}/ack")[1]["acknowledged"],
+                     timeout=30, what="B's acknowledgement at the relay")  # fmt: skip
+            offline = len(c.printed(mid))
+            wait_for(lambda: len(c.printed(mid)) >= offline + 2, timeout=30,
+                     what="C still insisting while offline")  # fmt: skip
+            proxy.resume()
+            wait_for(c.connected, timeout=60, what="C back online")
+            wait_for(lambda: c.state(mid) == "acknowledged", timeout=30,
+                     what=f"C learned the acknowledgement ({c.log()})")  # fmt: skip
+            seen = len(c.printed(mid))
+            time.sleep(4 * RETRY + 1)  # four intervals in which nothing may appear
+            assert len(c.printed(mid)) == seen
+        finally:
+            b.stop()
+            c.stop()
+            relay.stop()
