@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from agent import ackcore, dnd, rules
 from agent.ackprobe import AckProbe
 from agent.config import AgentConfig
+from agent.errors import EdgepushError
 from agent.notify.gate import local_minute
 from agent.store import Store, Stored
 from agent.store.acks import Realert
@@ -44,6 +45,8 @@ CATCH_UP = 2.0
 """Seconds after the first connection before the first re-alert: what happened while the
 agent was down (an acknowledgement replayed with ``since=``, or queued in its MQTT session)
 arrives first, so a restarted agent does not repeat an alert another device acknowledged."""
+RETRY_ON_ERROR = 5.0
+"""Seconds before the next look at the schedule after a store error."""
 OFFLINE_WAIT = 30.0
 """How long a (re)started agent waits for a connection before it re-alerts anyway: a device
 that cannot hear the acknowledgement must still insist."""
@@ -88,18 +91,26 @@ class ReAlerter:
                 await self._online.wait()
         await asyncio.sleep(CATCH_UP if self._online.is_set() else 0)
         while True:
-            row = await asyncio.to_thread(self._store.realert_next)
-            self._wake.clear()
-            if row is None:
-                await self._wake.wait()
-                continue
-            delay = row.due - self._clock()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):  # not wait_for (see service._status)
-                        await self._wake.wait()
-                continue  # read again: something may be due sooner, or this one acknowledged
-            await self._due(row)
+            try:
+                await self._step()
+            except EdgepushError as exc:  # a busy or full store: the next try, not a crash
+                log.warning("re-alerts: %s; trying again in %.0f s", exc, RETRY_ON_ERROR)
+                await asyncio.sleep(RETRY_ON_ERROR)
+
+    async def _step(self) -> None:
+        """Wait for the first due row (or a wake-up), then handle it if it is due."""
+        self._wake.clear()  # before the read: a wake-up during it is not lost
+        row = await asyncio.to_thread(self._store.realert_next)
+        if row is None:
+            await self._wake.wait()
+            return
+        delay = row.due - self._clock()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):  # not wait_for (see service._status)
+                    await self._wake.wait()
+            return  # read again: something may be due sooner, or this one acknowledged
+        await self._due(row)
 
     async def _due(self, row: Realert) -> None:
         stored = await asyncio.to_thread(self._store.get, row.message_id)

@@ -243,3 +243,32 @@ async def _until(cond: Any, timeout: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_a_store_error_is_retried_not_a_crash(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent import realert
+    from agent.errors import StoreBusy
+
+    monkeypatch.setattr(realert, "RETRY_ON_ERROR", 0.1)
+    screen = Screen()
+    m = ack_msg(retry=1)
+    store.insert_batch([m])
+    store.realert_moved(m.id, time.time(), 0)
+    real = store.realert_next
+    fails = [StoreBusy("database is locked")]
+
+    def flaky() -> Any:
+        if fails:
+            raise fails.pop()
+        return real()
+
+    monkeypatch.setattr(store, "realert_next", flaky)
+    task = asyncio.create_task(online(ReAlerter(store, screen.show)).run())
+    try:
+        await _until(lambda: len(screen.shown) >= 1)
+        assert "re-alerts: database is locked; trying again" in caplog.text
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
