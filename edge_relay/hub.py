@@ -28,6 +28,12 @@ Scheduled messages (ntfy's delayed delivery) are stored by ``schedule`` in the s
 the same lock as the writer's commit-then-fan-out, so no two commits' fan-outs interleave and
 a subscriber never sees a lower seq after a higher one (it would drop it as already sent).
 
+Synced read state (edge_relay.receipts): ``send_states`` offers ``message_state`` events to
+one owner's subscribers of each state's topic. A state is not a stored message: it has no seq,
+passes no filter and never moves the seam; it is queued (or written directly) behind what is
+already on its way, and a subscriber resuming with ``since=`` gets the states it missed from
+the store (edge_relay.streams).
+
 Fast path: once a WebSocket subscriber has caught up (replay done, queue empty) it sets
 ``Subscriber.direct``, and fan-out writes the pre-built frames of a commit group's messages to
 its socket itself, in seq order, in one write, with no task wake-up; more than 1 MiB waiting
