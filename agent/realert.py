@@ -65,11 +65,13 @@ class ReAlerter:
         *,
         quiet_hours: str | None = None,
         probe: Probe | None = None,
+        close: Callable[[Sequence[Stored]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._show = show
         self._probe = probe
+        self._close = close
         self._clock = clock
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
@@ -84,6 +86,15 @@ class ReAlerter:
     def online(self) -> None:
         """The agent is connected (the service calls it on each state change to connected)."""
         self._online.set()
+
+    async def acknowledged(self, ids: Sequence[str]) -> None:
+        """These were acknowledged here: close what is on screen of them (a re-alert shown
+        while the acknowledgement was being recorded must not stay behind)."""
+        if self._close is None:
+            return
+        items = [s for i in ids if (s := await asyncio.to_thread(self._store.get, i))]
+        if items:
+            self._close(items)
 
     async def run(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -131,20 +142,30 @@ class ReAlerter:
             events = [(row.message_id, "acknowledged", now)]
             await asyncio.to_thread(self._store.record_states, events)
             verdict = ackcore.STOP
+            if self._close is not None and stored is not None:  # off the screen too
+                self._close([Stored(stored.seq, stored.message, "acknowledged", stored.source)])
         if verdict == ackcore.STOP or stored is None:
             await asyncio.to_thread(self._store.realert_done, row.message_id)
             log.debug("re-alerts of %s end (%s)", row.message_id, stored and stored.state)
             return
         count = row.count
         if verdict == ackcore.ALERT:
+            if await self._acked(row.message_id):  # meanwhile (the probe can take seconds)
+                return
             count += 1
             msg = ackcore.realert_message(stored.message, count)
             await self._show([Stored(stored.seq, msg, stored.state, stored.source)])
             self.alerts += 1
             log.info("re-alert %d of %s (not acknowledged yet)", count, row.message_id)
+            if await self._acked(row.message_id) and self._close is not None:
+                self._close([stored])  # acknowledged while it was being shown: off again
         await asyncio.to_thread(
             self._store.realert_moved, row.message_id, ackcore.next_due(now, row.retry), count
         )
+
+    async def _acked(self, message_id: str) -> bool:
+        now = await asyncio.to_thread(self._store.get, message_id)
+        return now is None or now.state in ("acknowledged", "deleted")
 
     def _held(self, now: float) -> bool:
         """Paused, or in quiet hours (these hold re-alerts below priority 5 only)."""
@@ -154,10 +175,15 @@ class ReAlerter:
 
 
 def realerter(
-    cfg: AgentConfig, store: Store, notifier: Notifier, transports: Sequence[Transport]
+    cfg: AgentConfig,
+    store: Store,
+    notifier: Notifier,
+    transports: Sequence[Transport],
+    close: Callable[[Sequence[Stored]], None],
 ) -> ReAlerter:
     """The service's re-alert task: straight to the backend (the rules layer's burst guard
-    must not fold an alert that insists), asking the connected relay before each alert."""
+    must not fold an alert that insists), asking the connected relay before each alert;
+    ``close`` takes off the screen what the relay said someone acknowledged."""
     backend = getattr(notifier, "backend", notifier)
     probe = AckProbe(cfg, lambda: next((t.url for t in transports if t.state == "connected"), None))
-    return ReAlerter(store, backend.show, quiet_hours=cfg.quiet_hours, probe=probe)
+    return ReAlerter(store, backend.show, quiet_hours=cfg.quiet_hours, probe=probe, close=close)

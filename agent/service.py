@@ -51,6 +51,7 @@ from agent.store import Store, Stored
 from agent.transports import Batch, Transport
 
 log = logging.getLogger("pushagent.service")
+ACKED = "acknowledged"
 
 PRUNE_EVERY = 3600.0
 REKEY_EVERY = 2.0  # seconds between looks at the E2E key index (one stat)
@@ -208,7 +209,9 @@ class AgentService:
         self._spawn(self._prune())
         self._spawn(self._status())
         self._spawn(self._rekeyed())
-        self.realert = realerter(self.cfg, self.store, self._notifier, self.transports)
+        self.realert = realerter(
+            self.cfg, self.store, self._notifier, self.transports, self.screen.note
+        )
         self._spawn(self.realert.run())
         self._spawn(self.screen.run(self._notifier))
         if self._receipts is not None:
@@ -384,6 +387,8 @@ class AgentService:
             log.warning("could not record %d events (%s ...): %s", len(events), events[0], exc)
             return
         self._outbox_wake.set()
+        if self.realert is not None and (acked := [e[0] for e in events if e[1] == ACKED]):
+            await self.realert.acknowledged(acked)  # a re-alert shown meanwhile goes too
 
     async def _drain_outbox(self) -> None:
         transport = self.transports[0]

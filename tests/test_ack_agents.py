@@ -151,6 +151,10 @@ def _until_acked_none_realerts(devices: list[Device], title: str, mid: str) -> N
     for d in devices:
         wait_for(lambda d=d: d.state(mid) == "acknowledged", timeout=30,  # type: ignore[misc]
                  what=f"{d.name} knows the message is acknowledged ({d.log()})")  # fmt: skip
+    for d in devices:  # and taken off every screen (B's by the press, the others' by sync)
+        assert d.desktop is not None
+        wait_for(lambda d=d: d.desktop.count("displayed") == 0, timeout=10,  # type: ignore[misc]
+                 what=f"{d.name}'s notification closed")  # fmt: skip
     after = {d.name: d.shown(title) for d in devices}
     time.sleep(4 * RETRY + 1)  # four retry intervals in which nothing may appear
     assert {d.name: d.shown(title) for d in devices} == after
@@ -273,33 +277,40 @@ def test_priority_5_on_an_ack_urgent_topic_insists_without_x_ack(tmp_path: Path)
         relay.stop()
 
 
-def test_another_tokens_acknowledgement_stops_realerts_too(tmp_path: Path) -> None:
+def test_another_tokens_acknowledgement_stops_realerts_too(
+    tmp_path: Path, desktops: list[Desktop]
+) -> None:
     """Two people on one on-call topic (two tokens): state sync tells only the acknowledging
-    token's devices, so the other's agent learns it from the relay before its next re-alert."""
+    token's devices, so the other's agent learns it from the relay before its next re-alert,
+    and takes the notification off its screen."""
     from tests.test_relay_receipts import Tokens
 
     tokens = Tokens(tmp_path / "auth.json")
     tokens.add("alice", "--read", "oncall*", "--write", "oncall*")
     tokens.add("bob", "--read", "oncall*")
     relay = Relay(tmp_path / "relay", args=["--auth-file", str(tokens.af)]).start()
-    a = Device(tmp_path, "A", relay.url, ["oncall"], None)
-    b = Device(tmp_path, "B", relay.url, ["oncall"], None)
+    a = Device(tmp_path, "A", relay.url, ["oncall"], desktops[0])
+    b = Device(tmp_path, "B", relay.url, ["oncall"], desktops[1])
     a.env = {"PUSHAGENT_TOKEN": tokens.by_name["alice"]}
     b.env = {"PUSHAGENT_TOKEN": tokens.by_name["bob"]}
     try:
         a.start()
         b.start()
-        mid = relay.publish("oncall", "disk full", **{"X-Ack": "required",
+        title = "Disk full on db1"
+        mid = relay.publish("oncall", "disk full", **{"X-Ack": "required", "X-Title": title,
                             "X-Ack-Retry": f"{RETRY}s"}, **tokens.h("alice"))["id"]  # fmt: skip
         for d in (a, b):
-            wait_for(lambda d=d: len(d.printed(mid)) >= 3, timeout=30,  # type: ignore[misc]
+            wait_for(lambda d=d: d.shown(title) >= 3, timeout=30,  # type: ignore[misc]
                      what=f"{d.name} re-alerted twice")  # fmt: skip
         assert pushagent("ack", mid, home=b.home).returncode == 0
         wait_for(lambda: a.state(mid) == "acknowledged", timeout=30,
                  what=f"A learned bob's acknowledgement ({a.log()})")  # fmt: skip
-        seen = len(a.printed(mid))
+        assert a.desktop is not None
+        wait_for(lambda: a.desktop.count("displayed") == 0, timeout=10,  # type: ignore[union-attr]
+                 what="A's notification closed")  # fmt: skip
+        seen = a.shown(title)
         time.sleep(4 * RETRY + 1)  # four intervals in which nothing may appear
-        assert len(a.printed(mid)) == seen
+        assert a.shown(title) == seen and a.desktop.count("displayed") == 0
         status, body = relay.request("GET", f"/v1/messages/{mid}/ack", None, tokens.h("alice"))
         assert status == 200 and (body["owner"], body["device"]["name"]) == ("bob", "B-desk")
     finally:

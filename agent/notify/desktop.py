@@ -429,7 +429,8 @@ class DesktopNotifier:
 
     def _acknowledged(self, item: Stored) -> Callable[[], None]:
         def pressed() -> None:
-            self._gone((item.message.topic, sequence_key(item.message)))
+            # not _gone(): the notification may stay on screen after its button (dunst keeps
+            # it), and the service closes it once the acknowledgement is recorded
             self._event(item, "acknowledged")
 
         return pressed
