@@ -272,3 +272,33 @@ async def test_a_store_error_is_retried_not_a_crash(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_idle_means_asleep_not_polling(store: Store) -> None:
+    """With one re-alert an hour away (and with none), the task reads the schedule once and
+    sleeps until then or until woken: no timer ticks in between."""
+    screen = Screen()
+    m = ack_msg(retry=3600, expire=7200)
+    store.insert_batch([m])
+    reads = 0
+    real = store.realert_next
+
+    def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return real()
+
+    store.realert_next = counted  # type: ignore[method-assign]
+    r = online(ReAlerter(store, screen.show))
+    task = asyncio.create_task(r.run())
+    try:
+        await _until(lambda: reads == 1, timeout=10)
+        await asyncio.sleep(1.0)  # an idle second: nothing may read the schedule again
+        assert reads == 1 and screen.shown == []
+        soon = ack_msg(retry=1)
+        store.insert_batch([soon])
+        r.wake()  # what the service does after committing an ack-required message
+        await _until(lambda: [s.message.id for s in screen.shown] == [soon.id], timeout=10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
