@@ -85,15 +85,11 @@ class Ack(NamedTuple):
 
 async def note_acks(request: web.Request, owner: str, items: Iterable[Ack]) -> None:
     """Record the first acknowledgement of each message (the caller checked that ``owner``
-    may read them) and release the requests waiting for it."""
+    may read them; one transaction for all) and release the requests waiting for it."""
     state: RelayState = request.app["state"]
-    for ack in items:
-        first = await state.to_thread(
-            state.store.ack_record, ack.id, owner=owner, device=ack.device,
-            device_name=ack.device_name, at=ack.time,
-        )  # fmt: skip
-        if first:
-            request.app[WAITERS].notify(ack.id)
+    rows = [(a.id, a.device, a.device_name, a.time) for a in items]
+    for mid in await state.to_thread(state.store.ack_record_many, rows, owner=owner):
+        request.app[WAITERS].notify(mid)
 
 
 async def ack_get(request: web.Request) -> web.Response:

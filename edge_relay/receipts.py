@@ -34,25 +34,14 @@ async def receipts_post(request: web.Request) -> web.Response:
     ``_receipt_time``). A receipt that names a ``topic`` the caller may not read is refused
     (403): a forged state, which says nothing about any message.
     """
-    from edge_relay.server import _read_body
-
     state: RelayState = request.app["state"]
     ident = state.identify(request)
     if not ident.grant.read:  # may read nothing at all: say so (naming no message or topic)
         if ident.name == "anonymous":
             raise AuthError("posting receipts needs a token")
         raise Forbidden(f"token {ident.name!r} may not read any topic")
-    body = await _read_body(request, 256 * 1024)
-    try:
-        text = body.decode("utf-8")
-        items = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MessageError("body is not JSON", field="body") from None
-    check_unicode(text, items, "body")
-    if not isinstance(items, list) or len(items) > 1000:
-        raise MessageError("body must be a list of at most 1000 receipts", field="body")
+    parsed = await _read_receipts(request)
     now = time.time()
-    parsed = [_receipt(item, i) for i, item in enumerate(items)]
     for r in parsed:
         if r.topic and not ident.grant.allows("read", r.topic):
             raise Forbidden(f"token {ident.name!r} may not read topic {r.topic!r}")
@@ -73,25 +62,34 @@ async def receipts_post(request: web.Request) -> web.Response:
             synced.append(StateEvent(r.id, r.state, r.device, at, topic, r.device_name))
         if r.state == "acknowledged":
             acked.append(acks.Ack(r.id, r.device, r.device_name, at))
-    accepted = 0
-    for (dev, name), events in by_device.items():
-        accepted += await state.to_thread(
-            state.store.record_states, events, device=dev, owner=ident.name,
-            max_devices=_DEVICES_PER_OWNER, device_name=name,
-        )  # fmt: skip
+    # One transaction for the receipts and the owner's synced states (forward only), then
+    # those that moved go to the owner's open streams as message_state events.
+    groups = [(dev, name, events) for (dev, name), events in by_device.items()]
+    accepted, moved = await state.to_thread(
+        state.store.record_receipts, groups, synced, owner=ident.name,
+        max_devices=_DEVICES_PER_OWNER,
+    )  # fmt: skip
     if acked:  # the first acknowledgement of each message: who, for GET /v1/messages/<id>/ack
         await acks.note_acks(request, ident.name, acked)
-    if synced:
-        await _sync(state, ident.name, synced)
-    return web.json_response({"accepted": accepted, "ignored": len(items) - accepted})
-
-
-async def _sync(state: RelayState, owner: str, events: list[StateEvent]) -> None:
-    """Keep the owner's states (forward only) and send those that moved to the owner's open
-    streams as ``message_state`` events (edge_relay.hub.Hub.send_states)."""
-    moved = await state.to_thread(state.store.sync_states, events, owner=owner)
     if moved:
-        state.hub.send_states(owner, moved)
+        state.hub.send_states(ident.name, moved)
+    return web.json_response({"accepted": accepted, "ignored": len(parsed) - accepted})
+
+
+async def _read_receipts(request: web.Request) -> list[_Receipt]:
+    """The body as receipts (at most 1,000, 256 KiB); MessageError naming what is wrong."""
+    from edge_relay.server import _read_body
+
+    body = await _read_body(request, 256 * 1024)
+    try:
+        text = body.decode("utf-8")
+        items = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MessageError("body is not JSON", field="body") from None
+    check_unicode(text, items, "body")
+    if not isinstance(items, list) or len(items) > 1000:
+        raise MessageError("body must be a list of at most 1000 receipts", field="body")
+    return [_receipt(item, i) for i, item in enumerate(items)]
 
 
 class _Receipt(NamedTuple):
@@ -165,7 +163,13 @@ async def receipts_get(request: web.Request) -> web.Response:
 
         return error(404, f"no message with id {mid!r} that this caller may read")
     rows = await state.to_thread(state.store.receipts_by_owner, mid)
+    names = await state.to_thread(state.store.device_names, mid)
+    out = []
+    for o, d, s, t in rows:
+        item: dict[str, Any] = {"owner": o, "device": d, "state": s, "time": t}
+        if (o, d) in names:
+            item["device_name"] = names[o, d]
+        out.append(item)
     return web.json_response(
-        {"id": mid, "topic": stored.message.topic, "state": stored.state,
-         "receipts": [{"owner": o, "device": d, "state": s, "time": t} for o, d, s, t in rows]}
-    )  # fmt: skip
+        {"id": mid, "topic": stored.message.topic, "state": stored.state, "receipts": out}
+    )

@@ -5,7 +5,8 @@ own Xvfb + D-Bus session bus + dunst (tests/syncdevices.py), on one real relay a
 mosquitto. A click in A's dunst (or ``pushagent read ID`` on A) must close the notification
 in B's and C's dunst (their history shows it closed) within 5 s; a device that was off gets
 the state it missed when it resumes (``since=``); a state for a message the caller cannot
-read is refused; a burst of 10,000 states gets through.
+read is refused; a burst of 10,000 states gets through; two devices reporting in the same
+second with skewed clocks end in the same state.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def test_a_click_on_one_device_closes_it_on_the_others_through_the_relay(
         by_device: dict[str, set[str]] = {}
         for r in body["receipts"]:
             by_device.setdefault(r["device"], set()).add(r["state"])
+            assert r["owner"] == "anonymous"  # no token: every device is the same "user"
+        names = {r["device"]: r["device_name"] for r in body["receipts"]}
+        assert names == {a.client_id: "A", b.client_id: "B", c.client_id: "C"}
         assert by_device[a.client_id] >= {"delivered", "displayed", "clicked"}
         for d in (b, c):
             assert by_device[d.client_id] == {"delivered", "displayed"}, body
@@ -288,3 +292,105 @@ def test_ten_thousand_states_in_a_burst(relay: Relay, tmp_path: Path) -> None:
         assert took < 30, took
     finally:
         close_all(devs)
+
+
+def test_two_devices_in_the_same_second_with_skewed_clocks_converge(tmp_path: Path) -> None:
+    tokens = Tokens(tmp_path / "auth.json")
+    tokens.add("alice", "--read", "home*", "--write", "home*")
+    relay = Relay(tmp_path / "r", args=["--auth-file", str(tokens.af)]).start()
+    streams: list[Stream] = []
+    try:
+        mid = relay.publish("homebell", "ding", **tokens.h("alice"))["id"]
+        live = Stream(relay, "/homebell/json", tokens.h("alice"))
+        streams.append(live)
+        wait_for(live.events, what="stream open")
+        now = int(time.time())
+        # the laptop's clock runs an hour behind, the phone's a minute ahead: the order must
+        # come from the states (dismissed < clicked), not from either clock
+        bodies = [
+            [{"id": mid, "state": "clicked", "device": "laptop", "time": now - 3600}],
+            [{"id": mid, "state": "dismissed", "device": "phone", "time": now + 59}],
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(
+                    lambda b: relay.request(
+                        "POST", "/v1/receipts", json.dumps(b).encode(), tokens.h("alice")
+                    ),
+                    bodies,
+                )
+            )
+        assert [a[0] for a in answers] == [200, 200], answers
+        relay.publish("homebell", "marker", **tokens.h("alice"))
+        wait_for(lambda: any(e.get("message") == "marker" for e in live.events()))
+        heard = [s["state"] for s in live.states()]
+        assert heard in (["clicked"], ["dismissed", "clicked"]), heard  # ends on the higher
+        status, body = relay.request("GET", f"/v1/messages/{mid}/receipts", None,
+                                     tokens.h("alice"))  # fmt: skip
+        assert status == 200 and body["state"] == "clicked", body
+        resumed = Stream(relay, f"/homebell/json?since={mid}", tokens.h("alice"))
+        streams.append(resumed)
+        wait_for(resumed.states, what="replayed state")
+        assert [(s["state"], s["device"]) for s in resumed.states()] == [("clicked", "laptop")]
+    finally:
+        assert relay.stop() == 0
+        for s in streams:
+            s.close()
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_states_in_a_burst_over_mosquitto(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from tests.mqtt_helpers import Publisher, envelope
+
+    a, b = devs = [Device(tmp_path / n, n, desktop=False).configure(mosquitto.url, ["bulk/#"],
+                                                                    "none")
+                   for n in ("A", "B")]  # fmt: skip
+    try:
+        for d in devs:
+            d.start()
+        with Publisher(mosquitto.port) as p:
+            p.publish("bulk/x", (envelope(i, "bulk") for i in range(10_000)))
+        for d in devs:
+            wait_for(lambda d=d: d.count() == 10_000, timeout=90, interval=0.2,
+                     what=f"10,000 messages on {d.name}")  # fmt: skip
+        done = a.cli("read", "--all")
+        assert done.returncode == 0 and b"10000" in done.stdout, done.stdout
+        start = time.monotonic()
+        wait_for(lambda: b.count("read") == 10_000, timeout=90, interval=0.2,
+                 what=f"10,000 read states on B (now {b.count('read')})")  # fmt: skip
+        took = time.monotonic() - start
+        assert b.count() == 10_000 and a.connected() and b.connected()
+        assert took < 60, took
+    finally:
+        close_all(devs)
+
+
+# the library's own use of websockets (as in tests/test_ntfy_subscriber_lib.py)
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_an_ntfy_client_that_does_not_know_message_state_skips_it(relay: Relay) -> None:
+    """``ntfy-api`` (a subscriber nobody here wrote, tests/test_ntfy_subscriber_lib.py) over
+    /ws: a ``message_state`` between two messages is skipped, the stream carries on."""
+    import ntfy_api
+
+    sub = ntfy_api.NtfyClient(base_url=relay.url).subscribe("libsync")
+    with sub:
+        wait_for(lambda: not sub.messages.empty(), timeout=15, what="the open event")
+        assert str(sub.messages.get_nowait().event) == "open"
+        first = relay.publish("libsync", "first")
+        posted = relay.request("POST", "/v1/receipts", json.dumps(
+            [{"id": first["id"], "state": "clicked", "device": "laptop"}]).encode())  # fmt: skip
+        assert posted == (200, {"accepted": 1, "ignored": 0})
+        marker = relay.publish("libsync", "marker")
+        got: list[Any] = []
+        wait_for(lambda: _take(sub, got) and got[-1].id == marker["id"], timeout=15,
+                 what="the marker after the state")  # fmt: skip
+    assert [(str(m.event), m.id) for m in got] == [("message", first["id"]),
+                                                   ("message", marker["id"])]  # fmt: skip
+
+
+def _take(sub: Any, into: list[Any]) -> bool:
+    while not sub.messages.empty():
+        into.append(sub.messages.get_nowait())
+    return bool(into)

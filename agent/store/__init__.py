@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import Message
-from agent.states import STATES
+from agent.states import STATES, StateEvent
 from agent.store import sealed, sequences
 from agent.store.acks import _Acks
 from agent.store.files import _Files
@@ -164,6 +164,26 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Acks):
                 for i, m in enumerate(fresh)
             ]
         return [Stored(first + i, m, "received", source) for i, m in enumerate(fresh)]
+
+    def record_receipts(
+        self,
+        groups: Sequence[tuple[str, str, Sequence[tuple[str, str, float]]]],
+        synced: Sequence[StateEvent],
+        *,
+        owner: str,
+        max_devices: int | None = None,
+    ) -> tuple[int, list[StateEvent]]:
+        """The relay's ``POST /v1/receipts`` in ONE transaction: each ``(device, device_name,
+        events)`` group's receipts (``record_states``), then the owner's synced states
+        (``sync_states``). Returns how many receipts named a stored message, and the synced
+        states that moved forward (for the owner's streams)."""
+        with self._write():
+            accepted = sum(
+                self.record_states(ev, device=d, owner=owner, max_devices=max_devices,
+                                   device_name=name)
+                for d, name, ev in groups
+            )  # fmt: skip
+            return accepted, self.sync_states(synced, owner=owner)
 
     def get(self, message_id: str) -> Stored | None:
         rows = self._read(f"{_SELECT} WHERE id = ?", (message_id,))

@@ -9,6 +9,7 @@ module only reads the next due row and moves it on.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,12 +82,24 @@ class _Acks(_Base):
     ) -> bool:
         """Record an acknowledgement; only the first one per message is kept (the relay's
         order of recording, not the devices' clocks). True if this one was first."""
+        return bool(self.ack_record_many([(message_id, device, device_name, at)], owner=owner))
+
+    def ack_record_many(
+        self, acks: Sequence[tuple[str, str, str, float]], *, owner: str
+    ) -> list[str]:
+        """``(message_id, device, device_name, time)`` acknowledgements in ONE transaction
+        (a burst of them is one write); the ids for which one of these was the first."""
+        now = time.time()
+        first: list[str] = []
         with self._write() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO acks VALUES (?, ?, ?, ?, ?, ?)",
-                (message_id, owner, device, device_name, at, time.time()),
-            )
-            return cur.rowcount == 1
+            for mid, device, name, at in acks:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO acks VALUES (?, ?, ?, ?, ?, ?)",
+                    (mid, owner, device, name, at, now),
+                )
+                if cur.rowcount == 1:
+                    first.append(mid)
+        return first
 
     def ack_get(self, message_id: str) -> AckRecord | None:
         rows = self._read("SELECT * FROM acks WHERE message_id = ?", (message_id,))

@@ -104,9 +104,15 @@ class _Base:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError."""
+        """One write transaction; SQLite errors become StoreBusy (retry) or StoreError.
+
+        Inside another write of the same thread (the lock is reentrant) it joins that
+        transaction: several store calls can commit as one (``Store.record_receipts``)."""
         with self._lock:
             conn = self.conn
+            if conn.in_transaction:
+                yield conn
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:

@@ -61,20 +61,17 @@ class _Ledger(_Base):
             if max_devices is not None:
                 room = self._device_room(conn, {e[0] for e in valid}, owner, device, max_devices)
                 valid = [e for e in valid if e[0] in room]
-            moved = []
-            for message_id, state, at in valid:
-                topic, old = known[message_id]
-                if rank(state) > rank(old):
-                    known[message_id] = (topic, state)
-                    moved.append((message_id, state, at))
-            conn.executemany(
-                "UPDATE messages SET state = ? WHERE id = ?", [(st, mid) for mid, st, _ in moved]
-            )
+            moved = _advance(conn, valid, known)
             conn.executemany(
                 "INSERT OR IGNORE INTO receipts (message_id, owner, state, device, time) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(mid, owner, st, device, t) for mid, st, t in valid],
             )
+            if valid and device and device_name:  # the owner's device, by its human name
+                conn.execute(
+                    "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?)",
+                    (owner, device, device_name, time.time()),
+                )
             if receipt_destination is not None:
                 self._queue_receipts(conn, valid, receipt_destination, device, name=device_name)
                 if state_prefix is not None:
@@ -150,6 +147,15 @@ class _Ledger(_Base):
             (message_id,),
         )
         return [(str(o), str(d), str(s), float(t)) for o, d, s, t in rows]
+
+    def device_names(self, message_id: str) -> dict[tuple[str, str], str]:
+        """``(owner, device) -> device_name`` for the devices with receipts for a message."""
+        rows = self._read(
+            "SELECT DISTINCT r.owner, r.device, d.name FROM receipts r JOIN devices d "
+            "ON d.owner = r.owner AND d.device = r.device WHERE r.message_id = ?",
+            (message_id,),
+        )
+        return {(str(o), str(d)): str(n) for o, d, n in rows}
 
     def topic_stats(self) -> dict[str, dict[str, int]]:
         """Per topic: stored messages (``published``) and receipts per state (the relay's stats)."""
@@ -259,7 +265,24 @@ class _Ledger(_Base):
                     "DELETE FROM mqtt_redelivery WHERE id NOT IN (SELECT id FROM messages)"
                 )
             prune_states(conn, cutoff)
+            conn.execute("DELETE FROM devices WHERE seen < ?", (cutoff,))
         return deleted
+
+
+def _advance(
+    conn: sqlite3.Connection,
+    events: Sequence[tuple[str, str, float]],
+    known: dict[str, tuple[str, str]],
+) -> list[tuple[str, str, float]]:
+    """Move each message's state forward (agent.states), in order; the events that did."""
+    moved = []
+    for message_id, state, at in events:
+        topic, old = known[message_id]
+        if rank(state) > rank(old):
+            known[message_id] = (topic, state)
+            moved.append((message_id, state, at))
+    conn.executemany("UPDATE messages SET state = ? WHERE id = ?", [(s, i) for i, s, _ in moved])
+    return moved
 
 
 def _queue_states(

@@ -304,32 +304,23 @@ def _m010_attachment_files(db: sqlite_utils.Database) -> None:
 
 def _m011_message_states(db: sqlite_utils.Database) -> None:
     # Synced read state (agent.store.syncstate has the details): each owner's highest state
-    # per message, ``changed`` by the local clock (what a since= replay asks for); and the
-    # agent's states for messages it has not received yet.
+    # per message, ``changed`` by the local clock (what a since= replay asks for); the
+    # agent's states for messages it has not received yet; each owner's device names.
     db.execute(
-        """CREATE TABLE message_states (
-            message_id TEXT NOT NULL,
-            owner TEXT NOT NULL,
-            topic TEXT NOT NULL,
-            state TEXT NOT NULL,
-            device TEXT NOT NULL,
-            device_name TEXT NOT NULL,
-            time REAL NOT NULL,
-            changed REAL NOT NULL,
-            PRIMARY KEY (message_id, owner)
-        ) WITHOUT ROWID"""
+        """CREATE TABLE message_states (message_id TEXT NOT NULL, owner TEXT NOT NULL,
+            topic TEXT NOT NULL, state TEXT NOT NULL, device TEXT NOT NULL,
+            device_name TEXT NOT NULL, time REAL NOT NULL, changed REAL NOT NULL,
+            PRIMARY KEY (message_id, owner)) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX message_states_changed ON message_states (owner, changed)")
     db.execute(
-        """CREATE TABLE pending_states (
-            message_id TEXT PRIMARY KEY,
-            topic TEXT NOT NULL,
-            state TEXT NOT NULL,
-            device TEXT NOT NULL,
-            device_name TEXT NOT NULL,
-            time REAL NOT NULL,
-            received REAL NOT NULL
-        ) WITHOUT ROWID"""
+        """CREATE TABLE pending_states (message_id TEXT PRIMARY KEY, topic TEXT NOT NULL,
+            state TEXT NOT NULL, device TEXT NOT NULL, device_name TEXT NOT NULL,
+            time REAL NOT NULL, received REAL NOT NULL) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE devices (owner TEXT NOT NULL, device TEXT NOT NULL,
+            name TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (owner, device)) WITHOUT ROWID"""
     )
 
 
