@@ -302,3 +302,17 @@ async def test_idle_means_asleep_not_polling(store: Store) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_pushagent_ack_cli(tmp_path: Path) -> None:
+    from tests.helpers import pushagent
+
+    home = tmp_path / "home"
+    home.mkdir()
+    done = pushagent("ack", "nosuchid0001", home=home)  # no database yet: nothing made
+    assert done.returncode == 1 and b"1 id(s) not found" in done.stdout
+    assert not (home / "data").exists() or not list((home / "data").glob("*.db"))
+    bad = pushagent("ack", "bad id!", home=home)
+    assert bad.returncode == 2 and b"ack: id must be" in bad.stderr
+    helptext = pushagent("ack", "--help", home=home).stdout
+    assert b"X-Ack: required" in helptext and b"Acknowledge" in helptext
