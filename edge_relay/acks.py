@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from aiohttp import web
@@ -55,7 +55,7 @@ class AckWaiters:
             entry[0].set()
 
     @contextlib.contextmanager
-    def waiting(self, message_id: str) -> Any:
+    def waiting(self, message_id: str) -> Iterator[asyncio.Event]:
         event, n = self._events.get(message_id, (asyncio.Event(), 0))
         self._events[message_id] = (event, n + 1)
         try:
