@@ -154,3 +154,51 @@ def test_readable_by_whoever_can_read_the_topic(tmp_path: Path) -> None:
             True, "bob", "Bob")  # fmt: skip
     finally:
         assert relay.stop() == 0
+
+
+def test_pushagent_send_ack_flags(relay: Relay, tmp_path: Path) -> None:
+    from tests.helpers import pushagent
+
+    topic = unique_topic("acksend")
+    home = tmp_path / "home"
+    home.mkdir()
+    done = pushagent("send", "--server", relay.url, topic, "fire", "--ack", "--ack-retry", "5s",
+                     "--ack-expire", "10m", home=home)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (m,) = relay.poll(topic)
+    assert (m["ack"], m["ack_retry"], m["ack_expire"]) == ("required", 5, 600)
+    bad = pushagent("send", "--server", relay.url, topic, "x", "--ack", "--ack-retry", "0s",
+                    home=home)  # fmt: skip
+    assert bad.returncode == 2 and b"--ack: X-Ack-Retry '0s' must be between" in bad.stderr
+    alone = pushagent("send", "--server", relay.url, topic, "x", "--ack-retry", "5s", home=home)
+    assert alone.returncode == 2 and b"only with --ack" in alone.stderr
+    assert len(relay.poll(topic)) == 1  # the refused ones were never sent
+
+
+def test_pushagent_send_ack_over_mqtt(mosquitto: Any, tmp_path: Path) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.helpers import pushagent, wait_for
+
+    got: list[bytes] = []
+    sub = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("pager/#", qos=1)
+    sub.loop_start()
+    try:
+        wait_for(subscribed.is_set, what="the subscriber's SUBACK")
+        home = tmp_path / "home"
+        home.mkdir()
+        done = pushagent("send", "--server", mosquitto.url, "pager/home", "smoke", "--ack",
+                         "--ack-retry", "30s", home=home)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: got, timeout=20, what="the envelope on the broker")
+        env = json.loads(got[0])
+        assert (env["ack"], env["ack_retry"], env["ack_expire"]) == ("required", 30, 3600)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
