@@ -25,6 +25,7 @@ COMMANDS = (
     "status",
     "read",
     "stats",
+    "ack",
     "pause",
     "login",
     "key",

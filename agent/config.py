@@ -216,11 +216,13 @@ class AttachmentsConfig:
 
 @dataclass(frozen=True)
 class Rule:
-    """``[[rules]]``: for topics matching ``topic`` (``*`` wildcards), a floor or a mute."""
+    """``[[rules]]``: for topics matching ``topic`` (``*`` wildcards), a floor or a mute;
+    ``ack_urgent``: priority-5 messages there must be acknowledged (agent.ackcore)."""
 
     topic: str = "*"
     min_priority: int = 1
     mute: bool = False
+    ack_urgent: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_priority <= 5:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from agent import health
+from agent import ackcore, health
 from agent.attachments import Downloader
 from agent.config import AgentConfig
 from agent.e2e.receive import Decryptor
@@ -45,11 +45,13 @@ from agent.envelope import new_id
 from agent.errors import ConfigError, ConnectionLost, EdgepushError, StoreError
 from agent.notify import Notifier, make_notifier
 from agent.private import write_private
+from agent.realert import ReAlerter, realerter
 from agent.statesync import ScreenSync, state_prefix
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
 
 log = logging.getLogger("pushagent.service")
+ACKED = "acknowledged"
 
 PRUNE_EVERY = 3600.0
 REKEY_EVERY = 2.0  # seconds between looks at the E2E key index (one stat)
@@ -176,6 +178,8 @@ class AgentService:
         self._events: list[tuple[str, str, float]] = []
         self._e2e = Decryptor(cfg)
         self.downloads: Downloader | None = None
+        self.realert: ReAlerter | None = None
+        self._urgent_ack = any(r.ack_urgent for r in cfg.rules)
         self.screen = ScreenSync(self._write_lock)
         self._state_prefix = state_prefix(cfg)
 
@@ -205,6 +209,10 @@ class AgentService:
         self._spawn(self._prune())
         self._spawn(self._status())
         self._spawn(self._rekeyed())
+        self.realert = realerter(
+            self.cfg, self.store, self._notifier, self.transports, self.screen.note
+        )
+        self._spawn(self.realert.run())
         self._spawn(self.screen.run(self._notifier))
         if self._receipts is not None:
             self._spawn(self._drain_outbox())
@@ -265,6 +273,8 @@ class AgentService:
             self._outbox_wake.set()
             if self.downloads is not None:  # after the hand-off is queued: never before it
                 self.downloads.submit(fresh)
+            if self.realert is not None and any(ackcore.required(s.message) for s in fresh):
+                self.realert.wake()  # the store's trigger scheduled it (agent.realert)
 
     def _downloader(self, notifier: Notifier) -> Downloader:
         from agent import secrets
@@ -287,6 +297,8 @@ class AgentService:
         fresh: list[Stored] = []
         if batch.messages or batch.rejected:
             messages, encrypted = self._e2e.open_batch(batch.messages)
+            if self._urgent_ack:  # [[rules]] ack_urgent: priority 5 there must be acknowledged
+                messages = [ackcore.stamp(m, self.cfg.rules) for m in messages]
             fresh = self.store.insert_batch(
                 messages, source=batch.source, cursor=batch.cursor,
                 receipt_destination=self._receipts, device=self.client_id,
@@ -377,6 +389,8 @@ class AgentService:
             log.warning("could not record %d events (%s ...): %s", len(events), events[0], exc)
             return
         self._outbox_wake.set()
+        if self.realert is not None and (acked := [e[0] for e in events if e[1] == ACKED]):
+            await self.realert.acknowledged(acked)  # a re-alert shown meanwhile goes too
 
     async def _drain_outbox(self) -> None:
         transport = self.transports[0]
@@ -460,6 +474,8 @@ class AgentService:
         self._since = time.time()
         self._write_status(self.state())
         self._state_changed.set()
+        if self.realert is not None and self.state() == "connected":
+            self.realert.online()
 
     _since: float = 0.0
     _store: str = health.OK

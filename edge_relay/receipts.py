@@ -21,6 +21,7 @@ from agent.analytics import by_device
 from agent.envelope import check_id, check_unicode
 from agent.errors import AuthError, MessageError
 from agent.states import STATES, SYNCED, StateEvent
+from edge_relay import acks
 from edge_relay.state import Forbidden, RelayState
 
 
@@ -49,6 +50,7 @@ async def receipts_post(request: web.Request) -> web.Response:
     window = state.cfg.limits.retention_age
     by_device: dict[tuple[str, str], list[tuple[str, str, float]]] = defaultdict(list)
     synced: list[StateEvent] = []
+    acked: list[acks.Ack] = []
     for r in parsed:
         topic = topics.get(r.id)
         if topic is None or not ident.grant.allows("read", topic):
@@ -59,6 +61,8 @@ async def receipts_post(request: web.Request) -> web.Response:
         by_device[r.device, r.device_name].append((r.id, r.state, at))
         if r.state in SYNCED:
             synced.append(StateEvent(r.id, r.state, r.device, at, topic, r.device_name))
+        if r.state == "acknowledged":
+            acked.append(acks.Ack(r.id, r.device, r.device_name, at))
     # One transaction for the receipts and the owner's synced states (forward only), then
     # those that moved go to the owner's open streams as message_state events.
     groups = [(dev, name, events) for (dev, name), events in by_device.items()]
@@ -66,6 +70,8 @@ async def receipts_post(request: web.Request) -> web.Response:
         state.store.record_receipts, groups, synced, owner=ident.name,
         max_devices=_DEVICES_PER_OWNER,
     )  # fmt: skip
+    if acked:  # the first acknowledgement of each message: who, for GET /v1/messages/<id>/ack
+        await acks.note_acks(request, ident.name, acked)
     if moved:
         state.hub.send_states(ident.name, moved)
     return web.json_response({"accepted": accepted, "ignored": len(parsed) - accepted})

@@ -34,7 +34,7 @@ from agent.ntfyproto.publish import (
     parse_json_publish,
     parse_publish,
 )
-from edge_relay import admin, files, ntfy_api, receipts
+from edge_relay import acks, admin, files, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
@@ -300,12 +300,14 @@ def make_app(state: RelayState) -> web.Application:
     """The aiohttp application with every route of the relay's API."""
     app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
+    app[acks.WAITERS] = acks.AckWaiters()
     app.on_response_prepare.append(ntfy_api.cors)
     r = app.router
     r.add_get("/v1/health", health)
     r.add_post("/v1/receipts", receipts.receipts_post)
     r.add_get("/v1/messages/{id}/receipts", receipts.receipts_get)
     admin.add_routes(r)  # /v1/tokens, /v1/admin/overview (admin tokens only)
+    r.add_get("/v1/messages/{id}/ack", acks.ack_get)
     r.add_get("/metrics", metrics)
     r.add_get(r"/file/{name}", files.serve_file)  # and HEAD (aiohttp adds it)
     ntfy_api.add_routes(r)  # /v1/account, /v1/stats, /<topics>/auth, OPTIONS

@@ -56,6 +56,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--filename", metavar="NAME",
                    help="the attachment's name (default: FILE's name)")  # fmt: skip
+    p.add_argument(
+        "--ack",
+        action="store_true",
+        help="re-alert on every device until one acknowledges (X-Ack: required)",
+    )
+    p.add_argument("--ack-retry", metavar="DURATION", help="with --ack: re-alert every (60s)")
+    p.add_argument("--ack-expire", metavar="DURATION", help="with --ack: stop after (1h)")
     gone = p.add_mutually_exclusive_group()
     gone.add_argument("--clear", metavar="ID", help="mark notification ID read (HTTP, no MESSAGE)")
     gone.add_argument("--delete", metavar="ID", help="delete notification ID (HTTP, no MESSAGE)")
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "click": args.click,
         "id": args.id,
         "content_type": "text/markdown" if args.markdown else None,
+        **_ack_fields(args),
     }
     msg = _built(fields, args.topic)
     payload = encode_bytes(msg)
@@ -254,6 +262,9 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
             tags=args.tags, click=args.click, markdown=args.markdown, delay=args.delay,
             sequence_id=args.sequence_id, attach_url=url, file=data, filename=name,
         )  # fmt: skip
+    if gone is None:
+        _ack_fields(args)  # checked here, not as the server's 400 after a round trip
+        req.headers.update(_ack_headers(args))
     if server.tls and cfg.tls.insecure:
         log.warning("%s: TLS certificate checks are OFF (tls.insecure = true)", server.url)
     sender = httppublish.Sender(
@@ -338,3 +349,24 @@ async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeo
         raise ConnectionLost(f"{transport.url}: no answer within {timeout:.0f} s") from None
     finally:
         await transport.close()
+
+
+def _ack_headers(args: argparse.Namespace) -> dict[str, str]:
+    """``--ack`` / ``--ack-retry`` / ``--ack-expire`` as edgepush's X-Ack headers."""
+    given = {"X-Ack": "required" if args.ack else None, "X-Ack-Retry": args.ack_retry,
+             "X-Ack-Expire": args.ack_expire}  # fmt: skip
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _ack_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The envelope's ack fields (agent.ntfyproto.ack), or UsageError for a bad duration."""
+    from agent.ntfyproto import NtfyError
+    from agent.ntfyproto.ack import parse_ack
+    from agent.ntfyproto.fields import Request
+
+    if (args.ack_retry or args.ack_expire) and not args.ack:
+        raise UsageError("--ack-retry/--ack-expire: only with --ack")
+    try:
+        return parse_ack(Request(_ack_headers(args)))
+    except NtfyError as exc:
+        raise UsageError(f"--ack: {str(exc).split('; ', 1)[-1]}") from None

@@ -97,7 +97,8 @@ class LogNotifier(_Base):
         # received for ever (the service records the slice's events in one transaction).
         if self._on_event is not None:
             for item in items:
-                self._on_event(item.message.id, "displayed")
+                if not item.message.extra.get("realert"):  # a re-alert was displayed before
+                    self._on_event(item.message.id, "displayed")
 
 
 def make_backend(cfg: AgentConfig, on_event: EventSink) -> Notifier:

@@ -4,7 +4,10 @@ Linux: D-Bus ``org.freedesktop.Notifications``; macOS and Windows: their notific
 centres (through desktop-notifier; untested here). Priority 1-2 → low urgency, 3 → normal,
 4-5 → critical; 5 also asks for the default sound. A click on the body opens the message's
 ``click`` URL and records ``clicked``; closing records ``dismissed``; the server accepting it
-records ``displayed``. Action buttons: ``view`` opens its URL, ``http`` sends its request
+records ``displayed``. A message that must be acknowledged (agent.ackcore) gets an
+"Acknowledge" button first, which records ``acknowledged``; its re-alerts (agent.realert)
+close the notification on screen and show a new one (urgency critical, with sound). Action
+buttons: ``view`` opens its URL, ``http`` sends its request
 (10 s timeout, the answer's status logged), ``copy`` puts its ``value`` on the clipboard
 (agent.notify.clipboard; no button without a clipboard tool). ``broadcast`` (an Android
 intent) has no meaning on a desktop and gets no button: a button that does nothing is worse
@@ -48,6 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from agent import ackcore
 from agent.config import DesktopConfig, downloads_dir
 from agent.envelope import Message
 from agent.notify import EventSink, LogNotifier, clipboard, files, markdown
@@ -58,6 +62,8 @@ from agent.store.sequences import event_of, sequence_key
 
 log = logging.getLogger("pushagent.notify.desktop")
 PROBE_TIMEOUT = 5.0
+ACK_LABEL = "Acknowledge"
+"""The button of a message that must be acknowledged (agent.ackcore)."""
 SCREEN_KEEP = 1000
 """Sequences remembered as on screen (oldest forgotten first: then an update shows anew)."""
 # C0/C1 controls and the Unicode bidi overrides that can disguise text; newlines and tabs
@@ -220,6 +226,8 @@ class DesktopNotifier:
                 if not await self._close(item):
                     failed.append(item)  # the log shows the clear/delete instead
             elif self._dn is not None:
+                if item.message.extra.get("realert"):  # a NEW notification, not an update
+                    await self._close(item)
                 if not await self._send(item):
                     failed.append(item)
             elif self._plyer is not None:
@@ -284,7 +292,7 @@ class DesktopNotifier:
             self._screen.move_to_end(key)
             while len(self._screen) > SCREEN_KEEP:
                 self._showing.pop(self._screen.popitem(last=False)[1], None)
-            if not update:
+            if not update and not msg.extra.get("realert"):
                 self._event(item, "displayed")
                 if path is None and mid in self._files:  # it arrived while this was sent
                     self._spawn(self._send(item, update=True))
@@ -390,6 +398,8 @@ class DesktopNotifier:
         import desktop_notifier as dn
 
         buttons = []
+        if ackcore.required(item.message):  # acknowledge-until-acked (agent.realert)
+            buttons.append(dn.Button(title=ACK_LABEL, on_pressed=self._acknowledged(item)))
         if file is not None:
             for title in files.file_buttons(mime):
                 buttons.append(dn.Button(title=title, on_pressed=self._file(item, file, title)))
@@ -415,6 +425,14 @@ class DesktopNotifier:
             else:
                 self._open(action.get("url"))
             self._event(item, "clicked")
+
+        return pressed
+
+    def _acknowledged(self, item: Stored) -> Callable[[], None]:
+        def pressed() -> None:
+            # not _gone(): the notification may stay on screen after its button (dunst keeps
+            # it), and the service closes it once the acknowledgement is recorded
+            self._event(item, "acknowledged")
 
         return pressed
 

@@ -88,12 +88,21 @@ def parse_future_time(text: str, now: float, *, tz: dt.tzinfo | None = None) -> 
     s = text.strip()
     if _ATOI.fullmatch(s) and len(s) <= 20 and -(2**63) <= int(s) < 2**63 and int(s) >= now:
         return int(s)  # Go's Atoi: an int64 (longer digit strings read as no unix time)
-    seconds = 0.0 if s in ("0", "+0", "-0") else go_duration(s)  # Go's special case
-    if seconds is None and (m := _NTFY_DURATION.fullmatch(s)) is not None:
-        seconds = float(int(m.group(1)) * _UNIT[m.group(2)[0].lower()])
+    seconds = duration_seconds(s)
     if seconds is not None:
         return int(now + seconds)
     return _natural(s, now, tz)
+
+
+def duration_seconds(text: str) -> float | None:
+    """A duration as ntfy reads one in a delay: Go's ``time.ParseDuration`` (``30m``,
+    ``1h30m``, ``1.5s``, ``0``) or ntfy's ``<n> <unit>`` (``2 days``, ``30min``); None if
+    neither reads it. (Also the ``X-Ack-Retry``/``X-Ack-Expire`` durations, agent.ntfyproto.ack.)"""
+    s = text.strip()
+    seconds = 0.0 if s in ("0", "+0", "-0") else go_duration(s)  # Go's special case
+    if seconds is None and (m := _NTFY_DURATION.fullmatch(s)) is not None:
+        seconds = float(int(m.group(1)) * _UNIT[m.group(2)[0].lower()])
+    return seconds
 
 
 def _natural(s: str, now: float, tz: dt.tzinfo | None) -> int | None:

@@ -65,6 +65,10 @@ CONTENT_ENCODING = _p("content_encoding", "content-encoding")
 POLL_ID = _p("poll_id", "x-poll-id", "poll-id")
 # ntfy 2.16: readParam(r, "x-sequence-id", "sequence-id", "sid"); JSON publishMessage.SequenceID
 SEQUENCE_ID = _p("sequence_id", "x-sequence-id", "sequence-id", "sid", json="sequence_id")
+# edgepush's acknowledge-until-acked (agent.ntfyproto.ack); ntfy reads none of these names
+ACK = _p("ack", "x-ack", "ack", json="ack")
+ACK_RETRY = _p("ack_retry", "x-ack-retry", "ack-retry", json="ack_retry")
+ACK_EXPIRE = _p("ack_expire", "x-ack-expire", "ack-expire", json="ack_expire")
 CACHE = _p("cache", "x-cache", "cache", json="cache")
 FIREBASE = _p("firebase", "x-firebase", "firebase", json="firebase")
 # Subscribe (handleSubscribeHTTP, parseSince, parseQueryFilters)
@@ -75,7 +79,7 @@ FILTER_ID = _p("id", "x-id", "id")
 
 PUBLISH = (TITLE, CLICK, ICON, FILENAME, ATTACH, EMAIL, CALL, MESSAGE, PRIORITY, TAGS, DELAY,
            ACTIONS, CONTENT_TYPE, MARKDOWN, TEMPLATE, UNIFIEDPUSH, CONTENT_ENCODING, POLL_ID,
-           SEQUENCE_ID,
+           SEQUENCE_ID, ACK, ACK_RETRY, ACK_EXPIRE,
            CACHE, FIREBASE)  # fmt: skip
 SUBSCRIBE = (SINCE, POLL, SCHEDULED, FILTER_ID, MESSAGE, TITLE, TAGS, PRIORITY)
 

@@ -49,6 +49,7 @@ from agent.errors import MessageError
 from agent.jsontext import holds
 from agent.ntfyproto import fields as f
 from agent.ntfyproto import templates
+from agent.ntfyproto.ack import parse_ack
 from agent.ntfyproto.actions import check_types, parse_actions
 from agent.ntfyproto.attachment import safe_name
 from agent.ntfyproto.errors import NtfyError
@@ -69,6 +70,7 @@ _JSON: dict[str, tuple[type, str]] = {
     "sequence_id": (str, "X-Sequence-ID"), "email": (str, "X-Email"), "call": (str, "X-Call"),
     "cache": (str, "X-Cache"),
     "firebase": (str, "X-Firebase"), "delay": (str, "X-Delay"),
+    "ack": (str, "X-Ack"), "ack_retry": (str, "X-Ack-Retry"), "ack_expire": (str, "X-Ack-Expire"),
 }  # fmt: skip
 
 
@@ -158,6 +160,7 @@ def parse_publish(req: Request, body: bytes, *, file: bool = False) -> Publish:
         raise NtfyError(40002, field="delay")
     if actions := req.read(f.ACTIONS):
         out["actions"] = parse_actions(actions)
+    out.update(parse_ack(req))  # edgepush's X-Ack / X-Ack-Retry / X-Ack-Expire
     markdown = req.read_bool(f.MARKDOWN, False)
     ctype = req.read(f.CONTENT_TYPE).lower()
     if markdown or ctype == "text/markdown":

@@ -32,6 +32,7 @@ from typing import Any
 from agent.envelope import Message
 from agent.states import STATES, StateEvent
 from agent.store import sealed, sequences
+from agent.store.acks import _Acks
 from agent.store.analytics import _Analytics
 from agent.store.files import _Files
 from agent.store.ledger import _Ledger
@@ -58,7 +59,7 @@ from agent.timeparse import Since
 __all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
 
 
-class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics):
+class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks):
     """The agent's (and the relay's) SQLite database. Use as a context manager."""
 
     # --- messages ---------------------------------------------------------------------------
