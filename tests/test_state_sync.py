@@ -117,7 +117,9 @@ def test_pushagent_read_on_one_device_and_a_resuming_device_gets_what_it_missed(
         c.stop()  # C is off (its notification stays on its screen) while A reads it
         done = a.cli("read", mid)
         assert done.returncode == 0, done.stderr
-        closed_within([b], "Disk")
+        # A's daemon takes it off A's own screen too: `read` is another process, and the
+        # daemon hears A's state back from the relay (found in review: it stayed on A)
+        closed_within([a, b], "Disk")
         assert b.states()[mid] == "read" and b.unread() == 0
         assert c.on_screen() == 1 and c.states()[mid] == "displayed"
         c.start()  # resumes with since=<its cursor>: the relay replays A's read

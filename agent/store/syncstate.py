@@ -101,10 +101,17 @@ class _SyncState(_Base):
         No receipt is queued: a state heard from another device is never sent back upstream
         as this device's own (no ping-pong). One for a message not received yet is kept in
         ``pending_states`` and applied by ``insert_batch`` when it arrives. An event whose
-        topic is not the message's is ignored (a state topic names the message's topic)."""
+        topic is not the message's is ignored (a state topic names the message's topic).
+
+        This device's own states, heard back (the relay sends a state to every stream of its
+        owner, an MQTT agent subscribes to the state topic it publishes to), change nothing
+        but are returned too when the message is in that state here: ``pushagent read`` (a
+        separate process) recorded it, and this is how the daemon learns to take it off its
+        own screen. Closing a notification the user already clicked away is a no-op."""
+        own = {e.id for e in events if e.state in SYNCED and own_device and e.device == own_device}
         best = winners(e for e in events if e.state in SYNCED and e.device != own_device)
         if not best:
-            return []
+            return self._own_handled(own) if own else []
         now = time.time()
         with self._write() as conn:
             known = _message_states(conn, list(best))
@@ -128,9 +135,19 @@ class _SyncState(_Base):
             )
             if pending:
                 _keep_pending(conn, pending, now)
-            if not moved:
+            ids = [e.id for e in moved] + sorted(own - {e.id for e in moved})
+            if not ids:
                 return []
-            return _stored_by_id(conn, [e.id for e in moved])
+            return [m for m in _stored_by_id(conn, ids) if m.state in SYNCED]
+
+    def _own_handled(self, ids: set[str]) -> list[Stored]:
+        """The messages of ``ids`` in a synced state here: a read, no write transaction
+        (every click on this device is heard back once)."""
+        out: list[Stored] = []
+        for chunk in _chunks(sorted(ids)):
+            rows = self._read(f"{_SELECT} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            out.extend(m for m in map(_stored, rows) if m.state in SYNCED)
+        return sorted(out, key=lambda m: m.seq)
 
 
 def apply_pending(conn: sqlite3.Connection, fresh: Sequence[Message]) -> dict[str, str]:
