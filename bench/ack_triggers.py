@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from agent.envelope import Message, new_id  # noqa: E402
 from agent.store import Store  # noqa: E402
 from agent.store import base as store_base  # noqa: E402
-from agent.store.schema import MIGRATIONS  # noqa: E402
+from agent.store.migrations import MIGRATIONS  # noqa: E402
 
 TOTAL = 10_000
 BATCH = 1000

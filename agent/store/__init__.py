@@ -36,11 +36,11 @@ from agent.store.acks import _Acks
 from agent.store.analytics import _Analytics
 from agent.store.files import _Files
 from agent.store.ledger import _Ledger
+from agent.store.migrations import MIGRATIONS
 from agent.store.scheduled import _Scheduled
 from agent.store.schema import (
     _SEARCH,
     _SELECT,
-    MIGRATIONS,
     OutboxItem,
     Redelivery,
     Rejected,

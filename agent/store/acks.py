@@ -1,7 +1,7 @@
 """Acknowledge-until-acked in the store: the agent's re-alert schedule and the relay's record
 of who acknowledged. Part of ``agent.store``; the tables and triggers are migration 013.
 
-The schedule rows are made and removed by triggers (see ``schema._m013_ack``), so every path
+The schedule rows are made and removed by triggers (see ``migrations._m013_ack``), so every path
 that stores a message or sets ``acknowledged`` keeps them right in its own transaction; this
 module only reads the next due row and moves it on.
 """

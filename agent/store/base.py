@@ -14,7 +14,8 @@ from typing import Any, Self
 from agent.errors import InvalidState, StoreBusy, StoreError
 from agent.handoff import HandOffMark
 from agent.private import private_dir, private_file, tighten
-from agent.store.schema import _MAX_VARS, MIGRATIONS, _explain, _passing
+from agent.store.migrations import MIGRATIONS
+from agent.store.schema import _MAX_VARS, _explain, _passing
 
 
 class _Base:
