@@ -26,14 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import json
 import logging
 import os
 import time
-import urllib.parse
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -49,6 +47,7 @@ from agent.realert import ReAlerter, realerter
 from agent.statesync import ScreenSync, state_prefix
 from agent.store import Store, Stored
 from agent.transports import Batch, Transport
+from agent.transports.byscheme import make_transports
 
 log = logging.getLogger("pushagent.service")
 ACKED = "acknowledged"
@@ -73,65 +72,6 @@ def tune_gc() -> None:
     """
     gc.set_threshold(20_000, 50, 100)
     gc.freeze()
-
-
-# --- transports by URL scheme ------------------------------------------------------------------
-
-TransportFactory = Callable[[str, AgentConfig, str], Transport]
-
-
-def _mqtt(url: str, cfg: AgentConfig, client_id: str) -> Transport:
-    from agent import secrets
-    from agent.transports.mqtt import MqttTransport, parse_url
-
-    user, password = secrets.credentials(cfg, url, parse_url(url).username)
-    return MqttTransport(url, cfg, topics=cfg.topics, client_id=client_id, username=user,
-                         password=password, state_prefix=cfg.state_topic_prefix)  # fmt: skip
-
-
-def _ws(url: str, cfg: AgentConfig, client_id: str) -> Transport:
-    # The WebSocket transport (ntfy-compatible servers) keeps the same contract; it is looked up
-    # by name so this module does not depend on it being present.
-    try:
-        module = importlib.import_module("agent.transports.ws")
-    except ModuleNotFoundError:
-        raise ConfigError(f"server {url!r}: the WebSocket transport is not installed") from None
-    factory: TransportFactory = module.make_transport
-    return factory(url, cfg, client_id)
-
-
-TRANSPORTS: dict[str, TransportFactory] = {
-    "mqtt": _mqtt,
-    "mqtts": _mqtt,
-    "ws": _ws,
-    "wss": _ws,
-    "http": _ws,
-    "https": _ws,
-}
-
-
-def make_transport(url: str, cfg: AgentConfig, client_id: str) -> Transport:
-    """The transport for ``url``, chosen by its scheme."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    factory = TRANSPORTS.get(scheme)
-    if factory is None:
-        known = ", ".join(f"{s}://" for s in TRANSPORTS)
-        raise ConfigError(f"server {url!r}: unknown URL scheme; use one of {known}")
-    return factory(url, cfg, client_id)
-
-
-def make_transports(cfg: AgentConfig, client_id: str) -> list[Transport]:
-    """One transport for one server; several (or ``auto``) are a preference list: failover.
-
-    ``--server`` given several times means "in this order of preference", so one server is
-    used at a time (agent.transports.failover), never all of them at once.
-    """
-    servers = cfg.servers
-    if len(servers) == 1 and servers[0].strip().lower() != "auto":
-        return [make_transport(servers[0], cfg, client_id)]
-    from agent.transports.failover import FailoverTransport
-
-    return [FailoverTransport(servers, lambda u: make_transport(u, cfg, client_id), cfg)]
 
 
 def client_id(cfg: AgentConfig, store: Store) -> str:
