@@ -10,8 +10,9 @@ from agent import config, rules
 from agent.errors import ConfigError
 from agent.notify import LogNotifier, NullNotifier, make_notifier
 from agent.notify.command import CommandNotifier
-from agent.notify.desktop import DesktopNotifier, clean, urgency_name
+from agent.notify.desktop import DesktopNotifier
 from agent.notify.gate import RulesNotifier, policy_from
+from agent.notify.text import clean, urgency_name
 
 CONFIG = """
 notifier = "desktop"

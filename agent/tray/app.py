@@ -25,7 +25,7 @@ from typing import Any
 from agent import dnd
 from agent.commands.read import mark_read
 from agent.config import AgentConfig
-from agent.notify.desktop import safe_url
+from agent.notify.text import safe_url
 from agent.store import Store
 from agent.tray import backend
 from agent.tray import icon as drawing
