@@ -39,7 +39,7 @@ DEFAULT_MAX_SIZE = 256 * 1024  # the envelope's own bound (agent.envelope.DEFAUL
 CONTENT_TYPE = "application/jose"  # RFC 7515 section 9.2.1: the compact serialization
 ENCODING = "jwe"  # the envelope's "encoding" when "message" is a JWE (MQTT, ntfy frames)
 _KID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_COMPACT = re.compile(r"[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){4}")  # five base64url parts
+_B64 = re.compile(r"[A-Za-z0-9_-]*")
 _HEADER_KEYS = frozenset({"alg", "enc", "kid", "typ", "cty"})
 
 if TYPE_CHECKING:
@@ -88,9 +88,9 @@ def _checked(token: str, max_size: int) -> tuple[list[str], dict[str, Any]]:
     """The five segments of ``token`` and its checked header."""
     if len(token) > max_size:
         raise DecryptError(f"JWE is {len(token)} characters, above the limit of {max_size}")
-    if not _COMPACT.fullmatch(token):
-        raise DecryptError("not a JWE compact serialization (five base64url parts)")
     parts = token.split(".")
+    if len(parts) != 5 or not all(_B64.fullmatch(p) for p in parts):
+        raise DecryptError("not a JWE compact serialization (five base64url parts)")
     if len(parts[0]) > MAX_HEADER:
         raise DecryptError(f"JWE header is longer than {MAX_HEADER} characters")
     obj = dict(_checked_header(parts[0]))
