@@ -1,6 +1,7 @@
 """The wire format of encrypted messages: JWE compact serialization, ``dir`` + ``A256GCM``.
 
-No I/O, no crypto of our own: joserfc does the AES-GCM; this module decides what is
+No I/O, no crypto of our own: joserfc seals; opening is ``cryptography``'s AES-GCM (the
+primitive joserfc's A256GCM uses, ``_aead``) after this module's checks, which decide what is
 accepted before a key is even looked up, so a hostile token costs a few string checks.
 
 Accepted (everything else is a ``DecryptError`` naming why, never another exception):
@@ -23,7 +24,7 @@ import binascii
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.envelope import check_unicode, dumps, parse_json
@@ -39,8 +40,11 @@ DEFAULT_MAX_SIZE = 256 * 1024  # the envelope's own bound (agent.envelope.DEFAUL
 CONTENT_TYPE = "application/jose"  # RFC 7515 section 9.2.1: the compact serialization
 ENCODING = "jwe"  # the envelope's "encoding" when "message" is a JWE (MQTT, ntfy frames)
 _KID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_B64 = re.compile(r"[A-Za-z0-9_-]*")
+_COMPACT = re.compile(r"[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){4}")  # five base64url parts
 _HEADER_KEYS = frozenset({"alg", "enc", "kid", "typ", "cty"})
+IV_BYTES = 12
+TAG_BYTES = 16
+_CANONICAL_LAST = ("", "AEIMQUYcgkosw048", "AQgw")  # by padding: 2 or 4 unused bits zero
 
 if TYPE_CHECKING:
     from joserfc.jwk import OctKey
@@ -88,9 +92,9 @@ def _checked(token: str, max_size: int) -> tuple[list[str], dict[str, Any]]:
     """The five segments of ``token`` and its checked header."""
     if len(token) > max_size:
         raise DecryptError(f"JWE is {len(token)} characters, above the limit of {max_size}")
-    parts = token.split(".")
-    if len(parts) != 5 or not all(_B64.fullmatch(p) for p in parts):
+    if not _COMPACT.fullmatch(token):
         raise DecryptError("not a JWE compact serialization (five base64url parts)")
+    parts = token.split(".")
     if len(parts[0]) > MAX_HEADER:
         raise DecryptError(f"JWE header is longer than {MAX_HEADER} characters")
     obj = dict(_checked_header(parts[0]))
@@ -137,15 +141,18 @@ def open_token(
     key = keys.get(kid)
     if key is None:
         raise DecryptError(f"no key {kid!r} for this topic", kid)
-    enc, JoseError, unb64 = _content_decryption()
+    aead, InvalidTag = _aead()
     try:
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"an A256GCM key is {KEY_BYTES} bytes, not {len(key)}")
-        iv, ciphertext, tag = (unb64(p.encode("ascii")) for p in parts[2:])
-        enc.check_iv(iv)
+        iv, ciphertext, tag = (
+            _strict_unb64(parts[2]),
+            _strict_unb64(parts[3]),
+            _strict_unb64(parts[4]),
+        )
+        if len(iv) != IV_BYTES or len(tag) != TAG_BYTES:
+            raise ValueError("A256GCM takes a 96-bit IV and a 128-bit tag")
         # RFC 7516 5.2 steps 14-15: the additional data is the header segment as it came
-        plain = enc.decrypt(ciphertext, tag, key, iv, parts[0].encode("ascii"))
-    except (JoseError, ValueError, binascii.Error):
+        plain = _cipher(key, aead).decrypt(iv, ciphertext + tag, parts[0].encode("ascii"))
+    except (InvalidTag, ValueError, binascii.Error):
         # AES-GCM's tag did not match (tampered, truncated or another key with this kid), or
         # a segment that does not decode: the same answer, nothing of the plaintext shown.
         raise DecryptError(
@@ -170,23 +177,39 @@ def check_kid(kid: str) -> str:
 
 
 @functools.cache
-def _content_decryption() -> tuple[Any, type[Exception], Callable[[bytes], bytes]]:
-    """joserfc's own A256GCM content encryption (its JWERegistry's ``enc`` model, allowing
-    only ALGORITHMS), its error root and its strict base64url decoder (no padding, canonical
-    last character), made on first use.
+def _aead() -> tuple[Any, type[Exception]]:
+    """``cryptography``'s AESGCM and its InvalidTag, imported on first use.
 
-    The receive path calls it directly, after ``_checked`` did everything else
-    ``jwe.decrypt_compact`` would for ``dir``: the header checks (stricter than joserfc's),
-    the empty encrypted key (``dir``: the key is the CEK), the segments' base64url. That
-    wrapper cost ~20-30 us a message here -- the registry checks, a CompactEncryption and
-    Recipient object, a JSON decode of a header whose checks are cached per segment --
-    against ~7 us for the content decryption itself (docs/PERFORMANCE.md, ``--encrypted``);
-    tests/test_e2e_jwe checks both open and refuse the same tokens."""
-    from joserfc import jwe
-    from joserfc.errors import JoseError
-    from joserfc.util import urlsafe_b64decode
+    Receiving, the content decryption (RFC 7516 section 5.2 steps 14-15 for ``dir`` +
+    ``A256GCM``) is AESGCM itself -- the primitive under joserfc's ``A256GCM`` model --
+    after ``_checked`` did everything else ``jwe.decrypt_compact`` would: the header
+    checks (stricter than joserfc's), the empty encrypted key (``dir``: the key is the
+    CEK), the segments' strict base64url, and here the IV and tag sizes. joserfc's wrapper
+    cost 20-30 us a message (registry checks, a CompactEncryption and Recipient object, a
+    JSON decode of a header whose checks are cached here, a new Cipher each time) against
+    ~3 us for this (docs/PERFORMANCE.md, ``--encrypted``). tests/test_e2e_jwe checks both
+    open, and refuse, the same tokens; encrypting stays joserfc's."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    return jwe.JWERegistry(algorithms=ALGORITHMS).get_enc(ENC), JoseError, urlsafe_b64decode
+    return AESGCM, InvalidTag
+
+
+@functools.lru_cache(maxsize=64)
+def _cipher(key: bytes, aead: Any) -> Any:
+    """The AESGCM object of ``key``, made once per key (in memory only, never logged)."""
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"an A256GCM key is {KEY_BYTES} bytes, not {len(key)}")
+    return aead(key)
+
+
+def _strict_unb64(segment: str) -> bytes:
+    """base64url without padding, as joserfc reads it: a last character that carries unused
+    bits must have them zero (one token, one spelling). The alphabet is checked already."""
+    pad = -len(segment) % 4
+    if pad == 3 or (pad and segment[-1] not in _CANONICAL_LAST[pad]):
+        raise ValueError("not canonical base64url")
+    return base64.urlsafe_b64decode(segment + "=" * pad)
 
 
 @functools.lru_cache(maxsize=64)
