@@ -256,9 +256,9 @@ class Rumqttd(Broker):
     --config``. ``port`` is its MQTT 5 listener, ``v4_port`` its 3.1.1 one (rumqttd speaks
     one protocol per listener). Sessions live in memory: a restart forgets them.
 
-    The PyPI brokers in Python itself were tried first: amqtt 0.12 refuses any CONNECT but
-    3.1.1 (protocol level 4), and moat-lib-mqtt 0.8 (MQTT 5) keeps no session once a link
-    closes, so there is nothing resent to probe."""
+    The PyPI brokers in Python itself were looked at first (their 2026 releases, by their
+    source): amqtt 0.12 refuses any CONNECT but 3.1.1 (protocol level 4), and moat-lib-mqtt
+    0.8 (MQTT 5) drops a client's session when its link closes, so nothing is resent."""
 
     name = "rumqttd"
     boot_timeout = 20.0
