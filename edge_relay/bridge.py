@@ -77,7 +77,7 @@ class Bridge:
             servers=(cfg.upstream,),
             notifier="none",
             max_message_size=max(64, cfg.limits.message_size * 4),
-            mqtt=MqttConfig(protocol=cfg.upstream_protocol),
+            mqtt=MqttConfig(protocol=cfg.upstream_protocol, redelivery=cfg.upstream_redelivery),
         )
         self.transport = MqttTransport(
             cfg.upstream, agent_cfg, topics=cfg.upstream_topics, client_id=client_id,

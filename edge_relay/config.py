@@ -134,6 +134,10 @@ class RelayConfig:
     upstream_topics: tuple[str, ...] = ()
     upstream_protocol: str = "auto"
     """``[upstream] protocol``: "auto" (MQTT 5, else 3.1.1, remembered), "5" or "3.1.1"."""
+    upstream_redelivery: str = "auto"
+    """``[upstream] redelivery``: whether the broker's packet ids and DUP flag may dedupe
+    id-less messages, as the agent's ``[mqtt] redelivery`` ("auto", "trusted", "untrusted";
+    ``agent.transports.mqtt_redelivery``)."""
     forward: tuple[str, ...] = ()
     auth_file: Path | None = None
     tls_cert: Path | None = None
@@ -166,6 +170,11 @@ class RelayConfig:
             raise ValueError(
                 f'\'upstream.protocol\' must be "auto", "5" or "3.1.1", '
                 f"not {self.upstream_protocol!r}"
+            )
+        if self.upstream_redelivery not in ("auto", "trusted", "untrusted"):
+            raise ValueError(
+                '\'upstream.redelivery\' must be "auto", "trusted" or "untrusted", '
+                f"not {self.upstream_redelivery!r}"
             )
 
     @property
@@ -225,12 +234,17 @@ def load(
     return build(RelayConfig, table, where=where if not flags else f"{where} + command line")
 
 
-# ``[upstream]`` as a table (url, topics, protocol) is the same as the flat keys.
-_UPSTREAM_KEYS = {"url": "upstream", "topics": "upstream_topics", "protocol": "upstream_protocol"}
+# ``[upstream]`` as a table (url, topics, protocol, redelivery) is the same as the flat keys.
+_UPSTREAM_KEYS = {
+    "url": "upstream",
+    "topics": "upstream_topics",
+    "protocol": "upstream_protocol",
+    "redelivery": "upstream_redelivery",
+}
 
 
 def _upstream_table(table: dict[str, Any], where: str) -> dict[str, Any]:
-    """``[upstream] url/topics/protocol`` → the flat ``upstream``, ``upstream_*`` keys."""
+    """``[upstream] url/topics/protocol/redelivery`` → the flat ``upstream*`` keys."""
     section = table.get("upstream")
     if not isinstance(section, Mapping):
         return table

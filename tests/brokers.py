@@ -1,4 +1,5 @@
-"""Real RabbitMQ (with ``rabbitmq_mqtt``) and nats-server (JetStream + MQTT) brokers for tests.
+"""Real RabbitMQ (with ``rabbitmq_mqtt``) and nats-server (JetStream + MQTT) brokers for tests,
+and rumqttd, an MQTT 5 broker from PyPI (``Rumqttd``).
 
 Both are the Debian packages (``rabbitmq-server`` 3.10, ``nats-server`` 2.9), started here on
 free ports of 127.0.0.1 with their own data dirs, never the packaged services (packaging/dev.sh
@@ -23,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import free_port, wait_for
@@ -246,6 +248,44 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class Rumqttd(Broker):
+    """rumqttd (bytebeam's Rust broker, MQTT 5 and 3.1.1) as PyPI's ``iotcore`` ships it: a
+    wheel with the broker compiled in and no dependencies, run as ``python -m iotcore
+    --config``. ``port`` is its MQTT 5 listener, ``v4_port`` its 3.1.1 one (rumqttd speaks
+    one protocol per listener). Sessions live in memory: a restart forgets them.
+
+    The PyPI brokers in Python itself were looked at first (their 2026 releases, by their
+    source): amqtt 0.12 refuses any CONNECT but 3.1.1 (protocol level 4), and moat-lib-mqtt
+    0.8 (MQTT 5) drops a client's session when its link closes, so nothing is resent."""
+
+    name = "rumqttd"
+    boot_timeout = 20.0
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.v4_port = free_port()
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        conf = self.dir / "rumqttd.toml"
+        listeners = "".join(
+            f'[{v}.1]\nname = "{v}"\nlisten = "127.0.0.1:{port}"\nnext_connection_delay_ms = 1\n'
+            f"[{v}.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 65536\n"
+            f"max_inflight_count = 100\n" + ("dynamic_filters = true\n" if v == "v4" else "")
+            for v, port in (("v4", self.v4_port), ("v5", self.port))
+        )
+        conf.write_text(
+            "id = 0\n[router]\nid = 0\nmax_connections = 1000\nmax_outgoing_packet_count = 200\n"
+            "max_segment_size = 104857600\nmax_segment_count = 10\n" + listeners
+        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        return [sys.executable, "-m", "iotcore", "--config", str(conf)], env
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"rumqttd exited with {self.proc.returncode}:\n{_tail(self.out)}")
+        return mqtt_ready(self.v4_port) and _accepts(self.port)
 
 
 def _accepts(port: int) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Nats, RabbitMQ
+from tests.brokers import Nats, RabbitMQ, Rumqttd
 from tests.desktop import Desktop
 from tests.mosquitto import Mosquitto
 
@@ -35,6 +35,17 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
     """A real RabbitMQ 3.10 with rabbitmq_mqtt, once per session (it boots in ~12 s)."""
     broker = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def rumqttd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rumqttd]:
+    """rumqttd (MQTT 5 and 3.1.1) from PyPI's iotcore, once per session."""
+    broker = Rumqttd(tmp_path_factory.mktemp("rumqttd"))
     try:
         broker.start()
         yield broker

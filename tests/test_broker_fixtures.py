@@ -9,16 +9,16 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.brokers import Broker, Nats, RabbitMQ, mqtt_ready
+from tests.brokers import Broker, Nats, RabbitMQ, Rumqttd, mqtt_ready
 from tests.helpers import wait_for
 
 
-def _round_trip(port: int) -> list[bytes]:
+def _round_trip(port: int, protocol: int = paho.MQTTv311) -> list[bytes]:
     """Subscribe (QoS 1, MQTT 3.1.1, which both brokers speak), publish, return what came."""
     got: list[bytes] = []
     topic = f"fixture/{uuid.uuid4().hex[:8]}"
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fx-{uuid.uuid4().hex[:8]}",
-                    protocol=paho.MQTTv311)  # fmt: skip
+                    protocol=protocol)  # fmt: skip
     subscribed: list[object] = []
     c.on_subscribe = lambda cl, u, mid, codes, props: subscribed.append(codes)
     c.on_message = lambda cl, u, msg: got.append(bytes(msg.payload))
@@ -64,3 +64,8 @@ def test_nats_comes_back_on_the_same_port_after_sigkill(tmp_path: Path) -> None:
         assert _round_trip(broker.port) == [b"hello"]
     finally:
         broker.stop()
+
+
+def test_rumqttd_speaks_mqtt5_on_its_port_and_311_on_v4_port(rumqttd: Rumqttd) -> None:
+    assert _round_trip(rumqttd.port, paho.MQTTv5) == [b"hello"]
+    assert _round_trip(rumqttd.v4_port) == [b"hello"]

@@ -14,7 +14,12 @@ Measured (mosquitto 2.0, RabbitMQ 3.10, NATS 2.9, Debian 12):
 * NATS resends with DUP (after its ack wait, 30 s, unless the session is taken over at once)
   and gives a new message the lowest free packet id, so an acked id comes back at once.
 
-Only the first makes "packet id + DUP + same bytes" a proof of a resend.
+* rumqttd 0.20 (PyPI's iotcore 0.4, over MQTT 5; its 3.1.1 listener does the same) resends
+  what was unacked on a resumed session, but without DUP and renumbered.
+
+Only the first makes "packet id + DUP + same bytes" a proof of a resend. rumqttd, an MQTT 5
+broker the agent trusts under ``redelivery = "auto"`` until it renumbers, never sets DUP, so
+the rule cannot drop anything there; tests/test_mqtt_plain_resend.py runs on it too.
 """
 
 from __future__ import annotations
@@ -36,22 +41,26 @@ EXPECTED = {
                  "acked_id_reused_at_once": False},
     "nats": {"resend_has_dup": True, "resend_keeps_its_id": True,
              "acked_id_reused_at_once": True},
+    "rumqttd": {"resend_has_dup": False, "resend_keeps_its_id": False,
+                "acked_id_reused_at_once": False},
 }  # fmt: skip
+VERSION = {"rumqttd": 5}  # the MQTT version a probe speaks (3.1.1 unless the broker has 5)
 RESEND_WAIT = 45.0  # NATS resends after its 30 s ack wait
 
 
-def probe(port: int) -> dict[str, bool]:
-    """Publish, cut, reconnect twice; what the broker did with ids and DUP."""
+def probe(port: int, version: int = 4) -> dict[str, bool]:
+    """Publish, cut, reconnect twice; what the broker did with ids and DUP (``version`` 5:
+    in MQTT 5)."""
     cid, topic = f"probe-{uuid.uuid4().hex[:8]}", f"probe{uuid.uuid4().hex[:8]}"
-    pub = RawClient(port, f"{cid}-pub", clean=True)
-    sub = RawClient(port, cid)
+    pub = RawClient(port, f"{cid}-pub", clean=True, version=version)
+    sub = RawClient(port, cid, version=version)
     assert sub.subscribe(f"{topic}/#") == b"\x01"
     pub.publish(f"{topic}/x", [b"a", b"b", b"c"])
     first = sub.receive(3, 10.0)
     assert [p.payload for p in first] == [b"a", b"b", b"c"] and not any(p.dup for p in first)
     sub.cut()  # none acked
 
-    sub = RawClient(port, cid)
+    sub = RawClient(port, cid, version=version)
     assert sub.session_present
     resent = sub.receive(3, RESEND_WAIT)
     assert [p.payload for p in resent] == [b"a", b"b", b"c"], resent
@@ -68,7 +77,7 @@ def probe(port: int) -> dict[str, bool]:
             sub.ping()
     sub.cut()  # the new one unacked
 
-    sub = RawClient(port, cid)
+    sub = RawClient(port, cid, version=version)
     [again] = sub.receive(1, RESEND_WAIT)
     assert again.payload == b"a"
     sub.ack([again])
@@ -88,9 +97,9 @@ def facts(first: list[Pub], resent: list[Pub], rounds: list[Pub], again: Pub) ->
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("name", ["mosquitto", "rabbitmq", "nats"])
+@pytest.mark.parametrize("name", ["mosquitto", "rabbitmq", "nats", "rumqttd"])
 def test_what_each_broker_does_with_packet_ids_and_dup(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     broker: Broker | Mosquitto = request.getfixturevalue(name)
-    assert probe(broker.port) == EXPECTED[name]
+    assert probe(broker.port, VERSION.get(name, 4)) == EXPECTED[name]

@@ -50,14 +50,15 @@ def queued_bytes(pid: int, broker_port: int) -> int:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("name", ["mosquitto", "rabbitmq", "nats"])
+@pytest.mark.parametrize("name", ["mosquitto", "rabbitmq", "nats", "rumqttd"])
 def test_the_same_text_again_after_a_crash_is_stored_twice_never_once(
     name: str, request: pytest.FixtureRequest, home: Path
 ) -> None:
     broker: Mosquitto = request.getfixturevalue(name)
     topic = f"t{uuid.uuid4().hex[:10]}"
     agent = Agent(home, broker.url, "--topic", f"{topic}/#").start()
-    pub = Client311(broker.port, f"pub-{topic}")
+    # rumqttd: the agent on its MQTT 5 listener, the publisher on its 3.1.1 one
+    pub = Client311(getattr(broker, "v4_port", broker.port), f"pub-{topic}")
     try:
         pub.publish(f"{topic}/lamp", b"ON")
         wait_for(lambda: len(texts(home)) == 1, timeout=20, what="the first ON stored")
@@ -73,6 +74,8 @@ def test_the_same_text_again_after_a_crash_is_stored_twice_never_once(
                  what=f"2nd ON stored (have {texts(home)}; log {agent.log()[-999:]})")  # fmt: skip
         got = texts(home)
         assert [m for _, m in got] == ["ON", "ON"] and got[0][0] != got[1][0]
+        if name in ("mosquitto", "rumqttd"):  # the MQTT 5 brokers: auto spoke MQTT 5
+            assert "with MQTT 5" in agent.log()
     finally:
         pub.close()
         if agent.proc is not None and agent.proc.poll() is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import AuthError, ConnectionLost
-from agent.transports.mqtt_protocol import suback_error
+from agent.transports.mqtt_protocol import SubscribeRefused, retry_delay, suback_error
 from tests.helpers import wait_for
 from tests.mqtt_helpers import Agent
 
@@ -56,8 +56,12 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, code: int, refusals: int, *, close_v5_subscribe: bool = False) -> None:
+    def __init__(
+        self, code: int, refusals: int, *, close_v5_subscribe: bool = False, slow: float = 0.0
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.slow = slow
+        """Seconds a refusal takes (a NATS node with one down: its 4 s JetStream timeout)."""
         self.close_v5_subscribe = close_v5_subscribe
         """Take an MQTT 5 CONNECT, then close the link at its SUBSCRIBE (as NATS 2.9 does
         with some MQTT 5 packets)."""
@@ -90,6 +94,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     self.server.subscribes.append(time.monotonic())
                     n = len(self.server.subscribes)
                 code = self.server.code if n <= self.server.refusals else 0x01
+                if code != 0x01:
+                    time.sleep(self.server.slow)
                 props = b"\x00" if v5 else b""
                 rest = body[:2] + props + bytes([code])
                 sock.sendall(bytes([0x90, len(rest)]) + rest)
@@ -102,7 +108,10 @@ class _Handler(socketserver.BaseRequestHandler):
 @pytest.fixture
 def refusing(request: pytest.FixtureRequest) -> Iterator[RefusingBroker]:
     code, refusals, *close = request.param
-    server = RefusingBroker(code, refusals, close_v5_subscribe=bool(close))
+    yield from _serve(RefusingBroker(code, refusals, close_v5_subscribe=bool(close)))
+
+
+def _serve(server: RefusingBroker) -> Iterator[RefusingBroker]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -110,6 +119,33 @@ def refusing(request: pytest.FixtureRequest) -> Iterator[RefusingBroker]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def slow_refusing() -> Iterator[RefusingBroker]:
+    yield from _serve(RefusingBroker(0x80, 3, slow=3.0))
+
+
+def test_the_time_a_refusal_takes_counts_towards_the_backoff(
+    slow_refusing: RefusingBroker, home: Path
+) -> None:
+    """Three SUBSCRIBEs refused after 3 s each, as a NATS node does with a cluster node down.
+    The backoff's delays (0.25-0.5, 0.5-1, 1-2 s) are shorter than that, so each retry goes at
+    once: the fourth SUBSCRIBE comes ~9 s after the first, not 10.75-12.5 s (3 x 3 s + the
+    delays on top, as before)."""
+    url = f"mqtt://127.0.0.1:{slow_refusing.port}"
+    agent = Agent(home, url, "--topic", "a/#", "--mqtt-protocol", "3.1.1")
+    agent.start(wait_connected=False)
+    try:
+        wait_for(lambda: agent.status().get("state") == "connected", timeout=30,
+                 what=f"connected ({agent.log()[-800:]})")  # fmt: skip
+        times = slow_refusing.subscribes
+        assert len(times) == 4
+        took = times[-1] - times[0]
+        assert took < 10.5, f"{took:.1f} s from the first SUBSCRIBE to the granted one"
+        assert agent.log().count("refused for now") == 3
+    finally:
+        assert agent.stop() == 0
 
 
 @pytest.mark.parametrize(
@@ -163,9 +199,17 @@ def test_a_broker_that_takes_mqtt5_connect_but_closes_at_subscribe_converges_on_
 
 @pytest.mark.parametrize(
     ("code", "kind"),
-    [(0x80, ConnectionLost), (0x83, ConnectionLost), (0x97, ConnectionLost),
+    [(0x80, SubscribeRefused), (0x83, SubscribeRefused), (0x97, SubscribeRefused),
      (0x87, AuthError), (0x8F, AuthError), (0x9E, AuthError), (0xA2, AuthError)],
 )  # fmt: skip
 def test_suback_decision_table(code: int, kind: type[Exception]) -> None:
     err = suback_error("a/#", code, "why")
     assert type(err) is kind and f"0x{code:02X}" in str(err)
+    assert isinstance(err, ConnectionLost) != isinstance(err, AuthError)  # retried, or told
+
+
+def test_only_a_subscribe_refusal_spends_its_own_time_from_the_backoff() -> None:
+    refused = SubscribeRefused("refused for now")
+    assert retry_delay(refused, 2.0, 0.5) == 1.5
+    assert retry_delay(refused, 2.0, 4.0) == 0.0
+    assert retry_delay(ConnectionLost("no CONNACK within 10 s"), 2.0, 10.0) == 2.0

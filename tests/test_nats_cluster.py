@@ -4,7 +4,7 @@ node failures cost nothing (issue 13, "proven by").
 The agent has two nodes in ``--server``; 2,000 messages with ids are published on the third.
 The node in use is SIGKILLed mid-stream, later restarted, then the other one is killed:
 2,000 of 2,000, none twice. A fresh agent started while a node is down (that node first in
-its list) connects within 30 s (the issue's 15 s: 2 of 4 runs, see the test).
+its list) connects within 15 s, plus what the cluster itself costs (see ``_connect_time``).
 """
 
 from __future__ import annotations
@@ -69,23 +69,57 @@ def test_node_failures_lose_nothing_and_repeat_nothing(
         started = time.monotonic()
         fresh = Agent(fresh_home, n1.url, "--server", n0.url, "--topic", f"{topic}/#")
         fresh.start(wait_connected=False)
-        # The issue's target is 15 s. Measured: 10.9, 11.6, 15.7 s and once above 15 s: the dead
-        # node costs ws.failover_after (10 s) before the other is tried, and a NATS node
-        # refuses a SUBSCRIBE now and then for a while after a kill (~4 s each, retried).
         try:
-            wait_for(lambda: fresh.status().get("state") == "connected", timeout=30,
-                     what="a fresh agent connected")  # fmt: skip
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: {fresh.log()[-1500:]}") from None
-        took = time.monotonic() - started
-        assert fresh.stop() == 0
-        print(f"fresh agent connected in {took:.1f} s with a node down; {pub.retries} publishes "
-              "sent again for want of a PUBACK")  # fmt: skip
+            took, refused = _connect_time(fresh, n0.url, started)
+        finally:
+            code = fresh.stop(timeout=15)  # also when it failed: no agent left behind
+        assert code == 0
+        print(
+            f"fresh agent connected in {took:.1f} s with a node down ({refused} of the cluster's "
+            f"4 s timeouts); {pub.retries} publishes sent again for want of a PUBACK"
+        )
         n1.start()
         assert mqtt_ready(n1.port)
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.stop()
+
+
+def _connect_time(fresh: Agent, live: str, started: float) -> tuple[float, int]:
+    """Seconds until ``fresh`` connected, and how many of the cluster's 4 s timeouts it met.
+
+    The agent's own part: the dead first node is passed over at once (within 5 s of the start,
+    the interpreter's start included), the whole within 15 s. Measured before the failover did
+    that: 10.9-15.9 s, 10 s of it ws.failover_after on the dead node, and 2 of 8 runs not within
+    30 s (the agent went back from the live node, refusing SUBSCRIBEs, to the dead one).
+
+    The cluster's part: with a node down, NATS 2.9 creates an R3 JetStream consumer for each
+    subject of a SUBSCRIBE (two for ``t/#``) and refuses the SUBSCRIBE when that takes more
+    than its fixed 4 s API timeout (its log: "Unable to add JetStream consumer ... timeout",
+    then the consumer's leader elected 0.4-1.1 s later; the retry makes new ones), and closes
+    a CONNECT when loading the session record times out the same way ("unable to connect:
+    loading session record ... timeout"). 0-4 of those per fresh
+    agent here (more when the three nodes share one busy core); each adds its 4 s and a
+    reconnect (5 s allowed) to the 15 s.
+    """
+    wait_for(lambda: f"using {live}" in fresh.log(), timeout=5,
+             what=f"the dead node passed over ({fresh.log()[-800:]})")  # fmt: skip
+
+    def timeouts() -> int:  # the cluster's own 4 s ones, from the agent's log
+        log = fresh.log()
+        return log.count("refused for now") + log.count("closed the connection after CONNECT")
+
+    def done() -> bool:
+        allowed = 15 + 5 * timeouts()
+        return fresh.status().get("state") == "connected" or time.monotonic() - started > allowed
+
+    wait_for(done, timeout=120, what="a fresh agent connected or out of time")
+    took, refused = time.monotonic() - started, timeouts()
+    assert fresh.status().get("state") == "connected", (
+        f"a fresh agent not connected in {took:.1f} s ({refused} cluster timeouts): "
+        f"{fresh.log()[-1500:]}"
+    )
+    return took, refused
 
 
 @pytest.mark.slow

@@ -6,8 +6,16 @@ Theory of operation
 service's URL-scheme factory) for the server ``agent.servers.choose`` picks, watches it, and
 replaces it when:
 
-* it has not been connected for ``ws.failover_after`` seconds and there is another candidate
-  (the failed server cools down for ``ws.recheck`` seconds, so the next pick moves on); or
+* it has not been connected for ``ws.failover_after`` seconds and another candidate answers a
+  TCP connect (the failed server cools down for ``ws.recheck`` seconds, so the next pick moves
+  on). Moving to servers that do not answer either would only trade a server that may be
+  refusing a SUBSCRIBE for a while (a broker cluster electing) for dead ones; or
+* it has not connected since it was picked, its last attempt failed and its server does not
+  answer a TCP connect (refused, or no answer within 2 s) while another candidate is not
+  cooling down: a dead first server in ``--server`` costs well under a second at start, not
+  ``failover_after`` (issue 13: 10 of the 10.9-15.7 s a fresh agent took to connect to a NATS
+  cluster with a node down). A server that was connected keeps ``failover_after``: a relay
+  or broker restarting refuses connections for a moment and is worth waiting for; or
 * a more preferred server is reachable again (checked every ``ws.recheck`` seconds and as
   soon as discovery reports a change), e.g. the relay came back: the agent returns to it; or
 * among relays of the same rank, another is clearly faster (hysteresis in ``choose``).
@@ -43,6 +51,8 @@ log = logging.getLogger("pushagent.failover")
 _TICK = 0.25
 _PROBE_TIMEOUT = 2.0
 _FIRST_LOOK = 3.0
+_PROBE_EVERY = 1.0
+"""Seconds between TCP probes of a server that is down (its own, or the others')."""
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -181,7 +191,9 @@ class FailoverTransport:
         """Return "failed" or "better" when the child should be replaced."""
         ws = self.cfg.ws
         down_since: float | None = _now()
+        ever_up = False
         next_check = _now() + ws.recheck
+        next_probe = _now()
         while True:
             await self._wait_change(_TICK, task)
             self._forward_state(child.state)  # for children that do not report changes
@@ -194,15 +206,16 @@ class FailoverTransport:
             if child.state == "connected":
                 self._cooldown.pop(pick.url, None)
                 self._probe_failed.pop(pick.url, None)
-                down_since = None
+                down_since, ever_up = None, True
             elif down_since is None:
                 down_since = _now()
                 if self._discovery is not None:
                     self._discovery.nudge()
             others = [c for c in await self._candidates() if c.url != pick.url]
-            if down_since is not None and others and _now() - down_since > ws.failover_after:
-                log.warning("%s unreachable for %.0f s; failing over", child.url, ws.failover_after)
-                return "failed"
+            if down_since is not None and others and _now() >= next_probe:
+                next_probe = _now() + _PROBE_EVERY
+                if await self._give_up(pick, child, others, down_since, ever_up=ever_up):
+                    return "failed"
             changed = self._discovery is not None and self._discovery.changed.is_set()
             if changed or _now() >= next_check:
                 if self._discovery is not None:
@@ -210,6 +223,32 @@ class FailoverTransport:
                 next_check = _now() + ws.recheck
                 if await self._better_exists(pick):
                     return "better"
+
+    async def _give_up(
+        self,
+        pick: Candidate,
+        child: Transport,
+        others: Sequence[Candidate],
+        down_since: float,
+        *,
+        ever_up: bool,
+    ) -> bool:
+        """True when the child, down since ``down_since``, should make way for ``others``
+        (the rules in the module docstring)."""
+        cooling = self._cooling()
+        waiting = [c for c in others if cooling.get(c.url, 0.0) <= _now()]
+        tried = getattr(child, "last_error", None) is not None  # an attempt has failed
+        if not ever_up and waiting and tried and await probe(pick.url) is None:
+            log.warning("%s does not answer; trying the next server", child.url)
+            return True
+        after = self.cfg.ws.failover_after
+        if _now() - down_since <= after:
+            return False
+        answers = await asyncio.gather(*(probe(c.url) for c in others))
+        if all(t is None for t in answers):
+            return False  # no better place to go: the child keeps retrying with its backoff
+        log.warning("%s unreachable for %.0f s; failing over", child.url, after)
+        return True
 
     async def _better_exists(self, pick: Candidate) -> bool:
         cands = await self._candidates(measure=True)

@@ -155,6 +155,7 @@ class MqttTransport:
         try:
             while True:
                 self._set_state("connecting")
+                started = time.monotonic()
                 try:
                     conn = await self.open()
                 except (AuthError, ConfigError) as exc:
@@ -164,7 +165,7 @@ class MqttTransport:
                     self.last_error, self.retry_in = str(exc), delay
                     log.error("%s: %s; retrying in %.0f s", self.url, exc, delay)
                 except TransportError as exc:
-                    delay = next(delays)
+                    delay = proto.retry_delay(exc, next(delays), time.monotonic() - started)
                     self.last_error, self.retry_in = str(exc), delay
                     log.warning("%s: %s; retrying in %.1f s", self.url, exc, delay)
                 else:

@@ -30,7 +30,10 @@ exceeded", which cluster nodes send while they elect a leader (issue 13: 52 s to
 fresh agent to a NATS cluster with a node down, behind the 60 s pause). Any other reason
 (0x87 "not authorized", a bad filter) is a stop-and-tell ``AuthError``. MQTT 3.1.1 has one
 failure code, 0x80, for every reason: it is retried too, up to the backoff's cap (60 s), so
-an ACL that refuses the topic is told in the log at every attempt.
+an ACL that refuses the topic is told in the log at every attempt. The backoff spaces the
+attempts, it is not idle time after each: a node that takes 4 s to refuse (NATS 2.9 creating
+a replicated consumer with a node down, its fixed JetStream timeout) is asked again at once
+when the backoff's delay is shorter than that (``retry_delay``), not 4 s + the delay later.
 
 Pure apart from the memory file (``ProtocolMemory``, a few hundred bytes read at connect time).
 """
@@ -91,15 +94,27 @@ SUBACK_TRANSIENT = {0x80, 0x83, 0x97}
 """SUBACK reason codes that can pass (MQTT 5 §3.9.3; 0x80 is also 3.1.1's only failure)."""
 
 
+class SubscribeRefused(ConnectionLost):
+    """A SUBSCRIBE refused with a reason that can pass (``SUBACK_TRANSIENT``)."""
+
+
 def suback_error(topic: str, code: int, name: str) -> ConnectionLost | AuthError:
     """The error for a SUBSCRIBE to ``topic`` refused with ``code`` (``name``: its text)."""
     if code in SUBACK_TRANSIENT:
-        return ConnectionLost(
+        return SubscribeRefused(
             f"subscription to {topic!r} refused for now: {name} (0x{code:02X}); "
             "retrying (a broker cluster refuses while it elects a leader; if it persists, "
             "check the broker's ACL for this topic)"
         )
     return AuthError(f"subscription to {topic!r} refused: {name} (0x{code:02X})")
+
+
+def retry_delay(exc: Exception, delay: float, spent: float) -> float:
+    """Seconds to wait before the next attempt after ``exc``, which took ``spent`` seconds:
+    ``delay`` (the backoff's), less the time a SUBSCRIBE refusal took to come back."""
+    if isinstance(exc, SubscribeRefused):
+        return max(0.0, delay - spent)
+    return delay
 
 
 def check_connack(code: Any, protocol: str) -> None:
