@@ -405,3 +405,61 @@ def test_history_window_lists_like_history_newest_last(home: Path) -> None:
     )
     listed = [t for line in r.stdout.splitlines() for t in ("m0", "m1", "m2") if t in line]
     assert listed == ["m0", "m1", "m2"]  # the same order as the window's
+
+
+def test_history_lines_name_the_file_and_select_the_newest_cached_one(
+    home: Path, tmp_path: Path
+) -> None:
+    """Issue 14: the history window shows which messages carry a file, and opens on the
+    newest whose file is in the cache (a text-only or uncached one has no preview)."""
+    snap = tmp_path / "door.png"
+    Image.new("RGB", (640, 480), (220, 20, 30)).save(snap)
+    att = {"name": "door.png", "type": "image/png", "size": snap.stat().st_size,
+           "url": "http://relay.invalid/file/x.png"}  # fmt: skip
+    with Store(home / "data" / "pushagent.db").open() as store:
+        a, b, c = msg(title="cam", attachment=att), msg(title="cam2", attachment=att), msg()
+        store.insert_batch([a, b, c])
+        store.set_attachment_file(a.id, str(snap), size=1, mime="image/png")
+        items = history.rows(store)
+        files = store.attachment_paths([s.message.id for s in items])
+    assert [s.message.id for s in items] == [a.id, b.id, c.id]
+    assert history.line(items[0]).endswith("[file: door.png]")
+    assert history.newest_with_file(items, files) == 0  # b's file is not cached
+    img = history.preview(files[a.id])
+    assert img is not None and img.size == (320, 240)  # scaled down to fit, aspect kept
+    (tmp_path / "not.png").write_bytes(b"\x89PNG not really")
+    assert history.preview(str(tmp_path / "not.png")) is None
+    assert history.preview(None) is None
+
+
+@pytest.mark.desktop
+def test_history_window_previews_a_cached_image(
+    desktop: Desktop, home: Path, tmp_path: Path
+) -> None:
+    """Issue 14: an image attachment in the cache is drawn in the history window (a real Tk
+    window under Xvfb, found by its pixels in a screenshot)."""
+    snap = tmp_path / "door.png"
+    colour = (20, 200, 60)
+    Image.new("RGB", (400, 300), colour).save(snap)
+    att = {"name": "door.png", "type": "image/png", "size": snap.stat().st_size,
+           "url": "http://relay.invalid/file/y.png"}  # fmt: skip
+    db = home / "data" / "pushagent.db"
+    with Store(db).open() as store:
+        m = msg(title="door", attachment=att)
+        store.insert_batch([m])
+        store.set_attachment_file(m.id, str(snap), size=1, mime="image/png")
+    env = {**child_env(home), **desktop.env}
+    proc = subprocess.Popen([*_agent(), "tray", "--history-window", str(db)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        win = wait_for(lambda: desktop.windows("^edgepush history$"), timeout=30, what="window")
+        shot = tmp_path / "history-preview.png"
+
+        def drawn() -> bool:
+            return _has_colour(_shot(desktop, shot, win[0]), colour, tolerance=4)
+
+        wait_for(drawn, timeout=20, what="the image drawn in the history window")
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert b"Traceback" not in out, out.decode(errors="replace")
