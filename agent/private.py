@@ -81,13 +81,32 @@ def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _fill(fd, data)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def create_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (which must not exist) holding ``data``, mode 0600, flushed to disk;
+    on any failure nothing is left behind. For the temporary files of a cache (an inline
+    attachment, a decrypted download) that the caller renames into place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        _fill(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _fill(fd: int, data: bytes) -> None:
+    os.fchmod(fd, FILE_MODE)  # whatever the umask made of the mode at creation
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def read_private(

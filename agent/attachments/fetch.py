@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.attachments.policy import DownloadError, id_hash
 from agent.ntfyproto.attachment import SNIFF_BYTES, data_url_bytes
-from agent.private import FILE_MODE
+from agent.private import FILE_MODE, create_private
 
 DEADLINE = 600.0
 """Seconds a whole download may take (a 15 MB file at 25 KB/s)."""
@@ -157,16 +157,5 @@ def unpack(url: str, folder: Path, message_id: str, *, max_bytes: int) -> Fetche
     except ValueError as exc:
         raise DownloadError(str(exc)) from None
     tmp = folder / f".tmp-{id_hash(message_id)[:16]}-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    create_private(tmp, data)
     return Fetched(tmp, len(data), data[:SNIFF_BYTES])

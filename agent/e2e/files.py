@@ -31,7 +31,7 @@ from typing import Any
 
 from agent.e2e.jwe import KEY_BYTES
 from agent.errors import MessageError
-from agent.private import FILE_MODE
+from agent.private import create_private
 
 ENC = "A256GCM"
 NONCE = 12
@@ -95,18 +95,7 @@ def open_download(att: Mapping[str, Any], tmp: Path, head_bytes: int) -> tuple[i
     not open: nothing of a changed file is kept."""
     plain = open_file(att, tmp.read_bytes())
     out = tmp.with_name(tmp.name + "-plain")  # still .tmp-*: cleaned after a crash
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(plain)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        out.unlink()
-        raise
-    os.close(fd)
+    create_private(out, plain)
     os.replace(out, tmp)
     return len(plain), plain[:head_bytes]
 
