@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -125,6 +126,7 @@ class AgentService:
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         await asyncio.to_thread(self.store.open)
         try:
             # the keyring only for topics with keys; a key file others can read: exit 2
@@ -307,7 +309,15 @@ class AgentService:
 
     def _on_event(self, message_id: str, state: str) -> None:
         """A notifier reported what the user did; record it and queue the receipt."""
-        # Backends may call this from their own thread: hop onto the loop first.
+        if threading.get_ident() == self._loop_thread:
+            self._note_event(message_id, state, time.time())
+            return
+        # Backends may call this from their own thread: hop onto the loop first. Never from
+        # the loop's own thread: each call_soon_threadsafe writes a byte to the loop's
+        # self-pipe, which is also the signal wakeup fd; the log notifier's event per message
+        # filled it during a drain, and a SIGTERM arriving then was lost (the agent ignored
+        # it: tests/test_mqtt_brokers_faults.py under load; "Exception ignored when trying to
+        # write to the signal wakeup fd").
         self._loop.call_soon_threadsafe(self._note_event, message_id, state, time.time())
 
     def _note_event(self, message_id: str, state: str, when: float) -> None:
@@ -435,6 +445,7 @@ class AgentService:
         self._write_status(self.state())
 
     _loop: asyncio.AbstractEventLoop
+    _loop_thread: int
 
     def _write_status(self, state: str) -> None:
         """Write the status file atomically (``pushagent status`` reads it)."""

@@ -58,6 +58,12 @@ async def serve(cfg: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+        # asyncio learns of a signal from a byte in its self-pipe, the same pipe every
+        # call_soon_threadsafe writes to: when a burst has filled it, that byte is dropped
+        # and the signal lost ("Exception ignored when trying to write to the signal wakeup
+        # fd"; a SIGTERM the agent never saw). A Python-level handler runs whatever the
+        # pipe holds; both paths only set the event.
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     try:
         async with AgentService(cfg):
             tune_gc()  # after start-up, so what start-up made is frozen
