@@ -310,14 +310,16 @@ class AgentService:
     def _on_event(self, message_id: str, state: str) -> None:
         """A notifier reported what the user did; record it and queue the receipt."""
         if threading.get_ident() == self._loop_thread:
-            self._note_event(message_id, state, time.time())
+            # Not call_soon_threadsafe from the loop's own thread: each call writes a byte to
+            # the loop's self-pipe, which is also the signal wakeup fd. The log notifier's
+            # event per message filled it during a drain and a SIGTERM arriving then was lost
+            # (tests/test_mqtt_brokers_faults.py under load: "Exception ignored when trying
+            # to write to the signal wakeup fd"); and those 64 syscalls sat between show()
+            # and the hand-off mark, widening the window in which a SIGKILL repeats a slice
+            # (tests/test_ws_relay.py). call_soon runs it after the mark, with no syscall.
+            self._loop.call_soon(self._note_event, message_id, state, time.time())
             return
-        # Backends may call this from their own thread: hop onto the loop first. Never from
-        # the loop's own thread: each call_soon_threadsafe writes a byte to the loop's
-        # self-pipe, which is also the signal wakeup fd; the log notifier's event per message
-        # filled it during a drain, and a SIGTERM arriving then was lost (the agent ignored
-        # it: tests/test_mqtt_brokers_faults.py under load; "Exception ignored when trying to
-        # write to the signal wakeup fd").
+        # Backends may call this from their own thread: hop onto the loop first.
         self._loop.call_soon_threadsafe(self._note_event, message_id, state, time.time())
 
     def _note_event(self, message_id: str, state: str, when: float) -> None:

@@ -68,7 +68,9 @@ def test_receipts_of_an_encrypted_message_hold_only_ids_and_states(tmp_path: Pat
     assert b"POST /v1/receipts" in wire
     items = [i for body in re.findall(rb"\[\{.*?\}\]", wire) for i in json.loads(body)]
     assert items and {i["id"] for i in items} == {mid}
-    assert all(set(i) <= {"id", "state", "device", "time"} for i in items), items
+    # ids and states, and who: the device's id and the name its user gave it (issue 16),
+    # never anything of the message
+    assert all(set(i) <= {"id", "state", "device", "device_name", "time"} for i in items), items
     assert secret.encode() not in wire and title.encode() not in wire
     with sqlite3.connect(tmp_path / "relay" / "data" / "relay.db") as conn:
         rows = conn.execute("SELECT * FROM receipts").fetchall()
