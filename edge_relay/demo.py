@@ -106,6 +106,8 @@ def _instructions(url: str, topic: str, agent: Path | None) -> str:
         "",
         "Subscribe from another terminal:",
         f"  curl -s {url}/{topic}/json",
+        "",
+        f"Or open {url}/{topic} in a browser: the relay's web app shows it live.",
     ]
     if agent is not None:
         lines += ["", f"A pushagent is subscribed to '{topic}': its notifications print here."]

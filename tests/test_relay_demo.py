@@ -35,6 +35,12 @@ def test_demo_prints_a_working_curl_line(tmp_path: Path) -> None:
             assert r.status == 200
         with urllib.request.urlopen(url + "/json?poll=1", timeout=10) as r:
             assert body in r.read().decode()
+        # the browser line it prints: that URL gives a browser the web app (issue 17)
+        assert f"Or open {url} in a browser" in text, text
+        page = urllib.request.Request(url, headers={"Accept": "text/html,*/*;q=0.8"})
+        with urllib.request.urlopen(page, timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/html")
+            assert b"<script" in r.read()
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0, out.read_text()
