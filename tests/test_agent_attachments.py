@@ -228,14 +228,20 @@ async def test_a_stalled_download_never_holds_up_its_message_and_is_retried(
 ) -> None:
     topic = unique_topic("att")
     _Files.files["slow.png"] = (png(), "image/png")
-    cfg = agent_cfg(tmp_path / "home", relay, topic, timeout=1.0)
+    # 5 s: the message must be handed over while the first try is stalled, which a 1 s
+    # timeout did not leave room for on a slow CI box (the try had already failed)
+    cfg = agent_cfg(tmp_path / "home", relay, topic, timeout=5.0)
     async with AgentService(cfg) as svc:
+        # subscribed first: a fresh agent's first since= is the second it subscribed in, so
+        # a message published before that (CI once: the connect took over a second) is not
+        # its to receive
+        await until(lambda: svc.state() == "connected", what="the agent subscribed")
         mid = (await asyncio.to_thread(relay.publish, topic, "slow",
                                        Attach=f"{files}/stall-once/slow.png"))["id"]  # fmt: skip
         await until(lambda: svc.handed_over == 1, what="the message handed over")
         assert recorded(cfg, mid) is None, "the first try is still stalled"
-        # after the 1 s timeout, the retry (backoff) gets it
-        await until(lambda: recorded(cfg, mid), timeout=30, what="the retried download")
+        # after the timeout, the retry (backoff) gets it
+        await until(lambda: recorded(cfg, mid), timeout=60, what="the retried download")
     assert Path(str((recorded(cfg, mid) or ("", ""))[0])).read_bytes() == png()
 
 

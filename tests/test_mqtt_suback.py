@@ -67,6 +67,9 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
         with some MQTT 5 packets)."""
         self.code = code
         self.refusals = refusals
+        self.state_code: int | None = None
+        """Set: every SUBACK grants the first filter and answers this for the second (the
+        agent's synced-state topic, issue 16)."""
         self.subscribes: list[float] = []  # monotonic time of each SUBSCRIBE
         self.lock = threading.Lock()
 
@@ -97,7 +100,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 if code != 0x01:
                     time.sleep(self.server.slow)
                 props = b"\x00" if v5 else b""
-                rest = body[:2] + props + bytes([code])
+                codes = [code] if self.server.state_code is None else [0x01, self.server.state_code]
+                rest = body[:2] + props + bytes(codes)
                 sock.sendall(bytes([0x90, len(rest)]) + rest)
             elif kind == 12:  # PINGREQ
                 sock.sendall(b"\xd0\x00")
@@ -213,3 +217,22 @@ def test_only_a_subscribe_refusal_spends_its_own_time_from_the_backoff() -> None
     assert retry_delay(refused, 2.0, 0.5) == 1.5
     assert retry_delay(refused, 2.0, 4.0) == 0.0
     assert retry_delay(ConnectionLost("no CONNACK within 10 s"), 2.0, 10.0) == 2.0
+
+
+def test_a_refused_state_topic_leaves_the_agent_connected(home: Path) -> None:
+    """Issue 16 on a NATS cluster electing a leader: it refused ``edgepush/state/<topic>/#``
+    for 20 s while it granted the message topic, and a fresh agent stayed "connecting"
+    (CI). The messages come first: connected, with a warning; sync waits for a reconnect."""
+    server = RefusingBroker(0x01, 0)
+    server.state_code = 0x80
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "door/#")
+        try:
+            agent.start(wait_connected=False)
+            wait_for(lambda a=agent: a.status().get("state") == "connected", timeout=20,
+                     what=f"connected ({agent.log()[-2000:]})")  # fmt: skip
+            log = agent.log()
+            assert "'edgepush/state/door/#' refused" in log and "not synced" in log, log
+            assert len(server.subscribes) == 1  # not retried: the connection stays up
+        finally:
+            agent.stop()

@@ -314,9 +314,19 @@ class MqttTransport:
         conn.client.subscribe([(t, qos) for t in self.topics])
         async with asyncio.timeout(timeout):
             codes = await conn.suback
+        sync = f"{self.state_prefix}/" if self.state_prefix else None
         for topic, code in zip(self.topics, codes, strict=False):
-            if code.is_failure:  # retried with backoff, or stop-and-tell: see mqtt_protocol
-                raise proto.suback_error(topic, code.value, str(code))
+            if not code.is_failure:
+                continue
+            if sync is not None and topic.startswith(sync):
+                # A synced-state topic is not worth the messages: a NATS cluster electing a
+                # leader refused these for 20 s while the message topic was granted, and
+                # the agent stayed "connecting". Messages flow; sync resumes on a reconnect.
+                log.warning("%s: subscription to %r refused: %s (0x%02X); read state from "
+                            "other devices is not synced until the next connection", self.url,
+                            topic, code, code.value)  # fmt: skip
+                continue
+            raise proto.suback_error(topic, code.value, str(code))  # see mqtt_protocol
 
     # --- paho's callbacks (on the loop, inside loop_read/loop_write) -------------------------
 
