@@ -68,8 +68,8 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
         self.code = code
         self.refusals = refusals
         self.state_code: int | None = None
-        """Set: every SUBACK grants the first filter and answers this for the second (the
-        agent's synced-state topic, issue 16)."""
+        """Set: the first SUBSCRIBE is granted, later ones (the agent's synced-state topics,
+        issue 16, which it subscribes to on their own) answered with this code."""
         self.subscribes: list[float] = []  # monotonic time of each SUBSCRIBE
         self.lock = threading.Lock()
 
@@ -100,7 +100,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 if code != 0x01:
                     time.sleep(self.server.slow)
                 props = b"\x00" if v5 else b""
-                codes = [code] if self.server.state_code is None else [0x01, self.server.state_code]
+                state = self.server.state_code
+                codes = [code] if state is None else [0x01] if n == 1 else [state]
                 rest = body[:2] + props + bytes(codes)
                 sock.sendall(bytes([0x90, len(rest)]) + rest)
             elif kind == 12:  # PINGREQ
@@ -143,7 +144,7 @@ def test_the_time_a_refusal_takes_counts_towards_the_backoff(
     try:
         wait_for(lambda: agent.status().get("state") == "connected", timeout=30,
                  what=f"connected ({agent.log()[-800:]})")  # fmt: skip
-        times = slow_refusing.subscribes
+        times = slow_refusing.subscribes[:4]  # a fifth: the synced-state topic's own
         assert len(times) == 4
         took = times[-1] - times[0]
         assert took < 10.5, f"{took:.1f} s from the first SUBSCRIBE to the granted one"
@@ -166,7 +167,8 @@ def test_a_refusal_that_can_pass_is_retried_with_the_normal_backoff(
     agent = Agent(home, url, "--topic", "a/#", "--mqtt-protocol", protocol).start()  # connected
     try:
         took = time.monotonic() - started
-        assert len(refusing.subscribes) == 3  # two refused, the third granted
+        # two refused, the third granted; then the synced-state topic's own SUBSCRIBE
+        assert len(refusing.subscribes) == 4
         # the normal backoff: ~1 s, ~2 s (jittered) — never the 60 s pause of an auth error
         assert took < 15, f"connected after {took:.1f} s"
         log = agent.log()
@@ -233,6 +235,6 @@ def test_a_refused_state_topic_leaves_the_agent_connected(home: Path) -> None:
                      what=f"connected ({agent.log()[-2000:]})")  # fmt: skip
             log = agent.log()
             assert "'edgepush/state/door/#' refused" in log and "not synced" in log, log
-            assert len(server.subscribes) == 1  # not retried: the connection stays up
+            assert len(server.subscribes) == 2  # messages, then states; not retried
         finally:
             agent.stop()
