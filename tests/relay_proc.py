@@ -168,14 +168,14 @@ class AgentProc:
             f.close()
         self._files.clear()
 
+    def runs(self) -> list[list[str]]:
+        """The ids each incarnation printed, one list per start, in order."""
+        lines = [self.out(n).read_bytes().splitlines() for n in range(1, self.starts + 1)]
+        return [[json.loads(line)["id"] for line in run if line.strip()] for run in lines]
+
     def notified(self) -> list[str]:
         """Every message id any incarnation printed, in order (a repeat shows up twice)."""
-        ids: list[str] = []
-        for n in range(1, self.starts + 1):
-            for line in self.out(n).read_bytes().splitlines():
-                if line.strip():
-                    ids.append(json.loads(line)["id"])
-        return ids
+        return [i for run in self.runs() for i in run]
 
     def stderr(self) -> str:
         return "".join(
