@@ -27,11 +27,14 @@ class Subscriber:
         self.lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         self.client.on_message = self._on_message
+        granted = threading.Event()
+        self.client.on_subscribe = lambda *_: granted.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         wait_for(self.client.is_connected, what="subscriber connected")
         info = self.client.subscribe(topic, qos=1)
         assert info[0] == paho.MQTT_ERR_SUCCESS
+        wait_for(granted.is_set, what=f"SUBACK for {topic}")
 
     def _on_message(self, c: object, u: object, msg: paho.MQTTMessage) -> None:
         with self.lock:

@@ -181,7 +181,10 @@ class Downloader:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 fetched.tmp.unlink()
-        self.store.set_attachment_file(item.message.id, str(final), size=fetched.size, mime=mime)
+        # An inline file's bytes now live in the cache: the row keeps a file: URL, not them.
+        here = final.as_uri() if is_inline(url) else None
+        self.store.set_attachment_file(item.message.id, str(final), size=fetched.size, mime=mime,
+                                       url=here)  # fmt: skip
         removed = trim(self.folder, self.cfg.cache_max, final)
         if removed:
             self.store.forget_attachment_paths([str(p) for p in removed])

@@ -14,14 +14,25 @@ from agent.store.schema import _SELECT, Stored, _stored
 class _Files(_Base):
     def set_attachment_file(
         self, message_id: str, path: str | None, *, size: int = 0, mime: str = "",
-        error: str | None = None,
+        error: str | None = None, url: str | None = None,
     ) -> None:  # fmt: skip
-        """Record where ``message_id``'s file is (or, with ``path`` None, why there is none)."""
+        """Record where ``message_id``'s file is (or, with ``path`` None, why there is none).
+
+        ``url`` replaces the message's ``attachment.url`` in the same transaction: an inline
+        file's ``data:`` URL (up to 350 KB of base64) once its bytes are in the cache, so the
+        row, ``history --json`` and every read of the message stop carrying the file twice.
+        """
         with self._write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO attachment_files VALUES (?, ?, ?, ?, ?, ?)",
                 (message_id, path, size, mime, time.time(), error),
             )
+            if url is not None:
+                conn.execute(
+                    "UPDATE messages SET attachment = json_set(attachment, '$.url', ?) "
+                    "WHERE id = ? AND attachment IS NOT NULL",
+                    (url, message_id),
+                )
 
     def attachment_paths(self, message_ids: Sequence[str]) -> dict[str, str]:
         """``message id → local path`` of the files present among ``message_ids``."""
