@@ -4,9 +4,11 @@ one device's dunst shows or closes is that device's alone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,28 @@ class Device:
         """Summaries of the notifications dunst has closed (its history), newest first."""
         assert self.desktop is not None
         return [str(n["summary"]) for n in self.desktop.history()]
+
+
+@contextlib.contextmanager
+def running(
+    root: Path,
+    server: str,
+    topics: list[str],
+    names: Sequence[str] = ("A", "B", "C"),
+    *,
+    desktop: bool = True,
+    notifier: str = "desktop",
+) -> Iterator[list[Device]]:
+    """One started device per name (under ``root / name``) on ``server`` and ``topics``;
+    each is stopped and its desktop closed on the way out, whatever happened."""
+    devs: list[Device] = []
+    try:
+        for name in names:
+            dev = Device(root / name, name, desktop=desktop)
+            devs.append(dev.configure(server, topics, notifier))
+        for d in devs:
+            d.start()
+        yield devs
+    finally:
+        for d in devs:
+            d.close()

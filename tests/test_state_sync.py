@@ -27,7 +27,7 @@ import pytest
 from tests.helpers import wait_for
 from tests.mosquitto import Mosquitto
 from tests.relay import Relay
-from tests.syncdevices import Device
+from tests.syncdevices import Device, running
 from tests.test_relay_receipts import Tokens
 
 pytestmark = pytest.mark.desktop
@@ -42,18 +42,6 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
     finally:
         assert r.stop() == 0
         assert "Traceback" not in r.log.read_text(), r.log.read_text()
-
-
-def devices(root: Path, server: str, topics: list[str], **kw: Any) -> list[Device]:
-    out = []
-    for name in ("A", "B", "C"):
-        out.append(Device(root / name, name, **kw).configure(server, topics))
-    return out
-
-
-def close_all(devs: list[Device]) -> None:
-    for d in devs:
-        d.close()
 
 
 def all_showing(devs: list[Device], n: int = 1) -> None:
@@ -75,10 +63,8 @@ def closed_within(devs: list[Device], title: str, deadline: float = SYNC_DEADLIN
 def test_a_click_on_one_device_closes_it_on_the_others_through_the_relay(
     relay: Relay, tmp_path: Path
 ) -> None:
-    a, b, c = devs = devices(tmp_path, relay.url, ["door"])
-    try:
-        for d in devs:
-            d.start()
+    with running(tmp_path, relay.url, ["door"]) as devs:
+        a, b, c = devs
         mid = relay.publish("door", "front door opened", Title="Door")["id"]
         all_showing(devs)
         assert [d.unread() for d in devs] == [1, 1, 1]
@@ -101,17 +87,13 @@ def test_a_click_on_one_device_closes_it_on_the_others_through_the_relay(
         assert by_device[a.client_id] >= {"delivered", "displayed", "clicked"}
         for d in (b, c):
             assert by_device[d.client_id] == {"delivered", "displayed"}, body
-    finally:
-        close_all(devs)
 
 
 def test_pushagent_read_on_one_device_and_a_resuming_device_gets_what_it_missed(
     relay: Relay, tmp_path: Path
 ) -> None:
-    a, b, c = devs = devices(tmp_path, relay.url, ["alerts"])
-    try:
-        for d in devs:
-            d.start()
+    with running(tmp_path, relay.url, ["alerts"]) as devs:
+        a, b, c = devs
         mid = relay.publish("alerts", "disk 91 % full", Title="Disk")["id"]
         all_showing(devs)
         c.stop()  # C is off (its notification stays on its screen) while A reads it
@@ -125,17 +107,13 @@ def test_pushagent_read_on_one_device_and_a_resuming_device_gets_what_it_missed(
         c.start()  # resumes with since=<its cursor>: the relay replays A's read
         closed_within([c], "Disk", deadline=15)
         assert c.states()[mid] == "read" and c.unread() == 0
-    finally:
-        close_all(devs)
 
 
 def test_a_click_closes_it_on_the_others_through_mosquitto(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    a, b, c = devs = devices(tmp_path, mosquitto.url, ["home/#"])
-    try:
-        for d in devs:
-            d.start()
+    with running(tmp_path, mosquitto.url, ["home/#"]) as devs:
+        a, b, c = devs
         pub(mosquitto, "home/door", {"id": "mqttdoor1", "title": "Door", "message": "opened"})
         all_showing(devs)
         assert a.desktop is not None
@@ -152,8 +130,6 @@ def test_a_click_closes_it_on_the_others_through_mosquitto(
             wait_for(lambda d=d: "Marker" in d.shown(), timeout=30, what=f"marker on {d.name}")
             assert d.states()["mqttearly"] == "read"
             assert "Bell" not in d.shown(), d.name  # stored already handled: never shown
-    finally:
-        close_all(devs)
 
 
 def pub(broker: Mosquitto, topic: str, body: dict[str, object]) -> None:
@@ -273,11 +249,9 @@ def _publish_many(relay: Relay, topic: str, n: int) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_ten_thousand_states_in_a_burst(relay: Relay, tmp_path: Path) -> None:
-    a, b = devs = [Device(tmp_path / n, n, desktop=False).configure(relay.url, ["burst"], "none")
-                   for n in ("A", "B")]  # fmt: skip
-    try:
-        for d in devs:
-            d.start()
+    with running(tmp_path, relay.url, ["burst"], ("A", "B"), desktop=False,
+                 notifier="none") as devs:  # fmt: skip
+        a, b = devs
         ids = _publish_many(relay, "burst", 10_000)
         for d in devs:
             wait_for(lambda d=d: d.count() == 10_000, timeout=90, interval=0.2,
@@ -292,8 +266,6 @@ def test_ten_thousand_states_in_a_burst(relay: Relay, tmp_path: Path) -> None:
         assert set(states) == set(ids) and set(states.values()) == {"read"}
         assert a.connected() and b.connected()  # nothing fell over on the way
         assert took < 30, took
-    finally:
-        close_all(devs)
 
 
 def test_two_devices_in_the_same_second_with_skewed_clocks_converge(tmp_path: Path) -> None:
@@ -346,12 +318,9 @@ def test_ten_thousand_states_in_a_burst_over_mosquitto(
 ) -> None:
     from tests.mqtt_helpers import Publisher, envelope
 
-    a, b = devs = [Device(tmp_path / n, n, desktop=False).configure(mosquitto.url, ["bulk/#"],
-                                                                    "none")
-                   for n in ("A", "B")]  # fmt: skip
-    try:
-        for d in devs:
-            d.start()
+    with running(tmp_path, mosquitto.url, ["bulk/#"], ("A", "B"), desktop=False,
+                 notifier="none") as devs:  # fmt: skip
+        a, b = devs
         with Publisher(mosquitto.port) as p:
             p.publish("bulk/x", (envelope(i, "bulk") for i in range(10_000)))
         for d in devs:
@@ -365,8 +334,6 @@ def test_ten_thousand_states_in_a_burst_over_mosquitto(
         took = time.monotonic() - start
         assert b.count() == 10_000 and a.connected() and b.connected()
         assert took < 60, took
-    finally:
-        close_all(devs)
 
 
 # the library's own use of websockets (as in tests/test_ntfy_subscriber_lib.py)

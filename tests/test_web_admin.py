@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser
 
 from edge_relay import auth
-from tests.browser import DESKTOP, PHONE, Tab, chromium, tab
+from tests.browser import DESKTOP, PHONE, Tab, tab
 from tests.relay import Relay
 
 REFUSED = "the server responded with a status of 40"  # a 401/403 the page expects and shows
@@ -50,12 +50,6 @@ def _fill(r: Relay, alice: str) -> None:
               for m, d in zip(door[:2], (10, 20), strict=True)]  # fmt: skip
     status, body = r.request("POST", "/v1/receipts", json.dumps(items).encode(), hdr)
     assert status == 200 and body["accepted"] == 6, body
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 async def signed_in(t: Tab, relay: Relay, token: str, route: str) -> None:

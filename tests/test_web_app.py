@@ -12,7 +12,7 @@ import json
 import time
 import tomllib
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from PIL import Image
 from playwright.async_api import Browser
 
 from edge_relay import auth
-from tests.browser import NOTIFICATION_SPY, Tab, chromium, tab
+from tests.browser import NOTIFICATION_SPY, Tab, tab
 from tests.helpers import ROOT, wait_for
 from tests.relay import FAST, Relay, module_relay, unique_topic
 
@@ -30,12 +30,6 @@ HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # chro
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     yield from module_relay(tmp_path_factory, "webapp")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 def get(url: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:

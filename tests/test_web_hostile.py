@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import Browser
 
-from tests.browser import DESKTOP, PHONE, chromium, tab
+from tests.browser import DESKTOP, PHONE, tab
 from tests.relay import Relay, module_relay, unique_topic
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,12 +36,6 @@ ARMED = """() => {
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     yield from module_relay(tmp_path_factory, "webhostile")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 def post(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
