@@ -173,6 +173,9 @@ async def main() -> None:
         metavar="GIT-REV",
         help="also run the relay of this commit, same run (its ratios as base_*)",
     )
+    ap.add_argument("--stdlib-baseline", action="store_true",
+                    help="also run this relay with EDGEPUSH_ZLIB=stdlib (base_*): stdlib zlib "
+                         "against zlib-ng, same run")  # fmt: skip
     args = ap.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -181,6 +184,9 @@ async def main() -> None:
         if args.baseline:
             tree = baseline_tree(args.baseline, tmp / "baseline-tree")
             env = {**child_env(), "PYTHONPATH": str(tree)}
+            relays["base_"] = Relay(tmp / "baseline", config=CONFIG, env=env).start()
+        elif args.stdlib_baseline:
+            env = child_env(EDGEPUSH_ZLIB="stdlib")
             relays["base_"] = Relay(tmp / "baseline", config=CONFIG, env=env).start()
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in relays}
         try:
@@ -197,9 +203,9 @@ async def main() -> None:
         for m in mem.values():
             print(json.dumps(m), flush=True)
     out = summary(rows[""], args, windows, mem)
-    if args.baseline:
+    if args.baseline or args.stdlib_baseline:
         base = summary(rows["base_"], args, windows, mem)
-        out["baseline"] = args.baseline
+        out["baseline"] = args.baseline or "EDGEPUSH_ZLIB=stdlib"
         out.update({f"base_{k}": v for k, v in base.items() if k.startswith(("w", "ws_"))})
     print(json.dumps(out), flush=True)
 
