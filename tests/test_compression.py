@@ -17,9 +17,11 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from agent import config
 from agent.config import ReceiptsConfig
@@ -166,3 +168,31 @@ def test_a_live_gzipped_json_stream_delivers_each_message_at_once(relay: Relay) 
         reader.join(10)
     message = next(e for e in got if e.get("id") == mid)
     assert message["message"] == "live through gzip"
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [{"server_no_context_takeover": True}, {"server_max_window_bits": 10},
+     {"client_no_context_takeover": True, "client_max_window_bits": 9}],
+    ids=["server_no_context_takeover", "server_window_10", "client_window_9"],
+)  # fmt: skip
+async def test_every_negotiated_deflate_offer_inflates(relay: Relay, offer: dict[str, Any]) -> None:
+    """The relay deflates its frames itself (edge_relay.deflate.Deflater) with what was
+    negotiated: a backlog of typical events, the largest text message and a tiny one (sent
+    uncompressed) arrive intact for each offer."""
+    topic = unique_topic("zo")
+    publish_many(relay, topic, 40)
+    big = " ".join(f"line {i}: disk /dev/sd{i % 7} at {i * 13 % 100} %" for i in range(130))
+    assert 3500 < len(big) <= 4096  # message_size: the largest text message
+    relay.publish(topic, big)
+    relay.publish(topic, "x")
+    factory = ClientPerMessageDeflateFactory(**offer)
+    url = relay.url.replace("http", "ws", 1) + f"/{topic}/ws?since=all"
+    texts: list[str] = []
+    async with connect(url, compression=None, extensions=[factory], max_size=1 << 20) as ws:
+        assert "permessage-deflate" in str(ws.response.headers["Sec-WebSocket-Extensions"])
+        while len(texts) < 42:
+            ev = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if ev["event"] == "message":
+                texts.append(ev["message"])
+    assert texts == [typical(i)[0] for i in range(40)] + [big, "x"]
