@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -196,3 +197,37 @@ async def test_every_negotiated_deflate_offer_inflates(relay: Relay, offer: dict
             if ev["event"] == "message":
                 texts.append(ev["message"])
     assert texts == [typical(i)[0] for i in range(40)] + [big, "x"]
+
+
+@pytest.mark.parametrize("no_context_takeover", [False, True])
+def test_deflater_frames_inflate_in_websockets_own_decoder(no_context_takeover: bool) -> None:
+    """The relay's own frames (edge_relay.deflate.Deflater) are what RFC 7692 says: RSV1 set,
+    the 4-byte trailer removed, each length encoding (7-bit, 16-bit, 64-bit), and with
+    ``server_no_context_takeover`` each message inflates without the ones before."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    from websockets.frames import Frame, Opcode
+
+    from edge_relay.deflate import Deflater
+
+    d = Deflater(15, no_context_takeover=no_context_takeover)
+    decoders: dict[str, PerMessageDeflate] = {}
+    big = random.Random(1).randbytes(80000).hex()  # ~80 KB deflated: a 64-bit length
+    texts = [typical(i)[0] for i in range(50)] + ["x" * 300, "".join(map(str, range(9000))), big]
+    lengths = set()
+    for i, text in enumerate(texts):
+        raw = d.frame(text.encode())
+        assert raw[0] == 0xC1  # FIN, RSV1 (compressed), text
+        n, start = raw[1], 2
+        if n == 126:
+            n, start = int.from_bytes(raw[2:4], "big"), 4
+        elif n == 127:
+            n, start = int.from_bytes(raw[2:10], "big"), 10
+        assert len(raw) == start + n
+        lengths.add(start)
+        # a fresh inflater per message works only when the relay kept no context
+        ext = PerMessageDeflate(no_context_takeover, no_context_takeover, 15, 15)
+        if not no_context_takeover:
+            ext = decoders.setdefault("one", ext)
+        frame = Frame(Opcode.TEXT, raw[start:], rsv1=True)
+        assert ext.decode(frame, max_size=1 << 20).data.decode() == text, i
+    assert lengths == {2, 4, 10}
