@@ -1,6 +1,7 @@
 """Compression benchmark: a 1,000-message backlog from the relay, with and without it.
 
     .venv/bin/python bench/ws_compression.py [--messages 1000] [--runs 5] [--memory 200]
+        [--stdlib-baseline | --baseline GIT-REV]
 
 One relay process (this checkout) holds ``--messages`` typical monitoring messages (title,
 a sentence with numbers, two tags, a priority: what scripts and Grafana send through ntfy).
@@ -13,6 +14,8 @@ time (``/proc/<pid>/stat`` utime+stime, 10 ms ticks) and the client's (``process
 inflate, framing and JSON parsing). Then the memory: the relay's RSS growth with
 ``--memory`` WebSocket subscribers that each received one message, fresh relays, with and
 without deflate. One JSON object per line; the summary has medians and the ratios.
+``--stdlib-baseline``: a second relay of this tree with ``EDGEPUSH_ZLIB=stdlib`` in the same
+runs (``base_*``), to weigh zlib-ng (edge_relay.deflate) against stdlib zlib.
 """
 
 from __future__ import annotations
@@ -136,9 +139,10 @@ def poll_json(relay: Relay, n: int, gzip_ok: bool) -> dict[str, Any]:
             "client_cpu_s": round(time.process_time() - client0, 3)}  # fmt: skip
 
 
-async def memory(tmp: Path, subs: int, window: int) -> dict[str, Any]:
+async def memory(tmp: Path, subs: int, window: int, env: dict[str, str] | None = None,
+                 key: str = "") -> dict[str, Any]:  # fmt: skip
     """RSS growth of a fresh relay with ``subs`` WebSockets that each received a message."""
-    relay = Relay(tmp / f"mem-{window}", config=CONFIG).start()
+    relay = Relay(tmp / f"mem-{key}{window}", config=CONFIG, env=env).start()
     try:
         assert relay.proc is not None
         relay.publish(TOPIC, "warm-up")
@@ -157,8 +161,9 @@ async def memory(tmp: Path, subs: int, window: int) -> dict[str, Any]:
             await ws.close()
     finally:
         relay.stop()
-    return {"scenario": "memory", "window": window, "subscribers": subs, "rss_base_kib": base,
-            "rss_kib": held, "kib_per_subscriber": round((held - base) / subs, 1)}  # fmt: skip
+    return {"scenario": "memory", "relay": key or "this", "window": window, "subscribers": subs,
+            "rss_base_kib": base, "rss_kib": held,
+            "kib_per_subscriber": round((held - base) / subs, 1)}  # fmt: skip
 
 
 async def main() -> None:
@@ -173,6 +178,9 @@ async def main() -> None:
         metavar="GIT-REV",
         help="also run the relay of this commit, same run (its ratios as base_*)",
     )
+    ap.add_argument("--stdlib-baseline", action="store_true",
+                    help="also run this relay with EDGEPUSH_ZLIB=stdlib (base_*): stdlib zlib "
+                         "against zlib-ng, same run")  # fmt: skip
     args = ap.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -181,6 +189,9 @@ async def main() -> None:
         if args.baseline:
             tree = baseline_tree(args.baseline, tmp / "baseline-tree")
             env = {**child_env(), "PYTHONPATH": str(tree)}
+            relays["base_"] = Relay(tmp / "baseline", config=CONFIG, env=env).start()
+        elif args.stdlib_baseline:
+            env = child_env(EDGEPUSH_ZLIB="stdlib")
             relays["base_"] = Relay(tmp / "baseline", config=CONFIG, env=env).start()
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in relays}
         try:
@@ -194,12 +205,17 @@ async def main() -> None:
             for relay in relays.values():
                 relay.stop()
         mem = {w: await memory(tmp, args.memory, w) for w in (0, *windows)}
-        for m in mem.values():
+        base_mem = mem
+        if args.stdlib_baseline:
+            env = child_env(EDGEPUSH_ZLIB="stdlib")
+            base_mem = {w: await memory(tmp, args.memory, w, env, "base_") for w in windows}
+            base_mem[0] = mem[0]
+        for m in (*mem.values(), *(base_mem[w] for w in windows if base_mem is not mem)):
             print(json.dumps(m), flush=True)
     out = summary(rows[""], args, windows, mem)
-    if args.baseline:
-        base = summary(rows["base_"], args, windows, mem)
-        out["baseline"] = args.baseline
+    if args.baseline or args.stdlib_baseline:
+        base = summary(rows["base_"], args, windows, base_mem)
+        out["baseline"] = args.baseline or "EDGEPUSH_ZLIB=stdlib"
         out.update({f"base_{k}": v for k, v in base.items() if k.startswith(("w", "ws_"))})
     print(json.dumps(out), flush=True)
 

@@ -34,7 +34,7 @@ from agent.ntfyproto.publish import (
     parse_json_publish,
     parse_publish,
 )
-from edge_relay import acks, admin, files, ntfy_api, receipts
+from edge_relay import acks, admin, deflate, files, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
@@ -300,6 +300,8 @@ def make_app(state: RelayState) -> web.Application:
     """The aiohttp application with every route of the relay's API."""
     app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
+    if state.cfg.compress:
+        log.info("WebSocket permessage-deflate with %s", deflate.use_fastest())
     app[acks.WAITERS] = acks.AckWaiters()
     app.on_response_prepare.append(ntfy_api.cors)
     r = app.router

@@ -26,12 +26,14 @@ from agent.store import Stored
 from agent.timeparse import Since
 from edge_relay.auth import Identity
 from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
+from edge_relay.deflate import Deflater
 from edge_relay.hub import Framed, LiveState, Subscriber, text_frame, wire
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
 
 _PAGE = 500
 _DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
+_DRAIN_AT = 64 * 1024  # aiohttp's writer limit: past it a deflate stream waits for the drain
 COMPRESS_MIN = 128
 """Bytes below which a WebSocket frame goes uncompressed on a permessage-deflate connection:
 ``open``, ``keepalive`` and the tiniest messages, where deflate saves a few bytes for a
@@ -181,6 +183,14 @@ class WsSink(Sink):
         # may not): an uncompressed connection keeps the pre-built frames' fast path below.
         self.ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024, compress=compress)
         self.response = self.ws
+        self._deflater: Deflater | None = None
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.ws.compress:  # negotiated: this connection's messages are deflated here
+            ext = self.ws.headers.get("Sec-WebSocket-Extensions", "")
+            notakeover = "server_no_context_takeover" in ext
+            self._deflater = Deflater(int(self.ws.compress), no_context_takeover=notakeover)
 
     @property
     def compressed(self) -> bool:
@@ -188,26 +198,31 @@ class WsSink(Sink):
         return bool(self.ws.compress)
 
     async def send_text(self, kind: str, event_id: str, data: str) -> None:
-        if self.compressed and len(data) < COMPRESS_MIN and self._raw(data):
+        deflater = self._deflater
+        if deflater is None:
+            await self.ws.send_str(data)
             return
-        await self.ws.send_str(data)  # compressed by aiohttp when negotiated
+        raw = data.encode()
+        # every compressed frame through this connection's one Deflater (edge_relay.deflate)
+        await self._write(text_frame(raw) if len(raw) < COMPRESS_MIN else deflater.frame(raw))
 
-    def _raw(self, data: str) -> bool:
-        """Write a small frame uncompressed, unless the socket is backed up (then aiohttp's
-        writer, which waits for the drain)."""
+    async def _write(self, frame: bytes) -> None:
+        """Write a frame; past aiohttp's high-water mark, wait for the drain as its writer
+        does (a slow reader holds up this stream only; the hub's queue bounds the rest)."""
         transport = self.request.transport
         if transport is None or transport.is_closing():
-            return False
-        if transport.get_write_buffer_size() > _DIRECT_BUFFER:
-            return False
-        transport.write(text_frame(data.encode()))
-        return True
+            raise ConnectionResetError("the WebSocket is closed")
+        transport.write(frame)
+        if transport.get_write_buffer_size() > _DRAIN_AT:
+            protocol: Any = self.request.protocol
+            if getattr(protocol, "_paused", False):
+                await protocol._drain_helper()
 
     def direct(self) -> Callable[[Sequence[Framed]], bool] | None:
         transport = self.request.transport
         if transport is None or self.compressed:
             # Live.frame is uncompressed: on a deflate connection every message goes through
-            # send_text (compressed by aiohttp), never as the pre-built frame.
+            # send_text (compressed by its Deflater), never as the pre-built frame.
             return None
 
         def push(items: Sequence[Framed]) -> bool:

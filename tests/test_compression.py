@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -17,9 +18,11 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from agent import config
 from agent.config import ReceiptsConfig
@@ -166,3 +169,65 @@ def test_a_live_gzipped_json_stream_delivers_each_message_at_once(relay: Relay) 
         reader.join(10)
     message = next(e for e in got if e.get("id") == mid)
     assert message["message"] == "live through gzip"
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [{"server_no_context_takeover": True}, {"server_max_window_bits": 10},
+     {"client_no_context_takeover": True, "client_max_window_bits": 9}],
+    ids=["server_no_context_takeover", "server_window_10", "client_window_9"],
+)  # fmt: skip
+async def test_every_negotiated_deflate_offer_inflates(relay: Relay, offer: dict[str, Any]) -> None:
+    """The relay deflates its frames itself (edge_relay.deflate.Deflater) with what was
+    negotiated: a backlog of typical events, the largest text message and a tiny one (sent
+    uncompressed) arrive intact for each offer."""
+    topic = unique_topic("zo")
+    publish_many(relay, topic, 40)
+    big = " ".join(f"line {i}: disk /dev/sd{i % 7} at {i * 13 % 100} %" for i in range(130))
+    assert 3500 < len(big) <= 4096  # message_size: the largest text message
+    relay.publish(topic, big)
+    relay.publish(topic, "x")
+    factory = ClientPerMessageDeflateFactory(**offer)
+    url = relay.url.replace("http", "ws", 1) + f"/{topic}/ws?since=all"
+    texts: list[str] = []
+    async with connect(url, compression=None, extensions=[factory], max_size=1 << 20) as ws:
+        assert "permessage-deflate" in str(ws.response.headers["Sec-WebSocket-Extensions"])
+        while len(texts) < 42:
+            ev = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if ev["event"] == "message":
+                texts.append(ev["message"])
+    assert texts == [typical(i)[0] for i in range(40)] + [big, "x"]
+
+
+@pytest.mark.parametrize("no_context_takeover", [False, True])
+def test_deflater_frames_inflate_in_websockets_own_decoder(no_context_takeover: bool) -> None:
+    """The relay's own frames (edge_relay.deflate.Deflater) are what RFC 7692 says: RSV1 set,
+    the 4-byte trailer removed, each length encoding (7-bit, 16-bit, 64-bit), and with
+    ``server_no_context_takeover`` each message inflates without the ones before."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    from websockets.frames import Frame, Opcode
+
+    from edge_relay.deflate import Deflater
+
+    d = Deflater(15, no_context_takeover=no_context_takeover)
+    decoders: dict[str, PerMessageDeflate] = {}
+    big = random.Random(1).randbytes(80000).hex()  # ~80 KB deflated: a 64-bit length
+    texts = [typical(i)[0] for i in range(50)] + ["x" * 300, "".join(map(str, range(9000))), big]
+    lengths = set()
+    for i, text in enumerate(texts):
+        raw = d.frame(text.encode())
+        assert raw[0] == 0xC1  # FIN, RSV1 (compressed), text
+        n, start = raw[1], 2
+        if n == 126:
+            n, start = int.from_bytes(raw[2:4], "big"), 4
+        elif n == 127:
+            n, start = int.from_bytes(raw[2:10], "big"), 10
+        assert len(raw) == start + n
+        lengths.add(start)
+        # a fresh inflater per message works only when the relay kept no context
+        ext = PerMessageDeflate(no_context_takeover, no_context_takeover, 15, 15)
+        if not no_context_takeover:
+            ext = decoders.setdefault("one", ext)
+        frame = Frame(Opcode.TEXT, raw[start:], rsv1=True)
+        assert ext.decode(frame, max_size=1 << 20).data.decode() == text, i
+    assert lengths == {2, 4, 10}
