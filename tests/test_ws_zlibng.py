@@ -1,7 +1,8 @@
 """The relay deflates WebSocket messages with zlib-ng when it is installed (edge_relay.deflate),
 and every client still inflates them: the websockets client (the agent's) and aiohttp's, each
-with and without permessage-deflate, against a real relay process. Skipped where zlib-ng is
-not installed (``pip install zlib-ng``; the benchmark: bench/ws_compression.py)."""
+with and without permessage-deflate, against a real relay process. zlib-ng comes with the dev
+extra (``relay-fast``), so these run wherever the suite does (the benchmark:
+bench/ws_compression.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
+# zlib-ng is in the dev extra (relay-fast): a missing one fails here, it never skips.
+import zlib_ng  # noqa: F401
 from websockets.asyncio.client import connect
 
 from tests.helpers import child_env, wait_for
 from tests.relay import Relay, unique_topic
 from tests.test_compression import publish_many, typical
 
-pytest.importorskip("zlib_ng")
 N = 60
 
 
