@@ -238,7 +238,80 @@ def lenient_id(text: str) -> str | None:
 def from_fields(
     obj: Mapping[str, Any], *, topic: str | None = None, now: int | None = None
 ) -> Message:
-    """Build a Message from a mapping of envelope fields, checking each one."""
+    """Build a Message from a mapping of envelope fields, checking each one.
+
+    The per-message hot path of every transport (a relay replaying a backlog to an agent
+    runs it once per frame): each check runs only for a field that is present (absent ones
+    take their defaults), and each has an inline fast path for the value a well-behaved
+    publisher sends (an ``int`` priority in 1..5, an alphanumeric id, a printable topic)
+    that accepts exactly what the full check accepts; anything else goes to that check.
+    """
+    if type(obj) is dict and _FIELD_SET.issuperset(obj) and None not in obj.values():
+        known: Mapping[str, Any] = obj  # only read below: no copy (the common case)
+        extra: dict[str, Any] = {}
+    else:
+        known, extra = _split(obj)
+    rare = not _RARE.isdisjoint(known)
+    if rare:
+        for name in ("actions", "attachment"):
+            if name in known:
+                _check_encodable(name, known[name])
+    if extra and not _plain(extra):
+        _check_encodable("extra", extra)
+    # The checks in the order the fields are listed (which one a bad payload names first).
+    get = known.get
+    v = get("id")
+    if v is None:
+        mid = new_id()
+    elif type(v) is str and 0 < len(v) <= MAX_ID_LENGTH and v.isascii() and v.isalnum():
+        mid = v
+    else:
+        mid = check_id(v)
+    t = get("time")
+    if t is None:
+        t = int(now or _time.time())
+    elif type(t) is not int or not 0 <= t < 2**53:
+        t = _int(known, "time")
+    expires = _int(known, "expires") if rare and "expires" in known else None
+    v = get("topic") if topic is None else topic
+    if v is None:
+        msg_topic = ""
+    elif type(v) is str and len(v) <= MAX_TOPIC_LENGTH and v.isprintable():
+        msg_topic = v  # printable text holds no control character
+    else:
+        msg_topic = check_topic(_str(known, "topic", "") if topic is None else v)
+    title = get("title")
+    if title is not None and type(title) is not str:
+        title = _str(known, "title", None)
+    text = get("message", "")
+    if type(text) is not str:
+        text = _message_text(known)
+    p = get("priority")
+    if p is None:
+        p = DEFAULT_PRIORITY
+    elif type(p) is not int or not 1 <= p <= 5:
+        p = parse_priority(p)
+    tags = get("tags")
+    tags = _tags(tags) if tags is not None else ()
+    if not rare:
+        return _message(mid, t, msg_topic, text, title, p, tags, None, (), None, None, None, extra)
+    return _message(
+        mid, t, msg_topic, text, title, p, tags,
+        _str(known, "click", None),
+        _actions(a) if (a := get("actions")) is not None else (),
+        _attachment(get("attachment")),
+        _str(known, "content_type", None),
+        expires,
+        extra,
+    )  # fmt: skip
+
+
+_RARE = frozenset(("expires", "click", "actions", "attachment", "content_type"))
+"""Fields most messages do not carry: ``from_fields`` skips their checks when none is there."""
+
+
+def _split(obj: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Envelope fields (None values dropped: absent) and the rest (kept as ``extra``)."""
     known: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for k, v in obj.items():
@@ -246,31 +319,37 @@ def from_fields(
             extra[k] = v
         elif v is not None:
             known[k] = v
-    # Each check runs only for a field that is present (absent ones take their defaults):
-    # most payloads carry two or three fields, and this is the per-message hot path.
-    get = known.get
-    msg_topic = topic if topic is not None else _str(known, "topic", "")
-    text = get("message", "")
-    for name in ("actions", "attachment"):
-        if name in known:
-            _check_encodable(name, known[name])
-    if extra and not _plain(extra):
-        _check_encodable("extra", extra)
-    return Message(
-        id=check_id(known["id"]) if "id" in known else new_id(),
-        time=_int(known, "time") if "time" in known else int(now or _time.time()),
-        expires=_int(known, "expires") if "expires" in known else None,
-        topic=check_topic(msg_topic),
-        title=_str(known, "title", None) if "title" in known else None,
-        message=text if type(text) is str else _message_text(known),
-        priority=parse_priority(p) if (p := get("priority")) is not None else DEFAULT_PRIORITY,
-        tags=_tags(t) if (t := get("tags")) is not None else (),
-        click=_str(known, "click", None) if "click" in known else None,
-        actions=_actions(a) if (a := get("actions")) is not None else (),
-        attachment=_attachment(get("attachment")),
-        content_type=_str(known, "content_type", None) if "content_type" in known else None,
-        extra=extra,
-    )
+    return known, extra
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _message(
+    mid: str, t: int, topic: str, text: str, title: str | None, priority: int,
+    tags: tuple[str, ...], click: str | None, actions: tuple[dict[str, Any], ...],
+    attachment: dict[str, Any] | None, content_type: str | None, expires: int | None,
+    extra: dict[str, Any],
+) -> Message:  # fmt: skip
+    """``Message(...)`` from values already checked, for the hot paths (``from_fields``, the
+    store's rows): the frozen dataclass's ``__init__`` sets each field through a global
+    lookup of ``object.__setattr__``, 3.9 us against 2.4 us here (a third of a decode)."""
+    m = _new(Message)
+    _set(m, "id", mid)
+    _set(m, "time", t)
+    _set(m, "topic", topic)
+    _set(m, "message", text)
+    _set(m, "title", title)
+    _set(m, "priority", priority)
+    _set(m, "tags", tags)
+    _set(m, "click", click)
+    _set(m, "actions", actions)
+    _set(m, "attachment", attachment)
+    _set(m, "content_type", content_type)
+    _set(m, "expires", expires)
+    _set(m, "extra", extra)
+    return m
 
 
 def parse_priority(value: Any) -> int:
@@ -367,6 +446,8 @@ def _int(known: Mapping[str, Any], name: str) -> int:
 
 
 def _tags(value: Any) -> tuple[str, ...]:
+    if type(value) is list and all(type(t) is str for t in value):
+        return tuple(value)  # the common case first
     if isinstance(value, str):
         return tuple(t.strip() for t in value.split(",") if t.strip())
     if isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value):

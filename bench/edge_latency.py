@@ -1,9 +1,10 @@
 """Does an edge relay make devices faster? Agents straight to the cloud vs through a LAN relay.
 
-"The cloud" is a mosquitto broker behind a TCP proxy (in its own process) that adds a WAN
-delay to every chunk in each direction (default 40 ms, pipelined: a chunk leaves ``delay``
-after it arrived, later chunks are not held up behind it) and counts the bytes that cross it.
-In the same run:
+"The cloud" is a mosquitto broker behind a TCP proxy (in its own process, bench/_wan.py) that
+models the site's internet line and counts the bytes that cross it: one link per direction,
+shared by every connection, with a bandwidth (``--bandwidth DOWN/UP`` in Mbit/s, default
+``20/5``, a typical home DSL or 4G line; ``0``: unlimited, the model before it) and a one-way
+delay (``--delay``, default 40 ms, pipelined). In the same run:
 
 * **direct** (the baseline): N agents, each with its own MQTT session across the WAN link;
 * **relay**: one ``edge-relay`` process holding the one upstream session across the WAN link,
@@ -30,7 +31,11 @@ cloud publisher's payloads through the MQTT zstd codec (which leaves envelopes b
 as they are). The messages are typical monitoring notices (~230 bytes as envelopes).
 
     python bench/edge_latency.py [--agents 20 1] [--messages 1000] [--delay 0.040] [--rounds 3]
-                                 [--workers 2] [--pin 0:1|none] [--compress both|on|off]
+                                 [--bandwidth 20/5 [0 ...]] [--workers 2] [--pin 0:1|none]
+                                 [--compress both|on|off]
+
+Several ``--bandwidth`` values run the whole comparison once per link (``--bandwidth 20/5 0``:
+the default line, then unlimited).
 
 Prints one JSON object per scenario and a final comparison object.
 """
@@ -56,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import cpu  # noqa: E402
-from _wan import WanLink  # noqa: E402
+from _wan import WanLink, mbit  # noqa: E402
 
 from agent import config  # noqa: E402
 from agent.config import AgentConfig, MqttConfig, WsConfig  # noqa: E402
@@ -255,7 +260,7 @@ def _publish(broker: Mosquitto, n: int, tag: str, compress: bool) -> None:
 async def direct(
     root: Path, broker: Mosquitto, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
-    with WanLink(broker.port, args.delay) as wan:
+    with WanLink(broker.port, args.delay, mbit(args.bandwidth)) as wan:
         url = f"mqtt://127.0.0.1:{wan.port}"
         agents = AgentPool("mqtt", url, root / "direct", f"{tag}-direct", args)
         try:
@@ -268,13 +273,21 @@ async def direct(
             delivered = args.agents * args.messages
             return {
                 "scenario": "direct", "agents": args.agents, "messages": args.messages,
-                "wan_delay_ms": args.delay * 1000, "backlog_s": round(elapsed, 3),
-                "agents_cpu_s": round(agents_cpu, 3), "cloud_bytes": wan.down,
+                "wan_delay_ms": args.delay * 1000, "bandwidth_mbit": args.bandwidth,
+                "backlog_s": round(elapsed, 3), "agents_cpu_s": round(agents_cpu, 3),
+                "cloud_bytes": wan.down,
                 "cloud_bytes_per_delivered": round(wan.down / delivered, 1),
+                "link_min_s": _link_min(wan.down, args.bandwidth),
                 "cloud_copies_per_message": deliveries / args.messages,
             }  # fmt: skip
         finally:
             agents.close()
+
+
+def _link_min(down_bytes: int, bandwidth: str) -> float | None:
+    """The least time ``down_bytes`` take on the line's downlink (None: unlimited)."""
+    rate = mbit(bandwidth)[0]
+    return round(down_bytes / rate, 3) if rate else None
 
 
 def _relay_count(port: int) -> int:
@@ -298,7 +311,7 @@ def _relay_upstream(port: int) -> str:
 async def via_relay(
     root: Path, broker: Mosquitto, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
-    with WanLink(broker.port, args.delay) as wan:
+    with WanLink(broker.port, args.delay, mbit(args.bandwidth)) as wan:
         port = free_port()
         relay_dir = root / "relay"
         relay_dir.mkdir(parents=True)
@@ -333,7 +346,8 @@ async def via_relay(
             delivered = args.agents * args.messages
             return {
                 "scenario": "relay", "agents": args.agents, "messages": args.messages,
-                "wan_delay_ms": args.delay * 1000, "backlog_s": round(elapsed, 3),
+                "wan_delay_ms": args.delay * 1000, "bandwidth_mbit": args.bandwidth,
+                "backlog_s": round(elapsed, 3),
                 "relay_upstream_fill_s": round(upstream_s, 3), **used,
                 "cloud_bytes": cloud,
                 "cloud_bytes_per_delivered": round(cloud / delivered, 1),
@@ -361,6 +375,9 @@ async def main() -> None:
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--delay", type=float, default=0.040, help="one-way WAN delay, seconds")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--bandwidth", nargs="+", default=["20/5"], metavar="DOWN[/UP]",
+                   help="the WAN line in Mbit/s, shared by all connections (0: unlimited); "
+                   "several: one comparison each")  # fmt: skip
     p.add_argument("--workers", type=int, default=2,
                    help="processes the agents of each scenario are spread over")  # fmt: skip
     p.add_argument(
@@ -379,10 +396,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp) / "cloud").start()
         try:
-            for compress in modes:
-                for n in args.agents:
-                    run = argparse.Namespace(**{**vars(args), "agents": n, "compress": compress})
-                    await _compare(Path(tmp), broker, run)
+            for bandwidth in args.bandwidth:
+                mbit(bandwidth)  # a bad value fails before the first scenario
+            for bandwidth in args.bandwidth:
+                for compress in modes:
+                    for n in args.agents:
+                        case = {"agents": n, "compress": compress, "bandwidth": bandwidth}
+                        run = argparse.Namespace(**{**vars(args), **case})
+                        await _compare(Path(tmp), broker, run)
         finally:
             broker.stop()
     print(json.dumps({"loadavg_end": os.getloadavg()}), flush=True)
@@ -392,7 +413,8 @@ async def _compare(tmp: Path, broker: Mosquitto, args: argparse.Namespace) -> No
     results: dict[str, list[dict[str, Any]]] = {"direct": [], "relay": []}
     for r in range(args.rounds):
         for name, scenario in (("direct", direct), ("relay", via_relay)):
-            tag = f"a{args.agents}r{r}{name[0]}{int(args.compress)}"
+            link = args.bandwidth.replace("/", "_").replace(".", "p")
+            tag = f"a{args.agents}r{r}{name[0]}{int(args.compress)}b{link}"
             out = await scenario(tmp / tag, broker, args, tag)
             out["round"], out["compress"] = r, args.compress
             print(json.dumps(out), flush=True)
@@ -404,7 +426,7 @@ async def _compare(tmp: Path, broker: Mosquitto, args: argparse.Namespace) -> No
                  for d, r in zip(results["direct"], results["relay"], strict=True)]  # fmt: skip
     print(json.dumps({
         "scenario": "comparison", "agents": args.agents, "rounds": args.rounds,
-        "compress": args.compress, "pin": args.pin,
+        "compress": args.compress, "bandwidth_mbit": args.bandwidth, "pin": args.pin,
         "backlog_s_median": med, "backlog_speedup": round(med["direct"] / med["relay"], 2),
         "speedup_per_round": per_round,
         "cloud_bytes_per_delivered_median": bpd,

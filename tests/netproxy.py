@@ -135,22 +135,36 @@ class NetProxy:
             except OSError:
                 data = b""
             if not data:
-                link.close()
+                self._ended(link, direction)
                 return
-            if self.delay:
-                time.sleep(self.delay)
-            gate.wait()
-            if link.closed:
+            if not self._forward(link, dst, data, gate, direction):
                 return
-            try:
-                dst.sendall(data)
-            except OSError:
-                link.close()
-                return
-            with self._lock:
-                self.moved[direction] += len(data)
-                if self.record and direction == "up":
-                    self.sent += data
+
+    def _forward(
+        self, link: _Link, dst: socket.socket, data: bytes, gate: threading.Event, direction: str
+    ) -> bool:
+        """Send one chunk read from the other side on to ``dst``; False once the link is
+        closed. (A subclass models another link here: bench/_wan.py's WAN delay and
+        bandwidth.)"""
+        if self.delay:
+            time.sleep(self.delay)
+        gate.wait()
+        if link.closed:
+            return False
+        try:
+            dst.sendall(data)
+        except OSError:
+            link.close()
+            return False
+        with self._lock:
+            self.moved[direction] += len(data)
+            if self.record and direction == "up":
+                self.sent += data
+        return True
+
+    def _ended(self, link: _Link, direction: str) -> None:
+        """The ``direction`` side hit end of stream: close both."""
+        link.close()
 
     @property
     def links(self) -> list[_Link]:

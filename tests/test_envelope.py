@@ -423,3 +423,38 @@ def test_extras_json_cannot_write_back_are_refused(extra: dict[object, object]) 
 def test_plain_extras_are_kept_as_they_are() -> None:
     got = from_fields({"message": "m", "encoding": "jwe", "n": 3}, topic="t")
     assert got.extra == {"encoding": "jwe", "n": 3}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"id": "a b", "topic": "t"}, "id"),
+        ({"id": "x" * 65, "topic": "t"}, "id"),
+        ({"topic": "a\x01b"}, "topic"),
+        ({"topic": 5}, "topic"),
+        ({"topic": "t", "priority": True}, "priority"),
+        ({"topic": "t", "time": True}, "time"),
+        ({"topic": "t", "time": -1}, "time"),
+        ({"topic": "t", "title": 3}, "title"),
+        ({"topic": "t", "tags": ["a", 1]}, "tags"),
+    ],
+)
+def test_from_fields_fast_paths_refuse_what_the_checks_refuse(
+    fields: dict[str, object], field: str
+) -> None:
+    # from_fields checks common values inline (issue 14's replay cost) and hands anything
+    # else to the full check: the same refusals either way
+    with pytest.raises(MessageError) as err:
+        from_fields(fields)
+    assert err.value.field == field
+
+
+def test_from_fields_fast_paths_keep_what_the_checks_keep() -> None:
+    m = from_fields({"id": "ab-c.d", "topic": "caf\u00e9\u00a0x", "time": 5.0, "priority": 9,
+                     "tags": "a, b", "expires": 7})  # fmt: skip
+    assert (m.id, m.topic, m.time, m.priority, m.tags) == ("ab-c.d", "caf\u00e9\u00a0x", 5, 5,
+                                                           ("a", "b"))  # fmt: skip
+    assert m.expires == 7  # a rare field on a short message is kept
+    plain = from_fields({"id": "abc", "topic": "t", "time": 1, "priority": 2, "tags": ["x"]})
+    assert plain == Message(id="abc", time=1, topic="t", priority=2, tags=("x",))
+    assert plain.extra == {}
