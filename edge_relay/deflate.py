@@ -7,7 +7,7 @@ sending one from the backlog. zlib-ng's level 1 (``deflate_quick``, static trees
 1.0 us for some more bytes (7.0x against 8.2x fewer on typical events); its output is plain
 deflate, so every client inflates it (docs/PERFORMANCE.md "Compression").
 
-Installed (``pip install zlib-ng``, in the ``relay`` extra) it is used; without it the relay
+Installed (``pip install zlib-ng``, in the ``relay-fast`` extra) it is used; without it the relay
 deflates with stdlib zlib as before. ``EDGEPUSH_ZLIB=stdlib`` forces stdlib zlib (the
 benchmark's same-run baseline).
 """
