@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as paho
@@ -17,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.backoff import backoff
 from agent.errors import AuthError, ConnectionLost
 from agent.transports import mqtt_protocol as proto
 from agent.transports import tls_context
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
     from agent.transports.mqtt import MqttTransport
 
 log = logging.getLogger("pushagent.mqtt")
+
+RESENDS = 5
+"""A SUBSCRIBE refused with a reason that can pass is sent again on the same connection up to
+this many times (with backoff, the refusal's own wait counted) before the connection is dropped."""
+RESEND_CAP = 8.0
 
 
 def make_client(self: MqttTransport) -> paho.Client:
@@ -83,12 +90,32 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
     sync = f"{self.state_prefix}/" if self.state_prefix else None
     states = [t for t in self.topics if sync is not None and t.startswith(sync)]
     messages = [t for t in self.topics if t not in states]
-    conn.client.subscribe([(t, qos) for t in messages])
-    async with asyncio.timeout(timeout):
-        codes = await conn.suback
-    for topic, code in zip(messages, codes, strict=False):
-        if code.is_failure:  # retried with backoff, or stop-and-tell: see mqtt_protocol
-            raise proto.suback_error(topic, code.value, str(code))
+    delays = backoff(cap=RESEND_CAP)
+    for attempt in range(RESENDS + 1):
+        sent = time.monotonic()
+        conn.client.subscribe([(t, qos) for t in messages])
+        async with asyncio.timeout(timeout):
+            codes = await conn.suback
+        errors = [
+            proto.suback_error(topic, code.value, str(code))
+            for topic, code in zip(messages, codes, strict=False)
+            if code.is_failure  # retried with backoff, or stop-and-tell: see mqtt_protocol
+        ]
+        if not errors:
+            break
+        for error in errors:  # "not authorized" first: stop-and-tell
+            if not isinstance(error, proto.SubscribeRefused):
+                raise error
+        if attempt == RESENDS:
+            raise errors[0]
+        # Sent again on the same connection: a reconnect would cost a CONNECT (which NATS can
+        # close after its own 4 s session timeout) and the same refusals again.
+        delay = proto.retry_delay(errors[0], next(delays), time.monotonic() - sent)
+        log.warning("%s: %s; sent again in %.1f s", self.url, errors[0], delay)
+        await asyncio.sleep(delay)
+        if conn.lost:
+            raise errors[0]
+        conn.suback = asyncio.get_running_loop().create_future()  # on_subscribe resolves it
     if not states:
         return
     conn.suback = asyncio.get_running_loop().create_future()  # on_subscribe resolves it
