@@ -71,6 +71,7 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
         """Set: the first SUBSCRIBE is granted, later ones (the agent's synced-state topics,
         issue 16, which it subscribes to on their own) answered with this code."""
         self.subscribes: list[float] = []  # monotonic time of each SUBSCRIBE
+        self.connects = 0
         self.lock = threading.Lock()
 
     @property
@@ -89,6 +90,8 @@ class _Handler(socketserver.BaseRequestHandler):
             kind, body = packet[0] >> 4, packet[1]
             if kind == 1:  # CONNECT: 00 04 "MQTT" level ...
                 v5 = body[6] == 5
+                with self.server.lock:
+                    self.server.connects += 1
                 sock.sendall(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")
             elif kind == 8 and v5 and self.server.close_v5_subscribe:
                 return
@@ -173,6 +176,24 @@ def test_a_refusal_that_can_pass_is_retried_with_the_normal_backoff(
         assert took < 15, f"connected after {took:.1f} s"
         log = agent.log()
         assert log.count("refused for now") == 2 and "retrying in 60 s" not in log
+    finally:
+        assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("refusing", [(0x80, 3)], indirect=True)
+def test_a_refusal_that_can_pass_is_sent_again_on_the_same_connection(
+    refusing: RefusingBroker, home: Path
+) -> None:
+    """A reconnect after each refusal cost a CONNECT each (which a NATS node with a cluster
+    node down can itself close after its 4 s session timeout) and a fresh persistent session
+    load: three refusals, four CONNECTs before. Now one CONNECT, four SUBSCRIBEs on it."""
+    url = f"mqtt://127.0.0.1:{refusing.port}"
+    agent = Agent(home, url, "--topic", "a/#", "--mqtt-protocol", "3.1.1").start()  # connected
+    try:
+        assert len(refusing.subscribes) >= 4  # three refused, one granted (+ the state topic's)
+        assert refusing.connects == 1, f"{refusing.connects} CONNECTs"
+        log = agent.log()
+        assert log.count("refused for now") == 3 and "retrying in 60 s" not in log
     finally:
         assert agent.stop() == 0
 

@@ -34,6 +34,7 @@ socket down, so a stalled link is replaced within about 1.5 keepalives.
 
 Which protocol (MQTT 5 or 3.1.1; ``[mqtt] protocol = "auto"`` tries 5, then 3.1.1, and remembers
 the answer per server) is ``agent.transports.mqtt_protocol``'s business; ``open`` asks it.
+The attempt itself (paho ``Client``, CONNECT, SUBSCRIBEs) is in ``agent.transports.mqtt_subscribe``.
 
 One paho ``Client`` per connection attempt: PUBACKs for a previous connection's packet ids
 must never go out on a new one.
@@ -45,16 +46,12 @@ import asyncio
 import hashlib
 import logging
 import socket
-import ssl
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import backoff
@@ -72,9 +69,10 @@ from agent.ntfyproto.attachment import INLINE_URL_MAX
 from agent.states import from_payload
 from agent.store import OutboxItem, Redelivery, Rejected
 from agent.tasks import supervise
-from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, mqtt_codec, tls_context
+from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, mqtt_codec
 from agent.transports import mqtt_protocol as proto
 from agent.transports.mqtt_redelivery import RedeliveryTrust
+from agent.transports.mqtt_subscribe import connect, make_client, subscribe
 from agent.transports.mqtt_url import MqttUrl, parse_url
 from agent.transports.paho_conn import PahoConn, Received
 from agent.transports.refusal import must_stop, stopped
@@ -206,13 +204,13 @@ class MqttTransport:
         self.protocol = protocol
         self._answered = None
         loop = asyncio.get_running_loop()
-        client = self._make_client()
+        client = make_client(self)
         conn = PahoConn(client, loop)
         self._wire(conn)
         timeout = self.cfg.mqtt.connect_timeout
         try:
             async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
-                await asyncio.to_thread(self._connect, client)
+                await asyncio.to_thread(connect, self, client)
         except TimeoutError:
             raise ConnectionLost(f"no answer within {timeout:.0f} s") from None
         try:
@@ -231,7 +229,7 @@ class MqttTransport:
             self.trust.connected(protocol, present)
             self._answered = protocol
             if self.topics:
-                await self._subscribe(conn, timeout)
+                await subscribe(self, conn, timeout)
         except BaseException as exc:
             await self._close(conn)
             if isinstance(exc, TimeoutError):
@@ -262,86 +260,6 @@ class MqttTransport:
         conn.lost = True
         conn.fail_waiters("connection closed")
         conn.shutdown()
-
-    def _make_client(self) -> paho.Client:
-        v5 = self.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else not self.persistent,
-            manual_ack=True,
-            # We reconnect ourselves (backoff, a fresh Client): paho's own reconnect inside
-            # its thread would resume the session behind our back.
-            reconnect_on_failure=False,
-        )
-        if self._username:
-            client.username_pw_set(self._username, self._password)
-        if self.parsed.tls:
-            client.tls_set_context(tls_context(self.cfg.tls))
-        return client
-
-    def _connect(self, client: paho.Client) -> None:
-        """Blocking TCP/TLS connect and CONNECT (run in a worker thread)."""
-        host, port = self.parsed.host, self.parsed.port
-        keepalive = self.cfg.mqtt.keepalive
-        try:
-            if self.protocol == "5":
-                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                if self.persistent:
-                    props.SessionExpiryInterval = self.cfg.mqtt.session_expiry
-                client.connect(
-                    host, port, keepalive, clean_start=not self.persistent, properties=props
-                )
-            else:
-                client.connect(host, port, keepalive)
-        except ssl.SSLCertVerificationError as exc:
-            raise AuthError(
-                f"TLS failure with {host}:{port}: certificate verify failed: "
-                f"{exc.verify_message} (is tls.ca_file the CA that signed the broker's?)"
-            ) from None
-        except ssl.SSLError as exc:
-            raise AuthError(f"TLS failure with {host}:{port}: {exc.reason or exc}") from None
-        except socket.gaierror:
-            raise ConnectionLost(f"unknown host {host!r}") from None
-        except OSError as exc:
-            raise ConnectionLost(
-                f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-            ) from None
-
-    async def _subscribe(self, conn: PahoConn, timeout: float) -> None:
-        """The message topics in one SUBSCRIBE, then the synced-state topics in another.
-
-        Apart, because a state topic is not worth the messages: a NATS cluster electing a
-        leader times out each filter's JetStream consumer (4 s) and refuses the SUBSCRIBE;
-        with the state filters in the same packet, a fresh agent was refused for 30 s (CI).
-        A refused or unanswered state SUBSCRIBE is a warning: sync waits for a reconnect."""
-        qos = self.cfg.mqtt.qos
-        sync = f"{self.state_prefix}/" if self.state_prefix else None
-        states = [t for t in self.topics if sync is not None and t.startswith(sync)]
-        messages = [t for t in self.topics if t not in states]
-        conn.client.subscribe([(t, qos) for t in messages])
-        async with asyncio.timeout(timeout):
-            codes = await conn.suback
-        for topic, code in zip(messages, codes, strict=False):
-            if code.is_failure:  # retried with backoff, or stop-and-tell: see mqtt_protocol
-                raise proto.suback_error(topic, code.value, str(code))
-        if not states:
-            return
-        conn.suback = asyncio.get_running_loop().create_future()  # on_subscribe resolves it
-        conn.client.subscribe([(t, qos) for t in states])
-        try:
-            async with asyncio.timeout(timeout):
-                codes = await conn.suback
-        except TimeoutError:
-            codes = []
-        failed = [c for c in codes if c.is_failure]
-        if codes and not failed:
-            return
-        why = f"{failed[0]} (0x{failed[0].value:02X})" if failed else "no SUBACK in time"
-        log.warning("%s: subscription to %s refused: %s; read state from other devices is "
-                    "not synced until the next connection", self.url, ", ".join(map(repr, states)),
-                    why)  # fmt: skip
 
     # --- paho's callbacks (on the loop, inside loop_read/loop_write) -------------------------
 
