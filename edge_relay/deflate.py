@@ -79,4 +79,9 @@ def _backend() -> Any:
     return _chosen
 
 
+def backend_name() -> str:
+    """What the relay deflates with, for its startup log: ``zlib-ng`` or ``zlib``."""
+    return "zlib" if _chosen is zlib else "zlib-ng"
+
+
 _chosen: Any = zlib

@@ -59,6 +59,9 @@ class Scheduler:
         """Messages released (stored and fanned out) since start."""
         self.failures = 0
         """Times the loop failed and was restarted (``/v1/health``: a stall never hides)."""
+        self.caught_up = 0
+        """Times the loop found nothing due and went to sleep (its first: the backlog a
+        restart found is released)."""
         self.next_due: int | None = None
         """The earliest due time last read from the store (None: nothing scheduled)."""
         self._wake = asyncio.Event()
@@ -109,6 +112,7 @@ class Scheduler:
                 if moved >= RELEASE_MAX:
                     await asyncio.sleep(0)  # a huge backlog: let the loop breathe between
                 continue
+            self.caught_up += 1
             timeout = None if due is None else min(due - now, self.cap)
             try:
                 async with asyncio.timeout(timeout):

@@ -282,6 +282,7 @@ async def health(request: web.Request) -> web.Response:
          "scheduler": {"running": sched is not None and sched.running,
                        "next_due": sched.next_due if sched else None,
                        "released": sched.released if sched else 0,
+                       "caught_up": sched.caught_up if sched else 0,
                        "failures": sched.failures if sched else 0}}
     )  # fmt: skip
 
@@ -301,7 +302,7 @@ def make_app(state: RelayState) -> web.Application:
     app = web.Application(middlewares=[track, errors], client_max_size=1024 * 1024)
     app["state"] = state
     if state.cfg.compress:
-        log.info("WebSocket permessage-deflate with %s", deflate.use_fastest())
+        deflate.use_fastest()  # logged once listening: a failed bind stays one line
     app[acks.WAITERS] = acks.AckWaiters()
     app.on_response_prepare.append(ntfy_api.cors)
     r = app.router

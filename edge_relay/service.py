@@ -14,6 +14,7 @@ from aiohttp import web
 
 from agent.errors import ConfigError, EdgepushError
 from agent.store import Store
+from edge_relay import deflate
 from edge_relay.config import RelayConfig
 from edge_relay.files import keeper
 from edge_relay.guard import MAX_FIELD, MAX_LINE, Gate
@@ -64,6 +65,8 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
                 watch = tg.create_task(state.watch_auth(), name="auth-watch")
             scheme = "https" if cfg.tls else "http"
             log.info("edge-relay listening on %s://%s:%d", scheme, cfg.host, cfg.port)
+            if cfg.compress:
+                log.info("WebSocket permessage-deflate with %s", deflate.backend_name())
             try:
                 if cfg.advertise:
                     from edge_relay.mdns import Advertiser  # zeroconf, ~3.4 MB: only for mDNS

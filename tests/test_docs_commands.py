@@ -228,11 +228,11 @@ def test_every_install_command_the_docs_show_names_an_extra_that_exists() -> Non
     wrong, seen = [], 0
     for doc in DOCS:
         for n, line in enumerate(doc.read_text().splitlines(), 1):
-            for spec in re.findall(r"pipx? install (?:-e )?[`'\"]?([\w.]+(?:\[[\w,]+\])?)", line):
+            for spec in re.findall(r"pipx? install (?:-e )?[`'\"]?([\w.]+(?:\[[\w,-]+\])?)", line):
                 if not spec.startswith(("edgepush", ".")):
                     continue  # another package
                 seen += 1
-                found = re.fullmatch(r"(?:edgepush|\.)\[([\w,]+)\]", spec)
+                found = re.fullmatch(r"(?:edgepush|\.)\[([\w,-]+)\]", spec)
                 if found is None or not set(found.group(1).split(",")) <= extras:
                     wrong.append(f"{doc.relative_to(ROOT)}:{n}: {spec}")
     assert seen >= 5 and wrong == []
