@@ -214,12 +214,18 @@ class Nats(Broker):
             f"server_name: edgepush_{self.port}\n"
             f"listen: 127.0.0.1:{self.client_port}\n"
             f'jetstream {{ store_dir: "{self.dir / "jetstream"}" }}\n'
-            f"mqtt {{ listen: 127.0.0.1:{self.port}"
+            # ack_wait: NATS resends an unacked message after it (default 30 s); 5 s keeps the
+            # resend tests' waits short and changes nothing else they see (DUP, packet ids)
+            f"mqtt {{ listen: 127.0.0.1:{self.port}, ack_wait: \"{ACK_WAIT}s\""
             + (", stream_replicas: 3" if self.cluster else "")
             + " }\n"
             + self.cluster
         )
         return [NATS, "-c", str(conf)], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+ACK_WAIT = 5
+"""Seconds NATS's MQTT side waits for a PUBACK before it resends (its default is 30)."""
 
 
 class NatsCluster:

@@ -28,7 +28,7 @@ from tests.helpers import wait_for
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Agent
 
-RESEND_WAIT = 60.0  # NATS resends after its 30 s ack wait
+RESEND_WAIT = 60.0  # a deadline: NATS resends after its ack wait (tests.brokers.ACK_WAIT)
 
 
 def texts(home: Path) -> list[tuple[str, str]]:
