@@ -216,7 +216,7 @@ class Nats(Broker):
             f'jetstream {{ store_dir: "{self.dir / "jetstream"}" }}\n'
             # ack_wait: NATS resends an unacked message after it (default 30 s); 5 s keeps the
             # resend tests' waits short and changes nothing else they see (DUP, packet ids)
-            f"mqtt {{ listen: 127.0.0.1:{self.port}, ack_wait: \"{ACK_WAIT}s\""
+            f'mqtt {{ listen: 127.0.0.1:{self.port}, ack_wait: "{ACK_WAIT}s"'
             + (", stream_replicas: 3" if self.cluster else "")
             + " }\n"
             + self.cluster

@@ -178,6 +178,21 @@ def test_version_and_build_record(binaries: Binaries, tmp_path: Path) -> None:
     assert "desktop-notifier" not in relay_deps  # the relay bundles no desktop libraries
 
 
+def test_what_a_one_file_binary_unpacks_at_every_start(binaries: Binaries) -> None:
+    """A one-file binary unpacks its whole archive on every start: PyGObject in the build
+    venv once put GTK and 5,622 Adwaita icon files into both binaries (8 s a start here).
+    The relay bundles no GObject at all; the agent's tray only the hicolor icons."""
+    from PyInstaller.archive.readers import CArchiveReader
+
+    relay = list(CArchiveReader(str(binaries.relay)).toc)
+    assert [n for n in relay if n.startswith(("gi_typelibs/", "share/", "gi/"))] == []
+    agent = list(CArchiveReader(str(binaries.agent)).toc)
+    icons = {n.split("/")[2] for n in agent if n.startswith("share/icons/")}
+    assert icons <= {"hicolor"}, icons
+    assert "gi_typelibs/AyatanaAppIndicator3-0.1.typelib" in agent  # the SNI tray menu stays
+    assert len(relay) < 400 and len(agent) < 1500, (len(relay), len(agent))
+
+
 def test_headless_without_dbus_or_keyring(
     binaries: Binaries,
     mosquitto: Mosquitto,
