@@ -21,6 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from edge_relay.hub import frame_head
+
 
 def use_fastest() -> str:
     """Make aiohttp deflate with zlib-ng if it is importable (and aiohttp >= 3.12 takes
@@ -64,14 +66,7 @@ class Deflater:
     def frame(self, data: bytes) -> bytes:
         """``data`` as one compressed, unmasked text frame (RSV1 set)."""
         body: bytes = (self._compress(data) + self._flush(self._mode)).removesuffix(_TRAILER)
-        n = len(body)
-        if n < 126:
-            head = bytes((0xC1, n))
-        elif n < 65536:
-            head = bytes((0xC1, 126)) + n.to_bytes(2, "big")
-        else:
-            head = bytes((0xC1, 127)) + n.to_bytes(8, "big")
-        return head + body
+        return frame_head(0xC1, len(body)) + body
 
 
 def _backend() -> Any:

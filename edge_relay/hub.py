@@ -106,17 +106,20 @@ class LiveState:
 Framed = Live | LiveState
 
 
-def text_frame(data: bytes) -> bytes:
-    """``data`` as one unmasked, uncompressed WebSocket text frame (RFC 6455 section 5.2;
-    RSV1 clear: RFC 7692 lets a permessage-deflate connection carry uncompressed messages)."""
-    n = len(data)
+def frame_head(first: int, n: int) -> bytes:
+    """An unmasked WebSocket frame's header (RFC 6455 section 5.2): ``first`` (FIN, RSV bits
+    and opcode) and the payload length ``n`` in its 7-bit, 16-bit or 64-bit form."""
     if n < 126:
-        head = bytes((0x81, n))
-    elif n < 65536:
-        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
-    return head + data
+        return bytes((first, n))
+    if n < 65536:
+        return bytes((first, 126)) + n.to_bytes(2, "big")
+    return bytes((first, 127)) + n.to_bytes(8, "big")
+
+
+def text_frame(data: bytes) -> bytes:
+    """``data`` as one unmasked, uncompressed WebSocket text frame (RSV1 clear: RFC 7692
+    lets a permessage-deflate connection carry uncompressed messages)."""
+    return frame_head(0x81, len(data)) + data
 
 
 class Subscriber:
