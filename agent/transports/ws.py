@@ -273,10 +273,10 @@ class WsTransport:
                 self._last_frame = loop.time()
                 event = parse_frame(frame, max_size=max_size)
                 if event.kind == "message" and event.message is not None:
-                    if queue.full():  # the committer is behind: wait for room
-                        await queue.put(event.message)
-                    else:  # the common case, without a coroutine per frame
+                    try:  # the common case, without a coroutine (or a full() check) per frame
                         queue.put_nowait(event.message)
+                    except asyncio.QueueFull:  # the committer is behind: wait for room
+                        await queue.put(event.message)
                 elif event.kind == "rejected":
                     item = Rejected.of(self.source, None, event.reason or "", frame, time.time())
                     self._rejects.note(self.url, item)
