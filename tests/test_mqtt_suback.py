@@ -84,6 +84,9 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
         self.retained: bytes | None = None
         """Sent as a retained QoS 1 PUBLISH on ``a/r`` whenever ``a/#`` is granted: a broker
         MUST re-send the retained messages of a filter subscribed again (MQTT 3.1.1 §3.8.4)."""
+        self.resent: bytes | None = None
+        """Sent as a plain QoS 1 PUBLISH on ``a/x`` after the first SUBACK, then again with DUP
+        and the same packet id (a broker's retry interval ran out: EMQX's is 30 s)."""
         self.published = 0
         self.pubacks = 0
         self.lock = threading.Lock()
@@ -137,6 +140,12 @@ class _Handler(socketserver.BaseRequestHandler):
                         pid = self.server.published
                     rest = b"\x00\x03a/r" + pid.to_bytes(2, "big") + props + retained
                     sock.sendall(bytes([0x33, len(rest)]) + rest)
+                if self.server.resent is not None and n == 1:
+                    with self.server.lock:
+                        self.server.published += 2
+                    rest = b"\x00\x03a/x\x00\x07" + props + self.server.resent
+                    sock.sendall(bytes([0x32, len(rest)]) + rest)  # QoS 1
+                    sock.sendall(bytes([0x3A, len(rest)]) + rest)  # QoS 1, DUP
                 if n in self.server.close_after:
                     return
             elif kind == 4:  # PUBACK
@@ -304,6 +313,27 @@ def test_a_partly_granted_subscribe_sends_only_the_refused_filters_again(home: P
             )
             assert len(stored_ids(home)) == 1, f"{len(stored_ids(home))} stored"
             assert server.filters[1] == ["b/#"], server.filters
+        finally:
+            assert agent.stop() == 0
+
+
+def test_a_resend_while_the_subscribe_is_retried_is_stored_once(home: Path) -> None:
+    """Messages on a granted filter arrive while the refused one is retried; none is
+    committed until the SUBSCRIBEs are done (up to a minute), so a broker that resends an
+    unacked message on the same connection (DUP, same packet id) puts both copies in one
+    batch. A plain-text message has no id of its own: the DUP copy must take the first's."""
+    server = RefusingBroker(0x80, 1)
+    server.partial = True
+    server.resent = b"ON"
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "a/#",
+                      "--topic", "b/#", "--mqtt-protocol", "5")  # fmt: skip
+        try:
+            agent.start()
+            wait_for(lambda: server.pubacks >= 2, timeout=20, what="both copies acked")
+            assert len(stored_ids(home)) == 1, f"{len(stored_ids(home))} stored"
+            wait_for(agent.notified, timeout=10, what="the message shown")
+            assert list(agent.notified().values()) == [1], agent.notified()
         finally:
             assert agent.stop() == 0
 
