@@ -13,12 +13,14 @@ from pathlib import Path
 
 from agent import config
 from agent.config import ReceiptsConfig
+from agent.ntfyproto.attachment import data_url, data_url_bytes
 from agent.service import AgentService
 from tests.helpers import free_port, wait_for
 from tests.mosquitto import Mosquitto
+from tests.mqtt_helpers import Publisher
 from tests.notifyhelp import until
 from tests.relay import FAST, Relay
-from tests.test_agent_attachments import recorded, upload
+from tests.test_agent_attachments import PDF, recorded, upload
 from tests.test_desktop_sequence import png
 from tests.test_mqtt_cli import Subscriber
 
@@ -94,3 +96,33 @@ async def test_a_file_above_the_inline_limit_goes_by_its_base_url(
         assert attachment_url(cfg, sent["id"]) == f"http://localhost:{port}/file/{sent['id']}.png"
     finally:
         relay.stop()
+
+
+async def test_an_inline_file_evicted_from_the_cache_goes_back_into_its_message(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The row of an inline attachment holds the cached file's file: URL instead of its
+    data: URL (f26e01a). The cache keeps cache_max bytes: when a newer file evicts this one,
+    the message's bytes would be nowhere (the publisher sent them once, inline). The data:
+    URL goes back into the row as the file leaves the cache, and the file can be had again."""
+    cfg = broker_agent(tmp_path / "home", mosquitto)
+    cap = len(PDF) + 10
+    cfg = replace(cfg, attachments=replace(cfg.attachments, cache_max=cap, max_download=cap))
+
+    def inline(mid: str, body: bytes) -> bytes:
+        att = {"name": f"{mid}.pdf", "url": data_url("application/pdf", body)}
+        return json.dumps({"id": mid, "message": "a file", "attachment": att}).encode()
+
+    async with AgentService(cfg) as svc:
+        await until(lambda: svc.state() == "connected", what="the agent on the broker")
+        with Publisher(mosquitto.port) as pub:
+            pub.publish(TOPIC, [inline("inl1", PDF)])
+            await until(lambda: recorded(cfg, "inl1"), what="the first file")
+            assert attachment_url(cfg, "inl1").startswith("file:")
+            pub.publish(TOPIC, [inline("inl2", PDF + b"y")])
+            await until(lambda: recorded(cfg, "inl2"), what="the second file")
+            await until(lambda: recorded(cfg, "inl1") is None, what="the first evicted")
+    url = attachment_url(cfg, "inl1")
+    assert url.startswith("data:application/pdf;base64,"), url[:80]
+    assert data_url_bytes(url, len(PDF)) == PDF
+    assert attachment_url(cfg, "inl2").startswith("file:")  # the one in the cache

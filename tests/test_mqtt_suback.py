@@ -25,7 +25,7 @@ import pytest
 from agent.errors import AuthError, ConnectionLost
 from agent.transports.mqtt_protocol import SubscribeRefused, retry_delay, suback_error
 from tests.helpers import wait_for
-from tests.mqtt_helpers import Agent
+from tests.mqtt_helpers import Agent, stored_ids
 
 
 def _read_packet(f: socket.SocketIO) -> tuple[int, bytes] | None:
@@ -71,7 +71,24 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
         """Set: the first SUBSCRIBE is granted, later ones (the agent's synced-state topics,
         issue 16, which it subscribes to on their own) answered with this code."""
         self.subscribes: list[float] = []  # monotonic time of each SUBSCRIBE
+        self.filters: list[list[str]] = []  # the topic filters of each SUBSCRIBE
         self.connects = 0
+        self.connect_times: list[float] = []  # monotonic time of each CONNECT
+        self.close_after: set[int] = set()
+        """SUBSCRIBEs (1-based, counted over all connections) answered, then the link closed."""
+        self.close_at: set[int] = set()
+        """SUBSCRIBEs not answered: the link is closed at them."""
+        self.partial = False
+        """A refused SUBSCRIBE grants its first filter and refuses the others (as a cluster
+        refuses the filters whose consumer is still being created)."""
+        self.retained: bytes | None = None
+        """Sent as a retained QoS 1 PUBLISH on ``a/r`` whenever ``a/#`` is granted: a broker
+        MUST re-send the retained messages of a filter subscribed again (MQTT 3.1.1 §3.8.4)."""
+        self.resent: bytes | None = None
+        """Sent as a plain QoS 1 PUBLISH on ``a/x`` after the first SUBACK, then again with DUP
+        and the same packet id (a broker's retry interval ran out: EMQX's is 30 s)."""
+        self.published = 0
+        self.pubacks = 0
         self.lock = threading.Lock()
 
     @property
@@ -92,25 +109,63 @@ class _Handler(socketserver.BaseRequestHandler):
                 v5 = body[6] == 5
                 with self.server.lock:
                     self.server.connects += 1
+                    self.server.connect_times.append(time.monotonic())
                 sock.sendall(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")
             elif kind == 8 and v5 and self.server.close_v5_subscribe:
                 return
             elif kind == 8:  # SUBSCRIBE
+                filters = _filters(body, v5)
                 with self.server.lock:
                     self.server.subscribes.append(time.monotonic())
+                    self.server.filters.append(filters)
                     n = len(self.server.subscribes)
+                if n in self.server.close_at:
+                    return
                 code = self.server.code if n <= self.server.refusals else 0x01
                 if code != 0x01:
                     time.sleep(self.server.slow)
                 props = b"\x00" if v5 else b""
                 state = self.server.state_code
                 codes = [code] if state is None else [0x01] if n == 1 else [state]
+                if self.server.partial:
+                    codes = [0x01 if i == 0 or code == 0x01 else code for i in range(len(filters))]
                 rest = body[:2] + props + bytes(codes)
                 sock.sendall(bytes([0x90, len(rest)]) + rest)
+                retained = self.server.retained
+                if retained is not None and any(
+                    f == "a/#" and c == 0x01 for f, c in zip(filters, codes, strict=True)
+                ):
+                    with self.server.lock:
+                        self.server.published += 1
+                        pid = self.server.published
+                    rest = b"\x00\x03a/r" + pid.to_bytes(2, "big") + props + retained
+                    sock.sendall(bytes([0x33, len(rest)]) + rest)
+                if self.server.resent is not None and n == 1:
+                    with self.server.lock:
+                        self.server.published += 2
+                    rest = b"\x00\x03a/x\x00\x07" + props + self.server.resent
+                    sock.sendall(bytes([0x32, len(rest)]) + rest)  # QoS 1
+                    sock.sendall(bytes([0x3A, len(rest)]) + rest)  # QoS 1, DUP
+                if n in self.server.close_after:
+                    return
+            elif kind == 4:  # PUBACK
+                with self.server.lock:
+                    self.server.pubacks += 1
             elif kind == 12:  # PINGREQ
                 sock.sendall(b"\xd0\x00")
             elif kind == 14:  # DISCONNECT
                 return
+
+
+def _filters(body: bytes, v5: bool) -> list[str]:
+    """The topic filters of a SUBSCRIBE's body (paho sends no MQTT 5 properties: one 0 byte)."""
+    i = 2 + (1 if v5 else 0)
+    out = []
+    while i < len(body):
+        n = int.from_bytes(body[i : i + 2], "big")
+        out.append(body[i + 2 : i + 2 + n].decode())
+        i += 2 + n + 1  # the filter, then its options byte
+    return out
 
 
 @pytest.fixture
@@ -196,6 +251,91 @@ def test_a_refusal_that_can_pass_is_sent_again_on_the_same_connection(
         assert log.count("refused for now") == 3 and "retrying in 60 s" not in log
     finally:
         assert agent.stop() == 0
+
+
+def test_a_link_lost_while_waiting_to_subscribe_again_reconnects_at_once(home: Path) -> None:
+    """The broker refuses the SUBSCRIBE and closes the link while the agent waits to send it
+    again: the agent reconnects after the normal backoff (well under 5 s). It used to send
+    the SUBSCRIBE into the closed client (paho: "not connected", unread) and wait the whole
+    connect_timeout (10 s) for a SUBACK that could not come."""
+    server = RefusingBroker(0x80, 1)
+    server.close_after = {1}
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "a/#",
+                      "--mqtt-protocol", "3.1.1")  # fmt: skip
+        try:
+            agent.start(wait_connected=False)
+            wait_for(lambda a=agent: a.status().get("state") == "connected", timeout=30,
+                     what=f"connected ({agent.log()[-2000:]})")  # fmt: skip
+            assert server.connects == 2, server.connects
+            gap = server.connect_times[1] - server.subscribes[0]
+            assert gap < 5.0, f"reconnected {gap:.1f} s after the link closed"
+        finally:
+            assert agent.stop() == 0
+
+
+def test_a_link_closed_at_the_second_subscribe_is_no_reason_to_leave_mqtt5(home: Path) -> None:
+    """The broker answered the first MQTT 5 SUBSCRIBE (refused for now), then closed the
+    link at the one sent again (a NATS node's own session timeout, a node restarting). It
+    has spoken MQTT 5 already: the agent reconnects in MQTT 5, it does not take the close for
+    a broker that cannot read MQTT 5 packets and fall back to (and remember) 3.1.1."""
+    server = RefusingBroker(0x80, 1)
+    server.close_at = {2}
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "a/#")  # auto
+        try:
+            agent.start()  # waits for "connected"
+            log = agent.log()
+            assert "with MQTT 5" in log and "with MQTT 3.1.1" not in log, log
+            assert "did not work" not in log, log
+        finally:
+            assert agent.stop() == 0
+
+
+def test_a_partly_granted_subscribe_sends_only_the_refused_filters_again(home: Path) -> None:
+    """``a/#`` granted, ``b/#`` refused for now: the SUBSCRIBE sent again names ``b/#`` only.
+    Naming ``a/#`` again replaces that subscription, and the broker MUST re-send its retained
+    messages; the copies arrive on the same connection and were all committed (before, a
+    refusal closed the connection and its uncommitted messages with it): a plain-text
+    retained message, which has no id to dedupe by, was stored and shown once per SUBSCRIBE."""
+    server = RefusingBroker(0x80, 1)
+    server.partial = True
+    server.retained = b"the door is open"
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "a/#",
+                      "--topic", "b/#", "--mqtt-protocol", "3.1.1")  # fmt: skip
+        try:
+            agent.start()
+            wait_for(
+                lambda: server.pubacks == server.published >= 1,
+                timeout=20,
+                what=f"every retained copy acked ({server.published} sent)",
+            )
+            assert len(stored_ids(home)) == 1, f"{len(stored_ids(home))} stored"
+            assert server.filters[1] == ["b/#"], server.filters
+        finally:
+            assert agent.stop() == 0
+
+
+def test_a_resend_while_the_subscribe_is_retried_is_stored_once(home: Path) -> None:
+    """Messages on a granted filter arrive while the refused one is retried; none is
+    committed until the SUBSCRIBEs are done (up to a minute), so a broker that resends an
+    unacked message on the same connection (DUP, same packet id) puts both copies in one
+    batch. A plain-text message has no id of its own: the DUP copy must take the first's."""
+    server = RefusingBroker(0x80, 1)
+    server.partial = True
+    server.resent = b"ON"
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "a/#",
+                      "--topic", "b/#", "--mqtt-protocol", "5")  # fmt: skip
+        try:
+            agent.start()
+            wait_for(lambda: server.pubacks >= 2, timeout=20, what="both copies acked")
+            assert len(stored_ids(home)) == 1, f"{len(stored_ids(home))} stored"
+            wait_for(agent.notified, timeout=10, what="the message shown")
+            assert list(agent.notified().values()) == [1], agent.notified()
+        finally:
+            assert agent.stop() == 0
 
 
 @pytest.mark.parametrize("refusing", [(0x87, 100)], indirect=True)

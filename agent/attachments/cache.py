@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
-def trim(folder: Path, limit: int, keep: Path) -> list[Path]:
+def trim(
+    folder: Path, limit: int, keep: Path, release: Callable[[Path], bool] = lambda p: True
+) -> list[Path]:
     """Remove the oldest files until the folder holds at most ``limit`` bytes (never
-    ``keep``, the file just added); returns what was removed."""
+    ``keep``, the file just added, nor one ``release(path)`` says must stay: called before
+    each removal); returns what was removed."""
     files = []
     for entry in os.scandir(folder):
         if entry.is_file(follow_symlinks=False) and not entry.name.startswith(".tmp-"):
@@ -21,7 +25,7 @@ def trim(folder: Path, limit: int, keep: Path) -> list[Path]:
     for _, size, path in sorted(files):
         if total <= limit:
             break
-        if path == keep:
+        if path == keep or not release(path):
             continue
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -20,7 +20,7 @@ from agent.backoff import backoff
 from agent.config import AgentConfig
 from agent.e2e import files as e2e_files
 from agent.errors import EdgepushError
-from agent.ntfyproto.attachment import SNIFF_BYTES, is_inline
+from agent.ntfyproto.attachment import SNIFF_BYTES, data_url, is_inline
 from agent.private import private_dir
 from agent.store import Store, Stored
 
@@ -185,11 +185,28 @@ class Downloader:
         here = final.as_uri() if is_inline(url) else None
         self.store.set_attachment_file(item.message.id, str(final), size=fetched.size, mime=mime,
                                        url=here)  # fmt: skip
-        removed = trim(self.folder, self.cfg.cache_max, final)
+        removed = trim(self.folder, self.cfg.cache_max, final, self._release)
         if removed:
             self.store.forget_attachment_paths([str(p) for p in removed])
             log.info("attachment cache: removed %d old files (cache_max)", len(removed))
         return final, mime
+
+    def _release(self, path: Path) -> bool:
+        """Before ``path`` leaves the cache (``cache_max``): an inline file's message row holds
+        its file: URL, and the file is the only copy of its bytes, so they go back into the row
+        as their data: URL (fetched again from there when wanted). An encrypted message's stays
+        in the cache: its row would hold the file's plaintext in place of its ciphertext."""
+        try:
+            owner = self.store.inline_owner(str(path))
+            if owner is None:
+                return True
+            mid, mime, sealed = owner
+            if not sealed:
+                self.store.restore_attachment_url(mid, str(path), data_url(mime, path.read_bytes()))
+        except (OSError, EdgepushError) as exc:  # kept: the next trim tries again
+            log.warning("attachment cache: %s stays: %s", path.name, exc)
+            return False
+        return not sealed
 
     async def sweep(self) -> int:
         """Remove the files of messages retention has pruned; how many were removed."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent.store.base import _Base
 from agent.store.schema import _SELECT, Stored, _stored
@@ -33,6 +34,27 @@ class _Files(_Base):
                     "WHERE id = ? AND attachment IS NOT NULL",
                     (url, message_id),
                 )
+
+    def inline_owner(self, path: str) -> tuple[str, str, bool] | None:
+        """(message id, type, encrypted) of the message whose row points at cache file ``path``
+        by its ``file:`` URL (an inline file: the cache holds its only bytes), else None."""
+        rows = self._read(
+            "SELECT f.message_id, f.type, json_type(m.attachment, '$.key') IS NOT NULL "
+            "FROM attachment_files f JOIN messages m ON m.id = f.message_id "
+            "WHERE f.path = ? AND json_extract(m.attachment, '$.url') = ?",
+            (path, Path(path).as_uri()),
+        )
+        return (str(rows[0][0]), str(rows[0][1]), bool(rows[0][2])) if rows else None
+
+    def restore_attachment_url(self, message_id: str, path: str, url: str) -> None:
+        """Put ``url`` (the inline file's ``data:`` URL) back in place of the ``file:`` URL of
+        cache file ``path``, which is about to be removed (``cache_max``)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE messages SET attachment = json_set(attachment, '$.url', ?) "
+                "WHERE id = ? AND json_extract(attachment, '$.url') = ?",
+                (url, message_id, Path(path).as_uri()),
+            )
 
     def attachment_paths(self, message_ids: Sequence[str]) -> dict[str, str]:
         """``message id → local path`` of the files present among ``message_ids``."""

@@ -220,6 +220,9 @@ def _redelivered(
             if old is not None and old[0] == key.digest:
                 m = replace(m, id=old[1])
             records.append((source, key.packet_id, key.digest, m.id))
+            # A resend in this same batch (the broker's retry interval ran out before the
+            # commit, e.g. while a SUBSCRIBE was retried) finds its first copy here.
+            seen[key.packet_id] = (key.digest, m.id)
         out.append(m)
     conn.executemany("INSERT OR REPLACE INTO mqtt_redelivery VALUES (?, ?, ?, ?)", records)
     return out

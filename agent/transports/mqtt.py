@@ -270,6 +270,7 @@ class MqttTransport:
 
         def on_subscribe(c: Any, u: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
             conn.packets += 1
+            conn.subacks += 1
             _resolve(conn.suback, codes)
 
         def on_message(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
@@ -286,8 +287,9 @@ class MqttTransport:
             self._published(conn, mid, rc)
 
         def on_disconnect(c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+            conn.closed = str(rc)
             suback = conn.suback if self.topics else None  # closed right after CONNECT/SUBSCRIBE
-            proto.closed_early(conn.connack, suback, self.protocol, rc)
+            proto.closed_early(conn.connack, suback, self.protocol, rc, subscribed=conn.subacks > 0)
             conn.events.put_nowait(("lost", str(rc)))
 
         client = conn.client

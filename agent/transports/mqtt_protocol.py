@@ -11,7 +11,7 @@ Brokers that speak only MQTT 3.1.1 answer an MQTT 5 CONNECT in three ways, all m
 "unsupported protocol version"; the 3.1.1 form is return code 1), a close of the connection
 right after CONNECT (RabbitMQ 3.10's MQTT plugin), or no answer at all. A broker may also take
 an MQTT 5 CONNECT and close the link at the first packet it mishandles (NATS 2.9 does so for
-some MQTT 5 packets): a close before the SUBACK counts too. Each of them is a
+some MQTT 5 packets): a close before the first SUBACK counts too. Each of them is a
 ``ProtocolRefused``. With ``auto`` the transport tries MQTT 5 first and, on a ``ProtocolRefused``,
 3.1.1 at once; the protocol that got a CONNACK is remembered per server in
 ``<data dir>/mqtt-protocols.json`` (0600), so later connections (every reconnect) go straight to
@@ -130,14 +130,26 @@ def closed_after_connect(protocol: str, reason: object, packet: str = "CONNECT")
 
 
 def closed_early(
-    connack: asyncio.Future[Any], suback: asyncio.Future[Any] | None, protocol: str, rc: object
+    connack: asyncio.Future[Any],
+    suback: asyncio.Future[Any] | None,
+    protocol: str,
+    rc: object,
+    *,
+    subscribed: bool = False,
 ) -> None:
-    """The link closed: fail the CONNACK (or else the SUBACK) still awaited with a refusal."""
+    """The link closed: fail the CONNACK (or else the SUBACK) still awaited with a refusal.
+
+    ``subscribed``: a SUBACK has come on this link already, so the broker reads our SUBSCRIBEs
+    in ``protocol``; a close at a later one (sent again after a refusal, the synced-state
+    topics') is a lost link, not a ``ProtocolRefused`` that would fall back to 3.1.1."""
     if not connack.done():
         connack.set_exception(closed_after_connect(protocol, rc))
         connack.exception()  # marks it retrieved: an attempt that already failed awaits none
     elif suback is not None and not suback.done():
-        suback.set_exception(closed_after_connect(protocol, rc, "SUBSCRIBE"))
+        if subscribed:
+            suback.set_exception(ConnectionLost(f"the broker closed the connection ({rc})"))
+        else:
+            suback.set_exception(closed_after_connect(protocol, rc, "SUBSCRIBE"))
         suback.exception()  # (a refused CONNACK closes the link before any SUBSCRIBE)
 
 

@@ -91,16 +91,15 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
     states = [t for t in self.topics if sync is not None and t.startswith(sync)]
     messages = [t for t in self.topics if t not in states]
     delays = backoff(cap=RESEND_CAP)
+    pending = messages
     for attempt in range(RESENDS + 1):
         sent = time.monotonic()
-        conn.client.subscribe([(t, qos) for t in messages])
+        conn.client.subscribe([(t, qos) for t in pending])
         async with asyncio.timeout(timeout):
             codes = await conn.suback
-        errors = [
-            proto.suback_error(topic, code.value, str(code))
-            for topic, code in zip(messages, codes, strict=False)
-            if code.is_failure  # retried with backoff, or stop-and-tell: see mqtt_protocol
-        ]
+        refused = [(t, c) for t, c in zip(pending, codes, strict=False) if c.is_failure]
+        # retried with backoff, or stop-and-tell: see mqtt_protocol
+        errors = [proto.suback_error(t, c.value, str(c)) for t, c in refused]
         if not errors:
             break
         for error in errors:  # "not authorized" first: stop-and-tell
@@ -109,16 +108,22 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
         if attempt == RESENDS:
             raise errors[0]
         # Sent again on the same connection: a reconnect would cost a CONNECT (which NATS can
-        # close after its own 4 s session timeout) and the same refusals again.
+        # close after its own 4 s session timeout) and the same refusals again. Only the
+        # refused filters: a granted one sent again is replaced, and its retained messages
+        # come again (MQTT 3.1.1 §3.8.4) on this connection, where they are all committed.
+        pending = [t for t, _ in refused]
         delay = proto.retry_delay(errors[0], next(delays), time.monotonic() - sent)
         log.warning("%s: %s; sent again in %.1f s", self.url, errors[0], delay)
-        await asyncio.sleep(delay)
-        if conn.lost:
-            raise errors[0]
-        conn.suback = asyncio.get_running_loop().create_future()  # on_subscribe resolves it
+        # Made before the wait, so a link closed meanwhile fails it (on_disconnect) and ends
+        # the wait: a SUBSCRIBE into a closed client is not sent, and its SUBACK never comes.
+        _new_suback(conn)
+        closed, _ = await asyncio.wait({conn.suback}, timeout=delay)
+        if closed or conn.lost:
+            gone = conn.suback.exception() if conn.suback.done() else None
+            raise gone or errors[0]
     if not states:
         return
-    conn.suback = asyncio.get_running_loop().create_future()  # on_subscribe resolves it
+    _new_suback(conn)
     conn.client.subscribe([(t, qos) for t in states])
     try:
         async with asyncio.timeout(timeout):
@@ -132,3 +137,14 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
     log.warning("%s: subscription to %s refused: %s; read state from other devices is "
                 "not synced until the next connection", self.url, ", ".join(map(repr, states)),
                 why)  # fmt: skip
+
+
+def _new_suback(conn: PahoConn) -> None:
+    """A fresh future for the next SUBACK (on_subscribe resolves it, on_disconnect fails it),
+    failed at once when the link closed before it was made (a close read with the SUBACK)."""
+    conn.suback = asyncio.get_running_loop().create_future()
+    if conn.closed is not None:
+        conn.suback.set_exception(
+            ConnectionLost(f"the broker closed the connection ({conn.closed})")
+        )
+        conn.suback.exception()  # marks it retrieved

@@ -51,6 +51,10 @@ class PahoConn:
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
+        self.closed: str | None = None
+        """Why the link closed (paho's on_disconnect), once it has."""
+        self.subacks = 0
+        """SUBACKs received on this link (a close after one is no protocol refusal)."""
         self.last_in = time.monotonic()
         self.lost = False
         self.inbox: list[Received] = []
