@@ -129,6 +129,11 @@ def closed_after_connect(protocol: str, reason: object, packet: str = "CONNECT")
     return ProtocolRefused(protocol, f"the broker closed the connection after {packet} ({reason})")
 
 
+def link_closed(reason: object) -> ConnectionLost:
+    """The error for a link the broker closed once it had read our packets (a lost link)."""
+    return ConnectionLost(f"the broker closed the connection ({reason})")
+
+
 def closed_early(
     connack: asyncio.Future[Any],
     suback: asyncio.Future[Any] | None,
@@ -147,7 +152,7 @@ def closed_early(
         connack.exception()  # marks it retrieved: an attempt that already failed awaits none
     elif suback is not None and not suback.done():
         if subscribed:
-            suback.set_exception(ConnectionLost(f"the broker closed the connection ({rc})"))
+            suback.set_exception(link_closed(rc))
         else:
             suback.set_exception(closed_after_connect(protocol, rc, "SUBSCRIBE"))
         suback.exception()  # (a refused CONNACK closes the link before any SUBSCRIBE)

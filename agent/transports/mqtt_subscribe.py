@@ -144,7 +144,5 @@ def _new_suback(conn: PahoConn) -> None:
     failed at once when the link closed before it was made (a close read with the SUBACK)."""
     conn.suback = asyncio.get_running_loop().create_future()
     if conn.closed is not None:
-        conn.suback.set_exception(
-            ConnectionLost(f"the broker closed the connection ({conn.closed})")
-        )
+        conn.suback.set_exception(proto.link_closed(conn.closed))
         conn.suback.exception()  # marks it retrieved
