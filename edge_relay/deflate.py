@@ -24,20 +24,19 @@ import aiohttp
 from edge_relay.hub import frame_head
 
 
-def use_fastest() -> str:
+def use_fastest() -> None:
     """Make aiohttp deflate with zlib-ng if it is importable (and aiohttp >= 3.12 takes
-    another backend); the backend's name."""
+    another backend); ``backend_name()`` says which it is."""
     setter: Any = getattr(aiohttp, "set_zlib_backend", None)
     if os.environ.get("EDGEPUSH_ZLIB", "").lower() == "stdlib" or setter is None:
-        return "zlib"
+        return
     try:
         backend = importlib.import_module("zlib_ng.zlib_ng")
     except ImportError:
-        return "zlib"
+        return
     setter(backend)
     global _chosen
     _chosen = backend
-    return "zlib-ng"
 
 
 _TRAILER = b"\x00\x00\xff\xff"  # RFC 7692 7.2.1: removed from the end of each message
