@@ -27,8 +27,10 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
+from tests.desktop import Desktop
 from tests.helpers import ROOT, free_port, wait_for
 from tests.mosquitto import Mosquitto
+from tests.sni import Bus, Item, start_host
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(300)]
 PACKAGING = ROOT / "packaging"
@@ -310,6 +312,47 @@ def test_desktop_notification_from_the_binary(
     wait_for(displayed, timeout=60, interval=0.5, what="the message displayed by dunst")
     text = (tmp_path / "agent.log").read_text(errors="replace")
     assert "Traceback" not in text and "unavailable" not in text, text
+
+
+@pytest.mark.desktop
+def test_tray_from_the_binary_on_a_statusnotifier_host(
+    binaries: Binaries, bare_desktop: Desktop, mosquitto: Mosquitto, tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
+    """The frozen agent's tray on a real SNI host (tests/sni.py): its item registers, so the
+    bundle's PyGObject and AppIndicator typelib load with only the hicolor icon theme
+    collected (GI_HOOKS); a message shows in its menu; "Open history" opens the window;
+    "Quit" ends it with 0. Without the typelib it would fall back to an X11 icon and no item
+    would register."""
+    start_host(bare_desktop)
+    bus = Bus(bare_desktop)
+    env = {**bare_env(tmp_path), **bare_desktop.env}
+    log = tmp_path / "tray.log"
+    argv = [str(binaries.agent), "-v", "tray", "--server", mosquitto.url, "--topic", "bin/#",
+            "--notifier", "log"]  # fmt: skip
+    tray = start(processes, argv, env, log)
+
+    class Problem:  # what Item.only shows when no item registers
+        proc = tray
+
+        @staticmethod
+        def problem() -> str:
+            return log.read_text(errors="replace")[-4000:]
+
+    item = Item.only(bus, Problem())
+    assert (item.prop("Id"), item.prop("Status")) == ("edgepush", "Active")
+    wait_for(lambda: item.prop("Title") == "edgepush: connected", timeout=30, interval=0.2,
+             what=f"connected (log: {Problem.problem()})")  # fmt: skip
+    pub = run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", "bin/a", "-m", "hi"])
+    assert pub.returncode == 0, pub.stderr
+    wait_for(lambda: "● bin/a: hi" in item.labels(), timeout=30, interval=0.2,
+             what="the message in the menu")  # fmt: skip
+    item.click("Open history")
+    wait_for(lambda: bare_desktop.windows("^edgepush history$"), timeout=30, what="history")
+    item.click("Quit")
+    assert tray.wait(30) == 0, Problem.problem()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "plain X11 icon" not in text, text
 
 
 def test_login_without_keyring_is_one_clear_line(binaries: Binaries, tmp_path: Path) -> None:
