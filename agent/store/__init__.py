@@ -155,7 +155,7 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
             if receipt_destination is not None and fresh:
                 self._queue_receipts(
                     conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device,
-                    name=device_name,
+                    name=device_name, sealed=marks,
                 )  # fmt: skip
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
