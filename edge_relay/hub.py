@@ -49,11 +49,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.e2e import seal
 from agent.envelope import Message, dumps, encode
 from agent.errors import EdgepushError, InvalidState, StoreBusy
 from agent.states import StateEvent
-from agent.store import Redelivery, Store, Stored
+from agent.store import Redelivery, Rejected, Store, Stored
 from agent.store.scheduled import RELEASE_MAX
+from agent.store.sealed import Sealed
 from edge_relay.core import ACTION_EVENTS, Filters, check_storable, event_of
 from edge_relay.livequeue import LiveQueue
 from edge_relay.schedule import Scheduler
@@ -251,6 +253,8 @@ class Hub:
     forward: Callable[[Message], str | None] | None = None
     """For local publishes: the upstream destination of a message, or None (not forwarded)."""
     on_stored: list[Callable[[list[Stored], str], None]] = field(default_factory=list)
+    on_rejected: Callable[[int], None] | None = None
+    """Told how many messages a commit kept in ``rejected`` (the health/metrics counter)."""
     _subs: dict[str, set[Subscriber]] = field(default_factory=lambda: defaultdict(set))
     _queue: asyncio.Queue[_Publish] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
@@ -402,14 +406,18 @@ class Hub:
     async def _insert(self, source: str, pubs: list[_Publish]) -> BaseException | None:
         """One ``insert_batch`` for ``pubs``; settles their futures on success or on
         StoreBusy, and a lone member's on any failure. Returns the failure, if any."""
+        messages = [m for p in pubs for m in p.messages]
+        not_merged: list[Rejected] = []
         try:
             stored = await asyncio.to_thread(
                 self.store.insert_batch,
-                [m for p in pubs for m in p.messages],
+                messages,
                 source=source,
                 forward=self.forward if source == "local" else None,
                 redelivery={k: v for p in pubs if p.redelivery for k, v in p.redelivery.items()}
                 or None,
+                encrypted=arrived_sealed(messages),
+                not_merged=not_merged,
             )
         except StoreBusy as exc:
             _fail(pubs, exc)
@@ -427,6 +435,11 @@ class Hub:
         self._fan_out(stored)
         for callback in self.on_stored:
             callback(stored, source)
+        if not_merged:
+            log.warning("hub: %d message(s) from %s kept in rejected: %s", len(not_merged),
+                        source, not_merged[0].reason)  # fmt: skip
+            if self.on_rejected is not None:
+                self.on_rejected(len(not_merged))
         return None
 
     def send_states(self, owner: str, events: Iterable[StateEvent]) -> int:
@@ -473,6 +486,15 @@ class Hub:
         self.delivered += written
         if written and self.on_delivered is not None:
             self.on_delivered(written)
+
+
+def arrived_sealed(messages: Sequence[Message]) -> list[Sealed | None] | None:
+    """Which ``messages`` arrived end-to-end encrypted (the agent's test), for insert_batch,
+    whose rule is the agent's: the same id in the other form goes to ``rejected``, never
+    merged or dropped unseen. None when none did. The relay never decrypts: ``Sealed()``."""
+    if not any(seal.is_sealed(m) for m in messages):
+        return None
+    return [Sealed() if seal.is_sealed(m) else None for m in messages]
 
 
 def _fail(pubs: list[_Publish], exc: BaseException) -> None:

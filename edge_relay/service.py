@@ -49,6 +49,7 @@ async def running(cfg: RelayConfig) -> AsyncIterator[RelayState]:
         async with Hub(store, forward=forward) as hub, asyncio.TaskGroup() as tg:
             state = RelayState(cfg, store, hub)
             hub.on_delivered = state.metrics.delivered.inc
+            hub.on_rejected = state.note_rejected
             if cfg.upstream is not None:
                 bridge = tg.create_task(Bridge(state).run(), name="bridge")
             runner = web.AppRunner(make_app(state), handler_cancellation=True,

@@ -93,6 +93,33 @@ def test_the_same_id_encrypted_and_in_clear_is_never_merged(tmp_path: Path) -> N
         assert s3.message.message == "Door opened" and store.rejected_count() == 3
 
 
+def test_receipts_and_states_of_encrypted_messages_carry_no_device_name(tmp_path: Path) -> None:
+    """Issue 15: receipts of encrypted messages carry only ids and states (with the opaque
+    device id and the state's time; docs/E2E.md says why), never the device's name (by
+    default the hostname); the MQTT state-sync items likewise. Clear messages keep it."""
+    with Store(tmp_path / "a.db") as store:
+        who = {"receipt_destination": "r/dev", "device": "pushagent-x1", "device_name": "nas-host"}
+        o, u = opened("e1", {KID: KEY}), opened("e2", {})
+        clear = from_fields({"id": "c1", "message": "plain"}, topic="alerts")
+        store.insert_batch([o.message, u.message, clear],
+                           encrypted=[Sealed(), Sealed(u.ciphertext), None], **who)  # fmt: skip
+        store.record_states([(i, "read", 5.0) for i in ("e1", "e2", "c1")],
+                            state_prefix="s", **who)  # fmt: skip
+        items = store.outbox_peek(20)
+        keys = {(i.kind, json.loads(i.payload)["id"], json.loads(i.payload)["state"]):
+                set(json.loads(i.payload)) for i in items}  # fmt: skip
+        receipt = {"id", "state", "device", "time"}
+        assert keys[("receipt", "e1", "delivered")] == receipt
+        assert keys[("receipt", "e1", "read")] == receipt
+        assert keys[("receipt", "e2", "delivered")] == receipt
+        assert keys[("receipt", "e2", "read")] == receipt
+        assert keys[("state", "e1", "read")] == {"event", "id", "state", "device", "time",
+                                                  "topic"}  # fmt: skip
+        assert keys[("receipt", "c1", "delivered")] == receipt | {"device_name"}
+        assert keys[("state", "c1", "read")] >= {"device_name"}
+        assert not any("nas-host" in i.payload for i in items if '"c1"' not in i.payload)
+
+
 def test_migration_adds_the_columns_to_an_existing_database(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with Store(path) as store:

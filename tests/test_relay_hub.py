@@ -89,3 +89,48 @@ async def test_store_busy_fails_every_member_of_the_group(tmp_path: Path) -> Non
         other.conn.execute("ROLLBACK")
         other.close()
         store.close()
+
+
+async def test_the_same_id_encrypted_and_in_clear_is_kept_aside_not_dropped(
+    tmp_path: Path,
+) -> None:
+    """Issue 15: the same id delivered encrypted and in clear is never merged. The agent keeps
+    the first form and puts the other in ``rejected`` (agent.store.sealed); the relay must do
+    the same, not let its id dedupe drop the second silently."""
+    from agent.e2e import keys, seal
+
+    key = bytes(range(32))
+    kid = keys.kid_of(key)
+
+    def sealed(mid: str) -> Message:
+        inner = from_fields({"id": mid, "message": "Door opened"}, topic="alerts")
+        return from_fields(seal.seal(inner, key, kid))
+
+    def clear(mid: str) -> Message:
+        return from_fields({"id": mid, "message": "Injected in clear"}, topic="alerts")
+
+    store = Store(tmp_path / "relay.db").open()
+    counted: list[int] = []
+    try:
+        async with Hub(store, on_rejected=counted.append) as hub:
+            [first] = await hub.publish([sealed("x1")])
+            assert await hub.publish([clear("x1")]) == []  # encrypted first, then in clear
+            await hub.publish([clear("y1")])
+            assert await hub.publish([sealed("y1")]) == []  # in clear first, then encrypted
+            # one publish holding both forms (an upstream batch): the first wins
+            both = await hub.publish([sealed("z1"), clear("z1")])
+            assert {s.seq for s in both} == {both[0].seq}  # one stored message
+            assert await hub.publish([sealed("x1")]) == []  # a redelivery: the usual no-op
+        x, y = store.get("x1"), store.get("y1")
+        assert x is not None and x.message.message == first.message.message
+        assert seal.is_sealed(x.message) and store.e2e_of("x1") == ("jwe", None)
+        assert y is not None and y.message.message == "Injected in clear"
+        z = store.get("z1")
+        assert z is not None and seal.is_sealed(z.message) and store.e2e_of("z1") == ("jwe", None)
+        reasons = [r.reason for _, r in store.rejected_list()]
+        assert len(reasons) == 3 and all(r.endswith("not merged") for r in reasons), reasons
+        assert reasons[0].startswith("id x1 arrived in clear but is encrypted")
+        assert reasons[1].startswith("id y1 arrived encrypted but is in clear")
+        assert sum(counted) == 3 == store.rejected_count()
+    finally:
+        store.close()

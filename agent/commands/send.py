@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{flag}: MQTT has no such operation; it needs a relay or ntfy server "
                 "(--server http(s)://HOST:PORT)"
             )
+    sealing = _key(cfg, args.topic) if args.encrypt else None  # before any upload
     attachment = _mqtt_attachment(cfg, args)
     if attachment is not None and args.message is None:
         text = DEFAULT_FILE_MESSAGE.format(attachment.get("name") or "")
@@ -140,11 +141,11 @@ def run(args: argparse.Namespace) -> int:
     }
     msg = _built(fields, args.topic)
     payload = encode_bytes(msg)
-    if args.encrypt:
+    if sealing is not None:
         from agent.e2e import seal
         from agent.envelope import dumps
 
-        kid, secret = _key(cfg, args.topic)
+        kid, secret = sealing
         sealed = seal.seal(msg, secret, kid, expose_priority=args.expose_priority)
         payload = dumps(sealed).encode()
     asyncio.run(_publish(cfg.servers[0], cfg, args.topic, payload, args.timeout))
@@ -297,12 +298,31 @@ def _attachment(args: argparse.Namespace) -> tuple[str | None, bytes | None, str
 def _mqtt_attachment(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any] | None:
     """``--attach`` over MQTT: an http(s) URL goes as it is; a FILE is uploaded to
     ``[attachments] upload_server`` and the MQTT message carries the ``attachment`` object
-    that server answered (never the file itself: no multi-megabyte MQTT payloads)."""
+    that server answered (never the file itself: no multi-megabyte MQTT payloads).
+
+    With ``--encrypt`` what is uploaded is the file sealed with its own key, under a neutral
+    name, with the server's own text (no topic); the object returned -- the real name, type
+    and size, the file key, the server's ``url``/``expires`` -- then travels inside the JWE
+    only (docs/E2E.md), as over HTTP."""
     url, data, name = _attachment(args)
     if url is not None:
         return {"url": url, **({"name": name} if name else {})}
     if data is None:
         return None
+    if not args.encrypt:
+        att = _upload(cfg, args, f"file for {args.topic}", data, name)
+        return {k: att[k] for k in ("name", "type", "size", "expires", "url") if k in att}
+    from agent.e2e import files
+
+    blob, inner = _sealed_file(data, name)
+    att = _upload(cfg, args, "", blob, files.UPLOAD_NAME)
+    return {**inner, **{k: att[k] for k in ("url", "expires") if k in att}}
+
+
+def _upload(
+    cfg: AgentConfig, args: argparse.Namespace, text: str, data: bytes, name: str | None
+) -> dict[str, Any]:
+    """``data`` published as a file to ``[attachments] upload_server``: its attachment object."""
     server = cfg.attachments.upload_server
     if server is None:
         raise ConfigError(
@@ -316,7 +336,7 @@ def _mqtt_attachment(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, An
 
     base = parse_server(server)
     topic = cfg.attachments.upload_topic
-    req = httppublish.publish_request(topic, f"file for {args.topic}", file=data, filename=name)
+    req = httppublish.publish_request(topic, text, file=data, filename=name)
     sender = httppublish.Sender(
         base.http_base, token=secrets.token_for(cfg, base.http_base),
         context=tls_context(cfg.tls) if base.tls else None, timeout=args.timeout,
@@ -326,7 +346,7 @@ def _mqtt_attachment(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, An
         raise ConfigError(f"[attachments] upload_server {server}: kept the file as text, not "
                           "as an attachment; is it a relay or an ntfy server with attachments "
                           "enabled?")  # fmt: skip
-    return {k: att[k] for k in ("name", "type", "size", "expires", "url") if k in att}
+    return att
 
 
 async def _publish(url: str, cfg: AgentConfig, topic: str, payload: bytes, timeout: float) -> None:

@@ -78,6 +78,7 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
         rejected: Sequence[Rejected] = (),
         cursor_id: str | None = None,
         encrypted: Sequence[sealed.Sealed | None] | None = None,
+        not_merged: list[Rejected] | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction; return the messages that were new, in order.
 
@@ -117,7 +118,8 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
         ``encrypted``, one item per message, says which arrived end-to-end encrypted
         (``Sealed``, with the JWE when it could not be decrypted: stored ``undecryptable``)
         and which in clear (None); an id stored, or earlier in the batch, with the other
-        encryption status is kept in ``rejected``, never merged (agent.store.sealed).
+        encryption status is kept in ``rejected``, never merged (agent.store.sealed); those
+        records are also appended to ``not_merged`` when it is given (the relay counts them).
         """
         if not messages and not rejected:
             return []
@@ -133,6 +135,8 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
                     conn, messages, encrypted, known, source, now
                 )
                 rejected = [*rejected, *mixed] if mixed else rejected
+                if mixed and not_merged is not None:
+                    not_merged.extend(mixed)
             fresh: list[Message] = []
             for m in messages:
                 if m.id not in known:
@@ -155,7 +159,7 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
             if receipt_destination is not None and fresh:
                 self._queue_receipts(
                     conn, [(m.id, "delivered", now) for m in fresh], receipt_destination, device,
-                    name=device_name,
+                    name=device_name, sealed=marks,
                 )  # fmt: skip
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.envelope import dumps
@@ -45,8 +45,10 @@ class _Ledger(_Base):
         bounds the devices one owner may report per message: an event for another device
         beyond it is ignored (not counted in the result).
 
-        Receipts carry ``device_name`` beside ``device`` (never the topic: an end-to-end
-        encrypted topic's receipts say nothing of it; the relay knows the message). With
+        Receipts carry ``device_name`` beside ``device`` (never the topic: the relay knows
+        the message), except those of messages that arrived end-to-end encrypted, which
+        carry only the id, the state, the device id and the time (docs/E2E.md); their
+        state-sync items drop ``device_name`` too. With
         ``state_prefix`` (state sync), each synced state (agent.states.SYNCED) that moved a
         message forward also queues a ``state`` item for ``<state_prefix>/<topic>``: the
         MQTT state topic (a relay syncs from the receipt itself; its transport drops these).
@@ -56,7 +58,7 @@ class _Ledger(_Base):
                 raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
         with self._write() as conn:
             ids = [e[0] for e in events]
-            known = self._topics_states(conn, ids)
+            known, sealed = self._topics_states(conn, ids)
             valid = [e for e in events if e[0] in known]
             if max_devices is not None:
                 room = self._device_room(conn, {e[0] for e in valid}, owner, device, max_devices)
@@ -73,25 +75,34 @@ class _Ledger(_Base):
                     (owner, device, device_name, time.time()),
                 )
             if receipt_destination is not None:
-                self._queue_receipts(conn, valid, receipt_destination, device, name=device_name)
+                self._queue_receipts(conn, valid, receipt_destination, device,
+                                     name=device_name, sealed=sealed)  # fmt: skip
                 if state_prefix is not None:
                     topics = {mid: known[mid][0] for mid, _, _ in moved}
                     synced = [e for e in moved if e[1] in SYNCED]
-                    _queue_states(conn, synced, state_prefix, topics, device, device_name)
+                    _queue_states(conn, synced, state_prefix, topics, device, device_name, sealed)
         return len(valid)
 
     @staticmethod
-    def _topics_states(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str]]:
-        """id -> (topic, state) of the stored ones among ``ids``."""
+    def _topics_states(
+        conn: sqlite3.Connection, ids: list[str]
+    ) -> tuple[dict[str, tuple[str, str]], set[str]]:
+        """id -> (topic, state) of the stored ones among ``ids``, and the ids among them that
+        arrived end-to-end encrypted."""
         found: dict[str, tuple[str, str]] = {}
+        sealed: set[str] = set()
         for i in range(0, len(ids), _MAX_VARS):
             chunk = ids[i : i + _MAX_VARS]
             rows = conn.execute(
-                f"SELECT id, topic, state FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                "SELECT id, topic, state, e2e IS NOT NULL FROM messages "
+                f"WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            found.update((str(m), (str(t), str(s))) for m, t, s in rows)
-        return found
+            for m, t, s, e2e in rows:
+                found[str(m)] = (str(t), str(s))
+                if e2e:
+                    sealed.add(str(m))
+        return found, sealed
 
     @staticmethod
     def _device_room(
@@ -118,13 +129,16 @@ class _Ledger(_Base):
         device: str,
         *,
         name: str = "",
+        sealed: Container[str] = (),
     ) -> None:
+        """``receipt`` outbox items; those of the ``sealed`` ids (end-to-end encrypted
+        messages) without the device's name (docs/E2E.md)."""
         rows = []
         for message_id, state, at in events:
             body: dict[str, Any] = {"id": message_id, "state": state, "time": int(at)}
             if device:
                 body["device"] = device
-            if name:
+            if name and message_id not in sealed:
                 body["device_name"] = name
             rows.append(("receipt", destination, dumps(body), at))
         conn.executemany(
@@ -293,11 +307,13 @@ def _queue_states(
     topics: Mapping[str, str],
     device: str,
     name: str,
+    sealed: Container[str],
 ) -> None:
-    """``state`` outbox items, one per synced event, for ``<prefix>/<topic>`` (state sync)."""
+    """``state`` outbox items, one per synced event, for ``<prefix>/<topic>`` (state sync);
+    no device name for the ``sealed`` ids, as in their receipts."""
     rows = []
     for mid, state, at in events:
-        ev = StateEvent(mid, state, device, at, topics[mid], name)
+        ev = StateEvent(mid, state, device, at, topics[mid], "" if mid in sealed else name)
         rows.append(("state", f"{prefix}/{ev.topic}", dumps(ev.wire()), at))
     conn.executemany(
         "INSERT INTO outbox (kind, destination, payload, created) VALUES (?, ?, ?, ?)", rows
