@@ -155,7 +155,7 @@ class MqttTransport:
                 self._set_state("connecting")
                 started = time.monotonic()
                 try:
-                    conn = await self.open()
+                    conn = await self.open(sink=sink)
                 except (AuthError, ConfigError) as exc:
                     if must_stop(exc, fatal=self.fatal_auth, keep_retrying=self.keep_retrying):
                         raise stopped(self.url, exc) from None
@@ -166,6 +166,10 @@ class MqttTransport:
                     delay = proto.retry_delay(exc, next(delays), time.monotonic() - started)
                     self.last_error, self.retry_in = str(exc), delay
                     log.warning("%s: %s; retrying in %.1f s", self.url, exc, delay)
+                except InvalidState as exc:  # the committer, while the SUBSCRIBEs went on
+                    crashed, delay = True, next(delays)
+                    self.last_error, self.retry_in = str(exc), delay
+                    log.error("%s: session failed: %s", self.url, exc, exc_info=exc)
                 else:
                     if not crashed:  # a good connect resets the backoff; a crash loop does not
                         delays = backoff(cap=BACKOFF_CAP)
@@ -190,16 +194,18 @@ class MqttTransport:
         finally:
             self._set_state("offline")
 
-    async def open(self, *, probe: bool = False) -> PahoConn:
+    async def open(self, *, probe: bool = False, sink: BatchSink | None = None) -> PahoConn:
         """Connect in the protocol ``[mqtt] protocol`` allows (``mqtt_protocol.negotiate``;
-        ``probe`` ignores the remembered one). Raises our errors."""
+        ``probe`` ignores the remembered one). Raises our errors. With ``sink``, what arrives
+        while the SUBSCRIBEs go on is committed to it as it comes (``_subscribe``)."""
         conn, _ = await proto.negotiate(
-            self._open, setting=self.cfg.mqtt.protocol, server=self.url, memory=self.memory,
-            key=self.protocol_key, probe=probe, answered=lambda: self._answered,
+            lambda protocol: self._open(protocol, sink), setting=self.cfg.mqtt.protocol,
+            server=self.url, memory=self.memory, key=self.protocol_key, probe=probe,
+            answered=lambda: self._answered,
         )  # fmt: skip
         return conn
 
-    async def _open(self, protocol: str) -> PahoConn:
+    async def _open(self, protocol: str, sink: BatchSink | None = None) -> PahoConn:
         """One connection attempt: TCP (+TLS), CONNECT, CONNACK, SUBSCRIBE. Raises our errors."""
         self.protocol = protocol
         self._answered = None
@@ -229,7 +235,7 @@ class MqttTransport:
             self.trust.connected(protocol, present)
             self._answered = protocol
             if self.topics:
-                await subscribe(self, conn, timeout)
+                await self._subscribe(conn, timeout, sink)
         except BaseException as exc:
             await self._close(conn)
             if isinstance(exc, TimeoutError):
@@ -247,6 +253,38 @@ class MqttTransport:
         self._conn = conn
         self._set_state("connected")
         return conn
+
+    async def _subscribe(self, conn: PahoConn, timeout: float, sink: BatchSink | None) -> None:
+        """The SUBSCRIBEs (``mqtt_subscribe.subscribe``), with the committer running beside
+        them when there is a ``sink``.
+
+        A refused SUBSCRIBE is sent again on this connection for up to ~15 s while the filters
+        granted already deliver (and a resumed session its queue). Held until the SUBSCRIBEs
+        were done, those messages went with the connection when the retries ran out: lost
+        for good at QoS 0, and at QoS 1 resent into the next connection's same fate, so
+        nothing was stored while a refusal lasted. Now they are committed (and acked) as they
+        come. When the SUBSCRIBEs end, a ``pause`` event goes behind what has been read; the
+        committer commits everything before it and stops, and what follows is ``_serve``'s.
+        A failure stops the reading first, so nothing read is left behind with the link."""
+        if sink is None:  # pushagent status --probe: nothing is delivered
+            await subscribe(self, conn, timeout)
+            return
+        failed: list[BaseException] = []
+
+        async def subscriber() -> None:
+            try:
+                await subscribe(self, conn, timeout)
+            except Exception as exc:  # noqa: BLE001 - raised below, once the committer is done
+                conn.detach()
+                failed.append(exc)
+            finally:
+                conn.events.put_nowait(("pause", None))
+
+        why = await supervise(self._receive(conn, sink), subscriber=subscriber())
+        if failed:
+            raise failed[0]
+        if why is not None:  # the link was lost while subscribing
+            raise proto.link_closed(why)
 
     async def close(self) -> None:
         """Disconnect the current connection, if any (``pushagent send``)."""
@@ -314,31 +352,36 @@ class MqttTransport:
         """Deliver batches until the connection is lost; return why it was lost. A failed
         task (committer, watchdog, reader) raises: InvalidState for a bug, ours otherwise."""
         try:
-            return await supervise(self._receive(conn, sink), watchdog=self._watchdog(conn))
+            why = await supervise(self._receive(conn, sink), watchdog=self._watchdog(conn))
         finally:
             conn.fail_waiters("connection lost")
+        if why is None:
+            raise InvalidState("a SUBSCRIBE's pause event after the SUBSCRIBEs")
+        return why
 
-    async def _receive(self, conn: PahoConn, sink: BatchSink) -> str:
+    async def _receive(self, conn: PahoConn, sink: BatchSink) -> str | None:
+        """Commit what arrives until the link is lost (return why) or a ``pause`` event
+        (return None; ``_subscribe``), everything queued before either committed first."""
         limit = self.cfg.mqtt.max_batch
         pending: list[Received] = []  # received, not yet in a batch (receive order)
-        lost: str | None = None
+        end: tuple[str, Any] | None = None  # ("lost", why) or ("pause", None), once read
         while True:
             if not pending:
                 kind, item = await conn.events.get()
-                if kind == "lost":
-                    return str(item)
+                if kind in _ENDS:
+                    return None if kind == "pause" else str(item)
                 pending.extend(_received(kind, item))
             # Group commit: everything that has arrived by now, up to the bound.
-            while len(pending) < limit and lost is None and not conn.events.empty():
+            while len(pending) < limit and end is None and not conn.events.empty():
                 kind, item = conn.events.get_nowait()
-                if kind == "lost":
-                    lost = str(item)
+                if kind in _ENDS:
+                    end = (kind, item)
                 else:
                     pending.extend(_received(kind, item))
             batch, pending = pending[:limit], pending[limit:]
             await self._deliver(conn, batch, sink)
-            if lost is not None and not pending:
-                return lost
+            if end is not None and not pending:
+                return None if end[0] == "pause" else str(end[1])
 
     async def _deliver(self, conn: PahoConn, msgs: list[Received], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
@@ -417,6 +460,9 @@ class MqttTransport:
         except TimeoutError:
             conn.waiters.pop(info.mid, None)
             raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
+
+
+_ENDS = ("lost", "pause")
 
 
 def _received(kind: str, item: Any) -> list[Received]:

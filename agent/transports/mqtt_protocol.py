@@ -109,6 +109,22 @@ def suback_error(topic: str, code: int, name: str) -> ConnectionLost | AuthError
     return AuthError(f"subscription to {topic!r} refused: {name} (0x{code:02X})")
 
 
+def suback_mismatch(codes: int, filters: int) -> ConnectionLost:
+    """The error for a SUBACK with ``codes`` reason codes for a SUBSCRIBE of ``filters``.
+
+    MQTT 5 and 3.1.1 (§3.9.3 in both) give one reason code per topic filter, in order: a SUBACK
+    with fewer (or more) is a protocol error, and which filters it granted is unknown, so
+    none of them counts as granted: the whole SUBACK is an error (HiveMQ's Java client fails
+    the whole SUBSCRIBE on a count mismatch too). A protocol error closes the connection (MQTT 5
+    §4.13), so the attempt fails like a lost link and the agent reconnects with the backoff,
+    asking for every filter again. Not a ``ProtocolRefused``: the broker answered in this
+    protocol, there is nothing to fall back from."""
+    return ConnectionLost(
+        f"the broker's SUBACK has {codes} reason code{'s' * (codes != 1)} for {filters} topic "
+        "filters (a protocol error: one per filter)"
+    )
+
+
 def retry_delay(exc: Exception, delay: float, spent: float) -> float:
     """Seconds to wait before the next attempt after ``exc``, which took ``spent`` seconds:
     ``delay`` (the backoff's), less the time a SUBSCRIBE refusal took to come back."""

@@ -97,7 +97,9 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
         conn.client.subscribe([(t, qos) for t in pending])
         async with asyncio.timeout(timeout):
             codes = await conn.suback
-        refused = [(t, c) for t, c in zip(pending, codes, strict=False) if c.is_failure]
+        if len(codes) != len(pending):  # not one reason code per filter: none is known granted
+            raise proto.suback_mismatch(len(codes), len(pending))
+        refused = [(t, c) for t, c in zip(pending, codes, strict=True) if c.is_failure]
         # retried with backoff, or stop-and-tell: see mqtt_protocol
         errors = [proto.suback_error(t, c.value, str(c)) for t, c in refused]
         if not errors:
@@ -131,9 +133,13 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
     except TimeoutError:
         codes = []
     failed = [c for c in codes if c.is_failure]
-    if codes and not failed:
+    if len(codes) == len(states) and not failed:
         return
-    why = f"{failed[0]} (0x{failed[0].value:02X})" if failed else "no SUBACK in time"
+    why = (
+        f"{failed[0]} (0x{failed[0].value:02X})" if failed
+        else f"{proto.suback_mismatch(len(codes), len(states))}" if codes
+        else "no SUBACK in time"
+    )  # fmt: skip
     log.warning("%s: subscription to %s refused: %s; read state from other devices is "
                 "not synced until the next connection", self.url, ", ".join(map(repr, states)),
                 why)  # fmt: skip

@@ -46,8 +46,9 @@ class PahoConn:
         self.client = client
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        """``("msgs", [Received, ...])`` in receive order, ``("lost", why)``, or
-        ``("crash", exception)`` when reading failed."""
+        """``("msgs", [Received, ...])`` in receive order, ``("lost", why)``,
+        ``("crash", exception)`` when reading failed, or ``("pause", None)``: the SUBSCRIBEs
+        are done (the transport's ``_subscribe``)."""
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
