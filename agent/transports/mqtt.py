@@ -26,6 +26,8 @@ the store's UNIQUE id makes the redelivery a no-op. A message without an id of i
 (plain text) is given one at decode; its packet id and a digest of topic and payload go into
 the batch (``batch.redelivery``) and are recorded with it, so a resend (DUP set) after a crash
 between commit and PUBACK gets the same id back (``Store.insert_batch`` lists the corner cases).
+A retained message sent again at each reconnect's SUBSCRIBE is recognised the same way, by its
+topic, bytes and broker session (``agent.store.retained``).
 
 Dead links: paho pings after ``keepalive`` seconds without traffic (the watchdog calls its
 ``loop_misc`` every tick) but only gives up a whole keepalive later. The watchdog notes when
@@ -128,6 +130,8 @@ class MqttTransport:
         self.protocol = "3.1.1" if cfg.mqtt.protocol == "3.1.1" else "5"
         """The protocol of the current (or last) connection attempt."""
         self._answered: str | None = None  # ... once its CONNACK accepted it
+        self._session: str | None = None
+        """The broker session's token (``ProtocolMemory.session``; agent.store.retained)."""
         self.memory = proto.ProtocolMemory(cfg.paths.data_dir)
         known = self.memory.get(self.url)
         self.trust = RedeliveryTrust(
@@ -233,6 +237,8 @@ class MqttTransport:
             proto.check_connack(code, protocol)
             proto.refused(code)
             self.trust.connected(protocol, present)
+            keep = self.persistent and bool(self.topics)  # retained copies: which session
+            self._session = self.memory.session(self.url, resumed=present) if keep else None
             self._answered = protocol
             if self.topics:
                 await self._subscribe(conn, timeout, sink)
@@ -318,7 +324,7 @@ class MqttTransport:
             except UnicodeDecodeError:  # raised here, not in paho: it must not end the read
                 topic = None
             # Handed on once per read burst (PahoConn._readable).
-            conn.inbox.append((msg.mid, msg.qos, msg.dup, topic, bytes(msg.payload)))
+            conn.inbox.append((msg.mid, msg.qos, msg.dup, msg.retain, topic, bytes(msg.payload)))
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
             conn.packets += 1
@@ -387,7 +393,7 @@ class MqttTransport:
         batch = Batch(source=self.url)
         dups = 0
         states = f"{self.state_prefix}/" if self.state_prefix else None
-        for mid, qos, dup, topic, payload in msgs:
+        for mid, qos, dup, retain, topic, payload in msgs:
             if qos > 0:
                 self.trust.observe(mid, dup)
             try:
@@ -408,12 +414,17 @@ class MqttTransport:
             # Id-less means decode made the id up: a fresh random id cannot occur in the
             # payload, a payload's own id does (unless \u-escaped; then the record maps the
             # message to its own id, which is harmless).
-            if qos > 0 and self.trust.trusted and m.id.encode() not in text:
-                batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
+            if m.id.encode() in text:
+                continue
+            pid = mid if qos > 0 and self.trust.trusted else None
+            if pid is not None or self._session is not None:  # agent.store.retained
+                batch.redelivery[m.id] = Redelivery(
+                    pid, _digest(topic, payload), dup, topic, self._session, retain and qos > 0
+                )
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
         await commit(batch, sink)  # nothing is acked until then: the broker keeps them
-        for mid, qos, _, _, _ in msgs:  # receive order, after the commit
+        for mid, qos, _, _, _, _ in msgs:  # receive order, after the commit
             if qos > 0:
                 conn.client.ack(mid, qos)
         conn.flush()
