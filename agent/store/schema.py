@@ -235,7 +235,7 @@ def _redelivered(
                 m = replace(m, id=old[1])
             records.append((source, key.packet_id, key.digest, m.id))
             # A resend in this same batch (the broker's retry interval ran out before the
-            # commit, e.g. while a SUBSCRIBE was retried) finds its first copy here.
+            # commit; both copies read in one burst) finds its first copy here.
             seen[key.packet_id] = (key.digest, m.id)
         if key is not None and key.session is not None:
             m = retained.match(m, key, last)
