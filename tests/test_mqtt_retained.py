@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.envelope import Message, from_fields
 from agent.store import Redelivery, Store
+from agent.transports.mqtt_protocol import ProtocolMemory
 from tests.helpers import wait_for
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Agent
@@ -159,3 +160,18 @@ def test_a_queued_message_and_its_retained_copy_in_one_batch_are_stored_once(
             "c2": Redelivery(None, b"D", False, "t/lamp", "S1", True)}  # fmt: skip
     new = store.insert_batch([plain("c1"), plain("c2")], source="s", redelivery=keys)
     assert [s.message.id for s in new] == ["c1"] and store.count() == 1
+
+
+def test_the_session_token_changes_with_a_new_session_or_another_qos(tmp_path: Path) -> None:
+    memory = ProtocolMemory(tmp_path)
+    first = memory.session("s", resumed=False, qos=1)
+    assert first is not None
+    assert memory.session("s", resumed=True, qos=1) == first  # the broker resumed it
+    assert memory.session("other", resumed=True, qos=1) not in (None, first)  # none kept there
+    # subscribed at QoS 0, nothing was queued: a copy after the change to 1 may be the only one
+    at0 = memory.session("s", resumed=True, qos=0)
+    assert at0 not in (None, first)
+    assert memory.session("s", resumed=True, qos=1) not in (None, first, at0)
+    renewed = memory.session("s", resumed=False, qos=1)  # a new session at the broker
+    assert renewed is not None and memory.session("s", resumed=True, qos=1) == renewed
+    assert memory.get("s") is not None and memory.get("s").session == renewed  # type: ignore[union-attr]

@@ -237,8 +237,9 @@ class MqttTransport:
             proto.check_connack(code, protocol)
             proto.refused(code)
             self.trust.connected(protocol, present)
-            keep = self.persistent and bool(self.topics)  # retained copies: which session
-            self._session = self.memory.session(self.url, resumed=present) if keep else None
+            if self.persistent and self.topics:  # agent.store.retained: which broker session
+                qos = self.cfg.mqtt.qos
+                self._session = self.memory.session(self.url, resumed=present, qos=qos)
             self._answered = protocol
             if self.topics:
                 await self._subscribe(conn, timeout, sink)

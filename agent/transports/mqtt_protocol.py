@@ -257,15 +257,20 @@ class ProtocolMemory:
         entries[server] = replace(old, untrusted=why)
         self._write(entries)
 
-    def session(self, server: str, *, resumed: bool) -> str | None:
+    def session(self, server: str, *, resumed: bool, qos: int) -> str | None:
         """The token of the broker session a connection to ``server`` is in: the one kept
         when the broker resumed the session, else a new one, written (and synced) before the
-        SUBSCRIBEs. None when it cannot be written: retained copies are then all kept."""
+        SUBSCRIBEs. None when it cannot be written: retained copies are then all kept.
+
+        A token holds for one subscription ``qos`` (``[mqtt] qos``): a QoS 1 message published
+        while the agent was subscribed at 0 was not queued for it, so after a change to 1 its
+        retained copy may be its only delivery (agent.store.retained)."""
         entries = self.read()
         old = entries.get(server)
-        if resumed and old is not None and old.session:
+        tail = f"-q{qos}"
+        if resumed and old is not None and old.session and old.session.endswith(tail):
             return old.session
-        token = uuid.uuid4().hex
+        token = uuid.uuid4().hex + tail
         entries[server] = replace(old or Remembered("5", 0.0), session=token)
         return token if self._write(entries) else None
 
