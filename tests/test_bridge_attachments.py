@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 from agent import config
 from agent.config import ReceiptsConfig
+from agent.e2e import files as e2e_files
+from agent.e2e import seal as e2e_seal
+from agent.e2e.keys import kid_of
+from agent.e2e.keystore import KeyStore
+from agent.envelope import from_fields
 from agent.ntfyproto.attachment import data_url, data_url_bytes
 from agent.service import AgentService
 from tests.helpers import free_port, wait_for
@@ -126,3 +132,44 @@ async def test_an_inline_file_evicted_from_the_cache_goes_back_into_its_message(
     assert url.startswith("data:application/pdf;base64,"), url[:80]
     assert data_url_bytes(url, len(PDF)) == PDF
     assert attachment_url(cfg, "inl2").startswith("file:")  # the one in the cache
+
+
+async def test_an_encrypted_inline_file_evicted_from_the_cache_goes_back_sealed(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The same for an encrypted message (issue 15's sealed files): the cache holds the
+    decrypted file, so its bytes cannot go back into the row as they are (the row would hold
+    the plaintext where the ciphertext was). It stayed in the cache instead, past cache_max,
+    for as long as the message is kept. Now it goes back sealed again under the file's own key
+    (from the row, with a fresh nonce): the row holds a ciphertext that opens to the file."""
+    cfg = broker_agent(tmp_path / "home", mosquitto)
+    cap = len(PDF) + 10
+    cfg = replace(cfg, attachments=replace(cfg.attachments, cache_max=cap, max_download=cap))
+    key = os.urandom(32)
+    KeyStore(cfg).add(TOPIC, key)
+
+    def sealed(mid: str, body: bytes) -> bytes:
+        blob, secret = e2e_files.seal_file(body)
+        att = {"name": f"{mid}.pdf", "type": "application/pdf", "size": len(body),
+               "url": data_url("application/octet-stream", blob), **secret}  # fmt: skip
+        msg = from_fields({"id": mid, "message": "a secret file", "attachment": att}, topic=TOPIC)
+        return json.dumps(e2e_seal.seal(msg, key, kid_of(key))).encode()
+
+    async with AgentService(cfg) as svc:
+        await until(lambda: svc.state() == "connected", what="the agent on the broker")
+        with Publisher(mosquitto.port) as pub:
+            pub.publish(TOPIC, [sealed("enc1", PDF)])
+            got = await until(lambda: recorded(cfg, "enc1"), what="the first file")
+            assert Path(str(got[0])).read_bytes() == PDF  # the cache holds the plaintext
+            assert attachment_url(cfg, "enc1").startswith("file:")
+            pub.publish(TOPIC, [sealed("enc2", PDF + b"y")])
+            await until(lambda: recorded(cfg, "enc2"), what="the second file")
+            await until(lambda: recorded(cfg, "enc1") is None, what="the first evicted")
+    assert not Path(str(got[0])).exists()
+    with sqlite3.connect(cfg.paths.db) as db:
+        (raw,) = db.execute("SELECT attachment FROM messages WHERE id = 'enc1'").fetchone()
+    att = json.loads(raw)
+    assert att["url"].startswith("data:application/octet-stream;base64,"), att["url"][:80]
+    blob = data_url_bytes(att["url"], len(PDF) + e2e_files.OVERHEAD)
+    assert PDF not in blob and e2e_files.open_file(att, blob) == PDF
+    assert attachment_url(cfg, "enc2").startswith("file:")  # the one in the cache

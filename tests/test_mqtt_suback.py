@@ -81,6 +81,9 @@ class RefusingBroker(socketserver.ThreadingTCPServer):
         self.partial = False
         """A refused SUBSCRIBE grants its first filter and refuses the others (as a cluster
         refuses the filters whose consumer is still being created)."""
+        self.short = False
+        """The first SUBSCRIBE is answered with one reason code (granted), however many filters
+        it names: a SUBACK short of codes, a broker's protocol error."""
         self.retained: bytes | None = None
         """Sent as a retained QoS 1 PUBLISH on ``a/r`` whenever ``a/#`` is granted: a broker
         MUST re-send the retained messages of a filter subscribed again (MQTT 3.1.1 §3.8.4)."""
@@ -129,6 +132,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 codes = [code] if state is None else [0x01] if n == 1 else [state]
                 if self.server.partial:
                     codes = [0x01 if i == 0 or code == 0x01 else code for i in range(len(filters))]
+                if self.server.short:  # one code for all at first, then one per filter
+                    codes = [0x01] * (1 if n == 1 else len(filters))
                 rest = body[:2] + props + bytes(codes)
                 sock.sendall(bytes([0x90, len(rest)]) + rest)
                 retained = self.server.retained
@@ -318,10 +323,11 @@ def test_a_partly_granted_subscribe_sends_only_the_refused_filters_again(home: P
 
 
 def test_a_resend_while_the_subscribe_is_retried_is_stored_once(home: Path) -> None:
-    """Messages on a granted filter arrive while the refused one is retried; none is
-    committed until the SUBSCRIBEs are done (up to a minute), so a broker that resends an
-    unacked message on the same connection (DUP, same packet id) puts both copies in one
-    batch. A plain-text message has no id of its own: the DUP copy must take the first's."""
+    """Messages on a granted filter arrive while the refused one is retried, and a broker
+    resends an unacked one on the same connection (DUP, same packet id): the copies can be
+    in one batch (read in one burst; before d872f7d nothing was committed until the
+    SUBSCRIBEs were done, up to a minute) or in two. A plain-text message has no id of its
+    own: the DUP copy must take the first's either way."""
     server = RefusingBroker(0x80, 1)
     server.partial = True
     server.resent = b"ON"
@@ -334,6 +340,30 @@ def test_a_resend_while_the_subscribe_is_retried_is_stored_once(home: Path) -> N
             assert len(stored_ids(home)) == 1, f"{len(stored_ids(home))} stored"
             wait_for(agent.notified, timeout=10, what="the message shown")
             assert list(agent.notified().values()) == [1], agent.notified()
+        finally:
+            assert agent.stop() == 0
+
+
+def test_a_suback_short_of_reason_codes_grants_nothing(home: Path) -> None:
+    """One reason code for ``a/#`` and ``b/#``: a protocol error, so ``b/#`` is not taken for
+    granted (the codes were zipped with the filters, ``strict=False``: the agent ran as
+    subscribed to both, and never received anything on ``b/#``). The link is dropped and the
+    next connection asks for both again, in MQTT 5 still (no fallback: the broker answered)."""
+    server = RefusingBroker(0x01, 0)
+    server.short = True
+    for _ in _serve(server):
+        agent = Agent(home, f"mqtt://127.0.0.1:{server.port}", "--topic", "a/#",
+                      "--topic", "b/#")  # fmt: skip
+        try:
+            agent.start(wait_connected=False)
+            wait_for(lambda a=agent: a.status().get("state") == "connected", timeout=30,
+                     what=f"connected ({agent.log()[-2000:]})")  # fmt: skip
+            log = agent.log()
+            assert "SUBACK has 1 reason code for 2 topic filters" in log, log
+            assert server.connects == 2, server.connects
+            messages = [f for f in server.filters if not f[0].startswith("edgepush/")]
+            assert messages == [["a/#", "b/#"], ["a/#", "b/#"]], server.filters
+            assert "with MQTT 5" in log and "with MQTT 3.1.1" not in log, log
         finally:
             assert agent.stop() == 0
 

@@ -194,19 +194,25 @@ class Downloader:
     def _release(self, path: Path) -> bool:
         """Before ``path`` leaves the cache (``cache_max``): an inline file's message row holds
         its file: URL, and the file is the only copy of its bytes, so they go back into the row
-        as their data: URL (fetched again from there when wanted). An encrypted message's stays
-        in the cache: its row would hold the file's plaintext in place of its ciphertext."""
+        as their data: URL (fetched again from there when wanted). An encrypted message's file
+        is the plaintext: it goes back sealed again under its own key (the row has it), as a
+        neutral ``application/octet-stream``, so the row never holds the plaintext. (It used to
+        stay in the cache instead, past cache_max, for as long as its message was kept.)"""
         try:
             owner = self.store.inline_owner(str(path))
             if owner is None:
                 return True
-            mid, mime, sealed = owner
-            if not sealed:
-                self.store.restore_attachment_url(mid, str(path), data_url(mime, path.read_bytes()))
+            mid, mime, att = owner
+            data = path.read_bytes()
+            if e2e_files.is_sealed(att):
+                url = data_url("application/octet-stream", e2e_files.reseal_file(att, data))
+            else:
+                url = data_url(mime, data)
+            self.store.restore_attachment_url(mid, str(path), url)
         except (OSError, EdgepushError) as exc:  # kept: the next trim tries again
             log.warning("attachment cache: %s stays: %s", path.name, exc)
             return False
-        return not sealed
+        return True
 
     async def sweep(self) -> int:
         """Remove the files of messages retention has pruned; how many were removed."""

@@ -58,6 +58,18 @@ def seal_file(data: bytes) -> tuple[bytes, dict[str, str]]:
     return blob, {"enc": ENC, "key": base64.urlsafe_b64encode(key).rstrip(b"=").decode()}
 
 
+def reseal_file(att: Mapping[str, Any], data: bytes) -> bytes:
+    """``data`` (a file that opened under ``att``'s key) sealed again under that key, with a
+    fresh nonce: what goes back into the message row when the agent's cache lets the
+    plaintext go (agent.attachments). FileDecryptError when ``att`` has no usable key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if att.get("enc") != ENC:
+        raise FileDecryptError(f"encrypted attachment: enc {str(att.get('enc'))[:20]!r} refused")
+    nonce = os.urandom(NONCE)
+    return nonce + AESGCM(_key(att.get("key"))).encrypt(nonce, data, None)
+
+
 def is_sealed(att: Mapping[str, Any]) -> bool:
     """Whether an attachment object describes an encrypted file (it carries its key)."""
     return "key" in att

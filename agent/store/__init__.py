@@ -109,6 +109,10 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
           sequentially: 65,535 packets apart) and a crash or dropped link at that moment.
         * ``source`` keys the records: two servers' packet ids never mix. The relay's
           upstream bridge passes the same mapping under its source ``upstream``.
+        * A ``Redelivery`` with ``packet_id`` None (packet ids prove nothing on that broker)
+          only records its topic; with ``retained`` (a SUBSCRIBE's QoS 1 copy of a retained
+          message) it may take the id of the last id-less message on its topic in the same
+          broker session (``agent.store.retained`` has the rule and why it is a proof).
 
         ``rejected`` payloads of the same batch (``Rejected``) go into the ``rejected`` table
         in this transaction, so acknowledging the batch never loses one unseen. The cursor's

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.store.base import _Base
 from agent.store.schema import _SELECT, Stored, _stored
@@ -35,16 +37,20 @@ class _Files(_Base):
                     (url, message_id),
                 )
 
-    def inline_owner(self, path: str) -> tuple[str, str, bool] | None:
-        """(message id, type, encrypted) of the message whose row points at cache file ``path``
-        by its ``file:`` URL (an inline file: the cache holds its only bytes), else None."""
+    def inline_owner(self, path: str) -> tuple[str, str, dict[str, Any]] | None:
+        """(message id, type, attachment object) of the message whose row points at cache file
+        ``path`` by its ``file:`` URL (an inline file: the cache holds its only bytes), else
+        None."""
         rows = self._read(
-            "SELECT f.message_id, f.type, json_type(m.attachment, '$.key') IS NOT NULL "
+            "SELECT f.message_id, f.type, m.attachment "
             "FROM attachment_files f JOIN messages m ON m.id = f.message_id "
             "WHERE f.path = ? AND json_extract(m.attachment, '$.url') = ?",
             (path, Path(path).as_uri()),
         )
-        return (str(rows[0][0]), str(rows[0][1]), bool(rows[0][2])) if rows else None
+        if not rows:
+            return None
+        att = json.loads(rows[0][2])
+        return str(rows[0][0]), str(rows[0][1]), att if isinstance(att, dict) else {}
 
     def restore_attachment_url(self, message_id: str, path: str, url: str) -> None:
         """Put ``url`` (the inline file's ``data:`` URL) back in place of the ``file:`` URL of

@@ -290,6 +290,22 @@ def _m013_ack(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m014_mqtt_retained(db: sqlite_utils.Database) -> None:
+    # The last id-less MQTT message per server and topic, with the broker session it came in:
+    # a retained copy of it, sent again at a reconnect's SUBSCRIBE, takes its id
+    # (agent.store.retained).
+    db.execute(
+        """CREATE TABLE mqtt_retained (
+            source TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            session TEXT NOT NULL,
+            digest BLOB NOT NULL,
+            id TEXT NOT NULL,
+            PRIMARY KEY (source, topic)
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -304,4 +320,5 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("011_message_states", _m011_message_states),
     ("012_analytics", _m012_analytics),
     ("013_ack", _m013_ack),
+    ("014_mqtt_retained", _m014_mqtt_retained),
 )

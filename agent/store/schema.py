@@ -13,6 +13,7 @@ from typing import Any
 
 from agent.envelope import Message, dumps, encode
 from agent.states import RANK
+from agent.store import retained
 
 # A message's state only moves forward: a late "displayed" never hides a "clicked"
 # (agent.states has the one rank table).
@@ -66,14 +67,20 @@ class OutboxItem:
 class Redelivery:
     """Where an id-less MQTT message came from: enough to recognise the broker resending it.
 
-    ``packet_id`` is the MQTT packet identifier it arrived with, ``digest`` a hash of its
-    topic and payload bytes, ``dup`` the PUBLISH's DUP flag (set when the broker resends).
+    ``packet_id`` is the MQTT packet identifier it arrived with (None: the broker's packet ids
+    prove nothing, ``mqtt_redelivery``), ``digest`` a hash of its topic and payload bytes,
+    ``dup`` the PUBLISH's DUP flag (set when the broker resends). ``topic`` is the MQTT topic,
+    ``session`` the token of the broker session it came in (None: unknown), ``retained`` set
+    for a QoS 1 PUBLISH with RETAIN: a copy sent because of a SUBSCRIBE (``agent.store.retained``).
     See ``Store.insert_batch`` for how they are used.
     """
 
-    packet_id: int
+    packet_id: int | None
     digest: bytes
     dup: bool
+    topic: str = ""
+    session: str | None = None
+    retained: bool = False
 
 
 REJECTED_PAYLOAD = 4096
@@ -199,9 +206,16 @@ def _redelivered(
     source: str,
     keys: Mapping[str, Redelivery],
 ) -> list[Message]:
-    """``messages`` with each DUP resend of a recorded id-less message given its stored id;
-    records every keyed message's final id under its packet id (see ``insert_batch``)."""
-    dups = [k.packet_id for m in messages if (k := keys.get(m.id)) is not None and k.dup]
+    """``messages`` with each DUP resend of a recorded id-less message given its stored id,
+    and each retained copy of the last one stored on its topic that message's id (``retained``);
+    records every keyed message's final id under its packet id and its topic (``insert_batch``)."""
+    dups = [
+        k.packet_id
+        for m in messages
+        if (k := keys.get(m.id)) is not None and k.dup and k.packet_id is not None
+    ]
+    last = retained.lookup(conn, source, [k for m in messages if (k := keys.get(m.id))])
+    changed: set[str] = set()
     seen: dict[int, tuple[bytes, str]] = {}
     for i in range(0, len(dups), _MAX_VARS):
         chunk = dups[i : i + _MAX_VARS]
@@ -215,16 +229,21 @@ def _redelivered(
     records = []
     for m in messages:
         key = keys.get(m.id)
-        if key is not None:
+        if key is not None and key.packet_id is not None:
             old = seen.get(key.packet_id) if key.dup else None
             if old is not None and old[0] == key.digest:
                 m = replace(m, id=old[1])
             records.append((source, key.packet_id, key.digest, m.id))
             # A resend in this same batch (the broker's retry interval ran out before the
-            # commit, e.g. while a SUBSCRIBE was retried) finds its first copy here.
+            # commit; both copies read in one burst) finds its first copy here.
             seen[key.packet_id] = (key.digest, m.id)
+        if key is not None and key.session is not None:
+            m = retained.match(m, key, last)
+            changed.add(key.topic)
         out.append(m)
-    conn.executemany("INSERT OR REPLACE INTO mqtt_redelivery VALUES (?, ?, ?, ?)", records)
+    if records:
+        conn.executemany("INSERT OR REPLACE INTO mqtt_redelivery VALUES (?, ?, ?, ?)", records)
+    retained.record(conn, source, last, changed)
     return out
 
 

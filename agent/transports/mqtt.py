@@ -26,6 +26,8 @@ the store's UNIQUE id makes the redelivery a no-op. A message without an id of i
 (plain text) is given one at decode; its packet id and a digest of topic and payload go into
 the batch (``batch.redelivery``) and are recorded with it, so a resend (DUP set) after a crash
 between commit and PUBACK gets the same id back (``Store.insert_batch`` lists the corner cases).
+A retained message sent again at each reconnect's SUBSCRIBE is recognised the same way, by its
+topic, bytes and broker session (``agent.store.retained``).
 
 Dead links: paho pings after ``keepalive`` seconds without traffic (the watchdog calls its
 ``loop_misc`` every tick) but only gives up a whole keepalive later. The watchdog notes when
@@ -128,6 +130,8 @@ class MqttTransport:
         self.protocol = "3.1.1" if cfg.mqtt.protocol == "3.1.1" else "5"
         """The protocol of the current (or last) connection attempt."""
         self._answered: str | None = None  # ... once its CONNACK accepted it
+        self._session: str | None = None
+        """The broker session's token (``ProtocolMemory.session``; agent.store.retained)."""
         self.memory = proto.ProtocolMemory(cfg.paths.data_dir)
         known = self.memory.get(self.url)
         self.trust = RedeliveryTrust(
@@ -155,7 +159,7 @@ class MqttTransport:
                 self._set_state("connecting")
                 started = time.monotonic()
                 try:
-                    conn = await self.open()
+                    conn = await self.open(sink=sink)
                 except (AuthError, ConfigError) as exc:
                     if must_stop(exc, fatal=self.fatal_auth, keep_retrying=self.keep_retrying):
                         raise stopped(self.url, exc) from None
@@ -166,6 +170,10 @@ class MqttTransport:
                     delay = proto.retry_delay(exc, next(delays), time.monotonic() - started)
                     self.last_error, self.retry_in = str(exc), delay
                     log.warning("%s: %s; retrying in %.1f s", self.url, exc, delay)
+                except InvalidState as exc:  # the committer, while the SUBSCRIBEs went on
+                    crashed, delay = True, next(delays)
+                    self.last_error, self.retry_in = str(exc), delay
+                    log.error("%s: session failed: %s", self.url, exc, exc_info=exc)
                 else:
                     if not crashed:  # a good connect resets the backoff; a crash loop does not
                         delays = backoff(cap=BACKOFF_CAP)
@@ -190,16 +198,18 @@ class MqttTransport:
         finally:
             self._set_state("offline")
 
-    async def open(self, *, probe: bool = False) -> PahoConn:
+    async def open(self, *, probe: bool = False, sink: BatchSink | None = None) -> PahoConn:
         """Connect in the protocol ``[mqtt] protocol`` allows (``mqtt_protocol.negotiate``;
-        ``probe`` ignores the remembered one). Raises our errors."""
+        ``probe`` ignores the remembered one). Raises our errors. With ``sink``, what arrives
+        while the SUBSCRIBEs go on is committed to it as it comes (``_subscribe``)."""
         conn, _ = await proto.negotiate(
-            self._open, setting=self.cfg.mqtt.protocol, server=self.url, memory=self.memory,
-            key=self.protocol_key, probe=probe, answered=lambda: self._answered,
+            lambda protocol: self._open(protocol, sink), setting=self.cfg.mqtt.protocol,
+            server=self.url, memory=self.memory, key=self.protocol_key, probe=probe,
+            answered=lambda: self._answered,
         )  # fmt: skip
         return conn
 
-    async def _open(self, protocol: str) -> PahoConn:
+    async def _open(self, protocol: str, sink: BatchSink | None = None) -> PahoConn:
         """One connection attempt: TCP (+TLS), CONNECT, CONNACK, SUBSCRIBE. Raises our errors."""
         self.protocol = protocol
         self._answered = None
@@ -227,9 +237,12 @@ class MqttTransport:
             proto.check_connack(code, protocol)
             proto.refused(code)
             self.trust.connected(protocol, present)
+            if self.persistent and self.topics:  # agent.store.retained: which broker session
+                qos = self.cfg.mqtt.qos
+                self._session = self.memory.session(self.url, resumed=present, qos=qos)
             self._answered = protocol
             if self.topics:
-                await subscribe(self, conn, timeout)
+                await self._subscribe(conn, timeout, sink)
         except BaseException as exc:
             await self._close(conn)
             if isinstance(exc, TimeoutError):
@@ -247,6 +260,38 @@ class MqttTransport:
         self._conn = conn
         self._set_state("connected")
         return conn
+
+    async def _subscribe(self, conn: PahoConn, timeout: float, sink: BatchSink | None) -> None:
+        """The SUBSCRIBEs (``mqtt_subscribe.subscribe``), with the committer running beside
+        them when there is a ``sink``.
+
+        A refused SUBSCRIBE is sent again on this connection for up to ~15 s while the filters
+        granted already deliver (and a resumed session its queue). Held until the SUBSCRIBEs
+        were done, those messages went with the connection when the retries ran out: lost
+        for good at QoS 0, and at QoS 1 resent into the next connection's same fate, so
+        nothing was stored while a refusal lasted. Now they are committed (and acked) as they
+        come. When the SUBSCRIBEs end, a ``pause`` event goes behind what has been read; the
+        committer commits everything before it and stops, and what follows is ``_serve``'s.
+        A failure stops the reading first, so nothing read is left behind with the link."""
+        if sink is None:  # pushagent status --probe: nothing is delivered
+            await subscribe(self, conn, timeout)
+            return
+        failed: list[BaseException] = []
+
+        async def subscriber() -> None:
+            try:
+                await subscribe(self, conn, timeout)
+            except Exception as exc:  # noqa: BLE001 - raised below, once the committer is done
+                conn.detach()
+                failed.append(exc)
+            finally:
+                conn.events.put_nowait(("pause", None))
+
+        why = await supervise(self._receive(conn, sink), subscriber=subscriber())
+        if failed:
+            raise failed[0]
+        if why is not None:  # the link was lost while subscribing
+            raise proto.link_closed(why)
 
     async def close(self) -> None:
         """Disconnect the current connection, if any (``pushagent send``)."""
@@ -280,7 +325,7 @@ class MqttTransport:
             except UnicodeDecodeError:  # raised here, not in paho: it must not end the read
                 topic = None
             # Handed on once per read burst (PahoConn._readable).
-            conn.inbox.append((msg.mid, msg.qos, msg.dup, topic, bytes(msg.payload)))
+            conn.inbox.append((msg.mid, msg.qos, msg.dup, msg.retain, topic, bytes(msg.payload)))
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
             conn.packets += 1
@@ -314,37 +359,42 @@ class MqttTransport:
         """Deliver batches until the connection is lost; return why it was lost. A failed
         task (committer, watchdog, reader) raises: InvalidState for a bug, ours otherwise."""
         try:
-            return await supervise(self._receive(conn, sink), watchdog=self._watchdog(conn))
+            why = await supervise(self._receive(conn, sink), watchdog=self._watchdog(conn))
         finally:
             conn.fail_waiters("connection lost")
+        if why is None:
+            raise InvalidState("a SUBSCRIBE's pause event after the SUBSCRIBEs")
+        return why
 
-    async def _receive(self, conn: PahoConn, sink: BatchSink) -> str:
+    async def _receive(self, conn: PahoConn, sink: BatchSink) -> str | None:
+        """Commit what arrives until the link is lost (return why) or a ``pause`` event
+        (return None; ``_subscribe``), everything queued before either committed first."""
         limit = self.cfg.mqtt.max_batch
         pending: list[Received] = []  # received, not yet in a batch (receive order)
-        lost: str | None = None
+        end: tuple[str, Any] | None = None  # ("lost", why) or ("pause", None), once read
         while True:
             if not pending:
                 kind, item = await conn.events.get()
-                if kind == "lost":
-                    return str(item)
+                if kind in _ENDS:
+                    return None if kind == "pause" else str(item)
                 pending.extend(_received(kind, item))
             # Group commit: everything that has arrived by now, up to the bound.
-            while len(pending) < limit and lost is None and not conn.events.empty():
+            while len(pending) < limit and end is None and not conn.events.empty():
                 kind, item = conn.events.get_nowait()
-                if kind == "lost":
-                    lost = str(item)
+                if kind in _ENDS:
+                    end = (kind, item)
                 else:
                     pending.extend(_received(kind, item))
             batch, pending = pending[:limit], pending[limit:]
             await self._deliver(conn, batch, sink)
-            if lost is not None and not pending:
-                return lost
+            if end is not None and not pending:
+                return None if end[0] == "pause" else str(end[1])
 
     async def _deliver(self, conn: PahoConn, msgs: list[Received], sink: BatchSink) -> None:
         batch = Batch(source=self.url)
         dups = 0
         states = f"{self.state_prefix}/" if self.state_prefix else None
-        for mid, qos, dup, topic, payload in msgs:
+        for mid, qos, dup, retain, topic, payload in msgs:
             if qos > 0:
                 self.trust.observe(mid, dup)
             try:
@@ -365,12 +415,17 @@ class MqttTransport:
             # Id-less means decode made the id up: a fresh random id cannot occur in the
             # payload, a payload's own id does (unless \u-escaped; then the record maps the
             # message to its own id, which is harmless).
-            if qos > 0 and self.trust.trusted and m.id.encode() not in text:
-                batch.redelivery[m.id] = Redelivery(mid, _digest(topic, payload), dup)
+            if m.id.encode() in text:
+                continue
+            pid = mid if qos > 0 and self.trust.trusted else None
+            if pid is not None or self._session is not None:  # agent.store.retained
+                batch.redelivery[m.id] = Redelivery(
+                    pid, _digest(topic, payload), dup, topic, self._session, retain and qos > 0
+                )
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
         await commit(batch, sink)  # nothing is acked until then: the broker keeps them
-        for mid, qos, _, _, _ in msgs:  # receive order, after the commit
+        for mid, qos, _, _, _, _ in msgs:  # receive order, after the commit
             if qos > 0:
                 conn.client.ack(mid, qos)
         conn.flush()
@@ -417,6 +472,9 @@ class MqttTransport:
         except TimeoutError:
             conn.waiters.pop(info.mid, None)
             raise ConnectionLost(f"{self.url}: no PUBACK within {limit:.0f} s") from None
+
+
+_ENDS = ("lost", "pause")
 
 
 def _received(kind: str, item: Any) -> list[Received]:

@@ -47,8 +47,9 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +108,22 @@ def suback_error(topic: str, code: int, name: str) -> ConnectionLost | AuthError
             "check the broker's ACL for this topic)"
         )
     return AuthError(f"subscription to {topic!r} refused: {name} (0x{code:02X})")
+
+
+def suback_mismatch(codes: int, filters: int) -> ConnectionLost:
+    """The error for a SUBACK with ``codes`` reason codes for a SUBSCRIBE of ``filters``.
+
+    MQTT 5 and 3.1.1 (§3.9.3 in both) give one reason code per topic filter, in order: a SUBACK
+    with fewer (or more) is a protocol error, and which filters it granted is unknown, so
+    none of them counts as granted: the whole SUBACK is an error (HiveMQ's Java client fails
+    the whole SUBSCRIBE on a count mismatch too). A protocol error closes the connection (MQTT 5
+    §4.13), so the attempt fails like a lost link and the agent reconnects with the backoff,
+    asking for every filter again. Not a ``ProtocolRefused``: the broker answered in this
+    protocol, there is nothing to fall back from."""
+    return ConnectionLost(
+        f"the broker's SUBACK has {codes} reason code{'s' * (codes != 1)} for {filters} topic "
+        "filters (a protocol error: one per filter)"
+    )
 
 
 def retry_delay(exc: Exception, delay: float, spent: float) -> float:
@@ -169,6 +186,8 @@ class Remembered:
     probed: float
     untrusted: str | None = None
     """Why the server's packet ids do not prove a resend (``mqtt_redelivery``), once seen."""
+    session: str | None = None
+    """The token of the broker session the agent is in there (``agent.store.retained``)."""
 
 
 def attempt_order(setting: str, remembered: Remembered | None, now: float) -> tuple[str, ...]:
@@ -210,10 +229,13 @@ class ProtocolMemory:
                 if not isinstance(entry, dict):
                     continue
                 proto, probed = entry.get("protocol"), entry.get("probed")
-                why = entry.get("untrusted")
+                why, session = entry.get("untrusted"), entry.get("session")
                 if proto in ("5", "3.1.1") and isinstance(probed, int | float):
                     untrusted = why if isinstance(why, str) else None
-                    found[str(server)] = Remembered(str(proto), float(probed), untrusted)
+                    found[str(server)] = Remembered(
+                        str(proto), float(probed), untrusted,
+                        session if isinstance(session, str) else None,
+                    )  # fmt: skip
         return found
 
     def get(self, server: str) -> Remembered | None:
@@ -223,28 +245,51 @@ class ProtocolMemory:
         """Remember ``protocol`` for ``server`` (atomically, 0600); a failure only logs."""
         entries = self.read()
         old = entries.get(server)
-        entries[server] = Remembered(protocol, now, old.untrusted if old else None)
+        entries[server] = (
+            replace(old, protocol=protocol, probed=now) if old else Remembered(protocol, now)
+        )
         self._write(entries)
 
     def mark_untrusted(self, server: str, why: str) -> None:
         """Remember that ``server``'s packet ids do not prove a resend."""
         entries = self.read()
         old = entries.get(server) or Remembered("5", 0.0)
-        entries[server] = Remembered(old.protocol, old.probed, why)
+        entries[server] = replace(old, untrusted=why)
         self._write(entries)
 
-    def _write(self, entries: dict[str, Remembered]) -> None:
+    def session(self, server: str, *, resumed: bool, qos: int) -> str | None:
+        """The token of the broker session a connection to ``server`` is in: the one kept
+        when the broker resumed the session, else a new one, written (and synced) before the
+        SUBSCRIBEs. None when it cannot be written: retained copies are then all kept.
+
+        A token holds for one subscription ``qos`` (``[mqtt] qos``): a QoS 1 message published
+        while the agent was subscribed at 0 was not queued for it, so after a change to 1 its
+        retained copy may be its only delivery (agent.store.retained)."""
+        entries = self.read()
+        old = entries.get(server)
+        tail = f"-q{qos}"
+        if resumed and old is not None and old.session and old.session.endswith(tail):
+            return old.session
+        token = uuid.uuid4().hex + tail
+        entries[server] = replace(old or Remembered("5", 0.0), session=token)
+        return token if self._write(entries) else None
+
+    def _write(self, entries: dict[str, Remembered]) -> bool:
         data: dict[str, dict[str, Any]] = {}
         for s, r in entries.items():
             data[s] = {"protocol": r.protocol, "probed": r.probed}
             if r.untrusted:
                 data[s]["untrusted"] = r.untrusted
+            if r.session:
+                data[s]["session"] = r.session
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".mqtt-protocols.")
             try:
                 with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
                     json.dump(data, f, indent=1, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())  # a session token must outlive a power cut
                 os.replace(tmp, self.path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -252,6 +297,8 @@ class ProtocolMemory:
                 raise
         except OSError as exc:
             log.warning("cannot remember the MQTT protocol in %s: %s", self.path, exc)
+            return False
+        return True
 
 
 _LOGGED: set[tuple[str, str]] = set()

@@ -17,6 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import backoff
 from agent.errors import AuthError, ConnectionLost
@@ -97,7 +98,9 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
         conn.client.subscribe([(t, qos) for t in pending])
         async with asyncio.timeout(timeout):
             codes = await conn.suback
-        refused = [(t, c) for t, c in zip(pending, codes, strict=False) if c.is_failure]
+        if len(codes) != len(pending):  # not one reason code per filter: none is known granted
+            raise proto.suback_mismatch(len(codes), len(pending))
+        refused = [(t, c) for t, c in zip(pending, codes, strict=True) if c.is_failure]
         # retried with backoff, or stop-and-tell: see mqtt_protocol
         errors = [proto.suback_error(t, c.value, str(c)) for t, c in refused]
         if not errors:
@@ -127,13 +130,17 @@ async def subscribe(self: MqttTransport, conn: PahoConn, timeout: float) -> None
     conn.client.subscribe([(t, qos) for t in states])
     try:
         async with asyncio.timeout(timeout):
-            codes = await conn.suback
+            got: list[ReasonCode] | None = await conn.suback
     except TimeoutError:
-        codes = []
-    failed = [c for c in codes if c.is_failure]
-    if codes and not failed:
+        got = None
+    failed = [c for c in got or () if c.is_failure]
+    if got is not None and len(got) == len(states) and not failed:
         return
-    why = f"{failed[0]} (0x{failed[0].value:02X})" if failed else "no SUBACK in time"
+    why = (
+        "no SUBACK in time" if got is None
+        else f"{failed[0]} (0x{failed[0].value:02X})" if failed
+        else str(proto.suback_mismatch(len(got), len(states)))
+    )  # fmt: skip
     log.warning("%s: subscription to %s refused: %s; read state from other devices is "
                 "not synced until the next connection", self.url, ", ".join(map(repr, states)),
                 why)  # fmt: skip

@@ -23,13 +23,13 @@ from agent.errors import ConnectionLost
 log = logging.getLogger("pushagent.mqtt")
 
 READ_BURST = 256  # packets read per readable event before other tasks get the loop
-# A received message as the transport keeps it until its PUBACK: (packet id, QoS, DUP, topic,
-# payload); topic None: not valid UTF-8, rejected at decode. A plain tuple of ints/str/bytes,
+# A received message as the transport keeps it until its PUBACK: (packet id, QoS, DUP, RETAIN,
+# topic, payload); topic None: not valid UTF-8, rejected at decode. A plain tuple of ints/str/bytes,
 # not paho's MQTTMessage: that one drags along MQTT 5 Properties and an MQTTMessageInfo with a
 # threading.Condition, and a backlog keeps thousands alive across a commit, which every GC
 # pass then walks (~0.3 s of a 2 s drain). The cyclic GC stops tracking such a tuple at its
 # first pass, and paho's objects die as on_message returns.
-Received = tuple[int, int, bool, str | None, bytes]
+Received = tuple[int, int, bool, bool, str | None, bytes]
 
 
 class PahoConn:
@@ -46,8 +46,9 @@ class PahoConn:
         self.client = client
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        """``("msgs", [Received, ...])`` in receive order, ``("lost", why)``, or
-        ``("crash", exception)`` when reading failed."""
+        """``("msgs", [Received, ...])`` in receive order, ``("lost", why)``,
+        ``("crash", exception)`` when reading failed, or ``("pause", None)``: the SUBSCRIBEs
+        are done (the transport's ``_subscribe``)."""
         self.connack: asyncio.Future[tuple[ReasonCode | int, bool]] = loop.create_future()
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.suback: asyncio.Future[list[ReasonCode]] = loop.create_future()
