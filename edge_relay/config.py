@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.ntfyproto.attachment import INLINE_MAX
-from agent.settings import build, merge
+from agent.settings import ByteSize, build, merge
 from edge_relay.core import ExemptHosts
 
 DEFAULT_PORT = 8080
@@ -99,6 +99,15 @@ class Attachments:
     daily_bandwidth_limit: int = 500 * _MB
     """Bytes one client (token, else address) may upload per day (ntfy's
     ``visitor-attachment-daily-bandwidth-limit``): a bucket that refills over 24 h."""
+    keep_free: ByteSize = 64 * _MB  # type: ignore[assignment]
+    """Bytes of the cache's file system that uploads leave free, plus ``keep_free_percent``
+    of its size: by default the store (``relay.db``) is on the same disk, and text messages
+    must still commit when the cache is as full as it may get (an upload that would eat into
+    the reserve is 507). 64 MiB holds the store at its ``retention_count`` of typical
+    messages (~355 B each, measured: ~35 MB) and its write-ahead log (~4 MiB between
+    checkpoints); the share of the disk keeps a file system off its last blocks
+    (docs/RELAY.md, "A full disk"). 0 and 0 for a cache on a disk of its own."""
+    keep_free_percent: float = 2.0
     upstream_inline_limit: int = 256 * 1024
     """Files below this many bytes go upstream inline (the bridge's forward: a base64
     ``data:`` URL as ``attachment.url``); larger ones by URL. 0: never inline; at most
@@ -108,6 +117,9 @@ class Attachments:
         for name in ("file_size_limit", "total_size_limit", "daily_bandwidth_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"'attachments.{name}' must be >= 0 bytes (0: no files)")
+        if not 0 <= self.keep_free_percent <= 50:
+            raise ValueError(f"'attachments.keep_free_percent' must be 0-50, not "
+                             f"{self.keep_free_percent:g}")  # fmt: skip
         if not 0 <= self.upstream_inline_limit <= INLINE_MAX:
             raise ValueError(f"'attachments.upstream_inline_limit' must be 0-{INLINE_MAX} bytes, "
                              f"not {self.upstream_inline_limit}")  # fmt: skip
