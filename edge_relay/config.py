@@ -110,6 +110,7 @@ class Attachments:
     checkpoints); the share of the disk keeps a file system off its last blocks
     (docs/RELAY.md, "A full disk"). 0 and 0 for a cache on a disk of its own."""
     keep_free_percent: float = 2.0
+    """Percent of the cache's file system's size kept free on top of ``keep_free`` (0-50)."""
     upstream_inline_limit: ByteSize = 256 * 1024  # type: ignore[assignment]
     """Files below this many bytes go upstream inline (the bridge's forward: a base64
     ``data:`` URL as ``attachment.url``); larger ones by URL. 0: never inline; at most
