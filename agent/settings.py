@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -24,17 +25,26 @@ from pathlib import Path
 from typing import Any, NewType, TypeVar
 
 from agent.errors import ConfigError
+from agent.ntfyproto.delay import duration_seconds
 
 T = TypeVar("T")
 ByteSize = NewType("ByteSize", int)
-"""A field holding a number of bytes: a whole number, or text such as ``"15MB"``."""
+"""A field holding a number of bytes: a whole number, or text such as ``"15MB"`` or ntfy's
+``"15M"`` (``parse_size``)."""
+Seconds = NewType("Seconds", float)
+"""A field holding a duration in seconds: a number, or text as ntfy's server.yml writes one
+(``"3h"``, ``"45s"``, ``"1h30m"``, ``"2d"``, ``"2 days"``: ntfy's ``util.ParseDuration``,
+which is ``agent.ntfyproto.delay.duration_seconds``)."""
+WholeSeconds = NewType("WholeSeconds", int)
+"""The same in whole seconds (``"1.5h"`` is 5400; ``"1.5s"`` is refused)."""
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(text: str) -> int:
     """Bytes in ``"15MB"``, ``"500 MB"``, ``"1.5G"``, ``"512k"``, ``"100"`` (units of 1024,
-    as ntfy's ``util.ParseSize``: ``15M`` is 15 MiB); ValueError when it is none of those."""
+    as ntfy's ``util.ParseSize``, whose forms — digits and one of ``k m g b`` in any case,
+    ``15M``, ``1g``, ``10b`` — are all read); ValueError when it is none of those."""
     m = _SIZE.fullmatch(text.strip())
     if m is None:
         raise ValueError(text)
@@ -141,6 +151,8 @@ def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
             return parse_size(value) if isinstance(value, str) else _wrong(where, key, value, _S)
         except ValueError:
             _wrong(where, key, value, _S)
+    if hint is Seconds or hint is WholeSeconds:
+        return _seconds(value, whole=hint is WholeSeconds, where=where, key=key)
     if hint is bool:
         if not isinstance(value, bool):
             _wrong(where, key, value, "true or false")
@@ -164,7 +176,23 @@ def convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
     raise TypeError(f"settings: no conversion for {hint!r}")  # a bug in a dataclass
 
 
-_S = 'a size such as "15MB", "500 MB" or a number of bytes'
+_S = 'a size such as "15M", "1G", "500 MB" or a number of bytes'
+_D = 'a duration such as "3h", "45s", "1h30m", "2d" or a number of seconds'
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_WHOLE_D = _D.replace("a duration", "a duration in whole seconds", 1)
+
+
+def _seconds(value: Any, *, whole: bool, where: str, key: str) -> float | int:
+    """A Seconds or WholeSeconds field's value: a number, or ntfy's duration text."""
+    seconds: float | None = None
+    if isinstance(value, str):  # a bare number is seconds here (ntfy wants a unit)
+        bare = _NUMBER.fullmatch(value.strip())
+        seconds = float(value) if bare else duration_seconds(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    if seconds is None or not 0 <= seconds < math.inf or (whole and not seconds.is_integer()):
+        _wrong(where, key, value, _WHOLE_D if whole else _D)
+    return int(seconds) if whole else seconds
 
 
 def _wrong(where: str, key: str, value: Any, expected: str) -> typing.NoReturn:

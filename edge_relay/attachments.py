@@ -20,9 +20,19 @@ start, so ``total_size_limit`` is checked without a walk of the directory per up
 
 Limits, each ntfy's 41301 ("attachment too large, or bandwidth limit reached"): the file size
 limit, what is left of the total, and the client's daily budget (a bucket of
-``daily_bandwidth_limit`` bytes refilling over 24 h, as ntfy's visitor bandwidth limiter). A
-full disk (ENOSPC, EDQUOT) is ``DiskFull``: 507 for that upload, while text messages, which
-live in the store, keep working.
+``daily_bandwidth_limit`` bytes refilling over 24 h, as ntfy's visitor bandwidth limiter).
+
+The disk: by default the cache and the store (``relay.db``) share one file system, and a
+store that cannot grow cannot commit text. So an upload may use only the free space above a
+reserve (``keep_free`` + ``keep_free_percent`` of the file system's size): one whose
+``Content-Length`` is above that room, or that arrives when there is none, is ``DiskFull``
+at once, and one that is streamed is ``DiskFull`` as soon as its next chunk would not fit.
+The free space (``os.statvfs``, 1.5 µs) is asked again after every ``_RECHECK`` bytes an
+upload writes, and sooner when a chunk is above what the last answer left, so uploads
+running at once, each counting only its own bytes in between, overshoot the reserve by at
+most ``_RECHECK`` + a chunk each. A real ENOSPC or EDQUOT (a reserve of 0, another process
+filling the disk) is ``DiskFull`` too. ``DiskFull`` is 507 for that upload, while text
+messages, which live in the store, keep working.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"
 _DAY = 86400.0
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_RECHECK = 256 * 1024
+_NO_ROOM = "the relay's attachment cache has no room left on its disk"
 
 
 class DiskFull(EdgepushError):
@@ -80,9 +92,10 @@ class Budget:
 class Upload:
     """One file being received: ``write`` the chunks, then ``commit`` (rename) or ``abort``."""
 
-    def __init__(self, cache: FileCache, mid: str, limit: int, why: str) -> None:
+    def __init__(self, cache: FileCache, mid: str, limit: int, why: str, room: int) -> None:
         self.cache, self.id, self.limit, self._why = cache, mid, limit, why
         self.size = 0
+        self._room, self._unchecked = room, 0  # free space above the reserve, as last asked
         self.head = b""
         self.tmp = cache.dir / f"{TMP_PREFIX}{mid}-{secrets.token_hex(4)}"
         self._fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -93,6 +106,7 @@ class Upload:
             raise NtfyError(41301, f"the file is above {self._why}", field="attachment")
         if len(self.head) < 8192:
             self.head += chunk[: 8192 - len(self.head)]
+        self._make_room(len(chunk))
         assert self._fd is not None
         view = memoryview(chunk)
         try:
@@ -101,6 +115,15 @@ class Upload:
         except OSError as exc:
             raise _disk_error(exc) from None
         self.size += len(chunk)
+
+    def _make_room(self, n: int) -> None:
+        """DiskFull unless ``n`` more bytes leave the reserve free (the module docstring)."""
+        if n > self._room or self._unchecked >= _RECHECK:
+            self._room, self._unchecked = self.cache.room(), 0
+            if n > self._room:
+                raise DiskFull(self.cache.no_room())
+        self._room -= n
+        self._unchecked += n
 
     def commit(self) -> Path:
         """fsync, close and rename to the message id (blocking: run it in a thread)."""
@@ -156,9 +179,29 @@ class FileCache:
     def remaining(self) -> int:
         return max(0, self.cfg.total_size_limit - self.size)
 
+    def room(self) -> int:
+        """Bytes uploads may still write: the free space of the cache's file system above
+        the reserve (negative below it)."""
+        try:
+            st = os.statvfs(self.dir)
+        except OSError as exc:
+            raise _disk_error(exc) from None
+        return st.f_bavail * st.f_frsize - self.reserve(st.f_blocks * st.f_frsize)
+
+    def reserve(self, disk: int) -> int:
+        """Bytes kept free for the store on a file system of ``disk`` bytes."""
+        return self.cfg.keep_free + int(disk * self.cfg.keep_free_percent / 100)
+
+    def no_room(self) -> str:
+        if not self.cfg.keep_free and not self.cfg.keep_free_percent:
+            return _NO_ROOM
+        return (f"{_NO_ROOM} (it keeps {self.cfg.keep_free} bytes + "
+                f"{self.cfg.keep_free_percent:g} % of the disk free for messages)")  # fmt: skip
+
     def begin(self, mid: str, client: str, declared: int | None) -> Upload:
         """A new upload for message ``mid`` by ``client``; 41301 at once when the declared
-        length (``Content-Length``) is already above a limit."""
+        length (``Content-Length``) is already above a limit, DiskFull when it is above the
+        room left on the disk (or there is none)."""
         limits = [
             (self.cfg.file_size_limit, f"the file size limit of {self.cfg.file_size_limit} bytes"),
             (self.remaining, f"the {self.remaining} bytes left of the relay's total "
@@ -169,9 +212,12 @@ class FileCache:
         limit, why = min(limits, key=lambda lw: lw[0])
         if declared is not None and declared > limit:
             raise NtfyError(41301, f"the body is {declared} bytes, above {why}", "attachment")
+        room = self.room()
+        if room <= 0 or (declared is not None and declared > room):
+            raise DiskFull(self.no_room())
         self.in_flight.add(mid)
         try:
-            return Upload(self, mid, limit, why)
+            return Upload(self, mid, limit, why, room)
         except OSError as exc:
             self.in_flight.discard(mid)
             raise _disk_error(exc) from None
@@ -219,7 +265,7 @@ class FileCache:
 
 def _disk_error(exc: OSError) -> Exception:
     if exc.errno in _FULL:
-        return DiskFull("the relay's attachment cache has no room left on its disk")
+        return DiskFull(_NO_ROOM)
     log.error("attachments: cannot write a file: %s", exc)
     return StoreError(f"the relay cannot write its attachment cache: {exc.strerror}")
 

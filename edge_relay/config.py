@@ -2,7 +2,9 @@
 
 The only module of the relay that reads ``os.environ`` (``EDGE_RELAY_CONFIG`` names the config
 file; ``EDGE_RELAY_<KEY>`` sets a top-level key, e.g. ``EDGE_RELAY_LISTEN=127.0.0.1:9000``).
-Limits default to ntfy's defaults where ntfy has one.
+Limits default to ntfy's defaults where ntfy has one. Sizes and durations are read as ntfy's
+server.yml writes them (``"15M"``, ``"1G"``, ``"3h"``, ``"45s"``; ``agent.settings``'
+``ByteSize``, ``Seconds``, ``WholeSeconds``) or as whole numbers of bytes and seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.ntfyproto.attachment import INLINE_MAX
-from agent.settings import build, merge
+from agent.settings import ByteSize, Seconds, WholeSeconds, build, merge
 from edge_relay.core import ExemptHosts
 
 DEFAULT_PORT = 8080
@@ -29,7 +31,7 @@ _ENV_KEYS = ("listen", "data_dir", "upstream", "auth_file")
 class Limits:
     """Per-message and per-client limits (ntfy's defaults where it has one)."""
 
-    message_size: int = 4096
+    message_size: ByteSize = 4096  # type: ignore[assignment]
     publish_burst: int = 60
     """Publishes a client may make at once (ntfy's ``visitor-request-limit-burst``)."""
     publish_rate: float = 2.0
@@ -43,20 +45,20 @@ class Limits:
     max_subscriptions: int = 30
     max_topics_per_subscription: int = 100
     send_queue: int = 1000
-    retention_age: int = 12 * 3600
+    retention_age: WholeSeconds = 12 * 3600  # type: ignore[assignment]
     retention_count: int = 100_000
-    header_timeout: float = 10.0
+    header_timeout: Seconds = 10.0  # type: ignore[assignment]
     """Seconds to receive a request's headers, counted from its first byte (and, on a new
     connection, from the accept: a silent connection is closed after this)."""
-    body_timeout: float = 30.0
+    body_timeout: Seconds = 30.0  # type: ignore[assignment]
     """Seconds to receive a request's body once its headers are in (408 after that)."""
-    idle_timeout: float = 60.0
+    idle_timeout: Seconds = 60.0  # type: ignore[assignment]
     """Seconds a keep-alive connection may wait for its next request; subscriber streams
     are exempt (they have keepalive events)."""
     max_connections: int = 4096
     """Open HTTP connections at most; beyond it (or what the file-descriptor limit allows)
     new ones are refused at once."""
-    max_delay: int = 3 * 86400
+    max_delay: WholeSeconds = 3 * 86400  # type: ignore[assignment]
     """Seconds ahead a message may be scheduled (ntfy's ``message-delay-limit``, default 3
     days; further is 40006). The minimum is ntfy's fixed 10 s."""
 
@@ -86,20 +88,30 @@ _MB = 1024 * 1024
 @dataclass(frozen=True)
 class Attachments:
     """``[attachments]``: files published as ntfy's attachments (ntfy's names and defaults,
-    except ``total_size_limit``: 1 GB, not 5 GB, on a gateway's SD card). Sizes in bytes,
-    ``expiry`` in seconds."""
+    except ``total_size_limit``: 1 GB, not 5 GB, on a gateway's SD card). Sizes in bytes or
+    as ntfy writes them (``"15M"``), ``expiry`` in seconds or as a duration (``"3h"``)."""
 
     cache_dir: Path | None = None
     """Where files are kept (default ``<data_dir>/attachments``), each named by its message
     id alone."""
-    file_size_limit: int = 15 * _MB
-    total_size_limit: int = 1024 * _MB
-    expiry: int = 3 * 3600
+    file_size_limit: ByteSize = 15 * _MB  # type: ignore[assignment]
+    total_size_limit: ByteSize = 1024 * _MB  # type: ignore[assignment]
+    expiry: WholeSeconds = 3 * 3600  # type: ignore[assignment]
     """Seconds a file is kept after its upload (never past its message's expiry)."""
-    daily_bandwidth_limit: int = 500 * _MB
+    daily_bandwidth_limit: ByteSize = 500 * _MB  # type: ignore[assignment]
     """Bytes one client (token, else address) may upload per day (ntfy's
     ``visitor-attachment-daily-bandwidth-limit``): a bucket that refills over 24 h."""
-    upstream_inline_limit: int = 256 * 1024
+    keep_free: ByteSize = 64 * _MB  # type: ignore[assignment]
+    """Bytes of the cache's file system that uploads leave free, plus ``keep_free_percent``
+    of its size: by default the store (``relay.db``) is on the same disk, and text messages
+    must still commit when the cache is as full as it may get (an upload that would eat into
+    the reserve is 507). 64 MiB holds the store at its ``retention_count`` of typical
+    messages (~355 B each, measured: ~35 MB) and its write-ahead log (~4 MiB between
+    checkpoints); the share of the disk keeps a file system off its last blocks
+    (docs/RELAY.md, "A full disk"). 0 and 0 for a cache on a disk of its own."""
+    keep_free_percent: float = 2.0
+    """Percent of the cache's file system's size kept free on top of ``keep_free`` (0-50)."""
+    upstream_inline_limit: ByteSize = 256 * 1024  # type: ignore[assignment]
     """Files below this many bytes go upstream inline (the bridge's forward: a base64
     ``data:`` URL as ``attachment.url``); larger ones by URL. 0: never inline; at most
     256 KiB (``INLINE_MAX``, what an agent accepts beside ``max_message_size``)."""
@@ -108,6 +120,9 @@ class Attachments:
         for name in ("file_size_limit", "total_size_limit", "daily_bandwidth_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"'attachments.{name}' must be >= 0 bytes (0: no files)")
+        if not 0 <= self.keep_free_percent <= 50:
+            raise ValueError(f"'attachments.keep_free_percent' must be 0-50, not "
+                             f"{self.keep_free_percent:g}")  # fmt: skip
         if not 0 <= self.upstream_inline_limit <= INLINE_MAX:
             raise ValueError(f"'attachments.upstream_inline_limit' must be 0-{INLINE_MAX} bytes, "
                              f"not {self.upstream_inline_limit}")  # fmt: skip
@@ -143,8 +158,8 @@ class RelayConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     advertise: bool = True
-    keepalive: float = 45.0
-    prune_interval: float = 60.0
+    keepalive: Seconds = 45.0  # type: ignore[assignment]
+    prune_interval: Seconds = 60.0  # type: ignore[assignment]
     compress: bool = True
     """WebSocket permessage-deflate (when the client offers it) and gzip for ``/json``,
     ``/sse``, ``/raw`` and ``poll=1`` answers (when the request accepts it)."""

@@ -192,7 +192,8 @@ async def publish(request: web.Request) -> web.Response:
     topic = _topic(request.match_info["topic"])
     state.require(state.identify(request), "write", topic)
     _check_rate(state, request)
-    parts, limit, code = _parts(request), state.cfg.limits.message_size, 41301
+    parts, code = _parts(request), 41301
+    limit: int = state.cfg.limits.message_size
     if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
         limit, code = templates.body_limit(limit), 41303
         body = await _read_body(request, limit, code)

@@ -11,14 +11,18 @@ already passed: it guards that the relay still never fetches an external URL.
 from __future__ import annotations
 
 import base64
+import contextlib
+import gzip
 import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,34 +325,102 @@ def test_a_client_over_its_daily_upload_budget_gets_41301(tmp_path: Path) -> Non
         assert r.stop() == 0, r.log.read_text()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs as the cache dir: a disk that really fills (ENOSPC). Needs root, as
-    the tests run here and in CI; no skip: without it the test fails saying why."""
-    where = tmp_path / "tiny"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs",
-                           str(where)], capture_output=True, text=True, check=False)  # fmt: skip
-    assert done.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {done.stderr}"
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+def gzip_bomb(mib: int, encoding: str = "gzip") -> bytes:
+    """A valid ``gzip`` (or zlib ``deflate``) stream of ``mib`` MiB of zeros, ~1 KiB per MiB:
+    after a full flush deflate's blocks for 1 MiB of zeros are always the same bytes, so they
+    are repeated; the trailer's checksum and size are the real ones."""
+    zeros = bytes(MB)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block, end = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH), c.flush()
+    if encoding == "deflate":
+        adler = 1
+        for _ in range(mib):
+            adler = zlib.adler32(zeros, adler)
+        return b"\x78\xda" + block * mib + end + struct.pack(">I", adler)
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return head + block * mib + end + struct.pack("<II", crc, (mib * MB) & 0xFFFFFFFF)
 
 
-def test_a_full_disk_answers_507_and_text_keeps_working(tmp_path: Path, tiny_disk: Path) -> None:
-    r = Relay(tmp_path / "r", config=FAST + f'[attachments]\ncache_dir = "{tiny_disk}"\n').start()
+def test_the_bomb_is_what_it_claims() -> None:
+    assert gzip.decompress(gzip_bomb(3)) == bytes(3 * MB)
+    assert zlib.decompress(gzip_bomb(3, "deflate")) == bytes(3 * MB)
+    assert len(gzip_bomb(1024)) < 1100 * 1024  # 1 GiB from ~1 MiB
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def encoded_request(
+    r: Relay, method: str, path: str, body: bytes, headers: dict[str, str], *, chunked: bool
+) -> tuple[int, Any]:
+    """A request whose body is sent as is (``Content-Encoding`` in ``headers``), with a
+    Content-Length or chunked; sending stops quietly when the relay answers and closes."""
+    with socket.create_connection(("127.0.0.1", r.port), timeout=30) as s:
+        length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n{length}\r\n{head}"
+                  f"Connection: close\r\n\r\n".encode())  # fmt: skip
+        try:
+            for i in range(0, len(body), 16384):
+                part = body[i : i + 16384]
+                s.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n" if chunked else part)
+            if chunked:
+                s.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the relay answered early and closed
+        raw = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(65536):
+                raw += chunk
+    status = int(raw.split(b" ", 2)[1])
+    return status, json.loads(raw.split(b"\r\n\r\n", 1)[1] or b"null")
+
+
+def test_a_gzip_bomb_is_413_in_bounded_memory_and_leaves_nothing(tmp_path: Path) -> None:
+    """1 GiB of zeros in ~1 MiB of gzip (or deflate) against the 15 MB file size limit, as
+    a file (``Filename``), as a body that becomes one, chunked or with its (compressed)
+    Content-Length, and to the JSON publish: each is 413 once the *inflated* bytes pass the
+    limit, the relay's peak RSS grows by a few MB at most, and no file or message is left."""
+    r = Relay(tmp_path, config=FAST).start()
+    assert r.proc is not None
+    cache, pid = tmp_path / "data" / "attachments", r.proc.pid
+    bomb, deflated = gzip_bomb(1024), gzip_bomb(1024, "deflate")
     try:
-        status, body = r.request("PUT", "/disk", os.urandom(400_000), {"Filename": "a.bin"})
-        assert (status, body["http"]) == (507, 507) and "no room" in body["error"], body
-        assert os.listdir(tiny_disk) == []  # the partial upload is gone
-        assert r.poll("disk") == []
-        assert r.publish("disk", "text still works")["message"] == "text still works"
-        small = os.urandom(1000)
-        status, msg = r.request("PUT", "/disk", small, {"Filename": "s.bin"})
-        assert status == 200 and get(msg["attachment"]["url"])[2] == small
+        small = os.urandom(5000)  # a compressed upload within the limits arrives inflated
+        status, msg = encoded_request(r, "PUT", "/warm", gzip.compress(small),
+                                      {"Content-Encoding": "gzip", "Filename": "w.bin"},
+                                      chunked=True)  # fmt: skip
+        assert status == 200 and get(msg["attachment"]["url"])[2] == small, msg
+        kept = set(os.listdir(cache))
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak RSS starts again from now
+        rss = vm_kib(pid, "VmRSS")
+        gz, file = {"Content-Encoding": "gzip"}, {"Content-Encoding": "gzip", "Filename": "b"}
+        cases = [
+            ("PUT", "/bomb", bomb, file, True, 41301),
+            ("PUT", "/bomb", bomb, file, False, 41301),
+            ("POST", "/bomb", bomb, gz, True, 41301),  # a body too long for text: a file
+            ("PUT", "/bomb", deflated, {"Content-Encoding": "deflate"}, True, 41301),
+            ("POST", "/", bomb, gz, True, 41303),
+        ]  # ntfy's "JSON body too large"
+        for method, path, body, headers, chunked, code in cases:
+            status, answer = encoded_request(r, method, path, body, headers, chunked=chunked)
+            assert (status, answer["code"]) == (413, code), (method, path, headers, answer)
+        peak = vm_kib(pid, "VmHWM")
+        assert peak - rss < 8 * 1024, f"RSS {rss} KiB before, peak {peak} KiB"
+        assert vm_kib(pid, "VmRSS") - rss < 8 * 1024
+        assert set(os.listdir(cache)) == kept  # no file, partial or whole
+        assert r.poll("bomb") == []
+        assert r.publish("bomb", "still here")["message"] == "still here"
     finally:
         assert r.stop() == 0, r.log.read_text()
+    assert "Traceback" not in r.log.read_text(), r.log.read_text()
 
 
 # --- atomic writes -------------------------------------------------------------------------------
