@@ -83,6 +83,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Forbidden as exc:
         answer = error(403, str(exc))
     except StoreBusy as exc:
+        if "disk is full" in str(exc):  # SQLITE_FULL passes too (a pruner, a freed file)
+            quiet = _REFUSALS.allow("store-full")
+            if quiet is not None:
+                log.error("store: the disk is full, publishes refused (%d more since): %s",
+                          quiet, exc)  # fmt: skip
+            return error(503, "the relay's disk is full: the message was not stored; retry later")
         log.warning("store busy: %s", exc)
         return error(503, "the relay's store is busy; retry")
     except StoreError as exc:

@@ -201,3 +201,37 @@ def test_a_full_disk_answers_507_and_text_keeps_working(tmp_path: Path, tiny_dis
         assert status == 200 and get(msg["attachment"]["url"])[2] == small
     finally:
         assert r.stop() == 0, r.log.read_text()
+
+
+def test_a_store_on_a_full_disk_says_so_and_recovers(tmp_path: Path) -> None:
+    """The store's own disk filled by something else (a log, another program): a text publish
+    is refused with a 503 that says the disk is full (it said "the store is busy"), the relay
+    keeps running, and once there is room again publishing works and nothing earlier is
+    lost."""
+    work = tmp_path / "r"
+    with tmpfs(work / "data", "8m") as disk:
+        r = Relay(work, config=FAST).start()
+        try:
+            accepted = [r.publish("full", f"before {i}")["id"] for i in range(3)]
+            filler = disk / "filler"
+            with filler.open("wb") as f, contextlib.suppress(OSError):
+                while True:  # ENOSPC ends it
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            statuses = []
+            for i in range(50):  # SQLite may still fit a few in pages it has
+                status, body = r.request("PUT", "/full", f"during {i} ".encode() + b"x" * 4000)
+                statuses.append(status)
+                if status == 200:
+                    accepted.append(body["id"])
+                else:
+                    break
+            assert statuses[-1] == 503, statuses
+            assert "disk is full" in body["error"] and body["code"] == 50301, body
+            filler.unlink()
+            accepted.append(r.publish("full", "after")["id"])
+            assert [m["id"] for m in r.poll("full")] == accepted
+        finally:
+            assert r.stop() == 0, r.log.read_text()
+        log = r.log.read_text()
+        assert "Traceback" not in log and log.count("the disk is full") == 1, log
