@@ -88,6 +88,7 @@ class Agents:
         self.transports: list[Transport] = [make(i, s) for i, s in enumerate(self.stores)]
         self.tasks: list[asyncio.Task[None]] = []
         self.deliveries = 0
+        self.commits = 0  # store transactions: the agents' batch size is deliveries / commits
         self.stored = [0] * n  # new messages committed per agent (polling count(*) would cost)
 
     def _sink(self, i: int) -> Any:
@@ -95,6 +96,7 @@ class Agents:
 
         async def sink(batch: Batch) -> None:
             self.deliveries += len(batch.messages)
+            self.commits += 1
             fresh = await asyncio.to_thread(
                 store.insert_batch, batch.messages, source=batch.source, cursor=batch.cursor
             )
@@ -156,7 +158,7 @@ async def _worker(conn: Any, kind: str, url: str, root: Path, names: list[str],
             await agents.until(lambda: all(c == cmd for c in agents.counts()))
             done, cpu = time.monotonic(), time.process_time() - cpu0
             await agents.stop()
-            conn.send((done, cpu, agents.deliveries))
+            conn.send((done, cpu, agents.deliveries, agents.commits))
     except Exception as exc:  # reported to the parent, which fails the run
         conn.send(f"worker failed: {exc!r}")
     finally:
@@ -169,7 +171,7 @@ class AgentPool:
     """N agents spread round-robin over ``workers`` processes (real devices do not share one
     interpreter): ``connect()`` creates their sessions and takes them offline again;
     ``backlog(n)`` starts them all and returns (time the last one had n stored, CPU seconds
-    the workers spent meanwhile, batches' messages delivered)."""
+    the workers spent meanwhile, batches' messages delivered, store commits)."""
 
     def __init__(self, kind: str, url: str, root: Path, tag: str, args: argparse.Namespace
                  ) -> None:  # fmt: skip
@@ -202,9 +204,10 @@ class AgentPool:
     async def connect(self) -> None:
         await self._all("connect")
 
-    async def backlog(self, n: int) -> tuple[float, float, int]:
+    async def backlog(self, n: int) -> tuple[float, float, int, int]:
         out = await self._all(n)
-        return max(o[0] for o in out), sum(o[1] for o in out), sum(o[2] for o in out)
+        return (max(o[0] for o in out), sum(o[1] for o in out), sum(o[2] for o in out),
+                sum(o[3] for o in out))  # fmt: skip
 
     def close(self) -> None:
         for c, p in zip(self.conns, self.procs, strict=True):
@@ -268,7 +271,7 @@ async def direct(
             await asyncio.to_thread(_publish, broker, args.messages, tag, args.compress)
             wan.reset()
             t0 = time.monotonic()
-            done, agents_cpu, deliveries = await agents.backlog(args.messages)
+            done, agents_cpu, deliveries, commits = await agents.backlog(args.messages)
             elapsed = done - t0
             delivered = args.agents * args.messages
             return {
@@ -279,6 +282,7 @@ async def direct(
                 "cloud_bytes_per_delivered": round(wan.down / delivered, 1),
                 "link_min_s": _link_min(wan.down, args.bandwidth),
                 "cloud_copies_per_message": deliveries / args.messages,
+                "agent_batch_mean": round(deliveries / max(commits, 1), 1),
             }  # fmt: skip
         finally:
             agents.close()
@@ -339,10 +343,11 @@ async def via_relay(
             upstream_s = time.monotonic() - t_pub
             cloud = wan.down
             t0, rcpu0 = time.monotonic(), cpu(relay.pid)
-            done, agents_cpu, _ = await agents.backlog(args.messages)
+            done, agents_cpu, deliveries, commits = await agents.backlog(args.messages)
             elapsed = done - t0
             used = {"agents_cpu_s": round(agents_cpu, 3),
-                   "relay_cpu_s": round(cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
+                    "agent_batch_mean": round(deliveries / max(commits, 1), 1),
+                    "relay_cpu_s": round(cpu(relay.pid) - rcpu0, 3)}  # fmt: skip
             delivered = args.agents * args.messages
             return {
                 "scenario": "relay", "agents": args.agents, "messages": args.messages,
