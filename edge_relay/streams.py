@@ -214,7 +214,8 @@ class WsSink(Sink):
     async def send_lives(self, items: Sequence[Live]) -> None:
         # The frames send_text would write one by one (the pre-built one, or deflated through
         # this connection's Deflater in order), in writes of ~64 KiB instead of one each, and
-        # drained as one send_text would be: a write per message was most of a replay's cost.
+        # drained as one send_text would be: fewer syscalls (the CPU saving is the cache's:
+        # docs/PERFORMANCE.md, "Edge latency").
         deflater = self._deflater
         chunk: list[bytes] = []
         size = 0
