@@ -28,6 +28,7 @@ from edge_relay.attachments import FileCache
 from edge_relay.config import RelayConfig
 from edge_relay.core import ExemptHosts, TokenBucket, rate_key
 from edge_relay.hub import Hub
+from edge_relay.replay import ReplayCache
 from edge_relay.revoke import Streams
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class RelayState:
     subs_per_client: Counter[str] = field(default_factory=Counter)
     streams: Streams = field(default_factory=Streams)
     """Open subscriptions, re-checked against each new valid auth file (edge_relay.revoke)."""
+    replay_cache: ReplayCache = field(default_factory=ReplayCache)
+    """Stored messages already encoded for a replay, shared by every subscriber's."""
     files: FileCache = field(init=False)
     """The attachment files (``edge_relay.attachments``), opened with the state."""
     rejected: int = 0

@@ -27,11 +27,11 @@ from agent.timeparse import Since
 from edge_relay.auth import Identity
 from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
 from edge_relay.deflate import Deflater
-from edge_relay.hub import Framed, LiveState, Subscriber, text_frame, wire
+from edge_relay.hub import Framed, Live, LiveState, Subscriber, text_frame
+from edge_relay.replay import replay, replay_scheduled, replay_states
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
 
-_PAGE = 500
 _DIRECT_BUFFER = 1024 * 1024  # bytes waiting in a WebSocket's transport before it is "slow"
 _DRAIN_AT = 64 * 1024  # aiohttp's writer limit: past it a deflate stream waits for the drain
 COMPRESS_MIN = 128
@@ -119,6 +119,11 @@ class Sink:
         """A message; ``data`` is its event (``hub.wire``) as JSON text."""
         await self.send_text(event_of(item.message), item.message.id, data)
 
+    async def send_lives(self, items: Sequence[Live]) -> None:
+        """Replayed messages, in order (``edge_relay.replay``), each encoded once already."""
+        for item in items:
+            await self.send_message(item.stored, item.text)
+
     async def send_state(self, item: LiveState) -> None:
         """A synced state (``message_state``): ntfy's clients skip an event they do not
         know (SSE: a named event nobody listens to; JSON/WebSocket: an unknown ``event``)."""
@@ -205,6 +210,28 @@ class WsSink(Sink):
         raw = data.encode()
         # every compressed frame through this connection's one Deflater (edge_relay.deflate)
         await self._write(text_frame(raw) if len(raw) < COMPRESS_MIN else deflater.frame(raw))
+
+    async def send_lives(self, items: Sequence[Live]) -> None:
+        # The frames send_text would write one by one (the pre-built one, or deflated through
+        # this connection's Deflater in order), in writes of ~64 KiB instead of one each, and
+        # drained as one send_text would be: fewer syscalls (the CPU saving is the cache's:
+        # docs/PERFORMANCE.md, "Edge latency").
+        deflater = self._deflater
+        chunk: list[bytes] = []
+        size = 0
+        for item in items:
+            if deflater is None:
+                frame = item.frame
+            else:
+                raw = item.text.encode()
+                frame = item.frame if len(raw) < COMPRESS_MIN else deflater.frame(raw)
+            chunk.append(frame)
+            size += len(frame)
+            if size >= _DRAIN_AT:
+                await self._write(b"".join(chunk))
+                chunk, size = [], 0
+        if chunk:
+            await self._write(b"".join(chunk))
 
     async def _write(self, frame: bytes) -> None:
         """Write a frame; past aiohttp's high-water mark, wait for the drain as its writer
@@ -425,11 +452,11 @@ async def _stream(
     if not poll:
         await sink.send(event("open", topics))
     if since is not None:
-        await _replay(state, sink, sub, since)
+        await replay(state, sink, sub, since)
         if scheduled and since.kind != "latest":
-            await _replay_scheduled(state, sink, sub)
+            await replay_scheduled(state, sink, sub)
         if not poll:  # a poll is a fetch of messages: ntfy's clients list what it returns
-            await _replay_states(state, sink, sub, since)
+            await replay_states(state, sink, sub, since)
     if poll:
         return
     keepalive = state.cfg.keepalive
@@ -446,52 +473,4 @@ async def _stream(
             await sink.send_state(item)
         else:
             await sink.send_message(item.stored, item.text)
-            state.metrics.delivered.inc()
-
-
-async def _replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) -> None:
-    """Send stored messages after ``since``, page by page, remembering the last seq sent."""
-    after: int | None = None
-    while True:
-        first = after is None
-        page_since = since if first or since.kind == "time" else None
-        rows: list[Stored] = await state.to_thread(
-            state.store.query, topics=sub.topics, since=page_since, after_seq=after,
-            limit=_PAGE, newest=since.kind == "latest",
-        )  # fmt: skip
-        for item in rows:
-            if sub.fresh(item) and sub.filters.match(item.message):
-                await sink.send_message(item, wire(item))
-                state.metrics.delivered.inc()
-        if len(rows) < _PAGE or since.kind == "latest":
-            return
-        after = rows[-1].seq
-
-
-async def _replay_states(state: RelayState, sink: Sink, sub: Subscriber, since: Since) -> None:
-    """After the messages: the owner's synced states that changed since the subscriber's
-    position (by the relay's clock: when the ``since=`` message was stored, or the ``since=``
-    time), so a device that was away hears what its other devices did meanwhile. States
-    arriving live meanwhile are queued behind; a state sent twice is a no-op at the agent."""
-    if sub.owner is None or since.kind in ("latest", "none"):
-        return
-    after = 0.0
-    if since.kind == "time" and since.time is not None:
-        after = float(since.time)
-    elif since.kind == "id" and since.id is not None:
-        after = await state.to_thread(state.store.received_at, since.id) or 0.0
-    events = await state.to_thread(state.store.states_since, sub.owner, sub.topics, after)
-    for ev in events:
-        await sink.send_state(LiveState(ev))
-
-
-async def _replay_scheduled(state: RelayState, sink: Sink, sub: Subscriber) -> None:
-    """The pending scheduled messages of the subscription, soonest first, after the stored
-    ones (their ``time`` is later). They carry no seq (not stored yet): sending one does not
-    move the seam, and it comes again, live, when it is delivered (as in ntfy)."""
-    pending = await state.to_thread(state.store.scheduled_messages, sub.topics)
-    for m in pending:
-        item = Stored(0, m)
-        if sub.filters.match(m):
-            await sink.send_message(item, wire(item))
             state.metrics.delivered.inc()

@@ -44,6 +44,7 @@ from agent.store.schema import (
     OutboxItem,
     Redelivery,
     Rejected,
+    Row,
     Stored,
     _fts_query,
     _insert_new,
@@ -56,7 +57,9 @@ from agent.store.sealed import _Sealed
 from agent.store.syncstate import _SyncState, apply_pending
 from agent.timeparse import Since
 
-__all__ = ["MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Store", "Stored"]
+__all__ = [
+    "MIGRATIONS", "STATES", "OutboxItem", "Redelivery", "Rejected", "Row", "Store", "Stored",
+]  # fmt: skip
 
 
 class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks):
@@ -226,6 +229,25 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
         ``since`` follows ntfy: ``id`` means after that message (an unknown id means all),
         ``time`` means at or after that unix time, ``latest`` means only the newest one.
         """
+        rows = self.query_rows(topics=topics, since=since, after_seq=after_seq, search=search,
+                               min_priority=min_priority, limit=limit, newest=newest)  # fmt: skip
+        return [_stored(r) for r in rows]
+
+    def query_rows(
+        self,
+        *,
+        topics: Iterable[str] | None = None,
+        since: Since | None = None,
+        after_seq: int | None = None,
+        search: str | None = None,
+        min_priority: int | None = None,
+        limit: int | None = None,
+        newest: bool = True,
+    ) -> list[Row]:
+        """``query``'s rows, not decoded: ``row[0]`` is the seq, two equal rows are the same
+        message in the same state, and ``Store.decode`` makes one a ``Stored``. For a caller
+        that keeps what it built from a row (the relay's replay cache, ``edge_relay.replay``):
+        it decodes only the rows it has not seen."""
         clauses, params = self._filters(topics, since, after_seq, min_priority)
         if since is not None and since.kind == "latest":
             limit, newest = 1, True
@@ -241,8 +263,13 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = [_stored(r) for r in self._read(sql, params)]
+        rows = self._read(sql, params)
         return rows[::-1] if newest else rows
+
+    @staticmethod
+    def decode(row: Row) -> Stored:
+        """A row of ``query_rows`` as the ``Stored`` that ``query`` returns for it."""
+        return _stored(row)
 
     def _filters(
         self,

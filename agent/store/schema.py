@@ -40,6 +40,8 @@ _SEARCH = (
     "JOIN messages AS m ON m.seq = messages_fts.rowid"
 )
 _MAX_VARS = 500
+Row = tuple[Any, ...]
+"""A ``messages`` row as ``_SELECT`` reads it: seq, state, then ``_COLUMNS``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,138 @@
+"""The replay of a subscription (``since=``): stored messages, then pending scheduled ones and
+the owner's synced states, before the stream goes live (the order is ``edge_relay.streams``').
+
+The replay cache: when N devices come back after an outage they each replay the same backlog,
+and each stored message used to be decoded from its row, encoded as ntfy JSON (``hub.wire``)
+and framed once per device. ``ReplayCache`` keeps what a row became (a ``hub.Live``: the
+stored message, its JSON text and its uncompressed WebSocket frame) by seq, so the next
+device's replay of that row costs a dictionary lookup and a tuple comparison: 20 agents
+replaying 1,000 messages took the relay 0.44-0.65 s of CPU without it, 0.11-0.26 s with it
+(bench/edge_latency.py; docs/PERFORMANCE.md, "Edge latency").
+
+A hit must be the same row, not only the same seq: a row can change in place (its state, an
+attachment URL rewritten by the file cache), and a changed row is decoded again. So the store
+stays the one source of what is replayed (which seqs, in which order, deleted or not); the
+cache only saves re-encoding. Its bytes are bounded (``REPLAY_CACHE_BYTES``, least recently
+used out first); it lives on the event loop.
+
+The bytes on the wire are the same as before the cache: the JSON text is ``hub.wire``'s, an
+uncompressed WebSocket gets ``hub.text_frame`` of it (what aiohttp's ``send_str`` writes), a
+deflated one gets each message through its connection's own Deflater, and SSE/JSON/raw
+streams format the text as they did (tests/test_relay_replay.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from agent.store import Row, Store, Stored
+from agent.timeparse import Since
+from edge_relay.hub import Live, LiveState, Subscriber, wire
+
+if TYPE_CHECKING:
+    from edge_relay.state import RelayState
+    from edge_relay.streams import Sink
+
+PAGE = 500
+REPLAY_CACHE_BYTES = 8 * 1024 * 1024
+"""What the replay cache may hold, counted as ``_ENTRY + 2 x`` each frame's length (its JSON
+text and its frame): ~4,300 typical notices, a backlog of that many replayed by any number of
+devices at once; a larger one still replays correctly, decoded again past the cache."""
+_ENTRY = 1500  # the row, its Message, Stored and Live: 1,910 bytes in all for a typical
+# notice with its 219-byte frame (tracemalloc, 3,000 rows), so counted at 1,938
+
+
+class ReplayCache:
+    """Rows already turned into ``Live`` messages, by seq, least recently used out first."""
+
+    __slots__ = ("_entries", "hits", "limit", "misses", "size")
+
+    def __init__(self, limit: int = REPLAY_CACHE_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[int, tuple[Row, Live, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def live(self, row: Row) -> Live:
+        """The ``Live`` message of ``row`` (a ``Store.query_rows`` row): the one built for an
+        equal row earlier, or a new one."""
+        seq = row[0]
+        entries = self._entries
+        hit = entries.get(seq)
+        if hit is not None:
+            if hit[0] == row:
+                self.hits += 1
+                entries.move_to_end(seq)
+                return hit[1]
+            self._drop(seq)  # the row changed in place: its old encoding is stale
+        self.misses += 1
+        live = Live(Store.decode(row))
+        cost = _ENTRY + 2 * len(live.frame)
+        if cost > self.limit:
+            return live  # larger than the whole cache: encoded for this replay only
+        entries[seq] = (row, live, cost)
+        self.size += cost
+        while self.size > self.limit:
+            self._drop(next(iter(entries)))
+        return live
+
+    def _drop(self, seq: int) -> None:
+        self.size -= self._entries.pop(seq)[2]
+
+
+async def replay(state: RelayState, sink: Sink, sub: Subscriber, since: Since) -> None:
+    """Send stored messages after ``since``, page by page, remembering the last seq sent."""
+    cache = state.replay_cache
+    after: int | None = None
+    while True:
+        first = after is None
+        page_since = since if first or since.kind == "time" else None
+        rows: list[Row] = await state.to_thread(
+            state.store.query_rows, topics=sub.topics, since=page_since, after_seq=after,
+            limit=PAGE, newest=since.kind == "latest",
+        )  # fmt: skip
+        page: list[Live] = []
+        for row in rows:
+            live = cache.live(row)
+            if sub.fresh(live.stored) and sub.filters.match(live.stored.message):
+                page.append(live)
+        if page:
+            await sink.send_lives(page)
+            state.metrics.delivered.inc(len(page))
+        if len(rows) < PAGE or since.kind == "latest":
+            return
+        after = rows[-1][0]
+
+
+async def replay_states(state: RelayState, sink: Sink, sub: Subscriber, since: Since) -> None:
+    """After the messages: the owner's synced states that changed since the subscriber's
+    position (by the relay's clock: when the ``since=`` message was stored, or the ``since=``
+    time), so a device that was away hears what its other devices did meanwhile. States
+    arriving live meanwhile are queued behind; a state sent twice is a no-op at the agent."""
+    if sub.owner is None or since.kind in ("latest", "none"):
+        return
+    after = 0.0
+    if since.kind == "time" and since.time is not None:
+        after = float(since.time)
+    elif since.kind == "id" and since.id is not None:
+        after = await state.to_thread(state.store.received_at, since.id) or 0.0
+    events = await state.to_thread(state.store.states_since, sub.owner, sub.topics, after)
+    for ev in events:
+        await sink.send_state(LiveState(ev))
+
+
+async def replay_scheduled(state: RelayState, sink: Sink, sub: Subscriber) -> None:
+    """The pending scheduled messages of the subscription, soonest first, after the stored
+    ones (their ``time`` is later). They carry no seq (not stored yet): sending one does not
+    move the seam, and it comes again, live, when it is delivered (as in ntfy)."""
+    pending = await state.to_thread(state.store.scheduled_messages, sub.topics)
+    for m in pending:
+        item = Stored(0, m)
+        if sub.filters.match(m):
+            await sink.send_message(item, wire(item))
+            state.metrics.delivered.inc()
