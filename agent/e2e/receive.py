@@ -23,13 +23,14 @@ from agent.config import AgentConfig
 from agent.e2e import seal
 from agent.e2e.keystore import KeyFileError, KeyStore
 from agent.envelope import Message
-from agent.errors import ConfigError
-from agent.store.sealed import UNDECRYPTABLE, Sealed
+from agent.errors import ConfigError, MessageError
+from agent.store.sealed import OPENED, UNDECRYPTABLE, Sealed
 
 if TYPE_CHECKING:
     from agent.store import Store, Stored
 
 log = logging.getLogger("pushagent.e2e")
+_NO_KEYS: Mapping[str, bytes] = {}
 
 
 class Decryptor:
@@ -71,18 +72,25 @@ class Decryptor:
             return messages, None
         out: list[Message] = []
         marks: list[Sealed | None] = []
+        keys = self._keys
         for m in messages:
             if not seal.is_sealed(m):
                 out.append(m)
                 marks.append(None)
                 continue
-            opened = seal.open_message(m, self._keys.get(m.topic, {}))
-            if opened.ciphertext is not None and self._reload_for(m.topic, opened.kid):
-                opened = seal.open_message(m, self._keys.get(m.topic, {}))
+            try:
+                out.append(seal.decrypted(m, keys.get(m.topic, _NO_KEYS))[0])
+                marks.append(OPENED)
+                continue
+            except MessageError as exc:
+                opened = seal.refused(m, exc)
+            if self._reload_for(m.topic, opened.kid):
+                keys = self._keys
+                opened = seal.open_message(m, keys.get(m.topic, _NO_KEYS))
             if opened.ciphertext is not None:
                 log.info("message %s on %s is undecryptable: %s", m.id, m.topic, opened.reason)
             out.append(opened.message)
-            marks.append(Sealed(opened.ciphertext))
+            marks.append(Sealed(opened.ciphertext) if opened.ciphertext is not None else OPENED)
         return out, marks
 
     def _reload_for(self, topic: str, kid: str | None) -> bool:

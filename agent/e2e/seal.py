@@ -88,24 +88,43 @@ def stand_in(msg: Message) -> Message:
 
 def open_message(msg: Message, keys: Mapping[str, bytes]) -> Opened:
     """Decrypt a sealed ``msg`` with its topic's ``keys`` (kid -> key); see the docstring."""
-    token = msg.message
     try:
-        body, kid = jwe.open_token(token, keys)
-        if body.get("topic", msg.topic) != msg.topic:
-            raise jwe.DecryptError("JWE was sealed for another topic", kid)
-        return Opened(opened(msg, body), kid=kid)
+        return Opened(*decrypted(msg, keys))
     except MessageError as exc:
-        named = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
-        return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=named)
+        return refused(msg, exc)
+
+
+def decrypted(msg: Message, keys: Mapping[str, bytes]) -> tuple[Message, None, None, str]:
+    """``open_message``'s fields for a ``msg`` that opens (message, ciphertext None, reason
+    None, kid) without its ``Opened`` (the receive path's hot loop); MessageError if not."""
+    body, kid = jwe.open_token(msg.message, keys)
+    if body.get("topic", msg.topic) != msg.topic:
+        raise jwe.DecryptError("JWE was sealed for another topic", kid)
+    return opened(msg, body), None, None, kid
+
+
+def refused(msg: Message, exc: MessageError) -> Opened:
+    """What a sealed ``msg`` that did not open (``exc``) is stored as: its stand-in."""
+    token = msg.message
+    named = exc.kid if isinstance(exc, jwe.DecryptError) else _kid(token)
+    return Opened(stand_in(msg), ciphertext=token, reason=str(exc), kid=named)
+
+
+_INSIDE_ONLY = frozenset((*ROUTING, *KEEP_OUTSIDE))
+_KEEP = frozenset(KEEP_OUTSIDE)
 
 
 def opened(outer: Message, body: Mapping[str, Any]) -> Message:
     """The decrypted envelope ``body`` under ``outer``'s routing fields; MessageError."""
-    fields = {k: v for k, v in body.items() if k not in ROUTING and k not in KEEP_OUTSIDE}
+    fields = dict(body)
+    for name in _INSIDE_ONLY.intersection(body):  # a sealer's ``inside`` has only the topic
+        del fields[name]
     if isinstance(fields.get("attachment"), dict):  # an encrypted file: the server's URL
         fields["attachment"] = files.located(fields["attachment"], outer.attachment)
-    fields.update(_outside_extras(outer))
-    fields.update(id=outer.id, time=outer.time)
+    if not _KEEP.isdisjoint(outer.extra):
+        fields.update(_outside_extras(outer))
+    fields["id"] = outer.id
+    fields["time"] = outer.time
     if outer.expires is not None:
         fields["expires"] = outer.expires
     return from_fields(fields, topic=outer.topic)

@@ -153,8 +153,12 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
             first = _insert_new(conn, fresh, source, now, tokens)
             if fresh:
                 sequences.record(conn, fresh, now)
+            # only the undecryptable ones are not "received" (the rest of marks: decrypted)
+            locked = {i for i, f in marks.items() if f.ciphertext} if marks else None
             # states that overtook their message (never onto one still undecryptable)
-            applied = apply_pending(conn, [m for m in fresh if _state(m, marks) == "received"])
+            applied = apply_pending(
+                conn, [m for m in fresh if m.id not in locked] if locked else fresh
+            )
             position = cursor_id or last_id
             if cursor is not None and position is not None:
                 conn.execute(
@@ -170,7 +174,7 @@ class Store(_SyncState, _Sealed, _Scheduled, _Ledger, _Files, _Analytics, _Acks)
                 )  # fmt: skip
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
-        if marks or applied:
+        if locked or applied:
             return [
                 Stored(first + i, m, applied.get(m.id) or _state(m, marks), source)
                 for i, m in enumerate(fresh)

@@ -145,13 +145,17 @@ def _row(m: Message, source: str | None, now: float) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _sealed_row(
-    m: Message, source: str | None, now: float, sealed: Mapping[str, str | None]
-) -> tuple[Any, ...]:
-    if m.id not in sealed:
-        return (*_row(m, source, now), None, None, "received")
-    token = sealed[m.id]
-    return (*_row(m, source, now), "jwe", token, "received" if token is None else "undecryptable")
+_CLEAR_TAIL = (None, None, "received")
+_OPENED_TAIL = ("jwe", None, "received")
+
+
+def _sealed_tails(sealed: Mapping[str, str | None]) -> dict[str, tuple[Any, ...]]:
+    """Per encrypted id, its row's (e2e, ciphertext, state); decrypted ones share one tuple
+    (a function call and a tuple per row cost ~2 us a message in a drain)."""
+    return {
+        i: _OPENED_TAIL if token is None else ("jwe", token, "undecryptable")
+        for i, token in sealed.items()
+    }
 
 
 def _insert_new(
@@ -170,7 +174,11 @@ def _insert_new(
         return 1
     before = _last_seq(conn)
     if sealed:
-        conn.executemany(_INSERT_SEALED, [_sealed_row(m, source, now, sealed) for m in fresh])
+        tails = _sealed_tails(sealed)
+        conn.executemany(
+            _INSERT_SEALED,
+            [_row(m, source, now) + tails.get(m.id, _CLEAR_TAIL) for m in fresh],
+        )
     else:
         conn.executemany(_INSERT, [_row(m, source, now) for m in fresh])
     conn.execute(

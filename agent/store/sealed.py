@@ -38,6 +38,10 @@ class Sealed:
     ciphertext: str | None = None
 
 
+OPENED = Sealed()
+"""The mark of every message that arrived encrypted and was decrypted (one shared object)."""
+
+
 def screen(
     conn: sqlite3.Connection,
     messages: Sequence[Message],
@@ -51,6 +55,14 @@ def screen(
     this batch, with the other encryption status. Never merged: see the module docstring."""
     marks = encrypted if encrypted is not None else [None] * len(messages)
     dups = [m.id for m in messages if m.id in known]
+    if not dups and all(f is not None for f in marks):
+        # All new, all encrypted (a backlog of one encrypted topic): nothing can be mixed,
+        # not even within the batch, so no per-message bookkeeping.
+        return (
+            messages,
+            {m.id: f for m, f in zip(messages, marks, strict=True) if f is not None},
+            [],
+        )
     status: dict[str, bool] = {i: False for i in dups}
     for i in range(0, len(dups), _MAX_VARS):
         chunk = dups[i : i + _MAX_VARS]
