@@ -7,8 +7,8 @@ connection attempt). ``[mqtt] protocol`` (the relay: ``[upstream] protocol``) is
 Theory of operation
 -------------------
 Brokers that speak only MQTT 3.1.1 answer an MQTT 5 CONNECT in three ways, all measured
-(tests/test_mqtt_brokers.py against RabbitMQ and NATS): a CONNACK refusing the protocol (NATS 2.9: 0x84
-"unsupported protocol version"; the 3.1.1 form is return code 1), a close of the connection
+(tests/test_mqtt_brokers.py, RabbitMQ and NATS): a CONNACK refusing the protocol (NATS 2.9:
+0x84 "unsupported protocol version"; the 3.1.1 form is return code 1), a close of the connection
 right after CONNECT (RabbitMQ 3.10's MQTT plugin), or no answer at all. A broker may also take
 an MQTT 5 CONNECT and close the link at the first packet it mishandles (NATS 2.9 does so for
 some MQTT 5 packets): a close before the first SUBACK counts too. Each of them is a
