@@ -317,7 +317,11 @@ class Client311:
         self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.append(codes)
         self.client.connect("127.0.0.1", port, 30)
         self.client.loop_start()
-        wait_for(self.client.is_connected, timeout=15, what=f"{client_id} connected")
+        try:
+            wait_for(self.client.is_connected, timeout=15, what=f"{client_id} connected")
+        except AssertionError:
+            self.client.loop_stop()  # or its thread keeps reconnecting after the caller gave up
+            raise
 
     def subscribe(self, topic: str) -> None:
         n = len(self.subacks)
