@@ -24,6 +24,7 @@ written compresses for itself and keeps nothing; one that is cut leaves no copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import zlib
 from pathlib import Path
@@ -79,7 +80,8 @@ async def send(
     await response.prepare(request)
     if request.method == hdrs.METH_HEAD:
         return response  # what a GET would answer now, without the body
-    await _compress(response, path, cache.begin_gzip(mid))
+    with contextlib.suppress(ConnectionError):  # the client went away: no copy is kept
+        await _compress(response, path, cache.begin_gzip(mid))
     return response
 
 
