@@ -33,7 +33,6 @@ live in the store, keep working.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -109,14 +108,6 @@ class Upload:
         except OSError as exc:
             raise _disk_error(exc) from None
         self.size += len(chunk)
-
-    def sync_early(self) -> None:
-        """Write back what has arrived so far (``fdatasync``, blocking: run it in a thread
-        while the rest arrives), so ``commit``'s fsync has only the tail left to write."""
-        fd = self._fd
-        if fd is not None:
-            with contextlib.suppress(OSError):  # commit's fsync reports it
-                os.fdatasync(fd)
 
     def commit(self) -> Path:
         """fsync, close and rename to the message id (blocking: run it in a thread)."""

@@ -37,10 +37,6 @@ from edge_relay.core import rate_key
 from edge_relay.state import RelayState
 
 _CHUNK = 64 * 1024
-_SYNC_EVERY = 2 * 1024 * 1024
-"""An upload's bytes are written back every this many (``Upload.sync_early``, in a thread)
-while the rest arrives: the fsync before the rename then waits for the tail alone. A 15 MB
-upload: see docs/PERFORMANCE.md "Attachments"."""
 
 
 async def peek(request: web.Request, limit: int) -> tuple[bytes, bool]:
@@ -105,24 +101,15 @@ async def _stream(request: web.Request, upload: Upload) -> None:
     """The rest of the body into ``upload``: a link that stalls for ``body_timeout`` (no byte
     in that long) is cut with 408, however long a big file takes as a whole."""
     timeout = request.app["state"].cfg.limits.body_timeout
-    sync: asyncio.Future[None] | None = None
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    chunk = await request.content.read(_CHUNK)
-            except TimeoutError:
-                raise _late(timeout, stalled=True) from None
-            if not chunk:
-                return
-            upload.write(chunk)
-            if upload.size // _SYNC_EVERY != (upload.size - len(chunk)) // _SYNC_EVERY and (
-                sync is None or sync.done()
-            ):
-                sync = asyncio.ensure_future(asyncio.to_thread(upload.sync_early))
-    finally:
-        if sync is not None:
-            await asyncio.shield(sync)  # done before the fd is fsynced or closed
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.read(_CHUNK)
+        except TimeoutError:
+            raise _late(timeout, stalled=True) from None
+        if not chunk:
+            return
+        upload.write(chunk)
 
 
 def _late(timeout: float, *, stalled: bool = False) -> web.HTTPRequestTimeout:
