@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from edge_relay.attachments import FileCache
+from edge_relay.config import Attachments
 from edge_relay.gzipfile import compressible
 from tests.helpers import wait_for
 from tests.relay import FAST, Relay, module_relay
@@ -225,3 +227,39 @@ def hwm_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_the_cache_keeps_a_copy_only_while_its_file_is_there_and_it_fits(tmp_path: Path) -> None:
+    """``FileCache``'s side alone (no relay): one writer per copy, the total counted, and the
+    races the relay cannot be made to hit on cue (a file removed while its copy is written)."""
+    cache = FileCache(Attachments(total_size_limit=10_000), tmp_path).open()
+
+    def stored(mid: str, size: int) -> None:
+        up = cache.begin(mid, "client", None)
+        up.write(b"x" * size)
+        up.commit()
+        cache.settled(mid)
+
+    stored("aaaa", 4000)
+    copy = cache.begin_gzip("aaaa")
+    assert copy is not None and cache.begin_gzip("aaaa") is None  # one writer at a time
+    copy.write(b"z" * 100)
+    assert copy.commit() and cache.gzip_path("aaaa") is not None and cache.size == 4100
+    assert cache.begin_gzip("aaaa") is None and cache.begin_gzip("nofile") is None
+    stored("bbbb", 5000)
+    too_big = cache.begin_gzip("bbbb")
+    assert too_big is not None
+    too_big.write(b"z" * 901)  # 900 bytes are left of the total
+    assert not too_big.commit() and cache.gzip_path("bbbb") is None and cache.size == 9100
+    racing = cache.begin_gzip("bbbb")
+    assert racing is not None
+    cache.remove(["bbbb"])  # the sweep removes the file while its copy is being written
+    racing.write(b"z" * 10)
+    assert not racing.commit() and cache.size == 4100
+    assert sorted(os.listdir(tmp_path)) == ["aaaa", "aaaa.gzip"]
+    (tmp_path / "orphan.gzip").write_bytes(b"no file")
+    cache = FileCache(Attachments(total_size_limit=10_000), tmp_path).open()  # a restart
+    assert cache.size == 4100 + len(b"no file")
+    assert cache.sweep(lambda ids: set(ids)) == 1 and cache.size == 4100  # the orphan
+    assert cache.sweep(lambda ids: set()) == 1 and cache.size == 0  # expired: file and copy
+    assert os.listdir(tmp_path) == []
