@@ -33,6 +33,7 @@ live in the store, keep working.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -162,9 +163,14 @@ class GzipCopy:
             return False
 
     def abort(self) -> None:
-        self._file.close()
-        self.tmp.unlink(missing_ok=True)
-        self.cache.gzipping.discard(self.id)
+        """Remove the copy being written. Called on the loop when the download is cut, maybe
+        while a thread is still in ``write``: closing may then fail, removing may not."""
+        try:
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                self._file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+            self.cache.gzipping.discard(self.id)
 
 
 class FileCache:

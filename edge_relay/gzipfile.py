@@ -81,13 +81,16 @@ async def send(
     if request.method == hdrs.METH_HEAD:
         return response  # what a GET would answer now, without the body
     with contextlib.suppress(ConnectionError):  # the client went away: no copy is kept
-        await _compress(response, path, cache.begin_gzip(mid))
+        await _compress(response, path, cache, mid)
     return response
 
 
-async def _compress(response: web.StreamResponse, path: Path, copy: GzipCopy | None) -> None:
+async def _compress(response: web.StreamResponse, path: Path, cache: FileCache, mid: str) -> None:
     z = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
     src = await asyncio.to_thread(open, path, "rb")
+    # no await between the copy's start and the try: a client gone at the headers cancels
+    # the handler (handler_cancellation) at an await, and the copy must then be aborted
+    copy: GzipCopy | None = cache.begin_gzip(mid)
     try:
         while True:
             data, end = await asyncio.to_thread(_step, src, z, copy)
