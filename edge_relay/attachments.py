@@ -18,6 +18,12 @@ files, files whose message is gone (pruned, deleted, never committed) and files 
 attachment expired; uploads in flight are skipped. Sizes are counted in memory from a scan at
 start, so ``total_size_limit`` is checked without a walk of the directory per upload.
 
+A compressible file may get a gzip copy, ``<id>.gzip``, made by the first download that
+accepts gzip (``edge_relay.gzipfile``; not ``<id>.gz``, which aiohttp's ``FileResponse`` would
+pick up by itself, for ranges too). It is written the same way (``.tmp-<id>.gzip-<random>``,
+fsynced, renamed), counted in the total, removed with its file, and removed as an orphan when
+its file is gone; one that would not fit in what is left of the total is not kept.
+
 Limits, each ntfy's 41301 ("attachment too large, or bandwidth limit reached"): the file size
 limit, what is left of the total, and the client's daily budget (a bucket of
 ``daily_bandwidth_limit`` bytes refilling over 24 h, as ntfy's visitor bandwidth limiter).
@@ -37,6 +43,7 @@ messages, which live in the store, keep working.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -53,6 +60,7 @@ from edge_relay.config import Attachments
 
 log = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"
+GZ = ".gzip"
 _DAY = 86400.0
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _RECHECK = 256 * 1024
@@ -149,6 +157,45 @@ class Upload:
         self.tmp.unlink(missing_ok=True)
 
 
+class GzipCopy:
+    """The gzip copy of one file being written: ``write`` compressed chunks, then ``commit``
+    or ``abort`` (blocking calls: run them in a thread)."""
+
+    def __init__(self, cache: FileCache, mid: str) -> None:
+        self.cache, self.id = cache, mid
+        self.size = 0
+        self.tmp = cache.dir / f"{TMP_PREFIX}{mid}{GZ}-{secrets.token_hex(4)}"
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self) -> bool:
+        """Keep the copy if its file is still there and it fits in the total; fsynced first,
+        so a crash never leaves a torn copy under the served name."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            return self.cache.gzip_done(self)
+        except OSError as exc:
+            log.warning("attachments: cannot keep the gzip copy of %s: %s", self.id, exc)
+            self.abort()
+            return False
+
+    def abort(self) -> None:
+        """Remove the copy being written. Called on the loop when the download is cut, maybe
+        while a thread is still in ``write``: closing may then fail, removing may not."""
+        try:
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                self._file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+            self.cache.gzipping.discard(self.id)
+
+
 class FileCache:
     """The files of ``cfg`` in ``directory``; ``open()`` before use (creates, scans)."""
 
@@ -158,6 +205,10 @@ class FileCache:
         self.size = 0
         self.budget = Budget(cfg.daily_bandwidth_limit)
         self._sizes: dict[str, int] = {}
+        self._gz: dict[str, int] = {}
+        """The sizes of the gzip copies (``<id>.gzip``), also counted in ``size``."""
+        self.gzipping: set[str] = set()
+        """Ids whose gzip copy is being written: at most one writer each."""
         self._lock = threading.Lock()  # the sweep runs in a thread, uploads on the loop
         self.in_flight: set[str] = set()
         """Ids being uploaded or renamed but not yet committed: the sweep leaves them."""
@@ -169,7 +220,11 @@ class FileCache:
             for entry in os.scandir(self.dir):
                 if entry.name.startswith(TMP_PREFIX):
                     continue  # removed by the first sweep
-                if entry.is_file(follow_symlinks=False):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.name.endswith(GZ):  # an orphan is removed by the first sweep
+                    self._gzip_added(entry.name.removesuffix(GZ), entry.stat().st_size)
+                else:
                     self.added(entry.name, entry.stat().st_size)
         except OSError as exc:
             raise ConfigError(f"attachments.cache_dir {self.dir}: {exc.strerror}") from None
@@ -235,29 +290,72 @@ class FileCache:
         """The file of message ``mid``, if there is one."""
         return self.dir / mid if mid in self._sizes else None
 
+    def gzip_path(self, mid: str) -> Path | None:
+        """The kept gzip copy of message ``mid``'s file, if there is one."""
+        return self.dir / f"{mid}{GZ}" if mid in self._gz else None
+
+    def begin_gzip(self, mid: str) -> GzipCopy | None:
+        """A new gzip copy of ``mid``'s file, or None when one exists or is being written,
+        or the file could not be created (then the caller only compresses as it sends)."""
+        with self._lock:
+            if mid in self._gz or mid in self.gzipping or mid not in self._sizes:
+                return None
+            self.gzipping.add(mid)
+        try:
+            return GzipCopy(self, mid)
+        except OSError as exc:
+            self.gzipping.discard(mid)
+            log.warning("attachments: cannot write a gzip copy of %s: %s", mid, exc)
+            return None
+
+    def gzip_done(self, copy: GzipCopy) -> bool:
+        """Rename a complete copy to ``<id>.gzip`` if its file is still there and it fits."""
+        with self._lock:
+            keep = copy.id in self._sizes and copy.size <= self.remaining
+            if keep:
+                os.replace(copy.tmp, self.dir / f"{copy.id}{GZ}")
+                self._gz[copy.id] = copy.size
+                self.size += copy.size
+            self.gzipping.discard(copy.id)
+        if not keep:
+            copy.tmp.unlink(missing_ok=True)
+        return keep
+
+    def _gzip_added(self, mid: str, size: int) -> None:
+        with self._lock:
+            self.size += size - self._gz.get(mid, 0)
+            self._gz[mid] = size
+
     def remove(self, ids: Iterable[str]) -> int:
+        """Remove these ids' files and their gzip copies; the number of files removed."""
         n = 0
         for mid in ids:
             (self.dir / mid).unlink(missing_ok=True)
+            (self.dir / f"{mid}{GZ}").unlink(missing_ok=True)
             with self._lock:
-                self.size -= self._sizes.pop(mid, 0)
+                self.size -= self._sizes.pop(mid, 0) + self._gz.pop(mid, 0)
             n += 1
         return n
 
     def sweep(self, keep: Callable[[list[str]], set[str]]) -> int:
         """Remove temporary files and files that ``keep`` (given the ids on disk) does not
         return; uploads in flight are left. Blocking: run it in a thread."""
-        ids, tmp = [], []
+        ids, tmp, copies = [], [], []
+        busy = self.in_flight | {f"{mid}{GZ}" for mid in set(self.gzipping)}  # copied at once
         for entry in os.scandir(self.dir):
             if entry.name.startswith(TMP_PREFIX):
-                if entry.name[len(TMP_PREFIX) :].rsplit("-", 1)[0] not in self.in_flight:
+                if entry.name[len(TMP_PREFIX) :].rsplit("-", 1)[0] not in busy:
                     tmp.append(entry.name)
+            elif entry.name.endswith(GZ):
+                copies.append(entry.name.removesuffix(GZ))
             elif entry.name not in self.in_flight:
                 ids.append(entry.name)
         for name in tmp:
             (self.dir / name).unlink(missing_ok=True)
         kept = keep(ids) if ids else set()
         gone = self.remove(mid for mid in ids if mid not in kept and mid not in self.in_flight)
+        on_disk = set(ids) | self.in_flight
+        gone += self.remove(mid for mid in copies if mid not in on_disk)  # a copy, no file
         if gone or tmp:
             log.info("attachments: removed %d files and %d unfinished uploads", gone, len(tmp))
         return gone + len(tmp)

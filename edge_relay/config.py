@@ -162,7 +162,8 @@ class RelayConfig:
     prune_interval: Seconds = 60.0  # type: ignore[assignment]
     compress: bool = True
     """WebSocket permessage-deflate (when the client offers it) and gzip for ``/json``,
-    ``/sse``, ``/raw`` and ``poll=1`` answers (when the request accepts it)."""
+    ``/sse``, ``/raw`` and ``poll=1`` answers and compressible ``/file/`` attachments (when
+    the request accepts it)."""
     limits: Limits = field(default_factory=Limits)
     attachments: Attachments = field(default_factory=Attachments)
     web: Web = field(default_factory=Web)

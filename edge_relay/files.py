@@ -11,7 +11,8 @@ the id in flight until the store has answered, so the sweep never races a commit
 ``/file/`` serves a file only for a message the store has, to a caller who may read that
 message's topic (the same tokens as a subscription); an unknown, expired or removed file is
 404. Ranges, HEAD and conditional requests are aiohttp's ``FileResponse``; the type is the
-sniffed one (never guessed from the URL), media inline and any other file a download.
+sniffed one (never guessed from the URL), media inline and any other file a download. A
+compressible file goes gzipped to a client that accepts it (``edge_relay.gzipfile``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agent.ntfyproto.delay import parse_delay
 from agent.ntfyproto.fields import Request
 from agent.ntfyproto.publish import Publish, parse_publish
 from agent.store import Store
+from edge_relay import gzipfile
 from edge_relay.attachments import DiskFull, FileCache, Upload
 from edge_relay.core import rate_key
 from edge_relay.state import RelayState
@@ -156,6 +158,10 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
                # a file opened in a browser runs no script and loads nothing
                "Content-Security-Policy": "default-src 'none'; sandbox",
                "Cache-Control": "private"}  # fmt: skip
+    if state.cfg.compress and gzipfile.compressible(mime, int(att.get("size") or 0)):
+        headers["Vary"] = "Accept-Encoding"
+        if gzipfile.wants_gzip(request):
+            return await gzipfile.send(request, state.files, mid, path, headers)
     return web.FileResponse(path, headers=headers)
 
 

@@ -34,7 +34,7 @@ from agent.ntfyproto.publish import (
     parse_json_publish,
     parse_publish,
 )
-from edge_relay import acks, admin, deflate, files, ntfy_api, receipts
+from edge_relay import acks, admin, deflate, files, gzipfile, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
@@ -312,6 +312,7 @@ def make_app(state: RelayState) -> web.Application:
         deflate.use_fastest()  # logged once listening: a failed bind stays one line
     app[acks.WAITERS] = acks.AckWaiters()
     app.on_response_prepare.append(ntfy_api.cors)
+    app.on_response_prepare.append(gzipfile.no_ranges)
     r = app.router
     r.add_get("/v1/health", health)
     r.add_post("/v1/receipts", receipts.receipts_post)
