@@ -164,17 +164,29 @@ class GzipCopy:
     def __init__(self, cache: FileCache, mid: str) -> None:
         self.cache, self.id = cache, mid
         self.size = 0
+        self.failed = False
         self.tmp = cache.dir / f"{TMP_PREFIX}{mid}{GZ}-{secrets.token_hex(4)}"
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        """Into the copy; a failure (a full disk) gives up the copy, never the download."""
+        if self.failed:
+            return
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.failed = True
+            log.warning("attachments: cannot keep the gzip copy of %s: %s", self.id, exc)
+            return
         self.size += len(data)
 
     def commit(self) -> bool:
         """Keep the copy if its file is still there and it fits in the total; fsynced first,
         so a crash never leaves a torn copy under the served name."""
+        if self.failed:
+            self.abort()
+            return False
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -299,6 +311,13 @@ class FileCache:
         or the file could not be created (then the caller only compresses as it sends)."""
         with self._lock:
             if mid in self._gz or mid in self.gzipping or mid not in self._sizes:
+                return None
+            # a copy is optional: never out of the room kept free for the store (at most
+            # about the file's size, for a compressible one)
+            try:
+                if self.room() < self._sizes[mid]:
+                    return None
+            except DiskFull:
                 return None
             self.gzipping.add(mid)
         try:

@@ -235,3 +235,32 @@ def test_a_store_on_a_full_disk_says_so_and_recovers(tmp_path: Path) -> None:
             assert r.stop() == 0, r.log.read_text()
         log = r.log.read_text()
         assert "Traceback" not in log and log.count("the disk is full") == 1, log
+
+
+def test_a_gzip_copy_never_eats_into_the_reserve(tmp_path: Path) -> None:
+    """A compressible file's gzip copy (made by its first gzip download) is optional: with
+    the disk filled by uploads up to the reserve, the download is still whole and gzipped,
+    no copy is kept and the room kept for the store stays."""
+    from tests.test_relay_attachments_gzip import curl, log_text
+
+    work = tmp_path / "r"
+    with tmpfs(work / "data", "96m") as disk:
+        r = Relay(work, config=FAST).start()
+        try:
+            text = log_text(60_000)  # ~4.6 MB, a ~1 MB copy
+            status, msg = r.request("PUT", "/gz", text, {"Filename": "web.log"})
+            assert status == 200, msg
+            size = 8 * MB
+            while size >= 4096:  # fill up to the reserve
+                status, _ = r.request("PUT", "/gz", os.urandom(size), {"Filename": "f"})
+                if status != 200:
+                    size //= 2
+            st = os.statvfs(disk)
+            reserve = 64 * MB + st.f_blocks * st.f_frsize * 2 // 100
+            before = free(disk)
+            headers, body = curl("--compressed", msg["attachment"]["url"])
+            assert body == text and headers["content-encoding"] == "gzip", headers
+            assert not [n for n in os.listdir(disk / "attachments") if "gzip" in n]
+            assert free(disk) >= min(before, reserve) - 64 * 1024, (free(disk), before)
+        finally:
+            assert r.stop() == 0, r.log.read_text()
