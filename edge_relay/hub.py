@@ -308,8 +308,9 @@ class Hub:
         (forwarded upstream by the same rule). Returns how many it stored."""
         async with self._lock:
             stored = await asyncio.to_thread(
-                self.store.release_due, now, forward=self.forward, limit=RELEASE_MAX
-            )
+                self.store.release_due, now, forward=self.forward, limit=RELEASE_MAX,
+                sealed=seal.is_sealed,  # marked as a publish is (arrived_sealed)
+            )  # fmt: skip
             if stored:
                 self._fan_out(stored)
                 for callback in self.on_stored:

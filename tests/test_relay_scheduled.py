@@ -335,3 +335,36 @@ def test_python_ntfy_schedule_and_scheduled_poll(tmp_path: Path) -> None:
         assert client.get_cached_messages(scheduled=True) == [got]  # nothing pending, no repeat
     finally:
         assert relay.stop() == 0
+
+
+async def test_a_sealed_scheduled_message_is_stored_sealed_and_its_echo_is_a_no_op(
+    store: Store,
+) -> None:
+    """An end-to-end encrypted message scheduled on the relay is marked encrypted when it is
+    released, as a published one is (Hub._insert's ``encrypted=``): the upstream bridge's echo
+    of the forwarded copy (the same id, sealed) is the usual no-op, not kept in ``rejected``
+    as 'arrived encrypted but is in clear'; a clear copy of the id is kept aside."""
+    from agent.e2e import keys, seal
+    from agent.envelope import from_fields
+
+    key = bytes(range(32))
+    inner = from_fields({"id": "e1", "message": "Door opened", "time": 1030}, topic="t")
+    sealed = from_fields(seal.seal(inner, key, keys.kid_of(key)))
+    now, counted = [1000.0], list[int]()
+    async with Hub(store, forward=lambda m: "up", clock=lambda: now[0],
+                   on_rejected=counted.append) as hub:  # fmt: skip
+        sub = _sub(hub)
+        assert await hub.schedule(sealed) is True
+        now[0] = 1030.0
+        assert hub.scheduler is not None
+        hub.scheduler.wake()
+        await _until(lambda: not sub.queue.empty())
+        assert _drain(sub) == ["e1"]
+        assert store.e2e_of("e1") == ("jwe", None)
+        assert await hub.publish([sealed], source="upstream") == []  # the echo: a no-op
+        assert store.rejected_count() == 0 and counted == []
+        clear = from_fields({"id": "e1", "message": "Injected in clear"}, topic="t")
+        assert await hub.publish([clear], source="upstream") == []
+    reasons = [r.reason for _, r in store.rejected_list()]
+    assert len(reasons) == 1 and reasons[0].startswith("id e1 arrived in clear but is encrypted")
+    assert counted == [1] and _drain(sub) == []

@@ -112,11 +112,15 @@ class _Scheduled(_Base):
         source: str = "local",
         forward: Callable[[Message], str | None] | None = None,
         limit: int = RELEASE_MAX,
+        sealed: Callable[[Message], bool] | None = None,
     ) -> list[Stored]:
         """Move every scheduled message due at ``now`` (at most ``limit``) into ``messages``
         in one transaction, queueing upstream forwards in it; returns those that were new,
         in store order, for the caller to fan out. A row that no longer decodes (it cannot
-        be one this store wrote) goes to ``rejected`` instead of blocking the others."""
+        be one this store wrote) goes to ``rejected`` instead of blocking the others.
+        ``sealed(message)`` says which arrived end-to-end encrypted: stored so (``e2e``), as
+        ``insert_batch``'s ``encrypted=`` would, so a later copy of the id in the same form is
+        a no-op and one in the other form is kept aside (agent.store.sealed)."""
         with self._write() as conn:
             rows = conn.execute(
                 "SELECT rowid, topic, payload FROM scheduled WHERE due <= ? "
@@ -136,7 +140,8 @@ class _Scheduled(_Base):
                     messages.append(msg)
             known = self._existing_ids(conn, [m.id for m in messages])
             fresh = [m for m in messages if m.id not in known]
-            first = _insert_new(conn, fresh, source, time.time())
+            marks = {m.id: None for m in fresh if sealed(m)} if sealed is not None else None
+            first = _insert_new(conn, fresh, source, time.time(), marks)
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
             if bad:
