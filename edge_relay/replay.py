@@ -24,9 +24,11 @@ streams format the text as they did (tests/test_relay_replay.py).
 from __future__ import annotations
 
 from collections import OrderedDict
+from sys import getsizeof
 from typing import TYPE_CHECKING
 
 from agent.store import Row, Store, Stored
+from agent.store.schema import _COLUMNS
 from agent.timeparse import Since
 from edge_relay.hub import Live, LiveState, Subscriber, wire
 
@@ -36,11 +38,31 @@ if TYPE_CHECKING:
 
 PAGE = 500
 REPLAY_CACHE_BYTES = 8 * 1024 * 1024
-"""What the replay cache may hold, counted as ``_ENTRY + 2 x`` each frame's length (its JSON
-text and its frame): ~4,300 typical notices, a backlog of that many replayed by any number of
-devices at once; a larger one still replays correctly, decoded again past the cache."""
-_ENTRY = 1500  # the row, its Message, Stored and Live: 1,910 bytes in all for a typical
-# notice with its 219-byte frame (tracemalloc, 3,000 rows), so counted at 1,938
+"""What the replay cache may hold, each entry counted by ``_cost`` (what it holds in memory):
+~4,400 typical notices, a backlog of that many replayed by any number of devices at once; a
+larger one still replays correctly, decoded again past the cache."""
+_ENTRY = 860  # the tuples, Message, Stored, Live and the short fields' objects: with
+# ``_cost``'s strings, a typical notice (title, 2 tags, 219-byte frame) is 1,911 bytes real
+# and counted 1,910 (tracemalloc, 3,000 rows)
+_PARSED = tuple(2 + _COLUMNS.index(c) for c in ("tags", "actions", "attachment", "extra"))
+"""Row columns (after seq and state) that decode parses into new objects, about as large as
+their JSON text; the other columns' strings are shared by the row and its Message."""
+
+
+def _cost(row: Row, live: Live) -> int:
+    """The bytes an entry holds: its row's strings, the decoded copies of its JSON columns,
+    its JSON text and its frame. By each object's size, not its UTF-8 length: one emoji makes
+    a whole str 4 bytes a character (PEP 393), 3.9x what 2 x the frame counted for a
+    4 KiB message (tracemalloc); an inline ``data:`` attachment is held four times."""
+    size = _ENTRY + getsizeof(live.text) + len(live.frame)
+    for value in row:
+        if isinstance(value, str):
+            size += getsizeof(value)
+    for i in _PARSED:
+        value = row[i]
+        if isinstance(value, str):
+            size += getsizeof(value)
+    return size
 
 
 class ReplayCache:
@@ -72,7 +94,7 @@ class ReplayCache:
             self._drop(seq)  # the row changed in place: its old encoding is stale
         self.misses += 1
         live = Live(Store.decode(row))
-        cost = _ENTRY + 2 * len(live.frame)
+        cost = _cost(row, live)
         if cost > self.limit:
             return live  # larger than the whole cache: encoded for this replay only
         entries[seq] = (row, live, cost)

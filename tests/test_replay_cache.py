@@ -72,3 +72,51 @@ def test_a_message_larger_than_the_cache_is_encoded_but_not_kept(store: Store) -
     live = cache.live(row)
     assert live.text == wire(Store.decode(row))
     assert (len(cache), cache.size) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "extra"),
+    [
+        ("x" * 4000 + "\U0001f6a8", {}),  # one emoji: the whole str is 4 bytes a character
+        (
+            "file",
+            {
+                "attachment": {
+                    "name": "a.bin",
+                    "url": "data:application/octet-stream;base64," + "AQEB" * 40_000,
+                }
+            },
+        ),  # inline: held four times
+    ],
+    ids=["4k-with-emoji", "inline-data-url"],
+)
+def test_the_memory_the_cache_holds_stays_within_its_limit(
+    tmp_path: Path, text: str, extra: dict[str, object]
+) -> None:
+    """The limit is the memory the entries hold (tracemalloc), not 2 x their frames' UTF-8
+    length: that held 3.9x the limit for 4 KiB messages with an emoji and 2.0x for inline
+    attachments."""
+    import gc
+    import tracemalloc
+
+    limit = 1024 * 1024
+    with Store(tmp_path / "big.db") as s:
+        for _ in range(8):
+            s.insert_batch([from_fields({"message": text, **extra}, topic="t")
+                            for _ in range(40)])  # fmt: skip
+        cache = ReplayCache(limit)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            rows = s.query_rows(topics=["t"], newest=False, limit=1000)
+            for r in rows:
+                cache.live(r)
+            assert len(cache) < len(rows) == 320  # the limit was reached
+            del rows, r
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert cache.size <= limit
+    assert held <= 1.1 * limit, f"{held / limit:.2f}x the limit held by {len(cache)} entries"
