@@ -306,15 +306,17 @@ class Hub:
     async def _release(self, now: float) -> int:
         """Move what is due at ``now`` into the store and fan it out, as a local publish
         (forwarded upstream by the same rule). Returns how many it stored."""
+        not_merged: list[Rejected] = []
         async with self._lock:
             stored = await asyncio.to_thread(
                 self.store.release_due, now, forward=self.forward, limit=RELEASE_MAX,
-                sealed=seal.is_sealed,  # marked as a publish is (arrived_sealed)
+                sealed=seal.is_sealed, not_merged=not_merged,  # as a publish (arrived_sealed)
             )  # fmt: skip
             if stored:
                 self._fan_out(stored)
                 for callback in self.on_stored:
                     callback(stored, "local")
+        self._note_rejected("the scheduler", not_merged)
         return len(stored)
 
     @property
@@ -436,12 +438,15 @@ class Hub:
         self._fan_out(stored)
         for callback in self.on_stored:
             callback(stored, source)
+        self._note_rejected(source, not_merged)
+        return None
+
+    def _note_rejected(self, source: str, not_merged: list[Rejected]) -> None:
         if not_merged:
             log.warning("hub: %d message(s) from %s kept in rejected: %s", len(not_merged),
                         source, not_merged[0].reason)  # fmt: skip
             if self.on_rejected is not None:
                 self.on_rejected(len(not_merged))
-        return None
 
     def send_states(self, owner: str, events: Iterable[StateEvent]) -> int:
         """Offer synced states to ``owner``'s live subscribers of each state's topic (all of

@@ -368,3 +368,34 @@ async def test_a_sealed_scheduled_message_is_stored_sealed_and_its_echo_is_a_no_
     reasons = [r.reason for _, r in store.rejected_list()]
     assert len(reasons) == 1 and reasons[0].startswith("id e1 arrived in clear but is encrypted")
     assert counted == [1] and _drain(sub) == []
+
+
+async def test_a_scheduled_copy_of_an_id_stored_meanwhile_in_the_other_form_is_kept_aside(
+    store: Store,
+) -> None:
+    """A sealed message scheduled, then the same id stored in clear before its time (the
+    bridge, a publisher's own id): at the release the clear one stays (the first form) and
+    the sealed one goes to ``rejected`` with the reason, counted, not dropped unseen."""
+    from agent.e2e import keys, seal
+    from agent.envelope import from_fields
+
+    key = bytes(range(32))
+    inner = from_fields({"id": "e2", "message": "Door opened", "time": 1030}, topic="t")
+    sealed = from_fields(seal.seal(inner, key, keys.kid_of(key)))
+    now, counted = [1000.0], list[int]()
+    async with Hub(store, clock=lambda: now[0], on_rejected=counted.append) as hub:
+        sub = _sub(hub)
+        assert await hub.schedule(sealed) is True
+        clear = from_fields({"id": "e2", "message": "Injected in clear"}, topic="t")
+        assert [s.message.id for s in await hub.publish([clear], source="upstream")] == ["e2"]
+        assert _drain(sub) == ["e2"]
+        now[0] = 1030.0
+        assert hub.scheduler is not None
+        hub.scheduler.wake()
+        await _until(lambda: store.scheduled_count() == 0)
+        await _until(lambda: counted == [1])
+        assert _drain(sub) == []
+    reasons = [r.reason for _, r in store.rejected_list()]
+    assert len(reasons) == 1 and reasons[0].startswith("id e2 arrived encrypted but is in clear")
+    stored = store.get("e2")
+    assert stored is not None and stored.message.message == "Injected in clear"

@@ -31,6 +31,7 @@ from agent.store.schema import (
     _insert_rejected,
     _queue_forward,
 )
+from agent.store.sealed import Sealed, screen
 
 RELEASE_MAX = 10_000
 """Rows one ``release_due`` moves at most (a transaction of bounded size; the caller loops)."""
@@ -113,14 +114,16 @@ class _Scheduled(_Base):
         forward: Callable[[Message], str | None] | None = None,
         limit: int = RELEASE_MAX,
         sealed: Callable[[Message], bool] | None = None,
+        not_merged: list[Rejected] | None = None,
     ) -> list[Stored]:
         """Move every scheduled message due at ``now`` (at most ``limit``) into ``messages``
         in one transaction, queueing upstream forwards in it; returns those that were new,
         in store order, for the caller to fan out. A row that no longer decodes (it cannot
         be one this store wrote) goes to ``rejected`` instead of blocking the others.
-        ``sealed(message)`` says which arrived end-to-end encrypted: stored so (``e2e``), as
-        ``insert_batch``'s ``encrypted=`` would, so a later copy of the id in the same form is
-        a no-op and one in the other form is kept aside (agent.store.sealed)."""
+        ``sealed(message)`` says which arrived end-to-end encrypted, as ``insert_batch``'s
+        ``encrypted=`` does: stored so (``e2e``), so a later copy of the id in the same form
+        is a no-op; and one whose id was stored meanwhile in the other form is kept in
+        ``rejected`` (also appended to ``not_merged``), never merged (agent.store.sealed)."""
         with self._write() as conn:
             rows = conn.execute(
                 "SELECT rowid, topic, payload FROM scheduled WHERE due <= ? "
@@ -139,8 +142,15 @@ class _Scheduled(_Base):
                 else:
                     messages.append(msg)
             known = self._existing_ids(conn, [m.id for m in messages])
+            marks: dict[str, str | None] | None = None
+            if sealed is not None:
+                came = [Sealed() if sealed(m) else None for m in messages]
+                kept, by_id, mixed = screen(conn, messages, came, known, source, now)
+                messages, marks = list(kept), {i: f.ciphertext for i, f in by_id.items()}
+                bad += mixed
+                if not_merged is not None:
+                    not_merged.extend(mixed)
             fresh = [m for m in messages if m.id not in known]
-            marks = {m.id: None for m in fresh if sealed(m)} if sealed is not None else None
             first = _insert_new(conn, fresh, source, time.time(), marks)
             if forward is not None:
                 _queue_forward(conn, fresh, forward, now)
