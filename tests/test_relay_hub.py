@@ -134,3 +134,34 @@ async def test_the_same_id_encrypted_and_in_clear_is_kept_aside_not_dropped(
         assert sum(counted) == 3 == store.rejected_count()
     finally:
         store.close()
+
+
+async def test_a_sealed_message_stored_before_the_marks_comes_again_as_a_no_op(
+    tmp_path: Path,
+) -> None:
+    """A relay before fac9fac stored end-to-end encrypted messages unmarked (e2e NULL). After
+    the upgrade the same id coming again sealed (the broker's redelivery, a retained copy at
+    each resubscribe, the echo of an outbox item queued before) is the usual no-op, not a
+    'not merged' rejection: the upgrade marks the rows whose stored form is encrypted."""
+    from agent.e2e import keys, seal
+
+    key = bytes(range(32))
+    inner = from_fields({"id": "o1", "message": "Door opened"}, topic="alerts")
+    sealed = from_fields(seal.seal(inner, key, keys.kid_of(key)))
+    clear = from_fields({"id": "c1", "message": "eyJ but. not. a. token"}, topic="alerts")
+    path = tmp_path / "relay.db"
+    with Store(path) as old:  # as a relay before fac9fac stored them
+        old.insert_batch([sealed, clear], source="upstream")
+        assert old.e2e_of("o1") == (None, None)
+        with old.conn:  # the database as it was before the upgrade's migration
+            old.conn.execute("DELETE FROM _migrations WHERE name = '015_sealed_marks'")
+            old.conn.execute("UPDATE messages SET e2e = NULL")
+    store = Store(path).open()
+    counted: list[int] = []
+    try:
+        async with Hub(store, on_rejected=counted.append) as hub:
+            assert await hub.publish([sealed], source="upstream") == []
+        assert store.rejected_count() == 0 and counted == []
+        assert store.e2e_of("o1") == ("jwe", None) and store.e2e_of("c1") == (None, None)
+    finally:
+        store.close()

@@ -306,6 +306,22 @@ def _m014_mqtt_retained(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m015_sealed_marks(db: sqlite_utils.Database) -> None:
+    # Rows whose stored form is end-to-end encrypted but unmarked: what a relay stored before
+    # it passed encrypted= (it keeps the JWE, never decrypts). Marked 'jwe' by the test
+    # agent.e2e.seal.is_sealed applies at arrival (encoding, content type, or the JWE shape
+    # of jwe.looks_like: 'eyJ', four dots, no space), so the same id coming again sealed is
+    # a redelivery, not "not merged" (agent.store.sealed). An agent marks every arrival since
+    # 009: on its side only rows stored before 009, which the same rule holds for.
+    db.execute(
+        "UPDATE messages SET e2e = 'jwe' WHERE e2e IS NULL AND ("
+        "CASE WHEN json_valid(extra) THEN json_extract(extra, '$.encoding') END = 'jwe' OR "
+        "content_type = 'application/jose' OR "
+        "(substr(message, 1, 3) = 'eyJ' AND instr(message, ' ') = 0 AND "
+        "length(message) - length(replace(message, '.', '')) = 4))"
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_messages", _m001_messages),
     ("002_cursors_outbox_receipts", _m002_cursors_outbox_receipts),
@@ -321,4 +337,5 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("012_analytics", _m012_analytics),
     ("013_ack", _m013_ack),
     ("014_mqtt_retained", _m014_mqtt_retained),
+    ("015_sealed_marks", _m015_sealed_marks),
 )
