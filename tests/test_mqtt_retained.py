@@ -264,3 +264,52 @@ def test_a_session_begun_by_an_attempt_killed_before_its_connack_keeps_the_copie
             assert agent.stop() == 0
         proxy.close()
         broker.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_session_begun_through_another_node_voids_the_token(tmp_path: Path, home: Path) -> None:
+    """The nodes of a broker cluster share the agent's session (here: two listeners of one
+    mosquitto). A token per server kept node A's while an attempt through node B, killed
+    before its CONNACK, began a new session: back on A, "session present" (B's) resumed A's
+    old token and the second ON was lost, as in the case above."""
+    from tests.helpers import free_port
+
+    p2 = free_port()
+    broker = Mosquitto(tmp_path / "mosquitto", persistence=False,
+                       extra_config=f"listener {p2} 127.0.0.1").start()  # fmt: skip
+    node_b = HeldConnack(p2).start()
+    client_id = f"pushagent-r{uuid.uuid4().hex[:10]}"
+    (home / "config.toml").write_text(f'client_id = "{client_id}"\n')
+    topics = ("--topic", "t/lamp", "--topic", "t/marker")
+    via_a = Agent(home, broker.url, *topics)
+    via_b = Agent(home, f"mqtt://127.0.0.1:{node_b.port}", *topics)
+    pub = RetainingPublisher(broker.port)
+    try:
+        pub.publish("t/lamp", b"ON", retain=True)
+        via_a.start()
+        wait_for(lambda: count(home, "ON") == 1, timeout=30, what="the retained ON stored")
+        assert via_a.stop() == 0
+        pub.close()
+        broker.restart()  # the session is gone, and the value with it
+        pub = RetainingPublisher(broker.port)
+        pub.publish("t/lamp", b"ON", retain=True)  # switched on again: a new message
+        node_b.passing.clear()
+        seen = broker.log.read_text(errors="replace").count(client_id)
+        via_b.start(wait_connected=False)
+        wait_for(lambda: broker.log.read_text(errors="replace").count(client_id) > seen,
+                 timeout=30, what="node B accepted the CONNECT")  # fmt: skip
+        assert via_b.proc is not None
+        via_b.proc.kill()
+        via_b.proc.wait(timeout=10)
+        node_b.cut()
+        via_a.start()
+        pub.publish("t/marker", b"mark")
+        wait_for(lambda: count(home, "mark") == 1, timeout=30,
+                 what=f"the marker stored ({texts(home)}; {via_a.log()[-1500:]})")  # fmt: skip
+        assert count(home, "ON") == 2, texts(home)
+    finally:
+        pub.close()
+        if via_a.proc is not None and via_a.proc.poll() is None:
+            assert via_a.stop() == 0
+        node_b.close()
+        broker.stop()
