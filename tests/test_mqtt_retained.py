@@ -12,9 +12,12 @@ the agent here subscribes to the exact topics.
 
 from __future__ import annotations
 
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -22,10 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.envelope import Message, from_fields
 from agent.store import Redelivery, Store
-from agent.transports.mqtt_protocol import ProtocolMemory
+from agent.transports.mqtt_session import SessionToken
 from tests.helpers import wait_for
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Agent
+from tests.netproxy import NetProxy
 from tests.test_mqtt_plain_resend import texts
 
 
@@ -163,15 +167,149 @@ def test_a_queued_message_and_its_retained_copy_in_one_batch_are_stored_once(
 
 
 def test_the_session_token_changes_with_a_new_session_or_another_qos(tmp_path: Path) -> None:
-    memory = ProtocolMemory(tmp_path)
-    first = memory.session("s", resumed=False, qos=1)
+    tokens = SessionToken(tmp_path, "c", qos=1)
+    assert tokens.begin()
+    first = tokens.settle(resumed=False)
     assert first is not None
-    assert memory.session("s", resumed=True, qos=1) == first  # the broker resumed it
-    assert memory.session("other", resumed=True, qos=1) not in (None, first)  # none kept there
+    assert tokens.begin() and tokens.settle(resumed=True) == first  # the broker resumed it
+    assert SessionToken(tmp_path, "other", qos=1).settle(resumed=True) not in (None, first)
+    renewed = tokens.settle(resumed=False)  # a new session at the broker
+    assert renewed is not None and tokens.settle(resumed=True) == renewed
     # subscribed at QoS 0, nothing was queued: a copy after the change to 1 may be the only one
-    at0 = memory.session("s", resumed=True, qos=0)
-    assert at0 not in (None, first)
-    assert memory.session("s", resumed=True, qos=1) not in (None, first, at0)
-    renewed = memory.session("s", resumed=False, qos=1)  # a new session at the broker
-    assert renewed is not None and memory.session("s", resumed=True, qos=1) == renewed
-    assert memory.get("s") is not None and memory.get("s").session == renewed  # type: ignore[union-attr]
+    at0 = SessionToken(tmp_path, "c", qos=0).settle(resumed=True)
+    assert at0 not in (None, renewed)
+    assert tokens.settle(resumed=True) not in (None, renewed, at0)
+
+
+def test_a_token_left_pending_by_an_attempt_is_void(tmp_path: Path) -> None:
+    """An attempt that sent its CONNECT and never settled (killed, no CONNACK in time) may have
+    begun a session: the next CONNACK's "present" may be of that one."""
+    tokens = SessionToken(tmp_path, "c", qos=1)
+    tokens.begin()
+    first = tokens.settle(resumed=False)
+    tokens.begin()  # ... and nothing more
+    tokens.begin()
+    second = tokens.settle(resumed=True)
+    assert second not in (None, first)
+    # one token for all servers: a session begun through another node of a cluster replaces
+    # the token of every node
+    third = SessionToken(tmp_path, "c", qos=1).settle(resumed=False)
+    assert third not in (None, second) and tokens.settle(resumed=True) == third
+
+
+# --- a broker session the agent made no token for ------------------------------------------------
+
+
+class HeldConnack(NetProxy):
+    """Forwards both ways, but holds what the broker sends while ``passing`` is clear."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__("127.0.0.1", port)
+        self.passing = threading.Event()
+        self.passing.set()
+
+    def _forward(self, link: Any, dst: socket.socket, data: bytes, gate: threading.Event,
+                 direction: str) -> bool:  # fmt: skip
+        if direction == "down":
+            self.passing.wait()
+        return super()._forward(link, dst, data, gate, direction)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_session_begun_by_an_attempt_killed_before_its_connack_keeps_the_copies(
+    protocol: str, tmp_path: Path, home: Path
+) -> None:
+    """The broker begins a session when it accepts the CONNECT; the agent can be killed before
+    it reads the CONNACK. Its token was written only after a CONNACK with session present 0,
+    so the old session's token stayed, and the next CONNECT, told the session is present (the
+    one the dead attempt began), took it for the old one: a retained value published while
+    there was no session (its copy its only delivery) was taken for the copy of the one
+    stored before, and lost. The CONNACK is held here by a proxy until the agent is killed."""
+    broker = Mosquitto(tmp_path / "mosquitto", persistence=False).start()
+    proxy = HeldConnack(broker.port).start()
+    client_id = f"pushagent-r{uuid.uuid4().hex[:10]}"
+    (home / "config.toml").write_text(f'client_id = "{client_id}"\n')
+    lamp, marker = "t/lamp", "t/marker"
+    agent = Agent(home, f"mqtt://127.0.0.1:{proxy.port}", "--topic", lamp, "--topic", marker,
+                  "--mqtt-protocol", protocol)  # fmt: skip
+    pub = RetainingPublisher(broker.port)
+    try:
+        pub.publish(lamp, b"ON", retain=True)
+        agent.start()
+        wait_for(lambda: count(home, "ON") == 1, timeout=30, what="the retained ON stored")
+        assert agent.stop() == 0
+        pub.close()
+        broker.restart()  # no persistence: the agent's session is gone, and the value with it
+        pub = RetainingPublisher(broker.port)
+        pub.publish(lamp, b"ON", retain=True)  # the lamp switched on again: a new message
+        proxy.passing.clear()
+        seen = broker.log.read_text(errors="replace").count(client_id)
+        agent.start(wait_connected=False)
+        wait_for(lambda: broker.log.read_text(errors="replace").count(client_id) > seen,
+                 timeout=30, what="the broker accepted the CONNECT")  # fmt: skip
+        assert agent.proc is not None
+        agent.proc.kill()  # SIGKILL, its CONNACK unread
+        agent.proc.wait(timeout=10)
+        proxy.cut()
+        proxy.passing.set()
+        agent.start()
+        pub.publish(marker, b"mark")
+        wait_for(lambda: count(home, "mark") == 1, timeout=30,
+                 what=f"the marker stored ({texts(home)}; {agent.log()[-1500:]})")  # fmt: skip
+        assert count(home, "ON") == 2, texts(home)  # 1 before: the second ON was lost
+    finally:
+        pub.close()
+        if agent.proc is not None and agent.proc.poll() is None:
+            assert agent.stop() == 0
+        proxy.close()
+        broker.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_session_begun_through_another_node_voids_the_token(tmp_path: Path, home: Path) -> None:
+    """The nodes of a broker cluster share the agent's session (here: two listeners of one
+    mosquitto). A token per server kept node A's while an attempt through node B, killed
+    before its CONNACK, began a new session: back on A, "session present" (B's) resumed A's
+    old token and the second ON was lost, as in the case above."""
+    from tests.helpers import free_port
+
+    p2 = free_port()
+    broker = Mosquitto(tmp_path / "mosquitto", persistence=False,
+                       extra_config=f"listener {p2} 127.0.0.1").start()  # fmt: skip
+    node_b = HeldConnack(p2).start()
+    client_id = f"pushagent-r{uuid.uuid4().hex[:10]}"
+    (home / "config.toml").write_text(f'client_id = "{client_id}"\n')
+    topics = ("--topic", "t/lamp", "--topic", "t/marker")
+    via_a = Agent(home, broker.url, *topics)
+    via_b = Agent(home, f"mqtt://127.0.0.1:{node_b.port}", *topics)
+    pub = RetainingPublisher(broker.port)
+    try:
+        pub.publish("t/lamp", b"ON", retain=True)
+        via_a.start()
+        wait_for(lambda: count(home, "ON") == 1, timeout=30, what="the retained ON stored")
+        assert via_a.stop() == 0
+        pub.close()
+        broker.restart()  # the session is gone, and the value with it
+        pub = RetainingPublisher(broker.port)
+        pub.publish("t/lamp", b"ON", retain=True)  # switched on again: a new message
+        node_b.passing.clear()
+        seen = broker.log.read_text(errors="replace").count(client_id)
+        via_b.start(wait_connected=False)
+        wait_for(lambda: broker.log.read_text(errors="replace").count(client_id) > seen,
+                 timeout=30, what="node B accepted the CONNECT")  # fmt: skip
+        assert via_b.proc is not None
+        via_b.proc.kill()
+        via_b.proc.wait(timeout=10)
+        node_b.cut()
+        via_a.start()
+        pub.publish("t/marker", b"mark")
+        wait_for(lambda: count(home, "mark") == 1, timeout=30,
+                 what=f"the marker stored ({texts(home)}; {via_a.log()[-1500:]})")  # fmt: skip
+        assert count(home, "ON") == 2, texts(home)
+    finally:
+        pub.close()
+        if via_a.proc is not None and via_a.proc.poll() is None:
+            assert via_a.stop() == 0
+        node_b.close()
+        broker.stop()

@@ -21,11 +21,13 @@ its bytes are the same. Why that never drops a message that could be new:
   for an agent that is away (mosquitto): the copy may be the value's only delivery, so a QoS
   0 copy is always kept.
 * The same bytes as the last one stored guards the rest: a broker that dropped queued
-  messages (mosquitto's ``max_queued_messages``) still gets a changed value through.
+  messages (mosquitto's ``max_queued_messages``) still gets a changed value through. Not a
+  re-publish of the same bytes that such a broker dropped: its copy is taken for the old one
+  (the limit docs/MQTT.md states, measured there).
 * ``session`` is a token the transport makes whenever the broker says the session is new
-  (CONNACK session present 0) or ``[mqtt] qos`` changed, and keeps in ``mqtt-protocols.json``:
-  rows of an older session, whose subscriptions may have differed, never match (nor those of
-  a QoS 0 subscription, under which nothing was queued).
+  (CONNACK session present 0) or ``[mqtt] qos`` changed, or may have begun one unseen
+  (``agent.transports.mqtt_session``): rows of an older session, whose subscriptions may have
+  differed, never match (nor those of a QoS 0 subscription, under which nothing was queued).
 
 MQTT 5's Retain Handling 1 ("send retained messages only for a new subscription") would let
 the broker skip these copies, but it also skips a QoS 0 retained value published while the

@@ -74,6 +74,7 @@ from agent.tasks import supervise
 from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, mqtt_codec
 from agent.transports import mqtt_protocol as proto
 from agent.transports.mqtt_redelivery import RedeliveryTrust
+from agent.transports.mqtt_session import SessionToken
 from agent.transports.mqtt_subscribe import connect, make_client, subscribe
 from agent.transports.mqtt_url import MqttUrl, parse_url
 from agent.transports.paho_conn import PahoConn, Received
@@ -131,7 +132,11 @@ class MqttTransport:
         """The protocol of the current (or last) connection attempt."""
         self._answered: str | None = None  # ... once its CONNACK accepted it
         self._session: str | None = None
-        """The broker session's token (``ProtocolMemory.session``; agent.store.retained)."""
+        """The broker session's token (``mqtt_session``; agent.store.retained)."""
+        self.tokens = (
+            SessionToken(cfg.paths.data_dir, self.client_id, cfg.mqtt.qos)
+            if persistent and self.topics else None
+        )  # fmt: skip
         self.memory = proto.ProtocolMemory(cfg.paths.data_dir)
         known = self.memory.get(self.url)
         self.trust = RedeliveryTrust(
@@ -237,9 +242,8 @@ class MqttTransport:
             proto.check_connack(code, protocol)
             proto.refused(code)
             self.trust.connected(protocol, present)
-            if self.persistent and self.topics:  # agent.store.retained: which broker session
-                qos = self.cfg.mqtt.qos
-                self._session = self.memory.session(self.url, resumed=present, qos=qos)
+            if self.tokens is not None:  # agent.store.retained: which broker session
+                self._session = self.tokens.settle(resumed=present)
             self._answered = protocol
             if self.topics:
                 await self._subscribe(conn, timeout, sink)

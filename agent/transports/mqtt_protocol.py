@@ -47,7 +47,6 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -186,8 +185,6 @@ class Remembered:
     probed: float
     untrusted: str | None = None
     """Why the server's packet ids do not prove a resend (``mqtt_redelivery``), once seen."""
-    session: str | None = None
-    """The token of the broker session the agent is in there (``agent.store.retained``)."""
 
 
 def attempt_order(setting: str, remembered: Remembered | None, now: float) -> tuple[str, ...]:
@@ -229,13 +226,10 @@ class ProtocolMemory:
                 if not isinstance(entry, dict):
                     continue
                 proto, probed = entry.get("protocol"), entry.get("probed")
-                why, session = entry.get("untrusted"), entry.get("session")
+                why = entry.get("untrusted")
                 if proto in ("5", "3.1.1") and isinstance(probed, int | float):
                     untrusted = why if isinstance(why, str) else None
-                    found[str(server)] = Remembered(
-                        str(proto), float(probed), untrusted,
-                        session if isinstance(session, str) else None,
-                    )  # fmt: skip
+                    found[str(server)] = Remembered(str(proto), float(probed), untrusted)
         return found
 
     def get(self, server: str) -> Remembered | None:
@@ -257,39 +251,18 @@ class ProtocolMemory:
         entries[server] = replace(old, untrusted=why)
         self._write(entries)
 
-    def session(self, server: str, *, resumed: bool, qos: int) -> str | None:
-        """The token of the broker session a connection to ``server`` is in: the one kept
-        when the broker resumed the session, else a new one, written (and synced) before the
-        SUBSCRIBEs. None when it cannot be written: retained copies are then all kept.
-
-        A token holds for one subscription ``qos`` (``[mqtt] qos``): a QoS 1 message published
-        while the agent was subscribed at 0 was not queued for it, so after a change to 1 its
-        retained copy may be its only delivery (agent.store.retained)."""
-        entries = self.read()
-        old = entries.get(server)
-        tail = f"-q{qos}"
-        if resumed and old is not None and old.session and old.session.endswith(tail):
-            return old.session
-        token = uuid.uuid4().hex + tail
-        entries[server] = replace(old or Remembered("5", 0.0), session=token)
-        return token if self._write(entries) else None
-
     def _write(self, entries: dict[str, Remembered]) -> bool:
         data: dict[str, dict[str, Any]] = {}
         for s, r in entries.items():
             data[s] = {"protocol": r.protocol, "probed": r.probed}
             if r.untrusted:
                 data[s]["untrusted"] = r.untrusted
-            if r.session:
-                data[s]["session"] = r.session
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".mqtt-protocols.")
             try:
                 with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
                     json.dump(data, f, indent=1, sort_keys=True)
-                    f.flush()
-                    os.fsync(f.fileno())  # a session token must outlive a power cut
                 os.replace(tmp, self.path)
             except BaseException:
                 with contextlib.suppress(OSError):

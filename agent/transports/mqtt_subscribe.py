@@ -50,6 +50,18 @@ def make_client(self: MqttTransport) -> paho.Client:
     )
     if self._username:
         client.username_pw_set(self._username, self._password)
+    tokens = self.tokens
+    if tokens is not None:
+
+        def before_connect(c: paho.Client, u: object, sock: object) -> None:
+            # In the connect's worker thread, after TCP/TLS, before the CONNECT is sent: the
+            # broker may begin a session from here on (agent.transports.mqtt_session).
+            if not tokens.begin():
+                if isinstance(sock, socket.socket):
+                    sock.close()
+                raise ConnectionLost(f"cannot write {tokens.path}: not connecting")
+
+        client.on_socket_open = before_connect
     if self.parsed.tls:
         client.tls_set_context(tls_context(self.cfg.tls))
     return client
