@@ -75,3 +75,12 @@ def summary(rows: list[dict[str, Any]], metric: str, fields: tuple[str, ...]
             line[f"{name}_median"] = statistics.median(line[f"{name}_per_run"])
         out.append(line)
     return out
+
+
+def relay_config(**limits: object) -> str:
+    """A relay config for benchmarks: no publish rate limit (the bench is the only client),
+    a long keepalive, and ``limits`` as extra ``[limits]`` keys (``send_queue=100000``)."""
+    lines = ["keepalive = 300", "[limits]", "publish_burst = 10000000",
+             "publish_rate = 10000000.0"]  # fmt: skip
+    lines += [f"{k} = {v}" for k, v in limits.items()]
+    return "\n".join(lines) + "\n"

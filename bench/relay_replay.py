@@ -31,18 +31,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import baseline_tree, cpu  # noqa: E402
+from _common import baseline_tree, cpu, relay_config  # noqa: E402
 
 from tests.helpers import child_env  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
-CONFIG = """keepalive = 300
-[limits]
-publish_burst = 10000000
-publish_rate = 10000000.0
-max_subscriptions = 100000
-send_queue = 100000
-"""
+CONFIG = relay_config(max_subscriptions=100000, send_queue=100000)
 TOPIC = "bench"
 _KEY = "ZWRnZXB1c2gtYmVuY2gtMQ=="
 

@@ -35,21 +35,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import baseline_tree, cpu, median, rss_kib  # noqa: E402
+from _common import baseline_tree, cpu, median, relay_config, rss_kib  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory  # noqa: E402
 
 from tests.helpers import child_env  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
-CONFIG = """keepalive = 300
-[limits]
-publish_burst = 10000000
-publish_rate = 10000000.0
-max_subscriptions = 100000
-send_queue = 100000
-retention_count = 1000000
-"""
+CONFIG = relay_config(max_subscriptions=100000, send_queue=100000, retention_count=1000000)
 TOPIC = "bench"
 
 
