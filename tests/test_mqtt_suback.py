@@ -327,7 +327,10 @@ def test_a_resend_while_the_subscribe_is_retried_is_stored_once(home: Path) -> N
     resends an unacked one on the same connection (DUP, same packet id): the copies can be
     in one batch (read in one burst; before d872f7d nothing was committed until the
     SUBSCRIBEs were done, up to a minute) or in two. A plain-text message has no id of its
-    own: the DUP copy must take the first's either way."""
+    own: the DUP copy must take the first's either way. It comes before any PUBACK, under the
+    packet id still in flight: dropped as it is read (mqtt_redelivery.InFlight) and not acked
+    again, since a second PUBACK for id 7 could acknowledge a new message given 7 after the
+    first (before, both copies were acked)."""
     server = RefusingBroker(0x80, 1)
     server.partial = True
     server.resent = b"ON"
@@ -336,10 +339,11 @@ def test_a_resend_while_the_subscribe_is_retried_is_stored_once(home: Path) -> N
                       "--topic", "b/#", "--mqtt-protocol", "5")  # fmt: skip
         try:
             agent.start()
-            wait_for(lambda: server.pubacks >= 2, timeout=20, what="both copies acked")
+            wait_for(lambda: server.pubacks >= 1, timeout=20, what="the message acked")
             assert len(stored_ids(home)) == 1, f"{len(stored_ids(home))} stored"
             wait_for(agent.notified, timeout=10, what="the message shown")
             assert list(agent.notified().values()) == [1], agent.notified()
+            assert server.pubacks == 1  # one PUBACK for both copies
         finally:
             assert agent.stop() == 0
 

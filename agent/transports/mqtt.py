@@ -26,6 +26,7 @@ the store's UNIQUE id makes the redelivery a no-op. A message without an id of i
 (plain text) is given one at decode; its packet id and a digest of topic and payload go into
 the batch (``batch.redelivery``) and are recorded with it, so a resend (DUP set) after a crash
 between commit and PUBACK gets the same id back (``Store.insert_batch`` lists the corner cases).
+A resend, on the same link, of one not yet acked is dropped unacked (``mqtt_redelivery.InFlight``).
 A retained message sent again at each reconnect's SUBSCRIBE is recognised the same way, by its
 topic, bytes and broker session (``agent.store.retained``).
 
@@ -38,8 +39,7 @@ Which protocol (MQTT 5 or 3.1.1; ``[mqtt] protocol = "auto"`` tries 5, then 3.1.
 the answer per server) is ``agent.transports.mqtt_protocol``'s business; ``open`` asks it.
 The attempt itself (paho ``Client``, CONNECT, SUBSCRIBEs) is in ``agent.transports.mqtt_subscribe``.
 
-One paho ``Client`` per connection attempt: PUBACKs for a previous connection's packet ids
-must never go out on a new one.
+One paho ``Client`` per connection attempt: no PUBACK for an old link's packet id on a new one.
 """
 
 from __future__ import annotations
@@ -328,8 +328,11 @@ class MqttTransport:
                 topic: str | None = msg.topic
             except UnicodeDecodeError:  # raised here, not in paho: it must not end the read
                 topic = None
+            payload = bytes(msg.payload)
+            if conn.inflight.resend(msg.mid, msg.qos, msg.dup, topic, payload):
+                return  # the broker resent one not yet acked: its PUBACK will cover both
             # Handed on once per read burst (PahoConn._readable).
-            conn.inbox.append((msg.mid, msg.qos, msg.dup, msg.retain, topic, bytes(msg.payload)))
+            conn.inbox.append((msg.mid, msg.qos, msg.dup, msg.retain, topic, payload))
 
         def on_publish(c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
             conn.packets += 1
@@ -428,10 +431,13 @@ class MqttTransport:
                 )
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
+        if dropped := conn.inflight.take_dropped():  # read since the last batch
+            log.info("%s: %d resends of messages in flight dropped", self.url, dropped)
         await commit(batch, sink)  # nothing is acked until then: the broker keeps them
         for mid, qos, _, _, _, _ in msgs:  # receive order, after the commit
             if qos > 0:
                 conn.client.ack(mid, qos)
+                conn.inflight.acked(mid)
         conn.flush()
 
     async def _watchdog(self, conn: PahoConn) -> None:

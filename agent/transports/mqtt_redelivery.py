@@ -22,6 +22,9 @@ misbehaviour on the wire: a packet id reused for a new (non-DUP) message within 
 before 65,535 others (NATS), or, on a resumed session, new messages numbered from 1 again
 after the previous connection had gone past it (RabbitMQ). Then the server is ``untrusted``
 from that message on, said once in the log, and remembered (``mqtt-protocols.json``).
+
+One resend is a proof on every broker, trusted or not: on the same connection, of a message not
+yet acknowledged (``InFlight``).
 """
 
 from __future__ import annotations
@@ -98,3 +101,45 @@ class RedeliveryTrust:
             )  # fmt: skip
             if self._on_untrusted is not None:
                 self._on_untrusted(why)
+
+
+class InFlight:
+    """One connection's QoS 1 messages received and not yet acknowledged (pure, no I/O).
+
+    Within one connection a broker may not give a packet id to another message before the
+    client's PUBACK for it (MQTT 3.1.1 §2.3.1, MQTT 5 §2.2.1). So a PUBLISH with DUP under a
+    packet id still in flight here, with the same topic and bytes, is the broker resending that
+    message (NATS does after its ack wait): a proof on every broker, with or without an id of
+    its own. It is not handed on, and not acknowledged either: the one PUBACK sent after the
+    first's commit covers both, and a second one, later, could acknowledge a new message that
+    took the packet id after the first PUBACK (and that the agent had not stored: a loss).
+    Anything else (other bytes, no DUP, an id already acked, another connection) is kept.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[str, bytes]] = {}
+        self.dropped = 0
+        """Resends dropped since the last ``take_dropped``."""
+
+    def resend(self, pid: int, qos: int, dup: bool, topic: str | None, payload: bytes) -> bool:
+        """One PUBLISH as it arrived (``topic`` None: not UTF-8). True: a resend of one in
+        flight, to be dropped without a PUBACK; otherwise it is in flight from now on."""
+        if qos != 1:
+            return False
+        if topic is None:  # its bytes are not kept: nothing to compare a resend with
+            self._held.pop(pid, None)
+            return False
+        if dup and self._held.get(pid) == (topic, payload):
+            self.dropped += 1
+            return True
+        self._held[pid] = (topic, payload)
+        return False
+
+    def acked(self, pid: int) -> None:
+        """The PUBACK for ``pid`` is going out: from now on the broker may reuse the id."""
+        self._held.pop(pid, None)
+
+    def take_dropped(self) -> int:
+        """Resends dropped since the last call (the transport logs them per batch)."""
+        n, self.dropped = self.dropped, 0
+        return n

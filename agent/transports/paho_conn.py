@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import ConnectionLost
+from agent.transports.mqtt_redelivery import InFlight
 
 log = logging.getLogger("pushagent.mqtt")
 
@@ -59,6 +60,8 @@ class PahoConn:
         self.last_in = time.monotonic()
         self.lost = False
         self.inbox: list[Received] = []
+        self.inflight = InFlight()
+        """This link's QoS 1 messages not yet acked: their resends here are dropped unacked."""
         self.packets = 0
         """Packets paho handed to a callback: a read burst stops when this stands still."""
         self._fd = -1
