@@ -247,8 +247,16 @@ class NatsCluster:
             with node.out.open("ab") as out:
                 node.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                              start_new_session=True)  # fmt: skip
-        for node in self.nodes:
-            wait_for(node._ready, timeout=60, interval=0.2, what=f"cluster node {node.port}")
+        try:
+            for node in self.nodes:
+                try:
+                    wait_for(node._ready, timeout=60, interval=0.2, what=f"node {node.port}")
+                except AssertionError as exc:
+                    logs = "\n".join(f"{n.port}:\n{_tail(n.out)}" for n in self.nodes)
+                    raise AssertionError(f"{exc}\n{logs}") from None
+        except BaseException:
+            self.stop()  # no node left running (its Popen would warn in a later test)
+            raise
         return self
 
     def stop(self) -> None:

@@ -15,10 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, and never one this process handed out before: the kernel may give
+    the same ephemeral port to two binds in a row once the first socket is closed, and a
+    NATS cluster's nine ports asked in a row got one twice (a node died at its bind, CI)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(

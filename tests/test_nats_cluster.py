@@ -124,34 +124,44 @@ def _connect_time(fresh: Agent, live: str, started: float) -> tuple[float, int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_fresh_agents_connect_within_30_s_while_the_cluster_refuses_subscribes(
+def test_fresh_agents_connect_in_15_s_plus_5_per_cluster_timeout_while_it_refuses(
     cluster: NatsCluster, tmp_path: Path
 ) -> None:
     """With a node just killed, the survivors refuse some SUBSCRIBEs (3.1.1 failure 0x80, each
     after ~4 s; measured: 8 of 12 in the 15 s after a kill, and up to 4 in a row). Retried with
-    the normal backoff instead of the 60 s pause, each fresh agent connects within 30 s (with
-    the pause a single refusal costs more than 60 s). MQTT 5's refusal is logged once per
+    the normal backoff instead of the 60 s pause, each fresh agent connects within 15 s plus 5 s
+    for each of the cluster's own timeouts it met (with the pause a single refusal costs more
+    than 60 s). MQTT 5's refusal is logged once per
     agent: the 3.1.1 CONNACK settles the protocol even when the SUBSCRIBE after it fails."""
     n0, n1, _ = cluster.nodes
     n0.kill()
-    refused = 0
-    for k in range(5):
+    refused, k = 0, 0
+    # at least 5 agents, and on until one met a refusal (each attempt is refused with
+    # probability ~5/9: five in a row all granted happened in ~1 run of 60)
+    while k < 5 or (refused == 0 and k < 12):
         home = tmp_path / f"fresh{k}"
         home.mkdir()
         started = time.monotonic()
         agent = Agent(home, n1.url, "--topic", f"e{k}{uuid.uuid4().hex[:6]}/#")
         agent.start(wait_connected=False)
         try:
-            wait_for(lambda a=agent: a.status().get("state") == "connected", timeout=30,
+            wait_for(lambda a=agent: a.status().get("state") == "connected", timeout=120,
                      what=f"fresh agent {k} connected")  # fmt: skip
             took = time.monotonic() - started
-            refused += agent.log().count("refused for now")
-            assert agent.log().count("MQTT 5 did not work") == 1
-            print(f"fresh agent {k}: connected in {took:.1f} s")
+            log = agent.log()
+            # each of the cluster's own 4 s timeouts (a refused SUBSCRIBE, a CONNECT closed
+            # while NATS loads the session) is the broker's, whatever the client does
+            # (docs/PERFORMANCE.md): 15 s, and 5 s more for each of them
+            timeouts = log.count("refused for now") + log.count("closed the connection after")
+            assert took <= 15 + 5 * timeouts, f"agent {k}: {took:.1f} s, {timeouts} timeouts"
+            refused += log.count("refused for now")
+            assert log.count("MQTT 5 did not work") == 1
+            print(f"fresh agent {k}: connected in {took:.1f} s ({timeouts} cluster timeouts)")
         finally:
             agent.stop()
+        k += 1
     # the refusal path was taken (else this run proved only that connecting works)
-    assert refused >= 1, "no SUBSCRIBE was refused in this run"
+    assert refused >= 1, f"no SUBSCRIBE was refused in {k} fresh agents"
     assert "retrying in 60 s" not in "".join(
-        (tmp_path / f"fresh{k}" / "agent.log").read_text() for k in range(5)
+        (tmp_path / f"fresh{i}" / "agent.log").read_text() for i in range(k)
     )
