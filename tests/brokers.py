@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from tests.helpers import free_port, wait_for
@@ -35,18 +36,23 @@ NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 EPMD = shutil.which("epmd") or next(iter(sorted(_ERTS.glob("erts-*/bin/epmd"))), None)
 
 
-def mqtt_ready(port: int, client_id: str = "edgepush-ready-probe") -> bool:
-    """True when an MQTT 3.1.1 CONNECT (clean session) on ``port`` gets a CONNACK accepting it."""
+def mqtt_ready(port: int, client_id: str = "edgepush-ready-probe", *, version: int = 4) -> bool:
+    """True when an MQTT 3.1.1 (``version=5``: MQTT 5) CONNECT, clean session, on ``port``
+    gets a CONNACK accepting it."""
     cid = client_id.encode()
-    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    props = b"\x00" if version == 5 else b""  # MQTT 5: an empty property list
+    body = b"\x00\x04MQTT" + bytes([version]) + b"\x02\x00\x3c" + props
+    body += len(cid).to_bytes(2, "big") + cid
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
             s.sendall(bytes([0x10, len(body)]) + body)
             s.settimeout(2.0)
-            answer = s.recv(4)
+            answer = s.recv(5)
             s.sendall(b"\xe0\x00")  # DISCONNECT
     except OSError:
         return False
+    if version == 5:  # CONNACK: flags, reason code 0, then its properties
+        return answer[:1] == b"\x20" and answer[3:4] == b"\x00"
     return answer == b"\x20\x02\x00\x00"
 
 
@@ -280,6 +286,7 @@ class Rumqttd(Broker):
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
         self.v4_port = free_port()
+        self.started = False
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         conf = self.dir / "rumqttd.toml"
@@ -296,10 +303,32 @@ class Rumqttd(Broker):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         return [sys.executable, "-m", "iotcore", "--config", str(conf)], env
 
+    def start(self) -> Broker:
+        """iotcore says "listening" before it binds, and exits when a bind fails: a port this
+        process handed out can be taken meanwhile by any socket the kernel gives a free port
+        (CI: the MQTT 5 listener's port answered, but not as rumqttd, and rumqttd was gone).
+        So ready means both listeners answer their own protocol and rumqttd still runs after
+        that; a lost bind is tried again on new ports, before any client knows the old ones."""
+        for attempt in range(3):
+            try:
+                super().start()
+                if self._ready():
+                    self.started = True
+                    return self
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2 or self.started:
+                    raise  # a restart keeps its ports: its clients know them
+            self.stop()
+            self.port, self.v4_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"rumqttd exited with {self.proc.returncode}:\n{_tail(self.out)}")
-        return mqtt_ready(self.v4_port) and _accepts(self.port)
+        # Ids of their own: no probe takes over the session of another still closing.
+        return mqtt_ready(self.v4_port, f"ready-v4-{uuid.uuid4().hex[:8]}") and mqtt_ready(
+            self.port, f"ready-v5-{uuid.uuid4().hex[:8]}", version=5
+        )
 
 
 def _accepts(port: int) -> bool:

@@ -68,8 +68,15 @@ class Agent:
         with self.out.open("ab") as out, self.err.open("ab") as err:
             self.proc = subprocess.Popen([*cmd, *self.args], env=self.env, stdout=out, stderr=err)
         if wait_connected:
-            wait_for(lambda: self.status().get("state") == "connected", timeout=30,
-                     what=f"agent connected (log: {self.log()[-2000:]})")  # fmt: skip
+            try:
+                wait_for(lambda: self.status().get("state") == "connected", timeout=30,
+                         what=f"agent connected (log: {self.log()[-2000:]})")  # fmt: skip
+            except BaseException:
+                # The caller never gets this Agent to stop: a process left running would
+                # fail a later test with a ResourceWarning (CI did, twice).
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise
         return self
 
     def status(self) -> dict[str, Any]:

@@ -59,11 +59,15 @@ class RawClient:
         if self.v5:  # a persistent session outlives the link by an hour (0x11: expiry)
             body += b"\x00" if clean else b"\x05\x11" + (3600).to_bytes(4, "big")
         body += _s16(client_id.encode())
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
         self._buf = b""
-        kind, _, ack = self._read(10.0)
-        if kind != 2 or ack[1] != 0:
-            raise AssertionError(f"CONNECT refused: {kind} {ack!r}")
+        try:
+            self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+            kind, _, ack = self._read(10.0)
+            if kind != 2 or ack[1] != 0:
+                raise AssertionError(f"CONNECT refused: {kind} {ack!r}")
+        except BaseException:
+            self.sock.close()  # the caller has no client to close
+            raise
         self.session_present = bool(ack[0] & 1)
         self._next_pid = 0
 

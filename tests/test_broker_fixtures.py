@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from pathlib import Path
 
@@ -69,3 +70,23 @@ def test_nats_comes_back_on_the_same_port_after_sigkill(tmp_path: Path) -> None:
 def test_rumqttd_speaks_mqtt5_on_its_port_and_311_on_v4_port(rumqttd: Rumqttd) -> None:
     assert _round_trip(rumqttd.port, paho.MQTTv5) == [b"hello"]
     assert _round_trip(rumqttd.v4_port) == [b"hello"]
+
+
+@pytest.mark.parametrize("taken", ["port", "v4_port"])
+def test_rumqttd_whose_port_was_taken_starts_on_new_ports(taken: str, tmp_path: Path) -> None:
+    """CI: another socket got rumqttd's MQTT 5 port between free_port() and rumqttd's bind;
+    rumqttd exited after saying it listened, and every test on it failed. The fixture now sees
+    the lost bind and takes new ports before any client has the old ones."""
+    broker = Rumqttd(tmp_path / "rumqttd")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", getattr(broker, taken)))
+    squatter.listen()  # answers TCP, never MQTT
+    try:
+        broker.start()
+        assert getattr(broker, taken) != squatter.getsockname()[1]
+        assert _round_trip(broker.port, paho.MQTTv5) == [b"hello"]
+        assert _round_trip(broker.v4_port) == [b"hello"]
+    finally:
+        broker.stop()
+        squatter.close()
+    assert broker.proc is None
