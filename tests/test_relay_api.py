@@ -382,7 +382,13 @@ async def test_slow_subscriber_is_cut_and_does_not_delay_others(tmp_path: Path, 
             # 5x and 3x are margins over what this box does (slow/base max seen up to 2x); a
             # single 0.15 s stall while cutting the slow one fails both formats.
             noise = 0.02  # the scheduler's granularity on a shared 2-core box
-            assert max(slow) <= 5 * max(base) + noise, (max(slow), max(base))
+            worst = slow.index(max(slow))  # where: near the cut (~the 200th) or anywhere
+            assert max(slow) <= 5 * max(base) + noise, (
+                f"message {worst} of {N} read {max(slow):.3f} s after its answer (without a "
+                f"slow peer at most {max(base):.4f} s); its neighbours: "
+                f"{[round(x, 4) for x in slow[max(0, worst - 3) : worst + 4]]}; the relay's "
+                f"log: {relay.log.read_text(errors='replace')[-1500:]}"
+            )
             assert median(slow) <= 3 * median(base) + noise / 4, (median(slow), median(base))
     finally:
         assert relay.stop() == 0
