@@ -136,12 +136,7 @@ class Subscriber:
                 return len(fresh)
             self._overflow()
             return 0
-        for item in items:
-            try:
-                self.queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self._overflow()
-                break
+        self._enqueue(items)
         return 0
 
     def offer_states(self, items: list[LiveState]) -> None:
@@ -153,6 +148,9 @@ class Subscriber:
             if not self.direct(items):
                 self._overflow()
             return
+        self._enqueue(items)
+
+    def _enqueue(self, items: Sequence[Framed]) -> None:
         for item in items:
             try:
                 self.queue.put_nowait(item)
