@@ -3,7 +3,7 @@
 What ``agent.transports.ws`` does per frame after websockets hands it over: ``parse_frame``
 (agent.ntfy), the batch of up to ``ws.max_batch`` messages, then ``Store.insert_batch`` with
 the cursor, as the bench's and the service's sink call it. The frames are what an edge relay
-sends for bench/edge_latency.py's typical notices (``edge_relay.hub.wire``). Prints the
+sends for bench/edge_latency.py's typical notices (``edge_relay.live.wire``). Prints the
 process CPU per message of each part, the minimum over ``--rounds`` fresh databases.
 
     python bench/ws_receive.py [--messages 20000] [--rounds 5] [--profile] [--ws]
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.envelope import from_fields
 from agent.ntfy import parse_frame
 from agent.store import Store, Stored
-from edge_relay.hub import wire
+from edge_relay.live import wire
 
 SOURCE, SUB = "http://relay:8080", "alerts"
 

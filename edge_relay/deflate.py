@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from edge_relay.hub import frame_head
+from edge_relay.live import frame_head
 
 
 def use_fastest() -> None:

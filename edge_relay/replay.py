@@ -2,8 +2,8 @@
 the owner's synced states, before the stream goes live (the order is ``edge_relay.streams``').
 
 The replay cache: when N devices come back after an outage they each replay the same backlog,
-and each stored message used to be decoded from its row, encoded as ntfy JSON (``hub.wire``)
-and framed once per device. ``ReplayCache`` keeps what a row became (a ``hub.Live``: the
+and each stored message used to be decoded from its row, encoded as ntfy JSON (``live.wire``)
+and framed once per device. ``ReplayCache`` keeps what a row became (a ``live.Live``: the
 stored message, its JSON text and its uncompressed WebSocket frame) by seq, so the next
 device's replay of that row costs a dictionary lookup and a tuple comparison: 20 agents
 replaying 1,000 messages took the relay 0.44-0.65 s of CPU without it, 0.11-0.26 s with it
@@ -15,8 +15,8 @@ stays the one source of what is replayed (which seqs, in which order, deleted or
 cache only saves re-encoding. Its bytes are bounded (``REPLAY_CACHE_BYTES``, least recently
 used out first); it lives on the event loop.
 
-The bytes on the wire are the same as before the cache: the JSON text is ``hub.wire``'s, an
-uncompressed WebSocket gets ``hub.text_frame`` of it (what aiohttp's ``send_str`` writes), a
+The bytes on the wire are the same as before the cache: the JSON text is ``live.wire``'s, an
+uncompressed WebSocket gets ``live.text_frame`` of it (what aiohttp's ``send_str`` writes), a
 deflated one gets each message through its connection's own Deflater, and SSE/JSON/raw
 streams format the text as they did (tests/test_relay_replay.py).
 """
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from agent.store import Row, Store, Stored
 from agent.store.schema import _COLUMNS
 from agent.timeparse import Since
-from edge_relay.hub import Live, LiveState, Subscriber, wire
+from edge_relay.live import Live, LiveState, Subscriber, wire
 
 if TYPE_CHECKING:
     from edge_relay.state import RelayState

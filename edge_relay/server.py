@@ -38,7 +38,7 @@ from edge_relay import acks, admin, deflate, files, gzipfile, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
 from edge_relay.core import check_relay_topic
 from edge_relay.guard import Throttle, track
-from edge_relay.hub import event_json
+from edge_relay.live import event_json
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
 from edge_relay.web import routes as web_routes

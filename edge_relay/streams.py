@@ -27,7 +27,7 @@ from agent.timeparse import Since
 from edge_relay.auth import Identity
 from edge_relay.core import ACTION_EVENTS, Filters, event_of, parse_topic_list
 from edge_relay.deflate import Deflater
-from edge_relay.hub import Framed, Live, LiveState, Subscriber, text_frame
+from edge_relay.live import Framed, Live, LiveState, Subscriber, text_frame
 from edge_relay.replay import replay, replay_scheduled, replay_states
 from edge_relay.revoke import OpenStream
 from edge_relay.state import RelayState
@@ -116,7 +116,7 @@ class Sink:
         await self.send_text(ev["event"], ev["id"], dumps(ev))
 
     async def send_message(self, item: Stored, data: str) -> None:
-        """A message; ``data`` is its event (``hub.wire``) as JSON text."""
+        """A message; ``data`` is its event (``live.wire``) as JSON text."""
         await self.send_text(event_of(item.message), item.message.id, data)
 
     async def send_lives(self, items: Sequence[Live]) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from edge_relay import config
 from edge_relay.core import Filters
-from edge_relay.hub import Subscriber
+from edge_relay.live import Subscriber
 from edge_relay.livequeue import LiveQueue
 from edge_relay.service import running
 from tests.helpers import child_env, free_port

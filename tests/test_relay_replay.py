@@ -1,11 +1,11 @@
 """A replay's bytes on the wire, against a real relay process: what a subscriber with
-``since=all`` receives is, frame for frame, the relay's stored messages as ``hub.wire`` JSON in
+``since=all`` receives is, frame for frame, the relay's stored messages as ``live.wire`` JSON in
 an unmasked text frame (what aiohttp's ``send_str`` wrote for each before the replay cache), or
 on a permessage-deflate connection each through a Deflater of the negotiated settings; the
 first replay (cache misses) and the next ones (hits) are the same bytes; ``/json`` and ``/sse``
 answers are the same lines. Raw sockets, so nothing between the relay and the test re-frames.
 
-This file uses only what the relay had before the cache (``hub.wire``, ``hub.text_frame``,
+This file uses only what the relay had before the cache (``live.wire``, ``live.text_frame``,
 ``deflate.Deflater``, ``Store.query``), so it runs unchanged against the tree before it.
 """
 
@@ -23,7 +23,7 @@ import pytest
 
 from agent.store import Store
 from edge_relay import deflate
-from edge_relay.hub import text_frame, wire
+from edge_relay.live import text_frame, wire
 from tests.relay import Relay
 
 CONFIG = """keepalive = 300
@@ -77,7 +77,7 @@ def topic(relay: Relay) -> str:
 
 
 def stored_texts(relay: Relay, topic: str) -> list[str]:
-    """The topic's stored messages as ``hub.wire`` encodes them, oldest first."""
+    """The topic's stored messages as ``live.wire`` encodes them, oldest first."""
     store = Store(relay.dir / "data" / "relay.db").open()
     try:
         return [wire(s) for s in store.query(topics=[topic], newest=False)]

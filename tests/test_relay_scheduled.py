@@ -28,7 +28,8 @@ import pytest
 from agent.envelope import Message
 from agent.store import Store
 from edge_relay.core import Filters
-from edge_relay.hub import Hub, Subscriber
+from edge_relay.hub import Hub
+from edge_relay.live import Subscriber
 from tests.helpers import wait_for
 from tests.mosquitto import Mosquitto
 from tests.relay import Relay, unique_topic

@@ -10,7 +10,7 @@ import pytest
 
 from agent.envelope import from_fields
 from agent.store import Store
-from edge_relay.hub import text_frame, wire
+from edge_relay.live import text_frame, wire
 from edge_relay.replay import _ENTRY, ReplayCache
 
 

@@ -15,7 +15,7 @@ from agent.errors import InvalidState, StoreBusy, StoreError
 from agent.handoff import HandOffMark
 from agent.private import private_dir, private_file, tighten
 from agent.store.migrations import MIGRATIONS
-from agent.store.schema import _MAX_VARS, _explain, _passing
+from agent.store.schema import _explain, _passing, chunks, placeholders
 
 
 class _Base:
@@ -145,10 +145,10 @@ class _Base:
     @staticmethod
     def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(ids), _MAX_VARS):
-            chunk = ids[i : i + _MAX_VARS]
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", chunk)
+        for chunk in chunks(ids):
+            rows = conn.execute(
+                f"SELECT id FROM messages WHERE id IN ({placeholders(chunk)})", chunk
+            )
             found.update(r[0] for r in rows)
         return found
 

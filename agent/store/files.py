@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.store.base import _Base
-from agent.store.schema import _SELECT, Stored, _stored
+from agent.store.schema import _SELECT, Stored, _stored, chunks, placeholders
 
 
 class _Files(_Base):
@@ -65,11 +65,10 @@ class _Files(_Base):
     def attachment_paths(self, message_ids: Sequence[str]) -> dict[str, str]:
         """``message id → local path`` of the files present among ``message_ids``."""
         out: dict[str, str] = {}
-        for start in range(0, len(message_ids), 500):
-            part = list(message_ids[start : start + 500])
+        for part in chunks(list(message_ids)):
             rows = self._read(
                 "SELECT message_id, path FROM attachment_files WHERE path IS NOT NULL AND "
-                f"message_id IN ({', '.join('?' for _ in part)})",
+                f"message_id IN ({placeholders(part)})",
                 part,
             )
             out.update((str(m), str(p)) for m, p in rows)

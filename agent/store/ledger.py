@@ -12,11 +12,12 @@ from agent.envelope import dumps
 from agent.states import STATES, SYNCED, StateEvent, rank
 from agent.store.base import _Base
 from agent.store.schema import (
-    _MAX_VARS,
     REJECTED_MAX_AGE,
     OutboxItem,
     Rejected,
     _insert_rejected,
+    chunks,
+    placeholders,
 )
 from agent.store.syncstate import prune_states
 
@@ -91,11 +92,10 @@ class _Ledger(_Base):
         arrived end-to-end encrypted."""
         found: dict[str, tuple[str, str]] = {}
         sealed: set[str] = set()
-        for i in range(0, len(ids), _MAX_VARS):
-            chunk = ids[i : i + _MAX_VARS]
+        for chunk in chunks(ids):
             rows = conn.execute(
                 "SELECT id, topic, state, e2e IS NOT NULL FROM messages "
-                f"WHERE id IN ({','.join('?' * len(chunk))})",
+                f"WHERE id IN ({placeholders(chunk)})",
                 chunk,
             )
             for m, t, s, e2e in rows:

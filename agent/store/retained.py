@@ -44,6 +44,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.envelope import Message
+from agent.store import schema  # a cycle (schema imports this module): used at call time only
 
 if TYPE_CHECKING:
     from agent.store.schema import Redelivery
@@ -51,18 +52,15 @@ if TYPE_CHECKING:
 Last = dict[str, tuple[str, bytes, str]]
 """Topic -> (session token, digest, message id) of the last id-less message stored on it."""
 
-_MAX_VARS = 500
-
 
 def lookup(conn: sqlite3.Connection, source: str, keys: Iterable[Redelivery]) -> Last:
     """The rows of the topics that retained copies in ``keys`` arrived on."""
     topics = sorted({k.topic for k in keys if k.retained and k.session is not None})
     last: Last = {}
-    for i in range(0, len(topics), _MAX_VARS):
-        chunk = topics[i : i + _MAX_VARS]
+    for chunk in schema.chunks(topics):
         rows = conn.execute(
             "SELECT topic, session, digest, id FROM mqtt_retained WHERE source = ? AND "
-            f"topic IN ({','.join('?' * len(chunk))})",
+            f"topic IN ({schema.placeholders(chunk)})",
             [source, *chunk],
         )
         last.update((str(t), (str(s), bytes(d), str(mid))) for t, s, d, mid in rows)

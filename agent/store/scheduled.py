@@ -30,6 +30,7 @@ from agent.store.schema import (
     _insert_new,
     _insert_rejected,
     _queue_forward,
+    placeholders,
 )
 from agent.store.sealed import Sealed, screen
 
@@ -96,7 +97,7 @@ class _Scheduled(_Base):
         sql, params = "SELECT payload FROM scheduled", list[Any]()
         if topics is not None:
             names = sorted(set(topics))
-            sql += f" WHERE topic IN ({','.join('?' * len(names))})"
+            sql += f" WHERE topic IN ({placeholders(names)})"
             params += names
         rows = self._read(sql + " ORDER BY due, rowid LIMIT ?", [*params, limit])
         out = []

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, replace
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.envelope import Message, dumps, encode
 from agent.states import RANK
@@ -40,6 +40,21 @@ _SEARCH = (
     "JOIN messages AS m ON m.seq = messages_fts.rowid"
 )
 _MAX_VARS = 500
+"""Host parameters in one ``IN (...)`` query at most: below SQLite's limit (999 before 3.32)."""
+_T = TypeVar("_T")
+
+
+def chunks(values: list[_T]) -> Iterator[list[_T]]:
+    """``values`` in order, in slices of at most ``_MAX_VARS``: one ``IN (...)`` query each."""
+    for i in range(0, len(values), _MAX_VARS):
+        yield values[i : i + _MAX_VARS]
+
+
+def placeholders(values: Sized) -> str:
+    """One SQL host parameter per item of ``values``, for an ``IN (...)`` list: ``?,?,?``."""
+    return ",".join("?" * len(values))
+
+
 Row = tuple[Any, ...]
 """A ``messages`` row as ``_SELECT`` reads it: seq, state, then ``_COLUMNS``."""
 
@@ -227,11 +242,10 @@ def _redelivered(
     last = retained.lookup(conn, source, [k for m in messages if (k := keys.get(m.id))])
     changed: set[str] = set()
     seen: dict[int, tuple[bytes, str]] = {}
-    for i in range(0, len(dups), _MAX_VARS):
-        chunk = dups[i : i + _MAX_VARS]
+    for chunk in chunks(dups):
         rows = conn.execute(
             "SELECT packet_id, digest, id FROM mqtt_redelivery WHERE source = ? AND "
-            f"packet_id IN ({','.join('?' * len(chunk))})",
+            f"packet_id IN ({placeholders(chunk)})",
             [source, *chunk],
         )
         seen.update((int(p), (bytes(d), str(mid))) for p, d, mid in rows)

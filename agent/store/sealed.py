@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from agent.envelope import Message, encode_bytes
 from agent.store.base import _Base
-from agent.store.schema import _MAX_VARS, _SELECT, Rejected, Stored, _row, _stored
+from agent.store.schema import _SELECT, Rejected, Stored, _row, _stored, chunks, placeholders
 
 UNDECRYPTABLE = "undecryptable"
 _UPDATE = (
@@ -64,11 +64,10 @@ def screen(
             [],
         )
     status: dict[str, bool] = {i: False for i in dups}
-    for i in range(0, len(dups), _MAX_VARS):
-        chunk = dups[i : i + _MAX_VARS]
-        marks_sql = ",".join("?" * len(chunk))
+    for chunk in chunks(dups):
         rows = conn.execute(
-            f"SELECT id FROM messages WHERE e2e IS NOT NULL AND id IN ({marks_sql})", chunk
+            f"SELECT id FROM messages WHERE e2e IS NOT NULL AND id IN ({placeholders(chunk)})",
+            chunk,
         )
         status.update((r[0], True) for r in rows)
     keep: list[bool] = []

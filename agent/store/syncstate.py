@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from agent.envelope import Message
 from agent.states import RANK, SYNCED, StateEvent, advances, winners
 from agent.store.base import _Base
-from agent.store.schema import _MAX_VARS, _SELECT, Stored, _stored
+from agent.store.schema import _SELECT, Stored, _stored, chunks, placeholders
 
 PENDING_KEEP = 10_000
 """States kept for messages not received yet (oldest dropped first): a flood of states for
@@ -55,10 +55,10 @@ class _SyncState(_Base):
         names = sorted(set(topics))
         if not names:
             return []
-        marks = ",".join("?" * len(names))
         rows = self._read(
             "SELECT message_id, state, device, time, topic, device_name FROM message_states "
-            f"WHERE owner = ? AND changed >= ? AND topic IN ({marks}) ORDER BY changed LIMIT ?",
+            f"WHERE owner = ? AND changed >= ? AND topic IN ({placeholders(names)}) "
+            "ORDER BY changed LIMIT ?",
             [owner, after, *names, limit],
         )
         return [StateEvent(str(i), str(s), str(d), float(t), str(tp), str(n))
@@ -67,9 +67,9 @@ class _SyncState(_Base):
     def topics_of(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> topic of the stored messages among ``ids`` (one read for a whole POST)."""
         out: dict[str, str] = {}
-        for chunk in _chunks(list(ids)):
-            marks = ",".join("?" * len(chunk))
-            rows = self._read(f"SELECT id, topic FROM messages WHERE id IN ({marks})", chunk)
+        for chunk in chunks(list(ids)):
+            sql = f"SELECT id, topic FROM messages WHERE id IN ({placeholders(chunk)})"
+            rows = self._read(sql, chunk)
             out.update((str(i), str(t)) for i, t in rows)
         return out
 
@@ -144,8 +144,8 @@ class _SyncState(_Base):
         """The messages of ``ids`` in a synced state here: a read, no write transaction
         (every click on this device is heard back once)."""
         out: list[Stored] = []
-        for chunk in _chunks(sorted(ids)):
-            rows = self._read(f"{_SELECT} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for chunk in chunks(sorted(ids)):
+            rows = self._read(f"{_SELECT} WHERE id IN ({placeholders(chunk)})", chunk)
             out.extend(m for m in map(_stored, rows) if m.state in SYNCED)
         return sorted(out, key=lambda m: m.seq)
 
@@ -166,11 +166,10 @@ def apply_pending(conn: sqlite3.Connection, fresh: Sequence[Message]) -> dict[st
     applied: dict[str, str] = {}
     ids = list(by_id)
     now = time.time()
-    for i in range(0, len(ids), _MAX_VARS):
-        chunk = ids[i : i + _MAX_VARS]
+    for chunk in chunks(ids):
         rows = conn.execute(
             "SELECT message_id, state, device, time, topic, device_name FROM pending_states "
-            f"WHERE message_id IN ({','.join('?' * len(chunk))})",
+            f"WHERE message_id IN ({placeholders(chunk)})",
             chunk,
         ).fetchall()
         for mid, state, device, at, topic, name in rows:
@@ -200,17 +199,12 @@ def _row(
     return (ev.id, owner, topic or ev.topic, ev.state, ev.device, ev.device_name, ev.time, now)
 
 
-def _chunks(ids: list[str]) -> Iterable[list[str]]:
-    for i in range(0, len(ids), _MAX_VARS):
-        yield ids[i : i + _MAX_VARS]
-
-
 def _owner_states(conn: sqlite3.Connection, ids: list[str], owner: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         rows = conn.execute(
             "SELECT message_id, state FROM message_states WHERE owner = ? AND "
-            f"message_id IN ({','.join('?' * len(chunk))})",
+            f"message_id IN ({placeholders(chunk)})",
             [owner, *chunk],
         )
         out.update((str(i), str(s)) for i, s in rows)
@@ -219,9 +213,9 @@ def _owner_states(conn: sqlite3.Connection, ids: list[str], owner: str) -> dict[
 
 def _message_states(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         rows = conn.execute(
-            f"SELECT id, topic, state FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+            f"SELECT id, topic, state FROM messages WHERE id IN ({placeholders(chunk)})",
             chunk,
         )
         out.update((str(i), (str(t), str(s))) for i, t, s in rows)
@@ -230,10 +224,10 @@ def _message_states(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple
 
 def _keep_pending(conn: sqlite3.Connection, events: list[StateEvent], now: float) -> None:
     old: dict[str, str] = {}
-    for chunk in _chunks([e.id for e in events]):
+    for chunk in chunks([e.id for e in events]):
         rows = conn.execute(
             "SELECT message_id, state FROM pending_states WHERE "
-            f"message_id IN ({','.join('?' * len(chunk))})",
+            f"message_id IN ({placeholders(chunk)})",
             chunk,
         )
         old.update((str(i), str(s)) for i, s in rows)
@@ -252,7 +246,7 @@ def _keep_pending(conn: sqlite3.Connection, events: list[StateEvent], now: float
 
 def _stored_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[Stored]:
     out: list[Stored] = []
-    for chunk in _chunks(ids):
-        rows = conn.execute(f"{_SELECT} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+    for chunk in chunks(ids):
+        rows = conn.execute(f"{_SELECT} WHERE id IN ({placeholders(chunk)})", chunk)
         out.extend(_stored(r) for r in rows)
     return sorted(out, key=lambda s: s.seq)

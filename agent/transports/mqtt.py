@@ -9,11 +9,11 @@ loop API: ``loop_read``, ``loop_write``, ``loop_misc``, ``on_socket_register_wri
 paho's callbacks run on the loop and there is no second thread contending for the GIL or
 waking the loop per burst (measured: docs/PERFORMANCE.md). Each readable event reads up to a
 burst of packets and queues their messages as one event. ``_serve`` takes whatever messages
-arrived (up to ``mqtt.max_batch``), decodes them, awaits the sink (one transaction, in a
-worker thread, while the loop keeps reading) and only then sends the PUBACKs, in receive
-order (``manual_ack=True``). A message that cannot be decoded is logged (rate-limited), kept
-raw in ``batch.rejected`` (stored in the batch's transaction) and acked with its batch, so it
-never stalls the others.
+arrived (up to ``mqtt.max_batch``), decodes them (``mqtt_batch``), awaits the sink (one
+transaction, in a worker thread, while the loop keeps reading) and only then sends the
+PUBACKs, in receive order (``manual_ack=True``). A message that cannot be decoded is logged
+(rate-limited), kept raw in ``batch.rejected`` (stored in the batch's transaction) and acked
+with its batch, so it never stalls the others.
 
 The session's tasks are owned together (``agent.tasks.supervise``): the committer (``_receive``),
 the watchdog, and the reader (paho on ``add_reader``: a failure there arrives as a ``crash``
@@ -24,8 +24,9 @@ The session is persistent (clean start off, a session expiry), so what arrives w
 agent is down, or was received but not acked before a crash, is redelivered by the broker;
 the store's UNIQUE id makes the redelivery a no-op. A message without an id of its own
 (plain text) is given one at decode; its packet id and a digest of topic and payload go into
-the batch (``batch.redelivery``) and are recorded with it, so a resend (DUP set) after a crash
-between commit and PUBACK gets the same id back (``Store.insert_batch`` lists the corner cases).
+the batch (``batch.redelivery``; ``mqtt_batch``) and are recorded with it, so a resend (DUP
+set) after a crash between commit and PUBACK gets the same id back (``Store.insert_batch``
+lists the corner cases).
 A resend, on the same link, of one not yet acked is dropped unacked (``mqtt_redelivery.InFlight``).
 A retained message sent again at each reconnect's SUBSCRIBE is recognised the same way, by its
 topic, bytes and broker session (``agent.store.retained``).
@@ -45,7 +46,6 @@ One paho ``Client`` per connection attempt: no PUBACK for an old link's packet i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
 import time
@@ -58,21 +58,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import backoff
 from agent.config import AgentConfig
-from agent.envelope import decode
 from agent.errors import (
     AuthError,
     ConfigError,
     ConnectionLost,
     InvalidState,
-    MessageError,
     TransportError,
 )
-from agent.ntfyproto.attachment import INLINE_URL_MAX
-from agent.states import from_payload
-from agent.store import OutboxItem, Redelivery, Rejected
+from agent.store import OutboxItem
 from agent.tasks import supervise
-from agent.transports import Batch, BatchSink, ConnState, RejectLog, commit, mqtt_codec
+from agent.transports import BatchSink, ConnState, RejectLog, commit, mqtt_codec
 from agent.transports import mqtt_protocol as proto
+from agent.transports.mqtt_batch import to_batch
 from agent.transports.mqtt_redelivery import RedeliveryTrust
 from agent.transports.mqtt_session import SessionToken
 from agent.transports.mqtt_subscribe import connect, make_client, subscribe
@@ -398,37 +395,11 @@ class MqttTransport:
                 return None if end[0] == "pause" else str(end[1])
 
     async def _deliver(self, conn: PahoConn, msgs: list[Received], sink: BatchSink) -> None:
-        batch = Batch(source=self.url)
-        dups = 0
-        states = f"{self.state_prefix}/" if self.state_prefix else None
-        for mid, qos, dup, retain, topic, payload in msgs:
-            if qos > 0:
-                self.trust.observe(mid, dup)
-            try:
-                if topic is None:
-                    raise MessageError("the topic is not valid UTF-8", field="topic")
-                if states is not None and topic.startswith(states):
-                    batch.states.append(from_payload(topic[len(states) :], payload))
-                    continue
-                text = mqtt_codec.unpack(payload, self.cfg.max_message_size + INLINE_URL_MAX)
-                m = decode(text, topic=topic, max_size=self.cfg.max_message_size)
-            except MessageError as exc:
-                item = Rejected.of(self.url, topic, str(exc), payload, time.time())
-                batch.rejected.append(item)
-                self._rejects.note(self.url, item)
-                continue
-            batch.messages.append(m)
-            dups += dup
-            # Id-less means decode made the id up: a fresh random id cannot occur in the
-            # payload, a payload's own id does (unless \u-escaped; then the record maps the
-            # message to its own id, which is harmless).
-            if m.id.encode() in text:
-                continue
-            pid = mid if qos > 0 and self.trust.trusted else None
-            if pid is not None or self._session is not None:  # agent.store.retained
-                batch.redelivery[m.id] = Redelivery(
-                    pid, _digest(topic, payload), dup, topic, self._session, retain and qos > 0
-                )
+        batch, dups = to_batch(
+            msgs, source=self.url, max_size=self.cfg.max_message_size,
+            state_prefix=self.state_prefix, trust=self.trust, session=self._session,
+            rejects=self._rejects,
+        )  # fmt: skip
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))
         if dropped := conn.inflight.take_dropped():  # read since the last batch
@@ -491,13 +462,6 @@ def _received(kind: str, item: Any) -> list[Received]:
     if kind == "crash":  # the reader failed (PahoConn._on_readable): end the session
         raise InvalidState(f"the reader failed: {type(item).__name__}: {item}") from item
     return list(item)
-
-
-def _digest(topic: str, payload: bytes) -> bytes:
-    h = hashlib.blake2b(topic.encode(), digest_size=16)
-    h.update(b"\0")  # MQTT topics cannot contain NUL: topic and payload never run together
-    h.update(payload)
-    return h.digest()
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
