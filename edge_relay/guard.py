@@ -23,7 +23,9 @@ ERROR traceback per request. This module adds those, with the least reach into a
   (``server._read_body``: 408 after ``limits.body_timeout``).
 * **Connection cap.** ``Gate`` counts open connections; beyond ``limits.max_connections``, or
   what the process's file-descriptor limit allows with a reserve for the store and the event
-  loop, a new connection gets a canned 503 and is closed at once, before it costs a parser.
+  loop (the soft limit is raised towards the hard one at start, ``raise_fd_limit``: a login
+  shell's 1,024 would cap a default relay at ~800), a new connection gets a canned 503 and
+  is closed at once, before it costs a parser.
   The listen backlog (also how many sockets asyncio accepts per loop tick) is sized to the
   free descriptors too (``fd_budget``), so refusing a burst cannot itself run out of them.
   The refusal is logged at most once a minute, with how many were refused since. When
@@ -93,6 +95,30 @@ class Throttle:
         return quiet
 
 
+def raise_fd_limit(connections: int) -> int:
+    """Raise the soft file-descriptor limit towards the hard one, as far as ``connections``
+    need (with the reserve and the refused bursts ``fd_budget`` keeps), and return it.
+
+    A login shell's soft limit is 1,024 on Debian and Raspberry Pi OS, with a hard limit of
+    tens of thousands: the soft one is there for programs that use ``select()``, which
+    asyncio does not (epoll), and a server is meant to raise it itself. Only the hard limit
+    (``ulimit -Hn``, systemd's ``LimitNOFILE=``) then caps the relay.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _FD_RESERVE + 3 * 128 + 64  # + what is open at start
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (OSError, ValueError):
+            return soft
+        log.debug("file-descriptor limit raised from %d to %d (hard limit %s)", soft, new, hard)
+        return new
+    return soft
+
+
 def fd_budget() -> tuple[int, int]:
     """(connections, accepts per loop tick) that the file-descriptor limit leaves room for.
 
@@ -122,12 +148,14 @@ class Gate:
         self.limits = limits
         self.server = server
         self.handler_kw = handler_kw
+        raise_fd_limit(limits.max_connections)
         allowed, self.backlog = fd_budget()
         self.max_connections = min(limits.max_connections, allowed)
         if self.max_connections < limits.max_connections:
             log.warning("limits.max_connections = %d is more than the file-descriptor limit "
-                        "leaves room for: at most %d connections", limits.max_connections,
-                        self.max_connections)  # fmt: skip
+                        "leaves room for: at most %d connections (raise the hard limit: "
+                        "`ulimit -Hn`, or LimitNOFILE= in the systemd unit)",
+                        limits.max_connections, self.max_connections)  # fmt: skip
         self.open = 0
         self.refused = 0
         self._throttle = Throttle()

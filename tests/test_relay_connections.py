@@ -254,12 +254,15 @@ async def test_fd_limit_keeps_serving_the_connections_it_has_without_a_log_flood
 
 
 class _LimitedRelay(Relay):
-    """A relay started under ``prlimit --nofile=128``: the cap comes from the fd limit."""
+    """A relay started under ``prlimit --nofile=SOFT:HARD`` (128:128: the cap comes from the
+    fd limit)."""
+
+    nofile = "128:128"
 
     def start(self) -> Relay:
-        argv = ["--nofile=128:128", "--", sys.executable, "-m", "edge_relay", "serve", "--listen",
-                f"127.0.0.1:{self.port}", "--data-dir", str(self.dir / "data"), "--config",
-                str(self.config), "--no-advertise"]  # fmt: skip
+        argv = [f"--nofile={self.nofile}", "--", sys.executable, "-m", "edge_relay", "serve",
+                "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.dir / "data"),
+                "--config", str(self.config), "--no-advertise"]  # fmt: skip
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(["prlimit", *argv], env=child_env(), stdout=log,
                                          stderr=log)  # fmt: skip
@@ -291,6 +294,31 @@ async def test_fd_limit_at_start_caps_connections_and_keeps_serving(tmp_path: Pa
     assert "file-descriptor limit leaves room for" in log
     assert log.count("refusing new connections") == 1, log[-3000:]
     assert "Traceback" not in log and "Too many open files" not in log, log[-3000:]
+
+
+def test_a_login_shells_soft_fd_limit_is_raised_to_what_the_connections_need(
+    tmp_path: Path,
+) -> None:
+    """Debian's login shells give 1,024 soft and tens of thousands hard: the relay raised
+    nothing and capped a default max_connections (4,096) at ~800, with a warning in the
+    first-run demo. It now raises its soft limit as far as the connections need and the hard
+    limit allows; a hard limit too low still caps them, and the warning says which limit."""
+    relay = _LimitedRelay(tmp_path / "raised")
+    relay.nofile = "1024:20000"
+    relay.start()
+    try:
+        assert relay.proc is not None
+        limits = Path(f"/proc/{relay.proc.pid}/limits").read_text()
+        soft = int(next(ln for ln in limits.splitlines() if "open files" in ln).split()[3])
+        assert 4096 < soft <= 20000, limits
+    finally:
+        assert relay.stop() == 0
+    assert "file-descriptor limit" not in relay.log.read_text()
+    low = _LimitedRelay(tmp_path / "low")
+    low.nofile = "1024:1024"
+    low.start()
+    assert low.stop() == 0
+    assert "raise the hard limit" in low.log.read_text()
 
 
 MALFORMED = [
