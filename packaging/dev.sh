@@ -66,7 +66,13 @@ make_venv() {
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   echo "==> installing edgepush[$extras] into $venv"
-  "$venv/bin/python" -m pip install -q -e ".[$extras]"
+  # pip's own output (setuptools' editable-install notice on every fresh venv) goes to a log,
+  # shown only when the install fails: a first run prints what the user needs, not that.
+  if ! "$venv/bin/python" -m pip install -q -e ".[$extras]" > "$venv/pip-install.log" 2>&1; then
+    cat "$venv/pip-install.log" >&2
+    echo "pip install failed (its output above, kept in $venv/pip-install.log)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 }
 

@@ -70,3 +70,34 @@ def test_a_current_venv_skips_pip_and_answers_within_2_s(tmp_path: Path) -> None
     assert third.returncode == 0, third.stderr
     assert len(pip_calls(log)) > len(installs)
     assert pip_calls(log)[-1].endswith("install -q -e .[dev]")
+
+
+def test_pips_output_is_shown_only_when_the_install_fails(tmp_path: Path) -> None:
+    """A fresh venv's editable install prints setuptools' multi-line notice: it was the first
+    thing the README's demo showed a new user. dev.sh keeps pip's output in a log and prints
+    it only when the install fails, with the exit status."""
+    root, venv, log = fake_checkout(tmp_path)
+    python = venv / "bin" / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -m ] && [ "$2" = pip ]; then\n'
+        f'  echo "$*" >> {log}\n'
+        '  case "$*" in *" -e "*) echo "BuildBackendWarning: Editable installation." >&2\n'
+        f"    [ -e {tmp_path}/fail ] && "
+        '{ echo "ERROR: no matching distribution" >&2; exit 1; };;\n'
+        "  esac\n"
+        "  exit 0\n"
+        "fi\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    _, ok = dev_sh(root, venv, "test", "--version")
+    assert ok.returncode == 0, ok.stderr
+    assert "BuildBackendWarning" not in ok.stdout + ok.stderr
+    assert "BuildBackendWarning" in (venv / "pip-install.log").read_text()
+
+    (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text() + "\n# new\n")
+    (tmp_path / "fail").touch()
+    _, failed = dev_sh(root, venv, "test", "--version")
+    assert failed.returncode == 1
+    assert "ERROR: no matching distribution" in failed.stderr
+    assert "pip install failed" in failed.stderr
