@@ -328,3 +328,35 @@ def test_relay_refuses_bad_templates_and_stores_nothing(
     assert (status, answer["code"]) == (413 if code == 41303 else 400, code), answer
     assert relay.poll(t) == []
     assert relay.request("GET", "/v1/health")[0] == 200  # and it keeps serving
+
+
+# A ``\ud800`` escape is valid JSON but no Unicode text; Go's json.Unmarshal reads it as U+FFFD.
+# The relay kept it, so an error quoting the data (a range over it) could not be encoded and
+# the client got a bare 500 with a traceback in the log.
+LONE = b'{"a": "\\ud800", "\\udfff": ["x\\udc00y"], "pair": "\\ud83d\\ude00"}'
+
+
+def test_lone_surrogates_in_template_data_read_as_go_reads_them() -> None:
+    assert load(LONE) == {"a": "\ufffd", "\ufffd": ["x\ufffdy"], "pair": "\U0001f600"}
+    with pytest.raises(NtfyError) as exc:
+        render("{{range .a}}{{end}}", load(LONE))
+    assert exc.value.code == 40045
+    str(exc.value).encode("utf-8")  # an error quoting the data is text a response can carry
+
+
+@pytest.mark.parametrize(("template", "status", "expected"), [
+    ("{{range .a}}{{end}}", 400, 40045),
+    ("{{range $k, $v := .}}{{range $v}}{{.}}{{end}}{{end}}", 400, 40045),
+    ("{{.a}} {{index . \"\ufffd\"}} {{.pair}}", 200, "\ufffd [x\ufffdy] \U0001f600"),
+])  # fmt: skip
+def test_relay_answers_template_data_with_lone_surrogates(
+    relay: Relay, template: str, status: int, expected: int | str
+) -> None:
+    t = topic()
+    answer = relay.request("POST", f"/{t}?{urlencode({'tpl': 'yes', 'm': template})}", LONE)
+    assert answer[0] == status, answer
+    if status == 200:
+        assert [m["message"] for m in relay.poll(t)] == [expected]
+    else:
+        assert answer[1]["code"] == expected and answer[1]["http"] == 400, answer
+        assert relay.poll(t) == []
