@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
@@ -98,6 +98,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.content_type == "application/json":
             return exc
         answer = error(exc.status, exc.text or exc.reason)
+    except web.RequestPayloadError as exc:
+        answer = _unreadable_body(request, exc)
     except (ConnectionError, InvalidState) as exc:
         if isinstance(exc, ConnectionError):
             raise  # the client went away: nothing to answer
@@ -112,6 +114,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if quiet is not None:
         more = f" (+{quiet} refused from {request.remote} since the last line)" if quiet else ""
         log.info("%s %s -> %s: %s%s", request.method, raw[:120], answer.status, answer.text, more)
+    return answer
+
+
+def _unreadable_body(request: web.Request, exc: web.RequestPayloadError) -> web.Response:
+    """A body aiohttp could not read: one whose ``Content-Encoding`` does not inflate (aiohttp
+    inflates gzip and deflate bodies as they arrive), or broken chunked framing. 400 naming
+    which, and the connection closed: the rest of that body is not worth reading (aiohttp's
+    drain of it fails the same way: ``guard.GuardedHandler.log_exception``)."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "")
+    if "content-encoding" in str(exc).lower():
+        text = f"the body is not valid {encoding[:40]!r} data (Content-Encoding)"
+    else:
+        text = "the body could not be read: its framing is broken (Transfer-Encoding)"
+    answer = error(400, text)
+    answer.force_close()
     return answer
 
 
