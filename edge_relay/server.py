@@ -220,14 +220,26 @@ async def publish(request: web.Request) -> web.Response:
     if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
         limit, code = templates.body_limit(limit), 41303
         body = await _read_body(request, limit, code)
+        parsed = await _rendered(request, parts, body)
     else:  # ntfy's util.Peek: the first message_size bytes decide what the body is
         body, more = await files.peek(request, limit)
         if body_is_file(parts, body, truncated=more):
             return await _accept_file(request, topic, parts, body, more=more)
         if more:
             raise NtfyError(code, f"body is above the limit of {limit} bytes", "message")
-    parsed = parse_publish(parts, body)
+        parsed = parse_publish(parts, body)
     return await _accept(state, topic, _path_sid(request, parsed))
+
+
+RENDERS = web.AppKey("template_renders", asyncio.Semaphore)
+
+
+async def _rendered(request: web.Request, parts: Request, body: bytes) -> Publish:
+    """A templated publish parsed, its renders (up to ``tplvalues.MAX_TIME`` s of Python each)
+    in a worker thread, one publish at a time: the loop keeps answering everyone else, and a
+    flood of slow templates holds one thread, not the pool the store's calls share."""
+    async with request.app[RENDERS]:
+        return await asyncio.to_thread(parse_publish, parts, body)
 
 
 def _path_sid(request: web.Request, parsed: Publish) -> Publish:
@@ -328,6 +340,7 @@ def make_app(state: RelayState) -> web.Application:
     if state.cfg.compress:
         deflate.use_fastest()  # logged once listening: a failed bind stays one line
     app[acks.WAITERS] = acks.AckWaiters()
+    app[RENDERS] = asyncio.Semaphore(1)
     app.on_response_prepare.append(ntfy_api.cors)
     app.on_response_prepare.append(gzipfile.no_ranges)
     r = app.router

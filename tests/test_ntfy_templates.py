@@ -8,6 +8,7 @@ ntfy's server runs them): e.g. a JSON number is a float64, so ``1700000000`` pri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -360,3 +361,45 @@ def test_relay_answers_template_data_with_lone_surrogates(
     else:
         assert answer[1]["code"] == expected and answer[1]["http"] == 400, answer
         assert relay.poll(t) == []
+
+
+# Steps were the only bound, but one step can be costly: printing a 10,000-item list is ~17 ms
+# of Python, so 300 of them cost 5 s (the one below unbounded: 275 s) within 50,000 steps, on
+# the relay's event loop, where no other client was answered meanwhile.
+BIG = json.dumps({"l": [1] * 10_000}).encode()
+SLOW = [
+    '{{range $i, $e := .l}}{{if lt $i 300}}{{len (printf "%v" $.l)}}{{end}}{{end}}',
+    '{{len (printf "' + "%v" * 150 + '"' + " $.l" * 150 + ")}}",  # one step: 150 lists
+]
+
+
+@pytest.mark.parametrize("template", SLOW, ids=["many-steps", "one-step"])
+def test_a_render_is_bounded_in_time_however_costly_its_steps(template: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(NtfyError) as exc:
+        render(template, load(BIG))
+    assert time.monotonic() - start < 2.0
+    assert exc.value.code == 40045 and "s of rendering" in str(exc.value)
+
+
+async def test_a_slow_template_never_holds_up_another_clients_publish(relay: Relay) -> None:
+    import aiohttp
+
+    t = topic()
+    query = urlencode({"tpl": "yes", "m": SLOW[0]})
+    async with aiohttp.ClientSession() as s:
+
+        async def slow() -> tuple[int, Any]:
+            async with s.post(f"{relay.url}/{t}?{query}", data=BIG) as r:
+                return r.status, await r.json()
+
+        hostile = [asyncio.ensure_future(slow()) for _ in range(10)]
+        await asyncio.sleep(0.1)  # their renders under way
+        start = time.monotonic()
+        async with s.put(f"{relay.url}/{t}", data=b"honest") as r:
+            assert r.status == 200
+        honest = time.monotonic() - start
+        answers = await asyncio.gather(*hostile)
+    assert honest < 0.5, f"the honest publish waited {honest:.2f} s"
+    assert {(status, a["code"]) for status, a in answers} == {(400, 40045)}, answers
+    assert [m["message"] for m in relay.poll(t)] == ["honest"]
