@@ -397,3 +397,27 @@ async def test_http_buttons_with_fields_no_request_can_carry_are_refused_in_the_
         assert line.levelname == "WARNING" and "cannot" in line.getMessage(), line.getMessage()
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
     assert all("/a" not in p and "/b" not in p for p, _ in _Hook.posts)
+
+
+async def test_an_icon_url_with_no_usable_host_shows_its_notification_without_an_icon(
+    desktop: Desktop, stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """ntfy (and the relay) take any ``https?://.+`` as an icon. These raised ValueError,
+    UnicodeError and InvalidURL out of the icon fetch (only OSError was caught), out of the
+    notifier's show and so out of the hand-off: the agent stopped at the first of them, and
+    the same message, never marked shown, stopped it again at every start."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    desktop.dunstctl("close-all")
+    icons = ["http://[::1/i.png", "http://" + "a" * 70 + ".example/i.png", "http://x:abc/i.png"]
+    async with AgentService(agent_cfg(tmp_path, stub.port)) as svc:
+        for i, icon in enumerate(icons):
+            await stub.frames.put(frame("message", f"ic{i}", title=f"icon {i}", message="m",
+                                        icon=icon))  # fmt: skip
+        await stub.frames.put(frame("message", "ic9", title="plain", message="m"))
+        await until(lambda: desktop.count("displayed") == 4, what="all four shown")
+        assert svc.handed_over == 4
+    lines = [r.getMessage() for r in caplog.records if "not shown" in r.getMessage()]
+    assert len(lines) == 3 and all(line.startswith("icon ") for line in lines), lines
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
