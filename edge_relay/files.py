@@ -10,7 +10,9 @@ the id in flight until the store has answered, so the sweep never races a commit
 
 ``/file/`` serves a file only for a message the store has, to a caller who may read that
 message's topic (the same tokens as a subscription); an unknown, expired or removed file is
-404. Ranges, HEAD and conditional requests are aiohttp's ``FileResponse``; the type is the
+404. Ranges, HEAD and conditional requests are aiohttp's ``FileResponse``, but a ``Range``
+it would answer 416 (malformed, several ranges, or starting past the end) is answered here
+first, in ntfy's error shape naming the range and the size; the type is the
 sniffed one (never guessed from the URL), media inline and any other file a download. A
 compressible file goes gzipped to a client that accepts it (``edge_relay.gzipfile``).
 """
@@ -18,11 +20,13 @@ compressible file goes gzipped to a client that accepts it (``edge_relay.gzipfil
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from agent.envelope import from_fields
 from agent.ntfyproto import NtfyError
@@ -34,6 +38,7 @@ from agent.store import Store
 from edge_relay import gzipfile
 from edge_relay.attachments import DiskFull, FileCache, Upload
 from edge_relay.core import rate_key
+from edge_relay.ntfy_api import error
 from edge_relay.state import RelayState
 
 _CHUNK = 64 * 1024
@@ -158,11 +163,37 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
                # a file opened in a browser runs no script and loads nothing
                "Content-Security-Policy": "default-src 'none'; sandbox",
                "Cache-Control": "private"}  # fmt: skip
+    if hdrs.RANGE in request.headers and (refused := _range_refusal(request, path)):
+        return refused
     if state.cfg.compress and gzipfile.compressible(mime, int(att.get("size") or 0)):
         headers["Vary"] = "Accept-Encoding"
         if gzipfile.wants_gzip(request):
             return await gzipfile.send(request, state.files, mid, path, headers)
     return web.FileResponse(path, headers=headers)
+
+
+def _range_refusal(request: web.Request, path: Path) -> web.Response | None:
+    """The 416 ``FileResponse`` would send for this ``Range`` (its rules: an ``If-Range``
+    older than the file means the whole file, a suffix range is always satisfiable), as a
+    JSON error naming the range; None where it sends the file or a part of it. aiohttp's own
+    416 has an empty body, which tells a client nothing."""
+    st = os.stat(path)
+    size = st.st_size
+    if (since := request.if_range) is not None and st.st_mtime > since.timestamp():
+        return None
+    asked = request.headers[hdrs.RANGE][:80]
+    try:
+        rng = request.http_range
+    except ValueError:
+        why = "is not one byte range (bytes=first-last, bytes=first- or bytes=-count)"
+    else:
+        start = rng.start
+        if start is None or (start < 0 and rng.stop is None and size > 0) or 0 <= start < size:
+            return None
+        why = "starts at or past the end"
+    answer = error(416, f"Range {asked!r} {why}; the file is {size} bytes")
+    answer.headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
+    return answer
 
 
 def keeper(store: Store) -> Callable[[list[str]], set[str]]:

@@ -292,6 +292,20 @@ class GuardedHandler(web.RequestHandler):
         resp.force_close()
         return resp
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's log of what escaped a request; a body that failed as aiohttp drained
+        the unread rest of it (after an early answer: 401, 413, a 400 for that body) is the
+        client's mistake, not ours: one quiet line per peer a minute, no traceback. Such a
+        body does not inflate (``Content-Encoding``) or its chunked framing is broken."""
+        exc = kw.get("exc_info")
+        if not isinstance(exc, web.RequestPayloadError):
+            super().log_exception(*args, **kw)
+            return
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        why = "does not inflate" if "content-encoding" in str(exc).lower() else "is broken"
+        self._gate.protocol_error(str(peer[0] if peer else "?"), 400,
+                                  f"the unread rest of a request body {why}")  # fmt: skip
+
 
 def describe(exc: HttpProcessingError) -> tuple[int, str]:
     """Status and our own words for a parser error (never the parser's: it quotes the line)."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
@@ -98,6 +98,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.content_type == "application/json":
             return exc
         answer = error(exc.status, exc.text or exc.reason)
+    except web.RequestPayloadError as exc:
+        answer = _unreadable_body(request, exc)
     except (ConnectionError, InvalidState) as exc:
         if isinstance(exc, ConnectionError):
             raise  # the client went away: nothing to answer
@@ -112,6 +114,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if quiet is not None:
         more = f" (+{quiet} refused from {request.remote} since the last line)" if quiet else ""
         log.info("%s %s -> %s: %s%s", request.method, raw[:120], answer.status, answer.text, more)
+    return answer
+
+
+def _unreadable_body(request: web.Request, exc: web.RequestPayloadError) -> web.Response:
+    """A body aiohttp could not read: one whose ``Content-Encoding`` does not inflate (aiohttp
+    inflates gzip and deflate bodies as they arrive), or broken chunked framing. 400 naming
+    which, and the connection closed: the rest of that body is not worth reading (aiohttp's
+    drain of it fails the same way: ``guard.GuardedHandler.log_exception``)."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "")
+    if "content-encoding" in str(exc).lower():
+        text = f"the body is not valid {encoding[:40]!r} data (Content-Encoding)"
+    else:
+        text = "the body could not be read: its framing is broken (Transfer-Encoding)"
+    answer = error(400, text)
+    answer.force_close()
     return answer
 
 
@@ -203,14 +220,26 @@ async def publish(request: web.Request) -> web.Response:
     if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
         limit, code = templates.body_limit(limit), 41303
         body = await _read_body(request, limit, code)
+        parsed = await _rendered(request, parts, body)
     else:  # ntfy's util.Peek: the first message_size bytes decide what the body is
         body, more = await files.peek(request, limit)
         if body_is_file(parts, body, truncated=more):
             return await _accept_file(request, topic, parts, body, more=more)
         if more:
             raise NtfyError(code, f"body is above the limit of {limit} bytes", "message")
-    parsed = parse_publish(parts, body)
+        parsed = parse_publish(parts, body)
     return await _accept(state, topic, _path_sid(request, parsed))
+
+
+RENDERS = web.AppKey("template_renders", asyncio.Semaphore)
+
+
+async def _rendered(request: web.Request, parts: Request, body: bytes) -> Publish:
+    """A templated publish parsed, its renders (up to ``tplvalues.MAX_TIME`` s of Python each)
+    in a worker thread, one publish at a time: the loop keeps answering everyone else, and a
+    flood of slow templates holds one thread, not the pool the store's calls share."""
+    async with request.app[RENDERS]:
+        return await asyncio.to_thread(parse_publish, parts, body)
 
 
 def _path_sid(request: web.Request, parsed: Publish) -> Publish:
@@ -311,6 +340,7 @@ def make_app(state: RelayState) -> web.Application:
     if state.cfg.compress:
         deflate.use_fastest()  # logged once listening: a failed bind stays one line
     app[acks.WAITERS] = acks.AckWaiters()
+    app[RENDERS] = asyncio.Semaphore(1)
     app.on_response_prepare.append(ntfy_api.cors)
     app.on_response_prepare.append(gzipfile.no_ranges)
     r = app.router

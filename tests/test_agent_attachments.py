@@ -245,6 +245,36 @@ async def test_a_stalled_download_never_holds_up_its_message_and_is_retried(
     assert Path(str((recorded(cfg, mid) or ("", ""))[0])).read_bytes() == png()
 
 
+# URLs ntfy (and so the relay) accepts as an Attach: (``https?://.+``) that no download can use
+BAD_URLS = [
+    "http://[::1",
+    "http://" + "a" * 70 + ".example/x",
+    "http://x:abc/f",
+    "http://x:99999/f",
+]
+
+
+async def test_an_attachment_url_that_cannot_be_fetched_is_refused_once_and_named(
+    relay: Relay, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: the first two raised ValueError/UnicodeError inside the download, logged as a bug
+    with a traceback, and nothing recorded (tried again, traceback again, at every start);
+    the ports were "retryable" (6 tries over minutes, then again at every start)."""
+    topic = unique_topic("att")
+    cfg = agent_cfg(tmp_path / "home", relay, topic, download="always")
+    async with AgentService(cfg) as svc:
+        await until(lambda: svc.state() == "connected", what="the agent subscribed")
+        ids = [(await asyncio.to_thread(relay.publish, topic, f"bad {i}", Attach=url))["id"]
+               for i, url in enumerate(BAD_URLS)]  # fmt: skip
+        for mid in ids:
+            await until(lambda m=mid: recorded(cfg, m), what=f"the refusal of {mid}")  # type: ignore[misc]
+        await until(lambda: svc.handed_over == len(ids), what="every message handed over")
+    for mid, url in zip(ids, BAD_URLS, strict=True):
+        path, error = recorded(cfg, mid) or (None, None)
+        assert path is None and "URL" in str(error), (url, error)
+    assert not [r for r in caplog.records if r.exc_info], "no download ended in a traceback"
+
+
 async def test_an_agent_that_was_stopped_gets_the_file_and_keeps_it_without_the_relay(
     tmp_path: Path,
 ) -> None:

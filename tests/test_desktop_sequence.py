@@ -332,3 +332,92 @@ async def test_copy_button_puts_its_value_on_the_clipboard(
         await asyncio.to_thread(desktop.press, "Copy code")
         await until(lambda: clipboard() == "493 812", what="the value on the clipboard")
         await until(lambda: svc.store.get("cp1").state == "clicked")  # type: ignore[union-attr]
+
+
+class _Hook(BaseHTTPRequestHandler):
+    posts: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _Hook.posts.append((self.path, body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_http_buttons_with_fields_no_request_can_carry_are_refused_in_the_log(
+    desktop: Desktop, stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """An http action is checked only for its url's scheme before its button shows; pressing
+    one whose headers are no object, whose header value holds a newline, or whose url has no
+    usable host raised out of the press's task (AttributeError, ValueError, UnicodeError:
+    a traceback, and nothing said about that button). Now a WARNING names the action and why;
+    the good one still sends its request."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    desktop.dunstctl("close-all")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def logged(label: str) -> bool:
+        return any(label in r.getMessage() for r in caplog.records)
+
+    bad = [
+        {"action": "http", "label": "Not a map", "url": f"{hook}/a", "headers": ["X: 1"]},
+        {"action": "http", "label": "Newline", "url": f"{hook}/b", "headers": {"X": "1\r\nY: 2"}},
+        {"action": "http", "label": "No host", "url": "http://[::1/c"},
+    ]
+    good = [{"action": "http", "label": "Good", "url": f"{hook}/ok", "body": "done"}]
+    try:
+        async with AgentService(agent_cfg(tmp_path, stub.port)):
+            # one notification each: a pressed button ends its notification
+            for i, action in enumerate([*bad, *good]):
+                label = str(action["label"])
+                desktop.dunstctl("close-all")
+                await until(lambda: desktop.count("displayed") == 0, what="the screen empty")
+                await stub.frames.put(frame("message", f"h{i}", title=f"t{i}", message="m",
+                                            actions=[action]))  # fmt: skip
+                await until(lambda: desktop.count("displayed") == 1, what=f"{label} shown")
+                await asyncio.to_thread(desktop.press, label)
+                if action in bad:
+                    await until(lambda label=label: logged(label), what=f"a line for {label}")  # type: ignore[misc]
+            await until(lambda: _Hook.posts == [("/ok", b"done")], what="the good request")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    said = [
+        r for r in caplog.records if r.name.startswith("pushagent") and "action" in r.getMessage()
+    ]
+    for action in bad:
+        (line,) = [r for r in said if str(action["label"]) in r.getMessage()]
+        assert line.levelname == "WARNING" and "cannot" in line.getMessage(), line.getMessage()
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    assert all("/a" not in p and "/b" not in p for p, _ in _Hook.posts)
+
+
+async def test_an_icon_url_with_no_usable_host_shows_its_notification_without_an_icon(
+    desktop: Desktop, stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """ntfy (and the relay) take any ``https?://.+`` as an icon. These raised ValueError,
+    UnicodeError and InvalidURL out of the icon fetch (only OSError was caught), out of the
+    notifier's show and so out of the hand-off: the agent stopped at the first of them, and
+    the same message, never marked shown, stopped it again at every start."""
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    desktop.dunstctl("close-all")
+    icons = ["http://[::1/i.png", "http://" + "a" * 70 + ".example/i.png", "http://x:abc/i.png"]
+    async with AgentService(agent_cfg(tmp_path, stub.port)) as svc:
+        for i, icon in enumerate(icons):
+            await stub.frames.put(frame("message", f"ic{i}", title=f"icon {i}", message="m",
+                                        icon=icon))  # fmt: skip
+        await stub.frames.put(frame("message", "ic9", title="plain", message="m"))
+        await until(lambda: desktop.count("displayed") == 4, what="all four shown")
+        assert svc.handed_over == 4
+    lines = [r.getMessage() for r in caplog.records if "not shown" in r.getMessage()]
+    assert len(lines) == 3 and all(line.startswith("icon ") for line in lines), lines
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]

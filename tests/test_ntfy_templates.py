@@ -8,6 +8,7 @@ ntfy's server runs them): e.g. a JSON number is a float64, so ``1700000000`` pri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -328,3 +329,77 @@ def test_relay_refuses_bad_templates_and_stores_nothing(
     assert (status, answer["code"]) == (413 if code == 41303 else 400, code), answer
     assert relay.poll(t) == []
     assert relay.request("GET", "/v1/health")[0] == 200  # and it keeps serving
+
+
+# A ``\ud800`` escape is valid JSON but no Unicode text; Go's json.Unmarshal reads it as U+FFFD.
+# The relay kept it, so an error quoting the data (a range over it) could not be encoded and
+# the client got a bare 500 with a traceback in the log.
+LONE = b'{"a": "\\ud800", "\\udfff": ["x\\udc00y"], "pair": "\\ud83d\\ude00"}'
+
+
+def test_lone_surrogates_in_template_data_read_as_go_reads_them() -> None:
+    assert load(LONE) == {"a": "\ufffd", "\ufffd": ["x\ufffdy"], "pair": "\U0001f600"}
+    with pytest.raises(NtfyError) as exc:
+        render("{{range .a}}{{end}}", load(LONE))
+    assert exc.value.code == 40045
+    str(exc.value).encode("utf-8")  # an error quoting the data is text a response can carry
+
+
+@pytest.mark.parametrize(("template", "status", "expected"), [
+    ("{{range .a}}{{end}}", 400, 40045),
+    ("{{range $k, $v := .}}{{range $v}}{{.}}{{end}}{{end}}", 400, 40045),
+    ("{{.a}} {{index . \"\ufffd\"}} {{.pair}}", 200, "\ufffd [x\ufffdy] \U0001f600"),
+])  # fmt: skip
+def test_relay_answers_template_data_with_lone_surrogates(
+    relay: Relay, template: str, status: int, expected: int | str
+) -> None:
+    t = topic()
+    answer = relay.request("POST", f"/{t}?{urlencode({'tpl': 'yes', 'm': template})}", LONE)
+    assert answer[0] == status, answer
+    if status == 200:
+        assert [m["message"] for m in relay.poll(t)] == [expected]
+    else:
+        assert answer[1]["code"] == expected and answer[1]["http"] == 400, answer
+        assert relay.poll(t) == []
+
+
+# Steps were the only bound, but one step can be costly: printing a 10,000-item list is ~17 ms
+# of Python, so 300 of them cost 5 s (the one below unbounded: 275 s) within 50,000 steps, on
+# the relay's event loop, where no other client was answered meanwhile.
+BIG = json.dumps({"l": [1] * 10_000}).encode()
+SLOW = [
+    '{{range $i, $e := .l}}{{if lt $i 300}}{{len (printf "%v" $.l)}}{{end}}{{end}}',
+    '{{len (printf "' + "%v" * 150 + '"' + " $.l" * 150 + ")}}",  # one step: 150 lists
+]
+
+
+@pytest.mark.parametrize("template", SLOW, ids=["many-steps", "one-step"])
+def test_a_render_is_bounded_in_time_however_costly_its_steps(template: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(NtfyError) as exc:
+        render(template, load(BIG))
+    assert time.monotonic() - start < 2.0
+    assert exc.value.code == 40045 and "s of rendering" in str(exc.value)
+
+
+async def test_a_slow_template_never_holds_up_another_clients_publish(relay: Relay) -> None:
+    import aiohttp
+
+    t = topic()
+    query = urlencode({"tpl": "yes", "m": SLOW[0]})
+    async with aiohttp.ClientSession() as s:
+
+        async def slow() -> tuple[int, Any]:
+            async with s.post(f"{relay.url}/{t}?{query}", data=BIG) as r:
+                return r.status, await r.json()
+
+        hostile = [asyncio.ensure_future(slow()) for _ in range(10)]
+        await asyncio.sleep(0.1)  # their renders under way
+        start = time.monotonic()
+        async with s.put(f"{relay.url}/{t}", data=b"honest") as r:
+            assert r.status == 200
+        honest = time.monotonic() - start
+        answers = await asyncio.gather(*hostile)
+    assert honest < 0.5, f"the honest publish waited {honest:.2f} s"
+    assert {(status, a["code"]) for status, a in answers} == {(400, 40045)}, answers
+    assert [m["message"] for m in relay.poll(t)] == ["honest"]

@@ -32,3 +32,9 @@ def test_asset_only_files_inside_static() -> None:
     for bad in ("", "/etc/passwd", "../routes.py", "pages/../../routes.py", "pages", "a\\b",
                 "nope.js", "x\0.js"):  # fmt: skip
         assert asset(bad) is None, bad
+
+
+def test_asset_names_the_file_system_refuses_are_missing_files() -> None:
+    # GET /app/<300 characters> was a 500 with a traceback: stat() raised ENAMETOOLONG
+    for bad in ("a" * 300, "a/" * 3000 + "x.js", "pages/" + "b" * 256 + ".js"):
+        assert asset(bad) is None, bad[:20]

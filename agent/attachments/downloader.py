@@ -15,7 +15,14 @@ from typing import Any, Self
 
 from agent.attachments.cache import clean_temporary, trim
 from agent.attachments.fetch import Fetched, Inflight, fetch, install, unpack
-from agent.attachments.policy import DownloadError, check, decide, file_name, same_origin
+from agent.attachments.policy import (
+    DownloadError,
+    check,
+    check_url,
+    decide,
+    file_name,
+    same_origin,
+)
 from agent.backoff import backoff
 from agent.config import AgentConfig
 from agent.e2e import files as e2e_files
@@ -158,6 +165,8 @@ class Downloader:
     def _download(self, item: Stored) -> tuple[Path, str]:
         att = item.message.attachment or {}
         url = str(att["url"])
+        if not is_inline(url):
+            check_url(url)
         token = None
         if self._token_for is not None and same_origin(url, item.source):
             token = self._token_for(str(item.source))

@@ -67,6 +67,23 @@ def check(
     return mime, ext
 
 
+def check_url(url: str) -> None:
+    """DownloadError (not retryable) for an http(s) ``url`` no download can use, naming why.
+
+    ntfy takes any ``https?://.+`` as an attachment URL, so a message may carry one whose
+    host is not a host (``http://[::1``, a 70-character label) or whose port is not a port;
+    urllib would raise ValueError/UnicodeError deep in a download (a "bug", a traceback, and
+    the same again at every start) or InvalidURL (tried six times, then at every start)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, _port = parts.hostname, parts.port  # the port: ValueError unless in 0-65535
+        if not host:
+            raise ValueError("it names no host")
+        host.encode("idna")  # UnicodeError: a label empty or above 63 characters
+    except ValueError as exc:  # UnicodeError is one
+        raise DownloadError(f"the attachment URL {url[:100]!r} cannot be fetched: {exc}") from None
+
+
 def same_origin(url: str, server: str | None) -> bool:
     """True when ``url`` is on ``server`` (scheme, host and port): its token may go along."""
     if not server:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import logging
 import urllib.request
 from collections import OrderedDict
@@ -443,26 +444,36 @@ class DesktopNotifier:
 
     @staticmethod
     async def _http(action: dict[str, Any]) -> None:
+        """ntfy's http action: its request, sent; a WARNING naming the action when it cannot
+        be (only the url's scheme was checked before its button showed: the rest comes from
+        the publisher as it is)."""
         url = safe_url(action.get("url"))
         if url is None:
             return
-        body = action.get("body")
-        req = urllib.request.Request(  # noqa: S310 - scheme checked by safe_url
-            url,
-            data=str(body).encode() if body is not None else None,
-            method=str(action.get("method") or "POST").upper(),
-            headers={str(k): str(v) for k, v in (action.get("headers") or {}).items()},
-        )
+        label, body, headers = action.get("label"), action.get("body"), action.get("headers")
+        if headers is not None and not isinstance(headers, dict):
+            log.warning("action %r: cannot send its request: headers is not an object", label)
+            return
 
         def send() -> int:
+            req = urllib.request.Request(  # noqa: S310 - scheme checked by safe_url
+                url,
+                data=str(body).encode() if body is not None else None,
+                method=str(action.get("method") or "POST").upper(),
+                headers={str(k): str(v) for k, v in (headers or {}).items()},
+            )
             with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
                 return int(resp.status)
 
         try:
             status = await asyncio.to_thread(send)
-            log.info("action %r: %s answered %s", action.get("label"), url, status)
+            log.info("action %r: %s answered %s", label, url, status)
         except OSError as exc:
-            log.warning("action %r: request to %s failed: %s", action.get("label"), url, exc)
+            log.warning("action %r: request to %s failed: %s", label, url, exc)
+        except (ValueError, http.client.HTTPException) as exc:  # UnicodeError, InvalidURL too
+            # a header value with a newline, a method with a control character, a host
+            # that is none ("http://[::1"): http.client refuses them before sending
+            log.warning("action %r: cannot send its request to %s: %s", label, url[:100], exc)
 
     def _plyer_send(self, msg: Message) -> bool:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import logging
 import urllib.request
 from pathlib import Path
@@ -37,8 +38,8 @@ def fetch(url: str, max_bytes: int = MAX_BYTES, timeout: float = TIMEOUT) -> tup
     """``(bytes, suffix)`` of the image at ``url``; raises IconError naming what was wrong."""
     if not url.lower().startswith(("http://", "https://")):
         raise IconError("not an http(s) URL")
-    req = urllib.request.Request(url, headers={"User-Agent": "edgepush-agent"})  # noqa: S310
     try:
+        req = urllib.request.Request(url, headers={"User-Agent": "edgepush-agent"})  # noqa: S310
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked
             kind = resp.headers.get_content_type()
             if not kind.startswith("image/"):
@@ -46,6 +47,11 @@ def fetch(url: str, max_bytes: int = MAX_BYTES, timeout: float = TIMEOUT) -> tup
             data = resp.read(max_bytes + 1)
     except OSError as exc:
         raise IconError(str(exc) or type(exc).__name__) from None
+    except (ValueError, http.client.HTTPException) as exc:  # UnicodeError, InvalidURL too
+        # ntfy takes any https?://.+ as an icon: a host that is none ("http://[::1", a label
+        # above 63 characters) or a port that is no port fails here, before any request.
+        # Uncaught, it ended the notifier's show and the agent (again at every start).
+        raise IconError(f"not a usable URL: {exc}") from None
     if len(data) > max_bytes:
         raise IconError(f"larger than {max_bytes} bytes")
     if not data:

@@ -48,12 +48,42 @@ def body_limit(message_limit: int) -> int:
 
 
 def load(body: bytes) -> Any:
-    """The body as Go's ``json.Unmarshal`` into ``any`` sees it (every number a float64)."""
+    """The body as Go's ``json.Unmarshal`` into ``any`` sees it (every number a float64, and
+    a ``\\u`` escape of a lone surrogate U+FFFD, in keys too)."""
     text = body.decode("utf-8", "replace").strip()  # Go keeps invalid UTF-8 as U+FFFD
     try:
-        return json.loads(text, parse_int=float, parse_constant=_no_constant)
+        data = json.loads(text, parse_int=float, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise NtfyError(40042, "the body is not valid JSON", field="body") from None
+    # Only an escape makes a surrogate (the text itself was decoded as UTF-8 above). Kept,
+    # one reached a response (an error quoting the data) that could not be encoded: a 500.
+    return _go_strings(data) if _SURROGATE_ESCAPE.search(text) else data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _go_strings(data: Any) -> Any:
+    """``data`` with each lone surrogate in its strings and keys replaced by U+FFFD (a pair
+    stays one character); iterative, since the JSON may nest as deep as json.loads allows."""
+    root: list[Any] = [data]
+    todo: list[tuple[list[Any] | dict[str, Any], Any]] = [(root, 0)]
+    while todo:
+        parent, key = todo.pop()
+        value = parent[key]
+        if isinstance(value, str):
+            parent[key] = _text(value)
+        elif isinstance(value, list):
+            todo.extend((value, i) for i in range(len(value)))
+        elif isinstance(value, dict):
+            fixed = {_text(k): v for k, v in value.items()}
+            parent[key] = fixed
+            todo.extend((fixed, k) for k in fixed)
+    return root[0]
+
+
+def _text(text: str) -> str:
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _no_constant(name: str) -> Any:
@@ -69,7 +99,7 @@ def render(template: str, data: Any) -> str:
     except RecursionError:
         raise NtfyError(40045, "the template nests too deeply", field="template") from None
     out = out.replace("\\n", "\n").strip()
-    return out.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return _text(out)
 
 
 def apply(

@@ -1,10 +1,11 @@
 """Executes a parsed template (``tplparse``) on decoded JSON, as Go's ``text/template`` does.
 
 Bounded, because the template and the data both come from the client: every node, call and
-``range`` turn costs a step (``MAX_STEPS``), the output may not pass ``MAX_OUTPUT`` bytes and
-no value ``tplfuncs.MAX_VALUE``; a template that would loop, blow up or nest too deeply stops
-with 40045 (ntfy's "template execution failed", its answer to a render that runs out of time
-or output) instead of stalling the relay. Nothing here raises anything but NtfyError.
+``range`` turn costs a step (``MAX_STEPS``), the render may take ``tplvalues.MAX_TIME`` s
+(checked at each step and each list or map printed), the output may not pass ``MAX_OUTPUT``
+bytes and no value ``tplfuncs.MAX_VALUE``; a template that would loop, blow up or nest too
+deeply stops with 40045 (ntfy's "template execution failed", its answer to a render that runs
+out of time or output) instead of stalling the relay. Nothing here raises anything but NtfyError.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from agent.ntfyproto.errors import NtfyError
 from agent.ntfyproto.tplfuncs import FUNCS, MAX_ITEMS, MAX_VALUE
 from agent.ntfyproto.tplparse import Action, Block, Chain, Const, Field, Ident, Jump, Pipe, Var
-from agent.ntfyproto.tplvalues import fail, go_str, gotype, truth
+from agent.ntfyproto.tplvalues import check_time, fail, go_str, gotype, time_limit, truth
 
 MAX_STEPS = 50_000  # about 0.1 s of Python: ntfy gives a render 100 ms
 MAX_OUTPUT = 1024 * 1024  # ntfy's templateMaxOutputBytes
@@ -46,6 +47,7 @@ class Executor:
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise fail(f"the template took more than {MAX_STEPS} steps")
+        check_time()
 
     def write(self, text: str) -> None:
         self.size += len(text)
@@ -241,7 +243,8 @@ def _name(node: Any) -> str:
 def execute(nodes: list[Any], data: Any) -> str:
     """The template's output for ``data``; NtfyError 40045 when it fails or runs away."""
     try:
-        return Executor(data).run(nodes, data)
+        with time_limit():
+            return Executor(data).run(nodes, data)
     except (_Break, _Continue):  # pragma: no cover - the parser allows them only in range
         raise fail("break or continue outside range") from None
     except RecursionError:

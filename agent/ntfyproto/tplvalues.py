@@ -10,18 +10,43 @@ Python: ``None`` is nil, ``float`` float64, ``int`` Go's int (constants, ``len``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
 
 from agent.ntfyproto.errors import NtfyError
 
 MAX_PRINT_DEPTH = 64
+MAX_TIME = 0.2
+"""Seconds of Python one render may take (ntfy gives a render 100 ms). Steps alone do not
+bound it: a step that prints a 10,000-item list is ~17 ms, and 300 of them were 5 s."""
+_DEADLINE: ContextVar[float] = ContextVar("template_deadline", default=math.inf)
 
 
 def fail(detail: str) -> NtfyError:
     return NtfyError(40045, detail, field="template")
+
+
+@contextlib.contextmanager
+def time_limit() -> Iterator[None]:
+    """Within it, ``check_time`` fails once ``MAX_TIME`` seconds have passed."""
+    token = _DEADLINE.set(time.monotonic() + MAX_TIME)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def check_time() -> None:
+    """40045 once the render's ``MAX_TIME`` is up (each step, and each list or map printed:
+    one ``printf`` of many lists is one step)."""
+    if time.monotonic() > _DEADLINE.get():
+        raise fail(f"the template took more than {MAX_TIME:g} s of rendering")
 
 
 def gotype(v: Any) -> str:
@@ -79,6 +104,7 @@ def go_str(v: Any, depth: int = 0) -> str:
         return go_float(v)
     if isinstance(v, int | str):
         return str(v)
+    check_time()
     if isinstance(v, list):
         return "[" + " ".join(go_str(x, depth + 1) for x in v) + "]"
     items = sorted(v.items())

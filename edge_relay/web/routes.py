@@ -69,8 +69,11 @@ def asset(name: str) -> Path | None:
     """The file ``name`` under ``static/``, or None for a missing one or one outside it."""
     if not name or name.startswith("/") or "\\" in name or "\0" in name:
         return None
-    path = (STATIC / name).resolve()
-    if not path.is_relative_to(STATIC) or not path.is_file():
+    try:
+        path = (STATIC / name).resolve()
+        if not path.is_relative_to(STATIC) or not path.is_file():
+            return None
+    except OSError:  # a name the file system refuses (too long: ENAMETOOLONG) names no file
         return None
     return path
 
