@@ -105,6 +105,8 @@ class AgentService:
         self.transports: list[Transport] = []
         self.client_id = ""
         self._notifier: Notifier | None = None
+        self._show_failures = 0
+        self._show_failed_at = -60.0
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._new = asyncio.Event()
@@ -284,12 +286,33 @@ class AgentService:
                 if any(s.message.extra and "sequence_id" in s.message.extra for s in live):
                     live = await asyncio.to_thread(self.store.current, live)
                 if live:
-                    await notifier.show(live)
+                    await self._show_guarded(notifier, live)
                 # No await between show() and the mark, and the mark takes no lock
                 # (agent.handoff): a crash repeats at most this one slice.
                 self.store.mark_notified(part[-1].seq)
                 self._shown_seq = part[-1].seq
                 self.handed_over += len(part)
+
+    async def _show_guarded(self, notifier: Notifier, items: Sequence[Stored]) -> None:
+        """``notifier.show(items)``; a failure in it is logged, never the agent's end.
+
+        Let out, it ended the hand-off and so the agent, and the same messages, never marked
+        handed over, ended it again at every start: a crash loop on one message (an icon URL
+        the desktop backend could not parse did it; ``--notifier log`` on a full disk does).
+        The messages stay stored, in ``pushagent history`` as ``received``, not displayed;
+        they are marked handed over like shown ones, so the next start goes on from there.
+        """
+        try:
+            await notifier.show(items)
+        except Exception as exc:  # any notifier's bug, logged with its reason
+            self._show_failures += 1
+            now = time.monotonic()
+            if now - self._show_failed_at >= 60.0:  # at most a line a minute, with a count
+                self._show_failed_at = now
+                log.error("the notifier failed on %d message(s) (%s…): %s; they are in "
+                          "'pushagent history', not shown (%d failure(s) so far)", len(items),
+                          items[0].message.id, exc, self._show_failures,
+                          exc_info=not isinstance(exc, OSError))  # fmt: skip
 
     async def _rekeyed(self) -> None:
         """A key imported while running (agent.e2e.receive): show what it made readable."""
@@ -300,8 +323,8 @@ class AgentService:
                 continue
             async with self._write_lock:
                 items = await asyncio.to_thread(self._e2e.reopened, self.store)
-                if items and self._notifier is not None:
-                    await self._notifier.show(items)  # shown again, now with their text
+                if items and self._notifier is not None:  # shown again, now with their text
+                    await self._show_guarded(self._notifier, items)
                 if items and self.downloads is not None:
                     self.downloads.submit(items)  # an encrypted file can be opened now
 
