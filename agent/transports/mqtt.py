@@ -58,6 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import backoff
 from agent.config import AgentConfig
+from agent.e2e.seal import arrival
 from agent.envelope import decode
 from agent.errors import (
     AuthError,
@@ -106,6 +107,7 @@ class MqttTransport:
         fatal_auth: bool = False,
         protocol_key: str = proto.AGENT_KEY,
         state_prefix: str | None = None,
+        sealed_arrivals: bool = False,
     ) -> None:
         self.parsed = parse_url(url)
         self.url = self.parsed.display
@@ -113,6 +115,9 @@ class MqttTransport:
         self.state_prefix = state_prefix
         """State sync: ``<state_prefix>/<topic>`` for each topic is subscribed too, and what
         arrives there is a synced state (agent.states), never a message."""
+        self.sealed_arrivals = sealed_arrivals
+        """A sealed message (agent.e2e) goes into the batch as ``Arrived``, not decoded (the
+        agent's: its sink opens it into one Message, not an outer one too; agent.e2e.seal)."""
         self.topics = topics + tuple(f"{state_prefix}/{t}" for t in topics if state_prefix)
         self.client_id = client_id or f"pushagent-{uuid.uuid4().hex[:12]}"
         self._password = self.parsed.password or password
@@ -401,6 +406,7 @@ class MqttTransport:
         batch = Batch(source=self.url)
         dups = 0
         states = f"{self.state_prefix}/" if self.state_prefix else None
+        dec, size = arrival if self.sealed_arrivals else decode, self.cfg.max_message_size
         for mid, qos, dup, retain, topic, payload in msgs:
             if qos > 0:
                 self.trust.observe(mid, dup)
@@ -411,7 +417,7 @@ class MqttTransport:
                     batch.states.append(from_payload(topic[len(states) :], payload))
                     continue
                 text = mqtt_codec.unpack(payload, self.cfg.max_message_size + INLINE_URL_MAX)
-                m = decode(text, topic=topic, max_size=self.cfg.max_message_size)
+                m = dec(text, topic=topic, max_size=size)
             except MessageError as exc:
                 item = Rejected.of(self.url, topic, str(exc), payload, time.time())
                 batch.rejected.append(item)
