@@ -171,12 +171,13 @@ def arrival(payload: bytes | str, *, topic: str, max_size: int) -> Message | Arr
     obj = decode_object(payload, topic=topic, max_size=max_size)
     if isinstance(obj, Message):
         return obj
+    if obj.get("encoding") != jwe.ENCODING:  # a clear envelope: one look
+        return from_fields(obj, topic=topic)
     mid, t, token = obj.get("id"), obj.get("time"), obj.get("message")
     if (
-        obj.get("encoding") == jwe.ENCODING and _ARRIVED.issuperset(obj)
-        and type(mid) is str and 0 < len(mid) <= MAX_ID_LENGTH and mid.isascii()
-        and mid.isalnum() and type(t) is int and 0 <= t < 2**53 and type(token) is str
-        and len(topic) <= MAX_TOPIC_LENGTH and topic.isprintable()
+        _ARRIVED.issuperset(obj) and type(mid) is str and 0 < len(mid) <= MAX_ID_LENGTH
+        and mid.isascii() and mid.isalnum() and type(t) is int and 0 <= t < 2**53
+        and type(token) is str and len(topic) <= MAX_TOPIC_LENGTH and topic.isprintable()
     ):  # fmt: skip
         return Arrived(mid, t, topic, token)
     return from_fields(obj, topic=topic)
