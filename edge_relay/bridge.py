@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from agent.config import AgentConfig, MqttConfig, Paths
 from agent.envelope import Message, encode_bytes
-from agent.errors import ConnectionLost, EdgepushError, MessageError, StoreBusy
+from agent.errors import ConnectionLost, EdgepushError, InvalidState, MessageError, StoreBusy
 from agent.ntfyproto.attachment import FILE_PATH, data_url
 from agent.store import OutboxItem, Rejected, Stored
 from agent.topics import glob_match
@@ -112,6 +112,8 @@ class Bridge:
         msgs: list[Message] = []
         rejected = list(batch.rejected)
         for m in batch.messages:
+            if not isinstance(m, Message):  # only a transport made with sealed_arrivals
+                raise InvalidState("the bridge's MQTT transport gave an unopened message")
             try:
                 local = m.with_topic(mqtt_to_relay(m.topic))
                 # The hub refuses an unstorable message for the whole batch; refused here it

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from agent.config import AgentConfig
 from agent.e2e import seal
 from agent.e2e.keystore import KeyFileError, KeyStore
+from agent.e2e.seal import Arrived
 from agent.envelope import Message
 from agent.errors import ConfigError, MessageError
 from agent.store.sealed import OPENED, UNDECRYPTABLE, Sealed
@@ -63,26 +64,32 @@ class Decryptor:
             self._keys = {}
 
     def open_batch(
-        self, messages: Sequence[Message]
+        self, messages: Sequence[Message | Arrived]
     ) -> tuple[Sequence[Message], list[Sealed | None] | None]:
         """``messages`` with the sealed ones opened (or stand-ins), and per message how it
         arrived (``Sealed`` or None: ``Store.insert_batch(encrypted=...)``); None when none
-        arrived sealed (the common, clear case costs one look at each message)."""
-        if not any(seal.is_sealed(m) for m in messages):
-            return messages, None
+        arrived sealed (the common, clear case costs one look at each message). A sealed
+        one is a Message (``seal.is_sealed``) or, from the MQTT transport, ``Arrived``."""
+        if not any(isinstance(m, Arrived) or seal.is_sealed(m) for m in messages):
+            return cast("Sequence[Message]", messages), None
         out: list[Message] = []
         marks: list[Sealed | None] = []
         keys = self._keys
         for m in messages:
-            if not seal.is_sealed(m):
-                out.append(m)
-                marks.append(None)
-                continue
             try:
+                if isinstance(m, Arrived):
+                    out.append(seal.decrypted_arrival(m, keys.get(m.topic, _NO_KEYS)))
+                    marks.append(OPENED)
+                    continue
+                if not seal.is_sealed(m):
+                    out.append(m)
+                    marks.append(None)
+                    continue
                 out.append(seal.decrypted(m, keys.get(m.topic, _NO_KEYS))[0])
                 marks.append(OPENED)
                 continue
             except MessageError as exc:
+                m = m.outside() if isinstance(m, Arrived) else m
                 opened = seal.refused(m, exc)
             if self._reload_for(m.topic, opened.kid):
                 keys = self._keys

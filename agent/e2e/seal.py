@@ -16,10 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.e2e import files, jwe
-from agent.envelope import Message, encode, from_fields
+from agent.envelope import (
+    MAX_ID_LENGTH,
+    MAX_TOPIC_LENGTH,
+    Message,
+    decode_object,
+    encode,
+    from_fields,
+)
 from agent.errors import MessageError
 
 ROUTING = ("id", "time", "expires", "topic")
@@ -116,11 +123,7 @@ _KEEP = frozenset(KEEP_OUTSIDE)
 
 def opened(outer: Message, body: Mapping[str, Any]) -> Message:
     """The decrypted envelope ``body`` under ``outer``'s routing fields; MessageError."""
-    fields = dict(body)
-    for name in _INSIDE_ONLY.intersection(body):  # a sealer's ``inside`` has only the topic
-        del fields[name]
-    if isinstance(fields.get("attachment"), dict):  # an encrypted file: the server's URL
-        fields["attachment"] = files.located(fields["attachment"], outer.attachment)
+    fields = _inner(body, outer.attachment)
     if not _KEEP.isdisjoint(outer.extra):
         fields.update(_outside_extras(outer))
     fields["id"] = outer.id
@@ -128,6 +131,68 @@ def opened(outer: Message, body: Mapping[str, Any]) -> Message:
     if outer.expires is not None:
         fields["expires"] = outer.expires
     return from_fields(fields, topic=outer.topic)
+
+
+def _inner(body: Mapping[str, Any], attachment: dict[str, Any] | None) -> dict[str, Any]:
+    """``body``'s envelope fields without the routing ones (the outside's are used)."""
+    fields = dict(body)
+    for name in _INSIDE_ONLY.intersection(body):  # a sealer's ``inside`` has only the topic
+        del fields[name]
+    if isinstance(fields.get("attachment"), dict):  # an encrypted file: the server's URL
+        fields["attachment"] = files.located(fields["attachment"], attachment)
+    return fields
+
+
+class Arrived(NamedTuple):
+    """A sealed message as it arrived, not yet a Message (``arrival``): its outside, checked
+    as ``from_fields`` checks it, is only routing and the JWE, so the receiver opens it into
+    the one Message it stores (``decrypted_arrival``) without an outer one to throw away."""
+
+    id: str
+    time: int
+    topic: str
+    message: str  # the JWE compact token
+
+    def outside(self) -> Message:
+        """The Message ``decode`` makes of it: what a receiver shows (``stand_in``) and stores
+        beside its ciphertext when it does not open."""
+        fields = {"id": self.id, "time": self.time, "message": self.message}
+        return from_fields({**fields, "encoding": jwe.ENCODING}, topic=self.topic)
+
+
+_ARRIVED = frozenset(("id", "time", "topic", "message", "encoding"))
+
+
+def arrival(payload: bytes | str, *, topic: str, max_size: int) -> Message | Arrived:
+    """``decode``, but a sealed message whose outside is just its routing (id, time, topic,
+    the JWE and ``encoding: jwe``; what ``seal`` writes) comes back as ``Arrived``. Its
+    fields pass exactly the checks ``from_fields`` would make, so ``Arrived.outside`` never
+    raises; anything else is decoded as before (MessageError for what decode refuses)."""
+    obj = decode_object(payload, topic=topic, max_size=max_size)
+    if isinstance(obj, Message):
+        return obj
+    if obj.get("encoding") != jwe.ENCODING:  # a clear envelope: one look
+        return from_fields(obj, topic=topic)
+    mid, t, token = obj.get("id"), obj.get("time"), obj.get("message")
+    if (
+        _ARRIVED.issuperset(obj) and type(mid) is str and 0 < len(mid) <= MAX_ID_LENGTH
+        and mid.isascii() and mid.isalnum() and type(t) is int and 0 <= t < 2**53
+        and type(token) is str and len(topic) <= MAX_TOPIC_LENGTH and topic.isprintable()
+    ):  # fmt: skip
+        return Arrived(mid, t, topic, token)
+    return from_fields(obj, topic=topic)
+
+
+def decrypted_arrival(sealed: Arrived, keys: Mapping[str, bytes]) -> Message:
+    """``decrypted``'s message for an ``Arrived`` (no attachment or extras outside, so
+    the same Message ``decrypted(sealed.outside(), keys)`` gives); MessageError if not."""
+    body, kid = jwe.open_token(sealed.message, keys)
+    if body.get("topic", sealed.topic) != sealed.topic:
+        raise jwe.DecryptError("JWE was sealed for another topic", kid)
+    fields = _inner(body, None)
+    fields["id"] = sealed.id
+    fields["time"] = sealed.time
+    return from_fields(fields, topic=sealed.topic)
 
 
 def _outside_extras(msg: Message) -> dict[str, Any]:

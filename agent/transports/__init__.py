@@ -41,7 +41,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from agent.backoff import backoff
 from agent.config import TlsConfig
@@ -49,6 +49,9 @@ from agent.envelope import Message
 from agent.errors import ConfigError, StoreBusy
 from agent.states import StateEvent
 from agent.store import OutboxItem, Redelivery, Rejected
+
+if TYPE_CHECKING:
+    from agent.e2e.seal import Arrived
 
 log = logging.getLogger("pushagent.transport")
 
@@ -60,7 +63,9 @@ class Batch:
     """Messages that arrived together from one source, to be committed in one transaction."""
 
     source: str
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Message | Arrived] = field(default_factory=list)
+    """In arrival order; ``Arrived`` (a sealed message not yet opened) only from a transport
+    made with ``sealed_arrivals`` (the agent's: its sink opens them, agent.e2e.receive)."""
     cursor: tuple[str, str] | None = None
     """``(source, subscription)`` whose position is the last message id of this batch."""
     rejected: list[Rejected] = field(default_factory=list)

@@ -20,7 +20,8 @@ def _mqtt(url: str, cfg: AgentConfig, client_id: str) -> Transport:
 
     user, password = secrets.credentials(cfg, url, parse_url(url).username)
     return MqttTransport(url, cfg, topics=cfg.topics, client_id=client_id, username=user,
-                         password=password, state_prefix=cfg.state_topic_prefix)  # fmt: skip
+                         password=password, state_prefix=cfg.state_topic_prefix,
+                         sealed_arrivals=True)  # fmt: skip
 
 
 def _ws(url: str, cfg: AgentConfig, client_id: str) -> Transport:

@@ -103,6 +103,7 @@ class MqttTransport:
         fatal_auth: bool = False,
         protocol_key: str = proto.AGENT_KEY,
         state_prefix: str | None = None,
+        sealed_arrivals: bool = False,
     ) -> None:
         self.parsed = parse_url(url)
         self.url = self.parsed.display
@@ -110,6 +111,9 @@ class MqttTransport:
         self.state_prefix = state_prefix
         """State sync: ``<state_prefix>/<topic>`` for each topic is subscribed too, and what
         arrives there is a synced state (agent.states), never a message."""
+        self.sealed_arrivals = sealed_arrivals
+        """A sealed message (agent.e2e) goes into the batch as ``Arrived``, not decoded (the
+        agent's: its sink opens it into one Message, not an outer one too; agent.e2e.seal)."""
         self.topics = topics + tuple(f"{state_prefix}/{t}" for t in topics if state_prefix)
         self.client_id = client_id or f"pushagent-{uuid.uuid4().hex[:12]}"
         self._password = self.parsed.password or password
@@ -398,7 +402,7 @@ class MqttTransport:
         batch, dups = to_batch(
             msgs, source=self.url, max_size=self.cfg.max_message_size,
             state_prefix=self.state_prefix, trust=self.trust, session=self._session,
-            rejects=self._rejects,
+            rejects=self._rejects, sealed_arrivals=self.sealed_arrivals,
         )  # fmt: skip
         if dups:
             log.info("%s: %d of %d messages are resends (DUP)", self.url, dups, len(msgs))

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from agent.envelope import decode
+from agent.e2e.seal import Arrived, arrival
+from agent.envelope import Message, decode
 from agent.errors import MessageError
 from agent.ntfyproto.attachment import INLINE_URL_MAX
 from agent.states import from_payload
@@ -38,10 +39,13 @@ def to_batch(
     trust: RedeliveryTrust,
     session: str | None,
     rejects: RejectLog,
+    sealed_arrivals: bool = False,
 ) -> tuple[Batch, int]:
     """``msgs`` (in receive order) as one batch from ``source``, and how many of its messages
     arrived with DUP set. ``trust`` observes each QoS 1 packet id as it comes; ``session`` is
-    the broker session's token (``mqtt_session``), None when there is none."""
+    the broker session's token (``mqtt_session``), None when there is none.
+    ``sealed_arrivals``: a sealed message goes in as ``Arrived`` (agent.e2e.seal.arrival)."""
+    dec: Callable[..., Message | Arrived] = arrival if sealed_arrivals else decode
     batch = Batch(source=source)
     dups = 0
     states = f"{state_prefix}/" if state_prefix else None
@@ -55,7 +59,7 @@ def to_batch(
                 batch.states.append(from_payload(topic[len(states) :], payload))
                 continue
             text = mqtt_codec.unpack(payload, max_size + INLINE_URL_MAX)
-            m = decode(text, topic=topic, max_size=max_size)
+            m = dec(text, topic=topic, max_size=max_size)
         except MessageError as exc:
             item = Rejected.of(source, topic, str(exc), payload, time.time())
             batch.rejected.append(item)
