@@ -12,9 +12,10 @@ the id in flight until the store has answered, so the sweep never races a commit
 message's topic (the same tokens as a subscription); an unknown, expired or removed file is
 404. Ranges, HEAD and conditional requests are aiohttp's ``FileResponse``, but a ``Range``
 it would answer 416 (malformed, several ranges, or starting past the end) is answered here
-first, in ntfy's error shape naming the range and the size; the type is the
-sniffed one (never guessed from the URL), media inline and any other file a download. A
-compressible file goes gzipped to a client that accepts it (``edge_relay.gzipfile``).
+first, in ntfy's error shape naming the range and the size (unless the request is
+conditional: its 304 or 412 comes first, FileResponse's); the type is the sniffed one
+(never guessed from the URL), media inline and any other file a download. A compressible
+file goes gzipped to a client that accepts it (``edge_relay.gzipfile``).
 """
 
 from __future__ import annotations
@@ -172,12 +173,21 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=headers)
 
 
+_CONDITIONS = (hdrs.IF_MATCH, hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE, hdrs.IF_UNMODIFIED_SINCE)
+
+
 def _range_refusal(request: web.Request, path: Path) -> web.Response | None:
     """The 416 ``FileResponse`` would send for this ``Range`` (its rules: an ``If-Range``
     older than the file means the whole file, a suffix range is always satisfiable), as a
     JSON error naming the range; None where it sends the file or a part of it. aiohttp's own
-    416 has an empty body, which tells a client nothing."""
-    st = os.stat(path)
+    416 has an empty body, which tells a client nothing. None too for a conditional request
+    (it may be a 304 or 412 first) and a file gone from disk (a 404): FileResponse's to say."""
+    if any(h in request.headers for h in _CONDITIONS):
+        return None  # preconditions first (RFC 9110 13.2.2: 304, 412): FileResponse's order
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # gone from disk: FileResponse's 404
     size = st.st_size
     if (since := request.if_range) is not None and st.st_mtime > since.timestamp():
         return None

@@ -36,9 +36,10 @@ from agent.ntfyproto.publish import (
 )
 from edge_relay import acks, admin, deflate, files, gzipfile, ntfy_api, receipts
 from edge_relay.attachments import DiskFull
-from edge_relay.core import check_relay_topic
+from edge_relay.core import check_relay_topic, rate_key
 from edge_relay.guard import Throttle, track
 from edge_relay.live import event_json
+from edge_relay.renders import Renders
 from edge_relay.state import Forbidden, RelayState
 from edge_relay.streams import subscribe
 from edge_relay.web import routes as web_routes
@@ -213,14 +214,17 @@ async def publish(request: web.Request) -> web.Response:
     (ntfyproto.publish has the rules)."""
     state: RelayState = request.app["state"]
     topic = _topic(request.match_info["topic"])
-    state.require(state.identify(request), "write", topic)
+    ident = state.identify(request)
+    state.require(ident, "write", topic)
     _check_rate(state, request)
     parts, code = _parts(request), 41301
     limit: int = state.cfg.limits.message_size
     if parts.read(fields.TEMPLATE):  # the body is a template's JSON data: ntfy allows 32 KiB
         limit, code = templates.body_limit(limit), 41303
         body = await _read_body(request, limit, code)
-        parsed = await _rendered(request, parts, body)
+        who = None if ident.name == "anonymous" else ident.name  # a client: as the rate counts
+        renders, client = request.app[RENDERS], rate_key(request.remote or "?", who)
+        parsed = await renders.run(client, parse_publish, parts, body)
     else:  # ntfy's util.Peek: the first message_size bytes decide what the body is
         body, more = await files.peek(request, limit)
         if body_is_file(parts, body, truncated=more):
@@ -231,15 +235,8 @@ async def publish(request: web.Request) -> web.Response:
     return await _accept(state, topic, _path_sid(request, parsed))
 
 
-RENDERS = web.AppKey("template_renders", asyncio.Semaphore)
-
-
-async def _rendered(request: web.Request, parts: Request, body: bytes) -> Publish:
-    """A templated publish parsed, its renders (up to ``tplvalues.MAX_TIME`` s of Python each)
-    in a worker thread, one publish at a time: the loop keeps answering everyone else, and a
-    flood of slow templates holds one thread, not the pool the store's calls share."""
-    async with request.app[RENDERS]:
-        return await asyncio.to_thread(parse_publish, parts, body)
+RENDERS = web.AppKey("template_renders", Renders)
+"""Templated publishes' renders: one thread, one at a time, fair per client (edge_relay.renders)."""
 
 
 def _path_sid(request: web.Request, parsed: Publish) -> Publish:
@@ -340,7 +337,12 @@ def make_app(state: RelayState) -> web.Application:
     if state.cfg.compress:
         deflate.use_fastest()  # logged once listening: a failed bind stays one line
     app[acks.WAITERS] = acks.AckWaiters()
-    app[RENDERS] = asyncio.Semaphore(1)
+    app[RENDERS] = renders = Renders()
+
+    async def stop_renders(_: web.Application) -> None:
+        renders.close()
+
+    app.on_cleanup.append(stop_renders)
     app.on_response_prepare.append(ntfy_api.cors)
     app.on_response_prepare.append(gzipfile.no_ranges)
     r = app.router

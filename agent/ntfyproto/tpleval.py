@@ -1,11 +1,12 @@
 """Executes a parsed template (``tplparse``) on decoded JSON, as Go's ``text/template`` does.
 
 Bounded, because the template and the data both come from the client: every node, call and
-``range`` turn costs a step (``MAX_STEPS``), the render may take ``tplvalues.MAX_TIME`` s
-(checked at each step and each list or map printed), the output may not pass ``MAX_OUTPUT``
-bytes and no value ``tplfuncs.MAX_VALUE``; a template that would loop, blow up or nest too
-deeply stops with 40045 (ntfy's "template execution failed", its answer to a render that runs
-out of time or output) instead of stalling the relay. Nothing here raises anything but NtfyError.
+``range`` turn costs a step (``MAX_STEPS``), the render may take ``tplvalues.MAX_TIME`` s of
+its thread's CPU time (counted at each step and each list or map printed), the output may not
+pass ``MAX_OUTPUT`` bytes and no value ``tplfuncs.MAX_VALUE``; a template that would loop,
+blow up or nest too deeply stops with 40045 (ntfy's "template execution failed", its answer to
+a render that runs out of time or output) instead of stalling the relay. Nothing here raises
+anything but NtfyError.
 """
 
 from __future__ import annotations
