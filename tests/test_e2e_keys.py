@@ -116,6 +116,20 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         assert rc == 2 and want in err and "Traceback" not in err, (args, err)
 
 
+def test_export_hints_say_what_to_do_on_a_second_device(tmp_path: Path) -> None:
+    """A device that was given the key imports it (it does not make a new one), and an
+    unknown --kid on a topic with keys points at ``key list``, not at ``key new``."""
+    home, e = tmp_path / "h", env(tmp_path)
+    rc, _, err = run(home, e, "export", "alerts")
+    assert rc == 2 and "pushagent key import alerts STRING" in err, err
+    rc, _, err = run(home, e, "list")
+    assert rc == 0 and "pushagent key import TOPIC STRING" in err, err
+    run(home, e, "new", "alerts")
+    rc, _, err = run(home, e, "export", "alerts", "--kid", "bogus")
+    assert rc == 2 and "no key 'bogus'" in err and "pushagent key list" in err, err
+    assert "key new" not in err, err
+
+
 def test_keys_never_reach_a_log_line(tmp_path: Path) -> None:
     """-vv (DEBUG, keyring's own loggers too): the key is printed by export only, to stdout."""
     home, e = tmp_path / "h", env(tmp_path)

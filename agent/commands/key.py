@@ -120,12 +120,16 @@ def key_export(args: argparse.Namespace) -> int:
     from agent.e2e import keys
 
     topic = _topic(args.topic)
-    found = _store(args).keys(topic)
+    found = held = _store(args).keys(topic)
     if args.kid is not None:
-        found = [(k, v) for k, v in found if k == args.kid]
+        found = [(k, v) for k, v in held if k == args.kid]
+    if not found and held:
+        raise UsageError(f"{topic}: no key {args.kid!r} here; its key ids: pushagent key list")
     if not found:
-        which = f"key {args.kid!r}" if args.kid else "key"
-        raise UsageError(f"{topic}: no {which} here; make one with: pushagent key new {topic}")
+        raise UsageError(
+            f"{topic}: no key here; import the one exported on another device"
+            f" (pushagent key import {topic} STRING) or make one (pushagent key new {topic})"
+        )
     print(keys.export(found[0][1]))
     return 0
 
@@ -137,5 +141,7 @@ def key_list(args: argparse.Namespace) -> int:
         for i, kid in enumerate(entry.kids):
             print(f"{topic}\t{kid}\t{entry.where}" + ("\tcurrent" if i == 0 else ""))
     if not index:
-        print("no keys (make one with: pushagent key new TOPIC)", file=sys.stderr)
+        hint = "import one (pushagent key import TOPIC STRING)"
+        hint += " or make one (pushagent key new TOPIC)"
+        print(f"no keys: {hint}", file=sys.stderr)
     return 0
