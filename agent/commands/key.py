@@ -78,10 +78,24 @@ def key_new(args: argparse.Namespace) -> int:
             raise UsageError(f"--passphrase: {exc}") from None
     else:
         key = keys.new_key()
-    kid, where = _store(args).add(topic, key)
-    print(f"{topic}: new key {kid} ({where}); copy it with: pushagent key export {topic}",
-          file=sys.stderr)  # fmt: skip
+    store = _store(args)
+    before = _current(store, topic)
+    kid, where = store.add(topic, key)
+    print(f"{topic}: new key {kid} ({where}); copy it with: pushagent key export {topic}"
+          + _replaced(before, kid), file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _current(store: KeyStore, topic: str) -> str | None:
+    entry = store.index().get(topic)
+    return entry.kids[0] if entry is not None and entry.kids else None
+
+
+def _replaced(before: str | None, kid: str) -> str:
+    """Said when ``kid`` took the place of another current key (what send --encrypt uses)."""
+    if before is None or before == kid:
+        return ""
+    return f"; it replaces {before} as the current key (the one send --encrypt uses)"
 
 
 def _passphrase(topic: str) -> str:
@@ -105,8 +119,10 @@ def key_import(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     from agent.e2e.keystore import KeyStore
 
-    kid, where = KeyStore(cfg).add(topic, key)
-    print(f"{topic}: imported key {kid} ({where})", file=sys.stderr)
+    store = KeyStore(cfg)
+    before = _current(store, topic)
+    kid, where = store.add(topic, key)
+    print(f"{topic}: imported key {kid} ({where})" + _replaced(before, kid), file=sys.stderr)
     from agent.e2e.receive import retry_stored
 
     opened, still = retry_stored(cfg, topic)
