@@ -132,3 +132,33 @@ def test_an_inline_file_does_not_count_toward_max_message_size_but_has_its_own_c
     cfg = AttachmentsConfig(download="always")
     assert decide({"url": att["url"]}, cfg, 0) is None
     assert decide({"url": "file:///etc/passwd"}, cfg, 0) == "no http(s) url"
+
+
+def test_an_encrypted_file_that_does_not_open_is_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new user's agent logged a tampered file twice ("not kept: ..." then "not
+    downloaded: ..."); the first, always logged, says it all."""
+    import asyncio
+    import base64
+    import os
+
+    from agent.envelope import from_fields
+    from agent.store import Stored
+
+    cfg = config.load({}, env={"PUSHAGENT_HOME": str(tmp_path)})
+    data = png()
+    junk = base64.b64encode(os.urandom(len(data) + 28)).decode()
+    att = {"name": "door.png", "type": "image/png", "size": len(data), "enc": "A256GCM",
+           "key": base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode(),
+           "url": f"data:application/octet-stream;base64,{junk}"}  # fmt: skip
+    msg = from_fields({"id": "t1", "time": NOW, "message": "m", "attachment": att}, topic="a")
+    with Store(tmp_path / "db") as store:
+        store.insert_batch([msg], source="test")
+        downloads = Downloader(cfg, store)
+        with caplog.at_level(logging.DEBUG, logger="pushagent.attachments"):
+            asyncio.run(downloads._job(Stored(seq=1, message=msg), 1))
+        assert store.attachment_paths(["t1"]) == {} and downloads.failed == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["attachment of t1 not kept: encrypted attachment does not open: "
+                        "tampered or truncated"], warnings  # fmt: skip

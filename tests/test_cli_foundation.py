@@ -143,6 +143,20 @@ def test_history_table_is_readable_and_escapes_control_characters(filled: Path) 
     assert "printer jam\\x1b[31m" in lines[4]
 
 
+def test_history_table_columns_hold_the_longest_state(filled: Path) -> None:
+    """``acknowledged`` and ``undecryptable`` (an encrypted message without its key) are
+    longer than the other states: the MESSAGE column still starts where its header does."""
+    with Store(filled / "data" / "pushagent.db") as s:
+        s.record_states([("m3", "acknowledged", NOW)])
+    lines = pushagent("history", "--since", "all", home=filled).stdout.decode().splitlines()
+    column = lines[0].index("MESSAGE")
+    texts = ["garage open", "Door: front door", "due friday", "printer jam", "back door"]
+    assert [line[column:] for line in lines[1:]] == [
+        t + ("\\x1b[31m" if t == "printer jam" else "") for t in texts
+    ], lines
+    assert "acknowledged" in lines[3]
+
+
 def test_history_on_an_empty_store(home: Path) -> None:
     assert history_ids(home) == []
     out = pushagent("history", home=home).stdout.decode()

@@ -185,3 +185,26 @@ def test_a_batch_of_arrivals_opens_stores_and_refuses_as_decoded_messages(
         assert "secret" not in json.dumps([s.message.message for s in fresh])
         assert store.e2e_of("c1") == (None, None)  # the clear one; the sealed c1 not merged
         assert store.e2e_of("t1") == ("jwe", bad["message"])
+
+
+def test_a_missing_key_is_logged_with_the_import_command(
+    decryptor: Decryptor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new device's log said only "undecryptable: no key 'KID' for this topic": the line
+    for a kid this device lacks names the command that fixes it; a tampered message under a
+    key it has does not (importing would not help)."""
+    other = bytes(32)
+    unknown = from_fields({"id": "u1", "time": 1_700_000_000, "message": "x"}, topic="alerts")
+    tampered = from_fields({"id": "t1", "time": 1_700_000_000, "message": "y"}, topic="alerts")
+    token = seal.seal(tampered, KEY, KID)["message"]
+    payloads = [
+        json.dumps(seal.seal(unknown, other, keys.kid_of(other))).encode(),
+        json.dumps({"id": "t1", "message": token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB"),
+                    "encoding": "jwe"}).encode(),
+    ]  # fmt: skip
+    with caplog.at_level("INFO", logger="pushagent.e2e"):
+        decryptor.open_batch([seal.arrival(p, topic="alerts", max_size=SIZE) for p in payloads])
+    lines = {r.getMessage().split()[1]: r.getMessage() for r in caplog.records}
+    assert "pushagent key import alerts STRING" in lines["u1"], lines
+    assert keys.kid_of(other) in lines["u1"]
+    assert "key import" not in lines["t1"], lines

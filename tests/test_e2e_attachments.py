@@ -132,6 +132,7 @@ def test_send_encrypt_attach_relay_sees_ciphertext_agent_gets_the_file(tmp_path:
         assert path is None and error is not None and "tampered" in error
         assert (f"WARNING pushagent.attachments: attachment of {bad} not kept: encrypted "
                 "attachment does not open: tampered or truncated") in a.log()  # fmt: skip
+        assert f"attachment of {bad} not downloaded" not in a.log()  # one warning, not two
         cache = ha / "cache" / "attachments"
         assert sorted(p.name for p in cache.iterdir()) == [kept.name]
     finally:

@@ -84,8 +84,12 @@ def test_import_rotation_and_export_by_kid(tmp_path: Path) -> None:
     rc, _, err = run(b, e, "import", "alerts", first)
     assert rc == 0, err
     assert run(b, e, "export", "alerts")[1].strip() == first
-    run(b, e, "new", "alerts")  # rotation: a second key, now the current one
+    rc, _, err = run(b, e, "import", "alerts", first)  # the same key again: nothing changes
+    assert rc == 0 and "replaces" not in err, err
+    rc, _, err = run(b, e, "new", "alerts")  # rotation: a second key, now the current one
     second = run(b, e, "export", "alerts")[1].strip()
+    # what the new user did not learn from the old line: which key send --encrypt now uses
+    assert f"replaces {keys.kid_of(keys.parse(first))} as the current key" in err, err
     assert second != first
     old, new = keys.kid_of(keys.parse(first)), keys.kid_of(keys.parse(second))
     listed = [line.split("\t") for line in run(b, e, "list")[1].splitlines()]
@@ -93,6 +97,7 @@ def test_import_rotation_and_export_by_kid(tmp_path: Path) -> None:
     assert run(b, e, "export", "alerts", "--kid", old)[1].strip() == first
     rc, _, err = run(b, e, "import", "alerts", first)  # again: harmless, becomes current
     assert rc == 0 and run(b, e, "list")[1].split()[1] == old
+    assert f"replaces {new} as the current key" in err, err
 
 
 def test_passphrase_from_stdin_is_pbkdf2_sha256_with_the_topic_salt(tmp_path: Path) -> None:
@@ -114,6 +119,20 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     ]:
         rc, _, err = run(home, e, *args, stdin=b"\n")
         assert rc == 2 and want in err and "Traceback" not in err, (args, err)
+
+
+def test_export_hints_say_what_to_do_on_a_second_device(tmp_path: Path) -> None:
+    """A device that was given the key imports it (it does not make a new one), and an
+    unknown --kid on a topic with keys points at ``key list``, not at ``key new``."""
+    home, e = tmp_path / "h", env(tmp_path)
+    rc, _, err = run(home, e, "export", "alerts")
+    assert rc == 2 and "pushagent key import alerts STRING" in err, err
+    rc, _, err = run(home, e, "list")
+    assert rc == 0 and "pushagent key import TOPIC STRING" in err, err
+    run(home, e, "new", "alerts")
+    rc, _, err = run(home, e, "export", "alerts", "--kid", "bogus")
+    assert rc == 2 and "no key 'bogus'" in err and "pushagent key list" in err, err
+    assert "key new" not in err, err
 
 
 def test_keys_never_reach_a_log_line(tmp_path: Path) -> None:

@@ -74,6 +74,30 @@ def test_send_attach_url_is_an_external_attachment(relay: Relay, home: Path) -> 
     assert msg["attachment"] == {"name": "snap.jpg", "url": "https://cam.example/snap.jpg"}
 
 
+def test_send_attach_url_without_a_message_is_ntfys_file_message(relay: Relay, home: Path) -> None:
+    """``send TOPIC --attach URL`` with no MESSAGE: over MQTT, and with a FILE, the text is
+    "You received a file: NAME"; over HTTP it stopped with "MESSAGE: missing". Encrypted
+    too (the name and the text inside the JWE)."""
+    from agent.e2e import jwe, keys
+
+    topic, link = unique_topic("attach"), "https://cam.example/snap.jpg"
+    r = pushagent("send", "--server", relay.url, topic, "--attach", link, home=home)
+    assert r.returncode == 0, r.stderr
+    [msg] = relay.poll(topic)
+    assert msg["message"] == "You received a file: snap.jpg"
+    assert msg["attachment"] == {"name": "snap.jpg", "url": link}
+    e = {"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    assert pushagent("key", "new", topic, home=home, env=e).returncode == 0
+    r = pushagent("send", "--encrypt", "--server", relay.url, topic, "--attach", link,
+                  home=home, env=e)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    key = keys.parse(pushagent("key", "export", topic, home=home, env=e).stdout.decode())
+    sealed = relay.poll(topic)[-1]
+    inside = jwe.decrypt(sealed["message"], {keys.kid_of(key): key})
+    assert inside["message"] == "You received a file: snap.jpg", inside
+    assert inside["attachment"] == {"name": "snap.jpg", "url": link}
+
+
 def test_send_attach_errors_are_one_line(relay: Relay, home: Path) -> None:
     missing = pushagent("send", "--server", relay.url, "t1", "x", "--attach",
                         str(home / "nope.bin"), home=home)  # fmt: skip

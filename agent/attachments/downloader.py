@@ -141,7 +141,10 @@ class Downloader:
                 return
             self._busy.discard(mid)
             self.failed += 1
-            self._warn(f"attachment of {mid} not downloaded: {exc}")
+            if exc.logged:
+                log.debug("attachment of %s not downloaded: %s", mid, exc)
+            else:
+                self._warn(f"attachment of {mid} not downloaded: {exc}")
             if not exc.retry:  # a retryable one is tried again at the next start
                 with contextlib.suppress(EdgepushError):
                     await asyncio.to_thread(self.store.set_attachment_file, mid, None,
@@ -258,7 +261,7 @@ def _decrypted(att: Mapping[str, Any], fetched: Fetched, message_id: str) -> Fet
         size, head = e2e_files.open_download(att, fetched.tmp, SNIFF_BYTES)
     except e2e_files.FileDecryptError as exc:
         log.warning("attachment of %s not kept: %s", message_id, exc)
-        raise DownloadError(str(exc)) from None
+        raise DownloadError(str(exc), logged=True) from None
     return Fetched(fetched.tmp, size, head)
 
 

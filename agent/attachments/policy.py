@@ -17,11 +17,13 @@ _UNKNOWN = ("", "application/octet-stream")
 
 
 class DownloadError(Exception):
-    """Why a file could not be had; ``retry`` when trying again later may help."""
+    """Why a file could not be had; ``retry`` when trying again later may help; ``logged``
+    when a warning already said so (the downloader then adds none)."""
 
-    def __init__(self, text: str, *, retry: bool = False) -> None:
+    def __init__(self, text: str, *, retry: bool = False, logged: bool = False) -> None:
         super().__init__(text)
         self.retry = retry
+        self.logged = logged
 
 
 def essence(mime: Any) -> str:

@@ -113,12 +113,12 @@ def table(rows: Sequence[Stored], *, width: int, total: int = 0) -> str:
     """
     if not rows:
         return f"no stored message matches ({total} stored)\n" if total else "no messages stored\n"
-    lines = [f"{'TIME':19}  {'TOPIC':16}  P  {'STATE':9}  MESSAGE"]
+    lines = [f"{'TIME':19}  {'TOPIC':16}  P  {'STATE':13}  MESSAGE"]
     for r in rows:
         m = r.message
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.time))
         text = f"{m.title}: {m.message}" if m.title else m.message
-        line = f"{when}  {_safe(m.topic, 16):16}  {m.priority}  {r.state:9}  {_safe(text, 500)}"
+        line = f"{when}  {_safe(m.topic, 16):16}  {m.priority}  {r.state:13}  {_safe(text, 500)}"
         lines.append(line[: max(width, 60)])
     return "\n".join(lines) + "\n"
 

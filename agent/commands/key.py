@@ -78,10 +78,24 @@ def key_new(args: argparse.Namespace) -> int:
             raise UsageError(f"--passphrase: {exc}") from None
     else:
         key = keys.new_key()
-    kid, where = _store(args).add(topic, key)
-    print(f"{topic}: new key {kid} ({where}); copy it with: pushagent key export {topic}",
-          file=sys.stderr)  # fmt: skip
+    store = _store(args)
+    before = _current(store, topic)
+    kid, where = store.add(topic, key)
+    print(f"{topic}: new key {kid} ({where}); copy it with: pushagent key export {topic}"
+          + _replaced(before, kid), file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _current(store: KeyStore, topic: str) -> str | None:
+    entry = store.index().get(topic)
+    return entry.kids[0] if entry is not None and entry.kids else None
+
+
+def _replaced(before: str | None, kid: str) -> str:
+    """Said when ``kid`` took the place of another current key (what send --encrypt uses)."""
+    if before is None or before == kid:
+        return ""
+    return f"; it replaces {before} as the current key (the one send --encrypt uses)"
 
 
 def _passphrase(topic: str) -> str:
@@ -105,8 +119,10 @@ def key_import(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     from agent.e2e.keystore import KeyStore
 
-    kid, where = KeyStore(cfg).add(topic, key)
-    print(f"{topic}: imported key {kid} ({where})", file=sys.stderr)
+    store = KeyStore(cfg)
+    before = _current(store, topic)
+    kid, where = store.add(topic, key)
+    print(f"{topic}: imported key {kid} ({where})" + _replaced(before, kid), file=sys.stderr)
     from agent.e2e.receive import retry_stored
 
     opened, still = retry_stored(cfg, topic)
@@ -120,12 +136,16 @@ def key_export(args: argparse.Namespace) -> int:
     from agent.e2e import keys
 
     topic = _topic(args.topic)
-    found = _store(args).keys(topic)
+    found = held = _store(args).keys(topic)
     if args.kid is not None:
-        found = [(k, v) for k, v in found if k == args.kid]
+        found = [(k, v) for k, v in held if k == args.kid]
+    if not found and held:
+        raise UsageError(f"{topic}: no key {args.kid!r} here; its key ids: pushagent key list")
     if not found:
-        which = f"key {args.kid!r}" if args.kid else "key"
-        raise UsageError(f"{topic}: no {which} here; make one with: pushagent key new {topic}")
+        raise UsageError(
+            f"{topic}: no key here; import the one exported on another device"
+            f" (pushagent key import {topic} STRING) or make one (pushagent key new {topic})"
+        )
     print(keys.export(found[0][1]))
     return 0
 
@@ -137,5 +157,7 @@ def key_list(args: argparse.Namespace) -> int:
         for i, kid in enumerate(entry.kids):
             print(f"{topic}\t{kid}\t{entry.where}" + ("\tcurrent" if i == 0 else ""))
     if not index:
-        print("no keys (make one with: pushagent key new TOPIC)", file=sys.stderr)
+        hint = "import one (pushagent key import TOPIC STRING)"
+        hint += " or make one (pushagent key new TOPIC)"
+        print(f"no keys: {hint}", file=sys.stderr)
     return 0

@@ -181,7 +181,7 @@ def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.H
     from agent.e2e import jwe, seal
 
     url, data, name = _attachment(args)
-    text = _message(args) if data is None or args.message is not None else ""
+    text = _message(args) if _needs_text(args, url, data) else ""
     blob, attachment = _sealed_file(data, name) if data is not None else (None, None)
     if url is not None:  # inside only: never in clear; named as ntfy names it (its path)
         from urllib.parse import urlsplit
@@ -190,7 +190,8 @@ def _sealed_request(cfg: AgentConfig, args: argparse.Namespace) -> httppublish.H
 
         base = safe_name(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
         attachment = {"name": name or base or "attachment", "url": url}
-    fields = {"message": text or (f"You received a file: {name}" if blob else None),
+    named = attachment.get("name") if attachment is not None else None
+    fields = {"message": text or (DEFAULT_FILE_MESSAGE.format(named) if named else None),
               "title": args.title, "priority": args.priority, "tags": args.tags,
               "click": args.click, "attachment": attachment,
               "content_type": "text/markdown" if args.markdown else None}  # fmt: skip
@@ -227,6 +228,12 @@ def _sealed_file(data: bytes, name: str | None) -> tuple[bytes, dict[str, Any]]:
     return blob, {"name": label, "type": mime, "size": len(data), **secret}
 
 
+def _needs_text(args: argparse.Namespace, url: str | None, data: bytes | None) -> bool:
+    """MESSAGE may be left out with --attach (a file or a URL): the server (or the sealed
+    message) then says "You received a file: NAME", as over MQTT."""
+    return args.message is not None or (url is None and data is None)
+
+
 def _message(args: argparse.Namespace) -> str:
     if args.message is None:
         raise UsageError("MESSAGE: missing (give the text, or '-' to read it from stdin)")
@@ -257,7 +264,7 @@ def _send_http(cfg: AgentConfig, args: argparse.Namespace) -> dict[str, Any]:
         req = _sealed_request(cfg, args)
     else:
         url, data, name = _attachment(args)
-        text = _message(args) if data is None or args.message is not None else ""
+        text = _message(args) if _needs_text(args, url, data) else ""
         req = httppublish.publish_request(
             args.topic, text, title=args.title, priority=args.priority,
             tags=args.tags, click=args.click, markdown=args.markdown, delay=args.delay,

@@ -95,7 +95,10 @@ class Decryptor:
                 keys = self._keys
                 opened = seal.open_message(m, keys.get(m.topic, _NO_KEYS))
             if opened.ciphertext is not None:
-                log.info("message %s on %s is undecryptable: %s", m.id, m.topic, opened.reason)
+                missing = opened.kid is not None and opened.kid not in keys.get(m.topic, {})
+                hint = f" (import it: pushagent key import {m.topic} STRING)" if missing else ""
+                log.info("message %s on %s is undecryptable: %s%s", m.id, m.topic, opened.reason,
+                         hint)  # fmt: skip
             out.append(opened.message)
             marks.append(Sealed(opened.ciphertext) if opened.ciphertext is not None else OPENED)
         return out, marks
