@@ -31,6 +31,15 @@ def free_port() -> int:
             return port
 
 
+def complete_lines(data: bytes) -> list[bytes]:
+    """The lines of a file another process is still appending to, up to its last newline.
+
+    A reader polling an agent's ``--notifier log`` output can see one of its writes half
+    done: CI read '{"id":"W8lIG7mIiTbP' mid-backlog and the test failed on the JSON. What
+    follows the last newline is a write in progress (the notifier writes whole lines)."""
+    return data[: data.rfind(b"\n") + 1].splitlines()
+
+
 def wait_for(
     condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:

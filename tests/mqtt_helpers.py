@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.helpers import child_env, wait_for
+from tests.helpers import child_env, complete_lines, wait_for
 
 
 def envelope(i: int, prefix: str = "m") -> bytes:
@@ -107,7 +107,7 @@ class Agent:
         """How often each id was printed by ``--notifier log`` across every run."""
         if not self.out.exists():
             return Counter()
-        lines = self.out.read_bytes().decode().splitlines()
+        lines = complete_lines(self.out.read_bytes())
         return Counter(json.loads(line)["id"] for line in lines)
 
 

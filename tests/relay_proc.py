@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from tests.helpers import child_env, free_port, wait_for
+from tests.helpers import child_env, complete_lines, free_port, wait_for
 
 # Tests publish thousands of messages from one client: lift ntfy's per-client rate limit.
 RELAY_TOML = """\
@@ -170,7 +170,7 @@ class AgentProc:
 
     def runs(self) -> list[list[str]]:
         """The ids each incarnation printed, one list per start, in order."""
-        lines = [self.out(n).read_bytes().splitlines() for n in range(1, self.starts + 1)]
+        lines = [complete_lines(self.out(n).read_bytes()) for n in range(1, self.starts + 1)]
         return [[json.loads(line)["id"] for line in run if line.strip()] for run in lines]
 
     def notified(self) -> list[str]:

@@ -25,7 +25,7 @@ from joserfc import jwe as rfc_jwe
 from joserfc.jwk import OctKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.helpers import pushagent, wait_for
+from tests.helpers import complete_lines, pushagent, wait_for
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Agent
 from tests.relay_proc import RelayProc
@@ -43,7 +43,7 @@ def keyring_env(tmp_path: Path, name: str) -> dict[str, str]:
 def shown(agent: Agent) -> list[dict[str, object]]:
     if not agent.out.exists():
         return []
-    return [json.loads(line) for line in agent.out.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in complete_lines(agent.out.read_bytes()) if line.strip()]
 
 
 def shown_ids(agent: Agent) -> dict[str, dict[str, object]]:

@@ -20,7 +20,7 @@ import pytest
 from agent.envelope import Message, from_fields
 from agent.errors import StoreError
 from agent.store import Redelivery, Store
-from tests.helpers import wait_for
+from tests.helpers import complete_lines, wait_for
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Agent, Publisher
 from tests.netproxy import NetProxy
@@ -108,7 +108,7 @@ def stored_texts(home: Path) -> list[tuple[str, str]]:
 def printed(agent: Agent) -> list[dict[str, object]]:
     if not agent.out.exists():
         return []
-    return [json.loads(line) for line in agent.out.read_text().splitlines()]
+    return [json.loads(line) for line in complete_lines(agent.out.read_bytes())]
 
 
 def test_plain_text_resent_after_a_crash_is_stored_and_shown_once(

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import complete_lines, wait_for
 from tests.mosquitto import Mosquitto
 from tests.relay import Relay
 
@@ -43,7 +43,7 @@ def observer(broker: Mosquitto, topic: str, out: Path, client_id: str) -> Iterat
 def payloads(out: Path) -> list[dict[str, Any]]:
     if not out.exists():
         return []
-    lines = out.read_bytes().splitlines()
+    lines = complete_lines(out.read_bytes())
     return [json.loads(line[8:]) for line in lines if line.startswith(b"PAYLOAD ")]
 
 

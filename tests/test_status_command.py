@@ -15,7 +15,7 @@ from typing import Any
 from agent.commands import status as status_cmd
 from agent.envelope import from_fields
 from agent.store import Store
-from tests.helpers import child_env, pushagent, wait_for
+from tests.helpers import child_env, complete_lines, pushagent, wait_for
 from tests.relay_proc import RELAY_TOML, AgentProc, Publisher, RelayProc
 
 
@@ -171,7 +171,7 @@ def test_a_full_disk_shows_in_status_and_clears(tmp_path: Path, home: Path) -> N
         return dict(json.loads(r.stdout))
 
     def shown() -> list[str]:
-        lines = (home / "agent.out").read_bytes().splitlines()
+        lines = complete_lines((home / "agent.out").read_bytes())
         return [json.loads(line)["id"] for line in lines if line.strip()]
 
     pub = Publisher(relay.port)
