@@ -243,9 +243,13 @@ def test_sigkilled_agent_resumes_realerts_without_repeating_acknowledged_ones(
                  what="C resumed re-alerting the open one after the restart")  # fmt: skip
         assert c.printed(local, c.starts) == [], "re-alerted one acknowledged locally"
         assert c.printed(remote, c.starts) == [], "re-alerted one acknowledged on A"
-        # the resumed schedule continues the count (it is the same schedule, not a new one)
+        # The resumed schedule continues the count: the same schedule, not a new one (which
+        # would start from 1 again; before is at least 2). The kill may land between a
+        # re-alert and its row's move, and then that one re-alert comes again after the
+        # restart (agent.realert documents the window; CI saw 2 again after 2): >=, not >.
         before = max(m.get("realert", 0) for m in c.printed(open_, 1))
-        assert min(m["realert"] for m in c.printed(open_, c.starts)) > before
+        assert before >= 2
+        assert min(m["realert"] for m in c.printed(open_, c.starts)) >= before
         assert c.state(local) == c.state(remote) == "acknowledged"
     finally:
         a.stop()
