@@ -65,7 +65,7 @@ from agent.jsontext import MAX_DEPTH as MAX_DEPTH
 from agent.jsontext import TooDeep as TooDeep
 from agent.jsontext import check_unicode as check_unicode
 from agent.jsontext import parse_json as parse_json
-from agent.ntfyproto.attachment import INLINE_URL_MAX, is_inline
+from agent.ntfyproto.attachment import INLINE_URL_MAX, inline_length
 
 FIELDS = (
     "id",
@@ -205,7 +205,7 @@ def decode_object(
             f"payload is not valid UTF-8 (byte {exc.start})", field="payload"
         ) from None
     obj = _json_object(text) if len(raw) <= max_size or b"data:" in raw else None
-    if len(raw) > max_size and _inline_length(obj) < len(raw) - max_size:
+    if len(raw) > max_size and inline_length(obj) < len(raw) - max_size:
         raise _too_large(len(raw), max_size)
     if obj is None or _FIELD_SET.isdisjoint(obj):
         # Plain text: what from_fields({"message": text}) builds, without its field checks.
@@ -490,13 +490,6 @@ def _actions(value: Any) -> tuple[dict[str, Any], ...]:
 
 def _too_large(size: int, max_size: int) -> MessageError:
     return MessageError(f"payload is {size} bytes, above the limit of {max_size}", "payload")
-
-
-def _inline_length(obj: dict[str, Any] | None) -> int:
-    """Characters of an inline file's ``data:`` URL in an envelope (0 when none)."""
-    att = obj.get("attachment") if obj is not None else None
-    url = att.get("url") if isinstance(att, dict) else None
-    return len(url) if isinstance(url, str) and is_inline(url) else 0
 
 
 def _attachment(value: Any) -> dict[str, Any] | None:

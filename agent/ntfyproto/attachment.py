@@ -130,6 +130,14 @@ def is_inline(url: object) -> bool:
     return isinstance(url, str) and url[:5].lower() == "data:" and len(url) <= INLINE_URL_MAX
 
 
+def inline_length(envelope: dict[str, Any] | None) -> int:
+    """Characters of an inline file's ``data:`` URL in an envelope (0 when none): what a
+    payload may exceed the message size by (agent.envelope)."""
+    att = envelope.get("attachment") if envelope is not None else None
+    url = att.get("url") if isinstance(att, dict) else None
+    return len(url) if isinstance(url, str) and is_inline(url) else 0
+
+
 def data_url_bytes(url: str, max_bytes: int) -> bytes:
     """The file of a base64 ``data:`` URL; ValueError when it is not one, or is larger than
     ``max_bytes`` (checked before decoding)."""
